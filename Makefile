@@ -1,0 +1,57 @@
+# opencen build, test and demo entry points. Everything privileged runs as root
+# in network namespaces the tests create and delete themselves.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# The end-to-end and privileged suites share two cores: run packages one at a
+# time so shaping measurements are not disturbed by a parallel build.
+TESTFLAGS ?= -count=1 -p 1 -timeout 25m
+
+.PHONY: all build test unit demo bench bench-dataplane bench-routing bench-shaping lint generate fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The test command of the README: unit, privileged and end-to-end tests.
+test: build
+	$(GO) vet $(PKGS)
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Tests that need no root.
+unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+# Until the lab lands, the demo validates the shipped examples and prints
+# their effective bandwidth matrices (see README, "What make demo does").
+demo: build
+	@set -e; for f in examples/*.yaml; do \
+		echo "== $$f"; ./$(BIN)/cenctl validate $$f; echo; \
+	done
+
+bench: bench-dataplane bench-routing bench-shaping
+
+bench-dataplane:
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./dataplane/...
+
+bench-routing:
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./routing/...
+
+bench-shaping:
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./shaping/...
+
+# Fuzz the config parser (FUZZTIME=2m for the issue's acceptance run).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./config/
+
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,625 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var errBadKey = errors.New("not a WireGuard key")
+
+// Load reads, decodes and validates a config file. On any problem the error
+// is an ErrorList holding every problem of the file, each located.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a config held in memory; file names it in
+// errors and anchors relative paths.
+func Parse(file string, data []byte) (*Config, error) {
+	p := &problems{file: file}
+	cfg := decodeFile(p, data)
+	if cfg != nil {
+		cfg.File = file
+		cfg.Dir = filepath.Dir(file)
+		cfg.resolvePaths()
+		validate(p, cfg)
+	}
+	if len(p.list) > 0 {
+		return nil, p.sorted()
+	}
+	return cfg, nil
+}
+
+func (c *Config) resolvePaths() {
+	abs := func(path string) string {
+		if path == "" || filepath.IsAbs(path) {
+			return path
+		}
+		return filepath.Join(c.Dir, path)
+	}
+	for i := range c.Gateways {
+		c.Gateways[i].PrivateKeyFile = abs(c.Gateways[i].PrivateKeyFile)
+	}
+	for i := range c.Networks {
+		if b := c.Networks[i].BGP; b != nil {
+			b.PasswordFile = abs(b.PasswordFile)
+		}
+	}
+}
+
+// decoder turns YAML nodes into the model, reporting every problem at the
+// node it concerns. It is strict: unknown keys, duplicate keys and values
+// of the wrong kind are errors.
+type decoder struct{ p *problems }
+
+func decodeFile(p *problems, data []byte) *Config {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.add(Pos{}, "the file is empty; a config needs at least instance and gateways")
+		} else {
+			p.add(yamlErrorPos(err), "not valid YAML: %s", yamlErrorText(err))
+		}
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		p.add(nodePos(&extra), "the file holds more than one YAML document; a config is one document")
+	} else if !errors.Is(err, io.EOF) {
+		p.add(yamlErrorPos(err), "not valid YAML: %s", yamlErrorText(err))
+		return nil
+	}
+	d := decoder{p}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			p.add(Pos{}, "the file is empty; a config needs at least instance and gateways")
+			return nil
+		}
+		root = root.Content[0]
+	}
+	m, ok := d.mapping(root, "the config", "instance", "areas", "gateways", "networks", "bandwidth_packages", "interconnections")
+	if !ok {
+		return nil
+	}
+	cfg := &Config{}
+	if n, ok := m["instance"]; ok {
+		cfg.Instance = d.instance(n)
+	} else {
+		p.add(nodePos(root), "instance is missing; give it a name, like instance: {name: cen-demo}")
+	}
+	for _, n := range d.list(m["areas"], "areas") {
+		cfg.Areas = append(cfg.Areas, d.area(n))
+	}
+	if _, ok := m["gateways"]; !ok {
+		p.add(nodePos(root), "gateways is missing; an instance needs at least one gateway")
+	}
+	for _, n := range d.list(m["gateways"], "gateways") {
+		cfg.Gateways = append(cfg.Gateways, d.gateway(n))
+	}
+	for _, n := range d.list(m["networks"], "networks") {
+		cfg.Networks = append(cfg.Networks, d.network(n))
+	}
+	for _, n := range d.list(m["bandwidth_packages"], "bandwidth_packages") {
+		cfg.Packages = append(cfg.Packages, d.pkg(n))
+	}
+	for _, n := range d.list(m["interconnections"], "interconnections") {
+		cfg.Interconnections = append(cfg.Interconnections, d.interconnection(n))
+	}
+	return cfg
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func yamlErrorPos(err error) Pos {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Pos{Line: line, Column: 1}
+	}
+	return Pos{Line: 1, Column: 1}
+}
+
+func yamlErrorText(err error) string {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		return m[2]
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+func nodePos(n *yaml.Node) Pos { return Pos{Line: n.Line, Column: n.Column} }
+
+// deref follows aliases so anchors work as users expect.
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "empty"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "not a value"
+}
+
+// mapping checks n is a mapping with only the allowed keys, each once, and
+// returns the value node of each key present.
+func (d decoder) mapping(n *yaml.Node, what string, allowed ...string) (map[string]*yaml.Node, bool) {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		d.p.add(nodePos(n), "%s must be a mapping of keys to values, not %s", what, kindName(n))
+		return nil, false
+	}
+	out := make(map[string]*yaml.Node, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			d.p.add(nodePos(k), "%s has a key that is not a name", what)
+		case !contains(allowed, k.Value):
+			d.p.add(nodePos(k), "unknown key %q in %s%s; known keys: %s", k.Value, what, suggest(k.Value, allowed), strings.Join(allowed, ", "))
+		case out[k.Value] != nil:
+			d.p.add(nodePos(k), "key %q appears twice in %s", k.Value, what)
+		default:
+			out[k.Value] = deref(v)
+		}
+	}
+	return out, true
+}
+
+// list returns the items of a list value; an absent key is an empty list.
+func (d decoder) list(n *yaml.Node, what string) []*yaml.Node {
+	n = deref(n)
+	if n == nil || n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.p.add(nodePos(n), "%s must be a list, not %s", what, kindName(n))
+		return nil
+	}
+	items := make([]*yaml.Node, len(n.Content))
+	for i, c := range n.Content {
+		items[i] = deref(c)
+	}
+	return items
+}
+
+// scalar returns the text of a scalar value.
+func (d decoder) scalar(n *yaml.Node, what string) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		d.p.add(nodePos(n), "%s must be a single value, not %s", what, kindName(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// name reads an identifier: lower case letters, digits, '.', '_' and '-'.
+func (d decoder) name(n *yaml.Node, what string) string {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return ""
+	}
+	if !namePattern.MatchString(s) {
+		d.p.add(nodePos(n), "%s %q is not a valid name; use 1 to 63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", what, s)
+	}
+	return s
+}
+
+func (d decoder) text(n *yaml.Node, what string) string {
+	s, _ := d.scalar(n, what)
+	return s
+}
+
+func (d decoder) unsigned(n *yaml.Node, what string, min, max uint64) (uint64, bool) {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n.Tag != "!!int" || v < min || v > max {
+		d.p.add(nodePos(n), "%s %q must be a whole number from %d to %d", what, s, min, max)
+		return 0, false
+	}
+	return v, true
+}
+
+func (d decoder) asn(n *yaml.Node, what string) uint32 {
+	v, _ := d.unsigned(n, what, 1, math.MaxUint32)
+	return uint32(v)
+}
+
+func (d decoder) boolean(n *yaml.Node, what string) bool {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return false
+	}
+	if n.Tag != "!!bool" {
+		d.p.add(nodePos(n), "%s %q must be true or false", what, s)
+		return false
+	}
+	return s == "true" || s == "True" || s == "TRUE"
+}
+
+func (d decoder) bandwidth(n *yaml.Node, what string) Bandwidth {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return 0
+	}
+	b, err := ParseBandwidth(s)
+	if err != nil {
+		d.p.add(nodePos(n), "%s: %s", what, err)
+	}
+	return b
+}
+
+// prefix reads a CIDR with no host bits set.
+func (d decoder) prefix(n *yaml.Node, what string) (netip.Prefix, bool) {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		d.p.add(nodePos(n), "%s %q is not a CIDR; write it like 10.10.0.0/16 or fd00:10::/48", what, s)
+		return netip.Prefix{}, false
+	}
+	if p.Addr().Zone() != "" {
+		d.p.add(nodePos(n), "%s %q has a zone; CIDRs have none", what, s)
+		return netip.Prefix{}, false
+	}
+	if p.Masked() != p {
+		d.p.add(nodePos(n), "%s %q has host bits set; did you mean %s?", what, s, p.Masked())
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+func (d decoder) addr(n *yaml.Node, what string) netip.Addr {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		d.p.add(nodePos(n), "%s %q is not an IP address", what, s)
+		return netip.Addr{}
+	}
+	if a.Is4In6() {
+		a = a.Unmap()
+	}
+	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+		d.p.add(nodePos(n), "%s %s is not a unicast address a router can use", what, a)
+		return netip.Addr{}
+	}
+	return a
+}
+
+func (d decoder) prefixes(n *yaml.Node, what string) ([]netip.Prefix, []Pos) {
+	var out []netip.Prefix
+	var at []Pos
+	for _, item := range d.list(n, what) {
+		if p, ok := d.prefix(item, what+" entry"); ok {
+			out = append(out, p)
+			at = append(at, nodePos(item))
+		}
+	}
+	return out, at
+}
+
+// required reports a missing key at the item that lacks it.
+func (d decoder) required(m map[string]*yaml.Node, item *yaml.Node, what, key, hint string) (*yaml.Node, bool) {
+	n, ok := m[key]
+	if !ok {
+		d.p.add(nodePos(item), "%s is missing %s%s", what, key, hint)
+	}
+	return n, ok
+}
+
+func positions(m map[string]*yaml.Node, item *yaml.Node) fields {
+	f := fields{"": nodePos(item)}
+	for k, v := range m {
+		f[k] = nodePos(v)
+	}
+	return f
+}
+
+func (d decoder) instance(n *yaml.Node) Instance {
+	inst := Instance{ASN: DefaultASN}
+	m, ok := d.mapping(n, "instance", "name", "asn")
+	if !ok {
+		return inst
+	}
+	inst.pos = positions(m, n)
+	if v, ok := d.required(m, n, "instance", "name", ", like name: cen-demo"); ok {
+		inst.Name = d.name(v, "instance name")
+	}
+	if v, ok := m["asn"]; ok {
+		inst.ASN = d.asn(v, "instance asn")
+	}
+	return inst
+}
+
+func (d decoder) area(n *yaml.Node) Area {
+	var a Area
+	m, ok := d.mapping(n, "an area", "id", "regions")
+	if !ok {
+		return a
+	}
+	if v, ok := d.required(m, n, "an area", "id", ", like id: lab"); ok {
+		a.ID = d.name(v, "area id")
+		a.pos = nodePos(v)
+	}
+	if _, ok := d.required(m, n, "area "+a.ID, "regions", "; list at least one region"); ok {
+		items := d.list(m["regions"], "regions of area "+a.ID)
+		if len(items) == 0 {
+			d.p.add(nodePos(m["regions"]), "area %s has no regions; list at least one", a.ID)
+		}
+		for _, item := range items {
+			a.Regions = append(a.Regions, d.region(item, a.ID))
+		}
+	}
+	return a
+}
+
+func (d decoder) region(n *yaml.Node, area string) Region {
+	r := Region{Area: area}
+	m, ok := d.mapping(n, "a region", "id", "name")
+	if !ok {
+		return r
+	}
+	if v, ok := d.required(m, n, "a region", "id", ", like id: lab-east"); ok {
+		r.ID = d.name(v, "region id")
+		r.pos = nodePos(v)
+	}
+	r.Name = r.ID
+	if v, ok := m["name"]; ok {
+		r.Name = d.text(v, "region name")
+	}
+	return r
+}
+
+func (d decoder) gateway(n *yaml.Node) Gateway {
+	g := Gateway{Weight: 1}
+	m, ok := d.mapping(n, "a gateway", "name", "region", "endpoint", "public_key", "private_key_file", "tunnel_address", "weight")
+	if !ok {
+		return g
+	}
+	g.pos = positions(m, n)
+	if v, ok := d.required(m, n, "a gateway", "name", ", like name: gw-beijing-1"); ok {
+		g.Name = d.name(v, "gateway name")
+	}
+	what := "gateway " + g.Name
+	if v, ok := d.required(m, n, what, "region", ", like region: cn-beijing"); ok {
+		g.Region = d.name(v, what+" region")
+	}
+	if v, ok := d.required(m, n, what, "endpoint", ", the underlay address:port peers dial, like 192.0.2.11:51820"); ok {
+		g.Endpoint = d.endpoint(v, what+" endpoint")
+	}
+	if v, ok := d.required(m, n, what, "public_key", ", the gateway's base64 WireGuard public key"); ok {
+		if s, ok := d.scalar(v, what+" public_key"); ok {
+			k, err := ParseKey(s)
+			if err != nil {
+				d.p.add(nodePos(v), "%s public_key is not a WireGuard key: it must be base64 of 32 bytes, as `wg pubkey` prints", what)
+			}
+			g.PublicKey = k
+		}
+	}
+	if v, ok := d.required(m, n, what, "private_key_file", ", the file holding its WireGuard private key"); ok {
+		g.PrivateKeyFile = d.text(v, what+" private_key_file")
+	}
+	if v, ok := m["tunnel_address"]; ok {
+		g.TunnelAddress = d.addr(v, what+" tunnel_address")
+	}
+	if v, ok := m["weight"]; ok {
+		w, _ := d.unsigned(v, what+" weight", 1, 1_000_000)
+		g.Weight = uint32(w)
+	}
+	return g
+}
+
+func (d decoder) endpoint(n *yaml.Node, what string) netip.AddrPort {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		hint := "address:port, like 192.0.2.11:51820 or [2001:db8::11]:51820"
+		if _, aerr := netip.ParseAddr(s); aerr == nil {
+			hint = "address:port with the port, like " + s + ":51820"
+			if strings.Contains(s, ":") {
+				hint = "[address]:port with the port, like [" + s + "]:51820"
+			}
+		}
+		d.p.add(nodePos(n), "%s %q is not an endpoint; write it as %s", what, s, hint)
+		return netip.AddrPort{}
+	}
+	switch a := ap.Addr(); {
+	case ap.Port() == 0:
+		d.p.add(nodePos(n), "%s %q has port 0; use the UDP port WireGuard listens on, like 51820", what, s)
+	case a.Zone() != "" || a.IsUnspecified() || a.IsMulticast():
+		d.p.add(nodePos(n), "%s %q must be a unicast address peers can dial", what, s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func (d decoder) network(n *yaml.Node) Network {
+	var nw Network
+	m, ok := d.mapping(n, "a network", "name", "type", "region", "cidrs", "gateway", "bgp")
+	if !ok {
+		return nw
+	}
+	nw.pos = positions(m, n)
+	if v, ok := d.required(m, n, "a network", "name", ", like name: vpc-beijing"); ok {
+		nw.Name = d.name(v, "network name")
+	}
+	what := "network " + nw.Name
+	if v, ok := d.required(m, n, what, "type", ": vpc or vbr"); ok {
+		if s, ok := d.scalar(v, what+" type"); ok {
+			nw.Type = NetworkType(s)
+			if nw.Type != VPC && nw.Type != VBR {
+				d.p.add(nodePos(v), "%s type %q is unknown; it is vpc or vbr", what, s)
+			}
+		}
+	}
+	if v, ok := d.required(m, n, what, "region", ", like region: cn-beijing"); ok {
+		nw.Region = d.name(v, what+" region")
+	}
+	if v, ok := m["gateway"]; ok {
+		nw.Gateway = d.name(v, what+" gateway")
+	}
+	switch nw.Type {
+	case VPC:
+		if v, ok := d.required(m, n, what, "cidrs", ", like cidrs: [10.10.0.0/16]"); ok {
+			nw.CIDRs, nw.cidrPos = d.prefixes(v, what+" cidrs")
+			if len(d.list(v, "")) == 0 {
+				d.p.add(nodePos(v), "%s has no cidrs; a VPC needs at least one", what)
+			}
+		}
+		if v, ok := m["bgp"]; ok {
+			d.p.add(nodePos(v), "%s is a vpc and has no BGP session; bgp belongs to a vbr", what)
+		}
+		if v, ok := m["gateway"]; ok {
+			d.p.add(nodePos(v), "%s is a vpc; every gateway of its region serves it, so gateway belongs to a vbr", what)
+		}
+	case VBR:
+		if v, ok := m["cidrs"]; ok {
+			d.p.add(nodePos(v), "%s is a vbr: its prefixes are learned over BGP, so it has no cidrs; limit them with bgp.accept", what)
+		}
+		if v, ok := d.required(m, n, what, "bgp", ", the session with its on-premises router (neighbor, peer_asn)"); ok {
+			nw.BGP = d.vbrSession(v, what)
+		}
+	}
+	return nw
+}
+
+func (d decoder) vbrSession(n *yaml.Node, network string) *VBRSession {
+	s := &VBRSession{AcceptAny: true}
+	m, ok := d.mapping(n, network+" bgp", "neighbor", "peer_asn", "accept", "max_prefixes", "password_file", "bfd")
+	if !ok {
+		return s
+	}
+	s.pos = positions(m, n)
+	what := network + " bgp"
+	if v, ok := d.required(m, n, what, "neighbor", ", the on-premises router's address"); ok {
+		s.Neighbor = d.addr(v, what+" neighbor")
+	}
+	if v, ok := d.required(m, n, what, "peer_asn", ", the on-premises router's ASN"); ok {
+		s.PeerASN = d.asn(v, what+" peer_asn")
+	}
+	if v, ok := m["accept"]; ok {
+		s.AcceptAny = false
+		s.Accept, s.acceptPos = d.prefixes(v, what+" accept")
+	}
+	if v, ok := m["max_prefixes"]; ok {
+		mp, _ := d.unsigned(v, what+" max_prefixes", 1, math.MaxUint32)
+		s.MaxPrefixes = uint32(mp)
+	}
+	if v, ok := m["password_file"]; ok {
+		s.PasswordFile = d.text(v, what+" password_file")
+	}
+	if v, ok := m["bfd"]; ok {
+		s.BFD = d.boolean(v, what+" bfd")
+	}
+	return s
+}
+
+func (d decoder) pair(n *yaml.Node, what, example string) ([2]string, [2]Pos, bool) {
+	var out [2]string
+	var at [2]Pos
+	items := d.list(n, what)
+	if len(items) != 2 {
+		if n.Kind == yaml.SequenceNode {
+			d.p.add(nodePos(n), "%s must list exactly two, like %s, not %d", what, example, len(items))
+		}
+		return out, at, false
+	}
+	ok := true
+	for i, item := range items {
+		out[i] = d.name(item, what+" entry")
+		at[i] = nodePos(item)
+		ok = ok && out[i] != ""
+	}
+	return out, at, ok
+}
+
+func (d decoder) pkg(n *yaml.Node) Package {
+	var p Package
+	m, ok := d.mapping(n, "a bandwidth package", "name", "areas", "bandwidth")
+	if !ok {
+		return p
+	}
+	p.pos = positions(m, n)
+	if v, ok := d.required(m, n, "a bandwidth package", "name", ", like name: bwp-china-na"); ok {
+		p.Name = d.name(v, "bandwidth package name")
+	}
+	what := "bandwidth package " + p.Name
+	if v, ok := d.required(m, n, what, "areas", ", the two areas it connects, like areas: [mainland-china, north-america]"); ok {
+		var at [2]Pos
+		p.Areas, at, _ = d.pair(v, what+" areas", "[mainland-china, north-america]")
+		p.pos[areaKey(0)], p.pos[areaKey(1)] = at[0], at[1]
+	}
+	if v, ok := d.required(m, n, what, "bandwidth", ", like bandwidth: 100Mbps"); ok {
+		p.Bandwidth = d.bandwidth(v, what+" bandwidth")
+	}
+	return p
+}
+
+func (d decoder) interconnection(n *yaml.Node) Interconnection {
+	var ic Interconnection
+	m, ok := d.mapping(n, "an interconnection", "regions", "package", "bandwidth")
+	if !ok {
+		return ic
+	}
+	ic.pos = positions(m, n)
+	what := "an interconnection"
+	if v, ok := d.required(m, n, what, "regions", ", the two regions it joins, like regions: [cn-beijing, us-west-1]"); ok {
+		var at [2]Pos
+		ic.Regions, at, _ = d.pair(v, "interconnection regions", "[cn-beijing, us-west-1]")
+		ic.pos[regionKey(0)], ic.pos[regionKey(1)] = at[0], at[1]
+		what = fmt.Sprintf("interconnection %s<->%s", ic.Regions[0], ic.Regions[1])
+	}
+	if v, ok := d.required(m, n, what, "package", ", the bandwidth package it draws from"); ok {
+		ic.Package = d.name(v, what+" package")
+	}
+	if v, ok := d.required(m, n, what, "bandwidth", ", like bandwidth: 60Mbps"); ok {
+		ic.Bandwidth = d.bandwidth(v, what+" bandwidth")
+	}
+	return ic
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

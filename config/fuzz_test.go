@@ -28,7 +28,8 @@ func FuzzLoad(f *testing.F) {
 			if !errors.As(err, &list) || len(list) == 0 {
 				t.Fatalf("error is not a non-empty ErrorList: %v", err)
 			}
-			lines := strings.Count(string(data), "\n") + 2
+			// YAML breaks lines at \n, \r\n and a lone \r.
+			lines := strings.Count(string(data), "\n") + strings.Count(string(data), "\r") + 2
 			for _, e := range list {
 				if e.Pos.Line < 0 || e.Pos.Line > lines || e.Pos.Column < 0 {
 					t.Fatalf("error points outside the file (%d lines): %v", lines, e)

@@ -1,0 +1,133 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// HelperOptions configure one userspace WireGuard device.
+type HelperOptions struct {
+	// Device is the TUN interface name; the UAPI socket is
+	// /var/run/wireguard/Device.sock.
+	Device string
+	// MTU of the TUN at creation (the dataplane keeps it up to date over
+	// netlink afterwards).
+	MTU int
+	// Logger receives the device's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// ServeUserspaceDevice creates a wireguard-go device on a new TUN in the
+// calling process's network namespace, serves its UAPI socket, and blocks
+// until ctx is cancelled, the TUN link is deleted, or the UAPI socket file
+// is removed. The device starts with no key and no peers: the dataplane
+// configures it over UAPI. A stale socket with the same name (no process
+// listening) is replaced.
+func ServeUserspaceDevice(ctx context.Context, opts HelperOptions) error {
+	if err := validDeviceName(opts.Device); err != nil {
+		return err
+	}
+	if opts.MTU == 0 {
+		opts.MTU = defaultMTU
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("device", opts.Device)
+
+	tdev, err := tun.CreateTUN(opts.Device, opts.MTU)
+	if err != nil {
+		return fmt.Errorf("create tun %s: %w", opts.Device, err)
+	}
+	uapiFile, err := ipc.UAPIOpen(opts.Device)
+	if err != nil {
+		tdev.Close()
+		return fmt.Errorf("open uapi socket for %s: %w", opts.Device, err)
+	}
+	dev := device.NewDevice(tdev, conn.NewDefaultBind(), &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { log.Error(fmt.Sprintf(format, args...)) },
+	})
+	defer dev.Close()
+	uapi, err := ipc.UAPIListen(opts.Device, uapiFile)
+	if err != nil {
+		uapiFile.Close()
+		return fmt.Errorf("listen on uapi socket for %s: %w", opts.Device, err)
+	}
+	defer uapi.Close()
+	uapiErr := make(chan error, 1)
+	go func() {
+		for {
+			c, err := uapi.Accept()
+			if err != nil {
+				uapiErr <- err
+				return
+			}
+			go dev.IpcHandle(c)
+		}
+	}()
+	log.Info("userspace wireguard device up", "mtu", opts.MTU, "pid", os.Getpid())
+	select {
+	case <-ctx.Done():
+		log.Info("stopping on request")
+		return nil
+	case <-dev.Wait():
+		log.Info("device closed (tun link deleted?)")
+		return nil
+	case err := <-uapiErr:
+		// The socket file was removed or the listener failed: without
+		// UAPI the device cannot be managed, so it goes away.
+		log.Info("uapi socket gone, stopping", "err", err)
+		return nil
+	}
+}
+
+// RunHelper is the main of the helper process that owns a userspace
+// device; the agent's hidden subcommand calls it with its arguments.
+//
+// Argv contract: the dataplane runs Options.HelperCommand followed by
+//
+//	--device NAME --mtu N
+//
+// e.g. [/proc/self/exe wireguard-device --device ocw1a2b3c4d5e6f --mtu 1420].
+// RunHelper parses those flags, logs to stderr (the dataplane points it at
+// StateDir/NAME.log), stops on SIGTERM or SIGINT, ignores SIGHUP, and
+// returns nil on an orderly stop.
+func RunHelper(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wireguard-device", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("device", "", "TUN interface name")
+	mtu := fs.Int("mtu", defaultMTU, "initial MTU")
+	verbose := fs.Bool("verbose", false, "log wireguard-go debug lines")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("wireguard-device: %w", err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("wireguard-device: unexpected argument %q", fs.Arg(0))
+	}
+	if *name == "" {
+		return errors.New("wireguard-device: --device is required")
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	signal.Ignore(syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return ServeUserspaceDevice(ctx, HelperOptions{Device: *name, MTU: *mtu, Logger: logger})
+}

@@ -1,0 +1,202 @@
+package dataplane
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// requireRoot skips privileged tests for non-root users; as root nothing
+// skips.
+func requireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("privileged test: needs root to create network namespaces, TUN devices and routes (run as root, e.g. make test)")
+	}
+}
+
+func randSuffix(tb testing.TB, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func run(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newNetNS creates a named namespace "ocdp<random>" with lo up and deletes
+// it at cleanup. It returns the name; the path is /run/netns/NAME.
+func newNetNS(tb testing.TB) string {
+	tb.Helper()
+	name := "ocdp" + randSuffix(tb, 4)
+	run(tb, "ip", "netns", "add", name)
+	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run(tb, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+func nsPath(name string) string { return "/run/netns/" + name }
+
+// underlay is a bridge in a namespace of its own joining the gateways'
+// underlay interfaces, like an IP network between hosts.
+type underlay struct {
+	ns string
+	n  int
+}
+
+func newUnderlay(tb testing.TB) *underlay {
+	u := &underlay{ns: newNetNS(tb)}
+	run(tb, "ip", "-n", u.ns, "link", "add", "ocdpbr0", "type", "bridge")
+	run(tb, "ip", "-n", u.ns, "link", "set", "ocdpbr0", "up")
+	return u
+}
+
+// attach gives gwNS an interface ocdpeth0 with addr, bridged to the others.
+func (u *underlay) attach(tb testing.TB, gwNS string, addr netip.Prefix) {
+	port := fmt.Sprintf("ocdpp%d", u.n)
+	u.n++
+	run(tb, "ip", "-n", gwNS, "link", "add", "ocdpeth0", "type", "veth", "peer", "name", port, "netns", u.ns)
+	run(tb, "ip", "-n", u.ns, "link", "set", port, "master", "ocdpbr0", "up")
+	run(tb, "ip", "-n", gwNS, "addr", "add", addr.String(), "dev", "ocdpeth0")
+	run(tb, "ip", "-n", gwNS, "link", "set", "ocdpeth0", "up")
+}
+
+// pinger sends ICMP echo requests from inside a namespace.
+type pinger struct {
+	conn *icmp.PacketConn
+	id   int
+	v6   bool
+}
+
+func newPinger(tb testing.TB, ns string) *pinger { return newPingerFamily(tb, ns, false) }
+
+func newPingerFamily(tb testing.TB, ns string, v6 bool) *pinger {
+	tb.Helper()
+	var c *icmp.PacketConn
+	err := inNetNS(nsPath(ns), func() (err error) {
+		if v6 {
+			c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		} else {
+			c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		}
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("icmp socket in %s: %v", ns, err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	b := make([]byte, 2)
+	_, _ = rand.Read(b)
+	return &pinger{conn: c, id: int(b[0])<<8 | int(b[1]), v6: v6}
+}
+
+// ping sends count echo requests to dst every interval and returns how
+// many distinct ones were answered within wait after the last was sent.
+func (p *pinger) ping(dst netip.Addr, count int, interval, wait time.Duration) (int, error) {
+	got := make(map[int]bool, count)
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, peer, err := p.conn.ReadFrom(buf)
+			if err != nil {
+				return // deadline set by the sender below
+			}
+			proto, reply := 1, icmp.Type(ipv4.ICMPTypeEchoReply)
+			if p.v6 {
+				proto, reply = 58, ipv6.ICMPTypeEchoReply
+			}
+			m, err := icmp.ParseMessage(proto, buf[:n])
+			if err != nil || m.Type != reply {
+				continue
+			}
+			e, ok := m.Body.(*icmp.Echo)
+			if !ok || e.ID != p.id || peer.String() != dst.String() {
+				continue
+			}
+			mu.Lock()
+			got[e.Seq] = true
+			full := len(got) == count
+			mu.Unlock()
+			if full {
+				return
+			}
+		}
+	}()
+	_ = p.conn.SetReadDeadline(time.Time{})
+	var sendErr error
+	t := time.NewTicker(interval)
+	for seq := range count {
+		var typ icmp.Type = ipv4.ICMPTypeEcho
+		if p.v6 {
+			typ = ipv6.ICMPTypeEchoRequest
+		}
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: p.id, Seq: seq, Data: []byte("opencen-dataplane")}}
+		b, _ := msg.Marshal(nil)
+		if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil && sendErr == nil {
+			sendErr = fmt.Errorf("send echo %d to %s: %w", seq, dst, err)
+		}
+		if seq < count-1 {
+			<-t.C
+		}
+	}
+	t.Stop()
+	_ = p.conn.SetReadDeadline(time.Now().Add(wait))
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	return len(got), sendErr
+}
+
+// waitPing retries single pings to dst until one answers or timeout.
+func waitPing(tb testing.TB, ns string, dst netip.Addr, timeout time.Duration) {
+	tb.Helper()
+	p := newPingerFamily(tb, ns, dst.Is6())
+	deadline := time.Now().Add(timeout)
+	for {
+		n, _ := p.ping(dst, 1, time.Millisecond, 300*time.Millisecond)
+		if n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no ping reply from %s in namespace %s within %s", dst, ns, timeout)
+		}
+	}
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes.
+func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -1,0 +1,295 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// netlinkOps is the rtnetlink surface the dataplane uses; *netlink.Handle
+// implements it (opened with netlink.NewHandleAt for the target namespace).
+type netlinkOps interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkByIndex(index int) (netlink.Link, error)
+	LinkAdd(link netlink.Link) error
+	LinkDel(link netlink.Link) error
+	LinkSetUp(link netlink.Link) error
+	LinkSetMTU(link netlink.Link, mtu int) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	RouteGet(destination net.IP) ([]netlink.Route, error)
+	routeWriter
+}
+
+// routeWriter writes single routes; several are used in parallel for large
+// route sets (each is its own netlink socket).
+type routeWriter interface {
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+}
+
+// dumpRetries bounds retries of a dump the kernel interrupted because the
+// table changed underneath it.
+const dumpRetries = 5
+
+func retryDump[T any](f func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpRetries {
+		var out []T
+		out, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, fmt.Errorf("dump still interrupted after %d tries: %w", dumpRetries, err)
+}
+
+// gone reports errors that mean "already not there", which a delete counts
+// as success.
+func gone(err error) bool {
+	return errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT) ||
+		errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.ENODEV)
+}
+
+// wantRoutes builds the kernel routes of a plan on link index idx.
+func wantRoutes(p plan, idx, table int, addrs []netip.Prefix) []netlink.Route {
+	var src4, src6 net.IP
+	for _, a := range addrs {
+		if a.Addr().Is4() && src4 == nil {
+			src4 = a.Addr().AsSlice()
+		} else if a.Addr().Is6() && src6 == nil {
+			src6 = a.Addr().AsSlice()
+		}
+	}
+	out := make([]netlink.Route, 0, len(p.routes))
+	for _, r := range p.routes {
+		dst := prefixToIPNet(r.prefix)
+		if len(r.direct) > 0 {
+			out = append(out, directRoute(dst, r.direct, table))
+			continue
+		}
+		rt := netlink.Route{LinkIndex: idx, Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
+		if r.prefix.Addr().Is4() {
+			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
+		} else {
+			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V6, netlink.SCOPE_UNIVERSE, src6
+		}
+		out = append(out, rt)
+	}
+	return out
+}
+
+// directRoute is a route via routers on a connected network; the kernel
+// picks the interface for each.
+func directRoute(dst net.IPNet, via []netip.Addr, table int) netlink.Route {
+	rt := netlink.Route{Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST, Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4}
+	if via[0].Is6() {
+		rt.Family = netlink.FAMILY_V6
+	}
+	if len(via) == 1 {
+		rt.Gw = via[0].AsSlice()
+		return rt
+	}
+	for _, v := range via {
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{Gw: v.AsSlice()})
+	}
+	return rt
+}
+
+// routeKey identifies a route for diffing: its destination (the table and
+// protocol are fixed by the listing filter).
+func routeKey(r *netlink.Route) netip.Prefix {
+	if r.Dst == nil {
+		if r.Family == netlink.FAMILY_V6 {
+			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	p, _ := ipNetToPrefix(*r.Dst)
+	return p
+}
+
+// sameRoute compares the attributes opencen sets.
+func sameRoute(have, want *netlink.Route) bool {
+	if want.LinkIndex == 0 { // a direct route: compare its routers
+		return sameGateways(have, want) && (have.Type == want.Type || have.Type == 0)
+	}
+	return have.LinkIndex == want.LinkIndex && have.Scope == want.Scope &&
+		have.Src.Equal(want.Src) && have.Gw == nil && len(have.MultiPath) == 0 &&
+		(have.Type == want.Type || have.Type == 0)
+}
+
+func sameGateways(have, want *netlink.Route) bool {
+	gws := func(r *netlink.Route) []netip.Addr {
+		var out []netip.Addr
+		if r.Gw != nil {
+			out = append(out, ipAddr(r.Gw))
+		}
+		for _, nh := range r.MultiPath {
+			out = append(out, ipAddr(nh.Gw))
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return out
+	}
+	return slices.Equal(gws(have), gws(want))
+}
+
+// diffRoutes returns what to write (new or changed) and what to delete
+// (owned by opencen, in the table, and no longer wanted).
+func diffRoutes(have, want []netlink.Route) (add, del []netlink.Route) {
+	cur := make(map[netip.Prefix]*netlink.Route, len(have))
+	for i := range have {
+		cur[routeKey(&have[i])] = &have[i]
+	}
+	keep := make(map[netip.Prefix]bool, len(want))
+	if len(have) == 0 {
+		add = make([]netlink.Route, 0, len(want))
+	}
+	for i := range want {
+		k := routeKey(&want[i])
+		keep[k] = true
+		if h, ok := cur[k]; !ok || !sameRoute(h, &want[i]) {
+			add = append(add, want[i])
+		}
+	}
+	for i := range have {
+		if !keep[routeKey(&have[i])] {
+			del = append(del, have[i])
+		}
+	}
+	return add, del
+}
+
+// parallelThreshold is the route count above which writes are spread over
+// several netlink sockets.
+const parallelThreshold = 512
+
+// applyRoutes writes adds first, then deletes (add before delete, so
+// traffic never falls through a gap), keeps going past failures and
+// returns them joined. Deleting an absent route is success.
+func applyRoutes(writers []routeWriter, add, del []netlink.Route) error {
+	errAdd := forEachRoute(writers, add, func(w routeWriter, r *netlink.Route) error {
+		if err := w.RouteReplace(r); err != nil {
+			return fmt.Errorf("install route %s: %w", routeKey(r), err)
+		}
+		return nil
+	})
+	errDel := forEachRoute(writers, del, func(w routeWriter, r *netlink.Route) error {
+		if err := w.RouteDel(r); err != nil && !gone(err) {
+			return fmt.Errorf("delete route %s: %w", routeKey(r), err)
+		}
+		return nil
+	})
+	return errors.Join(errAdd, errDel)
+}
+
+// maxReportedErrors caps the errors kept from one batch so a failure on
+// 100,000 routes does not build a 100,000-line error.
+const maxReportedErrors = 20
+
+func forEachRoute(writers []routeWriter, routes []netlink.Route, fn func(routeWriter, *netlink.Route) error) error {
+	n := len(writers)
+	if len(routes) < parallelThreshold || n > len(routes) {
+		n = 1
+	}
+	var (
+		mu      sync.Mutex
+		errs    []error
+		dropped int
+		wg      sync.WaitGroup
+	)
+	chunk := (len(routes) + n - 1) / n
+	for w := range n {
+		lo, hi := w*chunk, min((w+1)*chunk, len(routes))
+		if lo >= hi {
+			break
+		}
+		wg.Add(1)
+		go func(wr routeWriter, part []netlink.Route) {
+			defer wg.Done()
+			for i := range part {
+				if err := fn(wr, &part[i]); err != nil {
+					mu.Lock()
+					if len(errs) < maxReportedErrors {
+						errs = append(errs, err)
+					} else {
+						dropped++
+					}
+					mu.Unlock()
+				}
+			}
+		}(writers[w], routes[lo:hi])
+	}
+	wg.Wait()
+	if dropped > 0 {
+		errs = append(errs, fmt.Errorf("and %d more route errors", dropped))
+	}
+	return errors.Join(errs...)
+}
+
+// syncAddrs puts the wanted addresses on link (first) and removes the
+// others, except IPv6 link-local ones the kernel manages.
+func syncAddrs(nl netlinkOps, link netlink.Link, want []netip.Prefix) error {
+	have, err := retryDump(func() ([]netlink.Addr, error) { return nl.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	cur := map[netip.Prefix]bool{}
+	for _, a := range have {
+		if a.IPNet == nil {
+			continue
+		}
+		p, ok := ipNetToPrefix(*a.IPNet)
+		if !ok {
+			continue
+		}
+		cur[netip.PrefixFrom(ipAddr(a.IP), p.Bits())] = true
+	}
+	var errs []error
+	wanted := map[netip.Prefix]bool{}
+	for _, w := range want {
+		wanted[w] = true
+		if cur[w] {
+			continue
+		}
+		n := prefixToIPNetHost(w)
+		a := &netlink.Addr{IPNet: &n}
+		if w.Addr().Is6() {
+			// No duplicate address detection on a point-to-point tunnel:
+			// a tentative address could not be the routes' source yet.
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := nl.AddrAdd(link, a); err != nil && !errors.Is(err, syscall.EEXIST) {
+			errs = append(errs, fmt.Errorf("add address %s: %w", w, err))
+		}
+	}
+	for p := range cur {
+		if wanted[p] || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		n := prefixToIPNetHost(p)
+		if err := nl.AddrDel(link, &netlink.Addr{IPNet: &n}); err != nil && !gone(err) {
+			errs = append(errs, fmt.Errorf("delete address %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ipAddr(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+// prefixToIPNetHost keeps the host bits (an interface address).
+func prefixToIPNetHost(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,311 @@
+package dataplane
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// RouteProtocol is the rtnetlink protocol number that marks every route
+// opencen installs ("proto 79" in `ip route`). iproute2 reserves nothing at
+// 79; add "79 opencen" to /etc/iproute2/rt_protos to see it by name.
+const RouteProtocol = 79
+
+// DefaultKeepalive is the persistent keepalive used when Peer.Keepalive is
+// zero: it keeps NAT mappings open and lets both ends notice a dead peer.
+const DefaultKeepalive = 25 * time.Second
+
+// wireguardOverhead is subtracted from the underlay MTU (IPv6 outer header
+// 40 + UDP 8 + WireGuard 32).
+const wireguardOverhead = 80
+
+// defaultMTU is used when no underlay interface can be found.
+const defaultMTU = 1500 - wireguardOverhead
+
+// Desired is everything one gateway's dataplane should have. It is plain
+// data; the agent computes it from the config and the learned routes. The
+// zero value means "nothing": Set(ctx, Desired{}) tears the dataplane down.
+//
+// Desired holds a private key: it never formats it (String and GoString
+// redact it), and neither must callers.
+type Desired struct {
+	// PrivateKey is this gateway's WireGuard private key.
+	PrivateKey wgtypes.Key
+	// ListenPort is the UDP port the device listens on (the port of the
+	// gateway's endpoint in the config). 1 to 65535.
+	ListenPort int
+	// Addresses are the gateway's own tunnel addresses, put on the device,
+	// e.g. 100.64.0.1/32 and fd00:cen::1/128. At most one per family is
+	// used as the preferred source of the routes of that family.
+	Addresses []netip.Prefix
+	// MTU of the device; 0 means the underlay MTU minus 80.
+	MTU int
+	// Peers are the other gateways of the instance.
+	Peers []Peer
+	// Routes are the remote prefixes (VPC CIDRs, on-premises prefixes)
+	// and the gateways that carry them.
+	Routes []Route
+	// DirectRoutes are prefixes reached without the tunnel, through a
+	// router on a directly connected network: the on-premises prefixes a
+	// VBR's router announces to this gateway.
+	DirectRoutes []DirectRoute
+}
+
+// DirectRoute is a prefix behind a directly connected router. The kernel
+// resolves the outgoing interface from Via; several are a multipath route.
+type DirectRoute struct {
+	Prefix netip.Prefix
+	Via    []netip.Addr
+}
+
+// Peer is one remote gateway.
+type Peer struct {
+	// Name identifies the peer in status and errors (the gateway name).
+	Name string
+	// PublicKey is the peer's WireGuard public key; unique among peers.
+	PublicKey wgtypes.Key
+	// Endpoint is the underlay address:port the peer listens on. A zero
+	// value leaves the endpoint to be learned from the peer's packets.
+	Endpoint netip.AddrPort
+	// AllowedIPs are the prefixes that belong to the peer itself, at least
+	// its tunnel address(es) as /32 or /128. Route prefixes assigned to the
+	// peer are added to these; a kernel route to each is installed.
+	AllowedIPs []netip.Prefix
+	// Keepalive is the persistent keepalive interval; 0 means
+	// DefaultKeepalive, a negative value turns it off.
+	Keepalive time.Duration
+}
+
+// Route is a remote prefix and the gateways that carry it.
+type Route struct {
+	// Prefix is the destination, without host bits.
+	Prefix netip.Prefix
+	// Via lists the tunnel addresses of the gateways that carry the
+	// prefix; each must fall in exactly one peer's AllowedIPs. With
+	// several, one is chosen per prefix by a stable hash (see the package
+	// docs, "per-prefix multipath"); the order does not matter.
+	Via []netip.Addr
+}
+
+// String describes d without its private key.
+func (d Desired) String() string {
+	return fmt.Sprintf("dataplane.Desired{PrivateKey:<redacted> ListenPort:%d Addresses:%v MTU:%d Peers:%d Routes:%d DirectRoutes:%d}",
+		d.ListenPort, d.Addresses, d.MTU, len(d.Peers), len(d.Routes), len(d.DirectRoutes))
+}
+
+// GoString is String: %#v must not print the key either.
+func (d Desired) GoString() string { return d.String() }
+
+// IsZero reports whether d is the empty desired state (tear down).
+func (d Desired) IsZero() bool {
+	return d.PrivateKey == (wgtypes.Key{}) && d.ListenPort == 0 && len(d.Addresses) == 0 &&
+		d.MTU == 0 && len(d.Peers) == 0 && len(d.Routes) == 0 && len(d.DirectRoutes) == 0
+}
+
+// DeviceName derives a host-unique interface name (15 characters, the
+// kernel's limit) from id, e.g. "cen-demo/gw-beijing-1". Device names must
+// be unique across all namespaces of a host because WireGuard's UAPI
+// sockets share one folder.
+func DeviceName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "ocw" + hex.EncodeToString(sum[:])[:12]
+}
+
+// validDeviceName checks an interface name the kernel and the UAPI socket
+// path both accept.
+func validDeviceName(name string) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("device name %q: must be 1 to 15 characters", name)
+	}
+	for _, c := range name {
+		if c == '/' || c == ':' || c <= ' ' || c > '~' {
+			return fmt.Errorf("device name %q: character %q not allowed", name, c)
+		}
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("device name %q: not allowed", name)
+	}
+	return nil
+}
+
+// plan is Desired resolved: the peers with their final AllowedIPs and the
+// kernel routes, each route annotated with the peer that carries it.
+type plan struct {
+	peers  []plannedPeer
+	routes []plannedRoute
+}
+
+type plannedPeer struct {
+	Peer
+	allowed []netip.Prefix // AllowedIPs plus assigned route prefixes, sorted
+}
+
+type plannedRoute struct {
+	prefix netip.Prefix
+	via    netip.Addr // chosen gateway, invalid for a peer's own prefix
+	peer   string
+	// direct holds the routers of a DirectRoute (sorted); peer is empty.
+	direct []netip.Addr
+}
+
+// resolve validates d and computes the plan. Every problem is reported,
+// each naming the offending value.
+func resolve(d Desired) (plan, error) {
+	var errs []error
+	if d.PrivateKey == (wgtypes.Key{}) {
+		errs = append(errs, errors.New("private key: missing"))
+	}
+	if d.ListenPort < 1 || d.ListenPort > 65535 {
+		errs = append(errs, fmt.Errorf("listen port %d: must be 1 to 65535", d.ListenPort))
+	}
+	if d.MTU != 0 && (d.MTU < 1280 || d.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("mtu %d: must be 0 (automatic) or 1280 to 65535", d.MTU))
+	}
+	for _, a := range d.Addresses {
+		if !a.IsValid() {
+			errs = append(errs, errors.New("address: invalid prefix"))
+		}
+	}
+	var p plan
+	keys := map[wgtypes.Key]string{}
+	owner := map[netip.Prefix]string{}
+	for i, peer := range d.Peers {
+		name := peer.Name
+		if name == "" {
+			name = fmt.Sprintf("peers[%d]", i)
+			errs = append(errs, fmt.Errorf("peer %s: missing name", name))
+		}
+		if peer.PublicKey == (wgtypes.Key{}) {
+			errs = append(errs, fmt.Errorf("peer %s: missing public key", name))
+		} else if other, ok := keys[peer.PublicKey]; ok {
+			errs = append(errs, fmt.Errorf("peer %s: public key already used by peer %s", name, other))
+		} else if peer.PublicKey == d.PrivateKey.PublicKey() {
+			errs = append(errs, fmt.Errorf("peer %s: public key is this gateway's own", name))
+		}
+		keys[peer.PublicKey] = name
+		if peer.Endpoint.IsValid() && peer.Endpoint.Port() == 0 {
+			errs = append(errs, fmt.Errorf("peer %s: endpoint %s: port 0", name, peer.Endpoint))
+		}
+		for _, a := range peer.AllowedIPs {
+			if !a.IsValid() || a != a.Masked() {
+				errs = append(errs, fmt.Errorf("peer %s: allowed ip %s: invalid or has host bits set", name, a))
+				continue
+			}
+			if other, ok := owner[a]; ok {
+				errs = append(errs, fmt.Errorf("peer %s: allowed ip %s: already allowed for peer %s", name, a, other))
+				continue
+			}
+			owner[a] = name
+		}
+		p.peers = append(p.peers, plannedPeer{Peer: peer, allowed: slices.Clone(peer.AllowedIPs)})
+		for _, a := range peer.AllowedIPs {
+			p.routes = append(p.routes, plannedRoute{prefix: a, peer: name})
+		}
+	}
+	for _, r := range d.Routes {
+		if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() {
+			errs = append(errs, fmt.Errorf("route %s: invalid prefix or host bits set", r.Prefix))
+			continue
+		}
+		if len(r.Via) == 0 {
+			errs = append(errs, fmt.Errorf("route %s: no via gateway", r.Prefix))
+			continue
+		}
+		if other, ok := owner[r.Prefix]; ok {
+			errs = append(errs, fmt.Errorf("route %s: already routed to peer %s", r.Prefix, other))
+			continue
+		}
+		via := pickVia(r.Prefix, r.Via)
+		idx := peerFor(p.peers, via)
+		if idx < 0 {
+			errs = append(errs, fmt.Errorf("route %s: via %s is in no peer's allowed ips", r.Prefix, via))
+			continue
+		}
+		owner[r.Prefix] = p.peers[idx].Name
+		p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+		p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: via, peer: p.peers[idx].Name})
+	}
+	for _, r := range d.DirectRoutes {
+		if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() {
+			errs = append(errs, fmt.Errorf("direct route %s: invalid prefix or host bits set", r.Prefix))
+			continue
+		}
+		if other, ok := owner[r.Prefix]; ok {
+			errs = append(errs, fmt.Errorf("direct route %s: already routed to peer %s", r.Prefix, other))
+			continue
+		}
+		vias := slices.Clone(r.Via)
+		slices.SortFunc(vias, netip.Addr.Compare)
+		vias = slices.Compact(vias)
+		ok := len(vias) > 0
+		for _, v := range vias {
+			if !v.IsValid() || v.BitLen() != r.Prefix.Addr().BitLen() {
+				ok = false
+			}
+		}
+		if !ok {
+			errs = append(errs, fmt.Errorf("direct route %s: via %v: need routers of the prefix's address family", r.Prefix, r.Via))
+			continue
+		}
+		owner[r.Prefix] = "direct via " + vias[0].String()
+		p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: vias[0], direct: vias})
+	}
+	for i := range p.peers {
+		slices.SortFunc(p.peers[i].allowed, comparePrefix)
+	}
+	return p, errors.Join(errs...)
+}
+
+// pickVia chooses one gateway for prefix: a stable hash of the prefix over
+// the sorted candidates, so prefixes spread across a region's gateways and
+// the choice does not depend on the order the caller listed them in.
+func pickVia(prefix netip.Prefix, via []netip.Addr) netip.Addr {
+	if len(via) == 1 {
+		return via[0]
+	}
+	sorted := slices.Clone(via)
+	slices.SortFunc(sorted, netip.Addr.Compare)
+	sorted = slices.Compact(sorted)
+	h := fnv.New32a()
+	b, _ := prefix.MarshalBinary()
+	h.Write(b)
+	return sorted[h.Sum32()%uint32(len(sorted))]
+}
+
+// peerFor returns the index of the peer whose own AllowedIPs contain a,
+// choosing the most specific, or -1.
+func peerFor(peers []plannedPeer, a netip.Addr) int {
+	best, bits := -1, -1
+	for i, p := range peers {
+		for _, pfx := range p.AllowedIPs {
+			if pfx.Contains(a) && pfx.Bits() > bits {
+				best, bits = i, pfx.Bits()
+			}
+		}
+	}
+	return best
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+func keepalive(p Peer) time.Duration {
+	switch {
+	case p.Keepalive == 0:
+		return DefaultKeepalive
+	case p.Keepalive < 0:
+		return 0
+	}
+	return p.Keepalive
+}

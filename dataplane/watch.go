@@ -1,0 +1,138 @@
+package dataplane
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// repairDelay coalesces a burst of netlink events into one reconcile.
+const repairDelay = 50 * time.Millisecond
+
+func (d *Dataplane) start(ns netns.NsHandle) {
+	d.loops.Add(4)
+	go d.repairLoop()
+	nsp := &ns
+	errCb := func(what string) func(error) {
+		return func(err error) { d.log.Debug("netlink watch error", "watch", what, "err", err) }
+	}
+	go watchLoop(d, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("link")})
+	}, func(u netlink.LinkUpdate) bool {
+		if u.Attrs() == nil || u.Attrs().Name != d.name {
+			return false
+		}
+		return u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&net.FlagUp == 0
+	})
+	go watchLoop(d, "addr", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("addr")})
+	}, func(u netlink.AddrUpdate) bool {
+		return !u.NewAddr && int32(u.LinkIndex) == d.linkIndex.Load()
+	})
+	go watchLoop(d, "route", func(ch chan routeEvent, done chan struct{}) error {
+		return subscribeRoutes(d.opts.NetNS, ch, done)
+	}, func(u routeEvent) bool {
+		// Our own adds echo back as RTM_NEWROUTE; only removals of our
+		// routes (by hand, or with a link going down) need repair.
+		return u.typ == unix.RTM_DELROUTE && u.protocol == RouteProtocol && u.table == uint32(d.opts.Table)
+	})
+}
+
+// watchLoop keeps one netlink subscription open, resubscribing after a
+// failure (such as ENOBUFS when a burst overflows the socket), and kicks a
+// repair for each relevant event and after each (re)subscription, since
+// events may have been missed in between.
+func watchLoop[T any](d *Dataplane, what string, subscribe func(chan T, chan struct{}) error, relevant func(T) bool) {
+	defer d.loops.Done()
+	for {
+		ch := make(chan T, 1024)
+		done := make(chan struct{})
+		if err := subscribe(ch, done); err != nil {
+			d.log.Warn("netlink subscribe failed", "watch", what, "err", err)
+		} else {
+			d.trigger()
+			stopped := false
+		recv:
+			for {
+				select {
+				case <-d.stop:
+					stopped = true
+					break recv
+				case u, ok := <-ch:
+					if !ok {
+						break recv
+					}
+					if relevant(u) {
+						d.trigger()
+					}
+				}
+			}
+			close(done)
+			for range ch { // let the library's reader exit
+			}
+			if stopped {
+				return
+			}
+		}
+		select {
+		case <-d.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (d *Dataplane) trigger() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Dataplane) repairLoop() {
+	defer d.loops.Done()
+	var tick <-chan time.Time
+	if d.opts.ResyncInterval > 0 {
+		t := time.NewTicker(d.opts.ResyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(repairDelay):
+			}
+		case <-tick:
+		}
+		d.repair()
+	}
+}
+
+// repair re-applies the last desired state.
+func (d *Dataplane) repair() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || !d.have {
+		return
+	}
+	p, err := resolve(d.desired)
+	if err != nil {
+		return // Set never stores an invalid state
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = d.reconcile(ctx, d.desired, p)
+	if err != nil {
+		d.log.Warn("repair failed", "err", err)
+	}
+	d.lastErr = err
+}

@@ -1,0 +1,280 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Down removes a lab: every process in its namespaces and every agent or
+// BIRD started for it, its namespaces (and with them every link and
+// address), any stray link with the prefix in the root namespace, and its
+// state dir. It works from the state file when there is one and from a
+// sweep of namespaces with the prefix and of processes using the state dir
+// whether or not there is, so it cleans up after a crash. Nothing up is
+// success; running it twice is harmless.
+func Down(ctx context.Context, opts Options) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	r := &runner{log: o.Logger}
+	var errs []error
+
+	// Processes: those the state file names (if they are still ours), those
+	// whose command line points into the state dir, and everything inside a
+	// lab namespace.
+	pids := map[int]bool{}
+	if l, err := readState(o.StateDir); err == nil {
+		for _, g := range l.Gateways {
+			if g.PID != 0 && cmdlineMentions(g.PID, o.StateDir) {
+				pids[g.PID] = true
+			}
+		}
+		for _, rt := range l.Routers {
+			if rt.PID != 0 && cmdlineMentions(rt.PID, o.StateDir) {
+				pids[rt.PID] = true
+			}
+		}
+	}
+	for _, p := range stateDirProcesses(o.StateDir, o.Cend) {
+		pids[p] = true
+	}
+	nss := labNamespaces(o.Prefix)
+	for _, ns := range nss {
+		out, err := r.output(ctx, "ip", "netns", "pids", ns)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range strings.Fields(string(out)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				pids[p] = true
+			}
+		}
+	}
+	delete(pids, os.Getpid())
+	delete(pids, os.Getppid())
+	if err := killAll(ctx, pids); err != nil {
+		errs = append(errs, err)
+	}
+
+	for _, ns := range nss {
+		if err := r.run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
+			errs = append(errs, err)
+		}
+	}
+	// Nothing of the lab belongs in the root namespace; remove a stray.
+	if out, err := r.output(ctx, "ip", "-o", "link", "show"); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, o.Prefix) {
+				if err := r.run(ctx, "ip", "link", "del", name); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+
+	// Agents' bpffs mounts (and their pins) under the state dir.
+	for _, m := range mountsUnder(o.StateDir) {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+
+	if _, err := os.Stat(o.StateDir); err == nil {
+		if _, err := os.Stat(filepath.Join(o.StateDir, markerFile)); err != nil {
+			errs = append(errs, fmt.Errorf("state dir %s has no lab marker; left in place", o.StateDir))
+		} else if err := os.RemoveAll(o.StateDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove state dir: %w", err))
+		}
+	}
+	if len(nss) > 0 || len(pids) > 0 {
+		o.Logger.Info("lab down", "namespaces", len(nss), "processes", len(pids))
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder lists mount points below dir, deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(out)
+}
+
+// labNamespaces lists the named namespaces starting with prefix.
+func labNamespaces(prefix string) []string {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func nsExists(ns string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", ns))
+	return err == nil
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+func cmdline(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// cmdlineMentions guards against PID reuse: a recorded PID is killed only
+// if that process still names the state dir.
+func cmdlineMentions(pid int, dir string) bool {
+	for _, a := range cmdline(pid) {
+		if strings.HasPrefix(a, dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// stateDirProcesses finds agents and BIRDs whose arguments point into the
+// state dir, even when their namespace is already gone.
+func stateDirProcesses(dir, cend string) []int {
+	names := []string{"bird", "cend"}
+	if cend != "" {
+		names = append(names, filepath.Base(cend))
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		args := cmdline(pid)
+		if len(args) == 0 || !slices.Contains(names, filepath.Base(args[0])) {
+			continue
+		}
+		if cmdlineMentions(pid, dir) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// killAll sends SIGTERM, waits up to three seconds, then SIGKILLs what is
+// left and waits up to two more.
+func killAll(ctx context.Context, pids map[int]bool) error {
+	if len(pids) == 0 {
+		return nil
+	}
+	for p := range pids {
+		_ = syscall.Kill(p, syscall.SIGTERM)
+	}
+	if waitGone(ctx, pids, 3*time.Second) {
+		return nil
+	}
+	for p := range pids {
+		if alive(p) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+	if waitGone(ctx, pids, 2*time.Second) {
+		return nil
+	}
+	var left []string
+	for p := range pids {
+		if alive(p) {
+			left = append(left, strconv.Itoa(p))
+		}
+	}
+	return fmt.Errorf("processes %s survived SIGKILL", strings.Join(left, ", "))
+}
+
+func waitGone(ctx context.Context, pids map[int]bool, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		all := true
+		for p := range pids {
+			if alive(p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// birdc runs a BIRD client command against a router's socket, bounded in
+// time.
+func birdc(ctx context.Context, socket string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "birdc", append([]string{"-s", socket}, args...)...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("birdc -s %s %s: %w: %s", socket, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}

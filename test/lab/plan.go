@@ -1,0 +1,570 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencen/opencen/config"
+)
+
+// Interface names inside the lab's namespaces. Every namespace is the
+// lab's own, so the names are fixed and short; they carry the "ocl-" mark
+// so that one stray in the root namespace (there should never be one) is
+// recognisably the lab's and swept by Down.
+const (
+	ifBridge   = "ocl-br"  // the bridge of the underlay and of each region LAN
+	ifUnderlay = "ocl-ul"  // a gateway's underlay port
+	ifLAN      = "ocl-lan" // a gateway's, host's or router's LAN port
+	ifVBR      = "ocl-vbr" // the link between a VBR's gateway and its router
+)
+
+// Kinds of host.
+const (
+	KindVPC    = "vpc"    // a host inside a VPC, on its region's LAN
+	KindOnPrem = "onprem" // a host of an on-premises data centre, behind its router
+)
+
+// DefaultPrefix starts the name of every namespace a real lab creates.
+const DefaultPrefix = "ocl-"
+
+var (
+	prefixRE = regexp.MustCompile(`^ocl-[a-z0-9-]{0,24}$`)
+	nsNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,200}$`)
+)
+
+// Lab is a built (or planned) lab: every namespace, address and process it
+// holds. It is also the lab's state file (JSON), so a later process
+// (cenctl lab status, lab down, a test) can find everything again.
+type Lab struct {
+	Prefix       string // start of every namespace name
+	StateDir     string
+	SourceConfig string // the config the lab was built from
+	ConfigFile   string // the lab's own copy, with the lab's fresh keys
+	Scripts      string // the scripts/lab folder the lab was built with
+	// AgentLogFormat is cend's --log-format, kept for StartAgent.
+	AgentLogFormat string `json:",omitempty"`
+	Underlay       string // namespace holding the underlay bridge
+	// UnderlayDelays is the one-way delay added toward each region's
+	// gateways on the underlay (netem), by region; empty when the kernel has
+	// no netem and the underlay is flat.
+	UnderlayDelays map[string]time.Duration `json:",omitempty"`
+	LANs           []LAN
+	Gateways       []Gateway
+	Hosts          []Host
+	Routers        []Router
+	// Namespaces is every namespace of the lab, in creation order.
+	Namespaces []string
+
+	r *runner // nil on a Lab read back from its state file
+}
+
+// LAN is the L2 segment of one region: its gateways and VPC hosts.
+type LAN struct {
+	Region    string
+	Namespace string // holds the bridge
+}
+
+// Gateway is one gateway namespace and the agent running in it.
+type Gateway struct {
+	Name      string
+	Region    string
+	Area      string
+	Namespace string
+	Endpoint  netip.AddrPort
+	// UnderlayAddr is the endpoint address with the underlay's prefix
+	// length, as configured on the gateway's underlay port.
+	UnderlayAddr netip.Prefix
+	// LANAddrs are the gateway's addresses on its region LAN, one in the
+	// first CIDR of every VPC of the region.
+	LANAddrs []netip.Prefix
+	// Agent, when the lab runs cend.
+	Socket      string // control socket, for cenctl --socket
+	MetricsAddr string // inside the gateway's namespace
+	StateDir    string
+	LogFile     string
+	KeyFile     string // private key, mode 0600
+	// BPFFS is a bpf filesystem mounted for this gateway alone and bound
+	// over /sys/fs/bpf in its agent's mount namespace, so pinned shaper
+	// objects survive an agent restart (ip netns exec alone would give each
+	// run an empty /sys/fs/bpf) and never collide between gateways.
+	BPFFS string
+	PID   int `json:",omitempty"`
+}
+
+// Host is a VPC host or an on-premises host.
+type Host struct {
+	Name      string // the network's name (vpc-beijing, idc-beijing)
+	Kind      string // KindVPC or KindOnPrem
+	Namespace string
+	Region    string
+	Network   string
+	Address   netip.Prefix // on its LAN
+	// NextHops are where the host sends CEN traffic: its region's gateways
+	// (a multipath route when there are several) or its on-premises router.
+	NextHops []netip.Addr
+	// Routes are the prefixes the host routes via NextHops: every other
+	// network of the instance.
+	Routes []netip.Prefix
+}
+
+// Router is the on-premises router of one VBR, running BIRD.
+type Router struct {
+	Name      string // <vbr>-router
+	Network   string // the VBR
+	Region    string
+	Gateway   string // the gateway holding the VBR's session
+	Namespace string
+	// Address is the router's side of its link to the gateway (the VBR's
+	// configured neighbor); GatewayAddress the gateway's side.
+	Address        netip.Prefix
+	GatewayAddress netip.Prefix
+	GatewayIf      string // the gateway's port toward this router
+	ASN            uint32 // the on-premises ASN (peer_asn)
+	PeerASN        uint32 // the instance ASN
+	BFD            bool
+	// LAN is the router's address on the on-premises host's LAN; Extra, when
+	// valid, a second prefix whose first address the router holds on its
+	// loopback. Both are announced.
+	LAN      netip.Prefix
+	Extra    netip.Prefix `json:",omitempty"`
+	Announce []netip.Prefix
+	Config   string // bird.conf
+	Socket   string // birdc -s
+	LogFile  string
+	PID      int `json:",omitempty"`
+}
+
+// BGPProtocol is the name of the router's eBGP protocol in its BIRD config.
+const BGPProtocol = "cen"
+
+// plan derives a whole lab from a validated config, without touching the
+// system. Every address is checked for clashes so a lab that cannot work
+// is refused before anything is built.
+func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
+	if !prefixRE.MatchString(prefix) {
+		return nil, fmt.Errorf("lab name prefix %q: want \"ocl-\" followed by at most 24 of [a-z0-9-]", prefix)
+	}
+	if len(cfg.Gateways) == 0 {
+		return nil, errors.New("config has no gateways")
+	}
+	l := &Lab{
+		Prefix:       prefix,
+		StateDir:     stateDir,
+		SourceConfig: cfg.File,
+		ConfigFile:   filepath.Join(stateDir, "lab.yaml"),
+		Underlay:     prefix + "underlay",
+	}
+	var errs []error
+	used := map[string]string{} // namespace -> what
+	ns := func(name, what string) string {
+		n := prefix + name
+		if !nsNameRE.MatchString(n) {
+			errs = append(errs, fmt.Errorf("%s: namespace name %q is not usable", what, n))
+		} else if prev, ok := used[n]; ok {
+			errs = append(errs, fmt.Errorf("%s: namespace %q is already used by %s; rename one of them", what, n, prev))
+		}
+		used[n] = what
+		l.Namespaces = append(l.Namespaces, n)
+		return n
+	}
+	ns("underlay", "the underlay")
+
+	// Subnets in use, to refuse clashes with a clear message.
+	type subnet struct {
+		p    netip.Prefix
+		what string
+	}
+	var subnets []subnet
+	claim := func(p netip.Prefix, what string) {
+		for _, s := range subnets {
+			if s.p.Overlaps(p) {
+				errs = append(errs, fmt.Errorf("%s %s overlaps %s %s", what, p, s.what, s.p))
+				return
+			}
+		}
+		subnets = append(subnets, subnet{p, what})
+	}
+
+	// Underlay: one flat subnet holding every endpoint.
+	var eps []netip.Addr
+	for _, g := range cfg.Gateways {
+		eps = append(eps, g.Endpoint.Addr())
+	}
+	ul, err := commonPrefix(eps)
+	if err != nil {
+		return nil, err
+	}
+	claim(ul, "the underlay")
+
+	for _, g := range cfg.Gateways {
+		area := ""
+		if r, ok := cfg.Region(g.Region); ok {
+			area = r.Area
+		}
+		gdir := filepath.Join(stateDir, g.Name)
+		l.Gateways = append(l.Gateways, Gateway{
+			Name:         g.Name,
+			Region:       g.Region,
+			Area:         area,
+			Namespace:    ns(g.Name, "gateway "+g.Name),
+			Endpoint:     g.Endpoint,
+			UnderlayAddr: netip.PrefixFrom(g.Endpoint.Addr(), ul.Bits()),
+			Socket:       filepath.Join(gdir, "cend.sock"),
+			MetricsAddr:  "127.0.0.1:9469",
+			StateDir:     gdir,
+			LogFile:      filepath.Join(gdir, "cend.log"),
+			KeyFile:      filepath.Join(stateDir, "keys", g.Name+".key"),
+			BPFFS:        filepath.Join(gdir, "bpf"),
+		})
+	}
+
+	// Region LANs and VPC hosts.
+	var regions []string
+	for _, n := range cfg.Networks {
+		if n.Type == config.VPC && !slices.Contains(regions, n.Region) {
+			regions = append(regions, n.Region)
+		}
+	}
+	for _, region := range regions {
+		var gws []*Gateway
+		for i := range l.Gateways {
+			if l.Gateways[i].Region == region {
+				gws = append(gws, &l.Gateways[i])
+			}
+		}
+		if len(gws) == 0 {
+			errs = append(errs, fmt.Errorf("region %s has a VPC but no gateway", region))
+			continue
+		}
+		l.LANs = append(l.LANs, LAN{Region: region, Namespace: ns("lan-"+region, "the LAN of region "+region)})
+		for _, n := range cfg.Networks {
+			if n.Type != config.VPC || n.Region != region || len(n.CIDRs) == 0 {
+				continue
+			}
+			for _, c := range n.CIDRs {
+				claim(c, "vpc "+n.Name+" cidr")
+			}
+			first := n.CIDRs[0]
+			host, err := hostAddr(first, 10)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
+				continue
+			}
+			var hops []netip.Addr
+			for i, g := range gws {
+				a, err := hostAddr(first, uint64(1+i))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
+					continue
+				}
+				g.LANAddrs = append(g.LANAddrs, a)
+				hops = append(hops, a.Addr())
+			}
+			l.Hosts = append(l.Hosts, Host{
+				Name:      n.Name,
+				Kind:      KindVPC,
+				Namespace: ns(n.Name, "vpc host "+n.Name),
+				Region:    region,
+				Network:   n.Name,
+				Address:   host,
+				NextHops:  hops,
+			})
+		}
+	}
+
+	// VBRs: a router behind the VBR's gateway and an on-premises host.
+	vbrIf := map[string]int{} // gateway -> VBR links so far
+	for _, n := range cfg.Networks {
+		if n.Type != config.VBR || n.BGP == nil {
+			continue
+		}
+		gw := l.gateway(n.Gateway)
+		if gw == nil {
+			errs = append(errs, fmt.Errorf("vbr %s: gateway %q is not in the config", n.Name, n.Gateway))
+			continue
+		}
+		rside, gside, err := linkPair(n.BGP.Neighbor)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
+			continue
+		}
+		claim(rside.Masked(), "vbr "+n.Name+" link")
+		lan, extra, err := onPremPrefixes(n.BGP.Accept, n.BGP.AcceptAny)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
+			continue
+		}
+		announce := []netip.Prefix{lan.Masked()}
+		claim(lan.Masked(), "vbr "+n.Name+" on-premises LAN")
+		if extra.IsValid() {
+			announce = append(announce, extra.Masked())
+			claim(extra.Masked(), "vbr "+n.Name+" on-premises prefix")
+		}
+		gi := fmt.Sprintf("%s%d", ifVBR, vbrIf[gw.Name])
+		vbrIf[gw.Name]++
+		rdir := filepath.Join(stateDir, n.Name+"-router")
+		l.Routers = append(l.Routers, Router{
+			Name:           n.Name + "-router",
+			Network:        n.Name,
+			Region:         n.Region,
+			Gateway:        gw.Name,
+			Namespace:      ns(n.Name+"-router", "router of vbr "+n.Name),
+			Address:        rside,
+			GatewayAddress: gside,
+			GatewayIf:      gi,
+			ASN:            n.BGP.PeerASN,
+			PeerASN:        cfg.Instance.ASN,
+			BFD:            n.BGP.BFD,
+			LAN:            lan,
+			Extra:          extra,
+			Announce:       announce,
+			Config:         filepath.Join(rdir, "bird.conf"),
+			Socket:         filepath.Join(rdir, "bird.ctl"),
+			LogFile:        filepath.Join(rdir, "bird.log"),
+		})
+		hostA, err := hostAddr(lan.Masked(), 10)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
+			continue
+		}
+		l.Hosts = append(l.Hosts, Host{
+			Name:      n.Name,
+			Kind:      KindOnPrem,
+			Namespace: ns(n.Name, "on-premises host of vbr "+n.Name),
+			Region:    n.Region,
+			Network:   n.Name,
+			Address:   hostA,
+			NextHops:  []netip.Addr{lan.Addr()},
+		})
+	}
+
+	// Every host routes every other network via its next hops: VPCs by
+	// their CIDRs, VBRs by their accept list (what the CEN may carry), or by
+	// what the lab's router announces when the list is omitted.
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		for _, n := range cfg.Networks {
+			if n.Name == h.Network {
+				continue
+			}
+			switch {
+			case n.Type == config.VPC:
+				h.Routes = append(h.Routes, n.CIDRs...)
+			case n.BGP != nil && !n.BGP.AcceptAny:
+				h.Routes = append(h.Routes, n.BGP.Accept...)
+			default:
+				if r := l.router(n.Name); r != nil {
+					h.Routes = append(h.Routes, r.Announce...)
+				}
+			}
+		}
+	}
+	// A unix socket path holds at most 107 bytes.
+	for _, g := range l.Gateways {
+		if len(g.Socket) > 107 {
+			errs = append(errs, fmt.Errorf("gateway %s: socket path %s is longer than 107 bytes; choose a shorter state dir", g.Name, g.Socket))
+		}
+	}
+	for _, r := range l.Routers {
+		if len(r.Socket) > 107 {
+			errs = append(errs, fmt.Errorf("router %s: socket path %s is longer than 107 bytes; choose a shorter state dir", r.Name, r.Socket))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) gateway(name string) *Gateway {
+	for i := range l.Gateways {
+		if l.Gateways[i].Name == name {
+			return &l.Gateways[i]
+		}
+	}
+	return nil
+}
+
+func (l *Lab) router(network string) *Router {
+	for i := range l.Routers {
+		if l.Routers[i].Network == network {
+			return &l.Routers[i]
+		}
+	}
+	return nil
+}
+
+// commonPrefix is the longest prefix holding every address, but no longer
+// than /24 (IPv4) or /64 (IPv6) so the underlay is an ordinary subnet.
+func commonPrefix(addrs []netip.Addr) (netip.Prefix, error) {
+	if len(addrs) == 0 {
+		return netip.Prefix{}, errors.New("no gateway endpoints")
+	}
+	first := addrs[0].Unmap()
+	bits := 24
+	if first.Is6() {
+		bits = 64
+	}
+	for _, a := range addrs[1:] {
+		a = a.Unmap()
+		if a.Is4() != first.Is4() {
+			return netip.Prefix{}, fmt.Errorf("gateway endpoints %s and %s: the lab needs every endpoint in one address family", first, a)
+		}
+		for bits > 0 {
+			p, _ := first.Prefix(bits)
+			if p.Contains(a) {
+				break
+			}
+			bits--
+		}
+	}
+	if bits < 8 {
+		return netip.Prefix{}, fmt.Errorf("gateway endpoints span /%d: the lab needs them in one subnet of /8 or longer", bits)
+	}
+	return first.Prefix(bits)
+}
+
+// hostAddr is the n-th address of p with p's length, refusing the
+// network's last address and anything outside p.
+func hostAddr(p netip.Prefix, n uint64) (netip.Prefix, error) {
+	p = p.Masked()
+	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+	if new(big.Int).SetUint64(n+1).Cmp(size) >= 0 {
+		return netip.Prefix{}, fmt.Errorf("%s is too small for the lab's address .%d (want /%d or shorter)", p, n, p.Addr().BitLen()-5)
+	}
+	v := new(big.Int).SetBytes(p.Addr().AsSlice())
+	v.Add(v, new(big.Int).SetUint64(n))
+	b := v.FillBytes(make([]byte, p.Addr().BitLen()/8))
+	a, _ := netip.AddrFromSlice(b)
+	return netip.PrefixFrom(a, p.Bits()), nil
+}
+
+// linkPair places a VBR neighbor and its gateway on one point-to-point
+// subnet: the /30 (or /126) holding the neighbor when it is a usable
+// address there (the gateway takes the other one), else the /31 (/127).
+func linkPair(neighbor netip.Addr) (router, gateway netip.Prefix, err error) {
+	neighbor = neighbor.Unmap()
+	bits := neighbor.BitLen()
+	p30, _ := neighbor.Prefix(bits - 2)
+	last := neighbor.AsSlice()[bits/8-1] & 3
+	b := neighbor.AsSlice()
+	switch last {
+	case 1, 2:
+		b[len(b)-1] ^= 3 // .1 <-> .2
+		g, _ := netip.AddrFromSlice(b)
+		return netip.PrefixFrom(neighbor, p30.Bits()), netip.PrefixFrom(g, p30.Bits()), nil
+	default:
+		b[len(b)-1] ^= 1 // /31 partner
+		g, _ := netip.AddrFromSlice(b)
+		return netip.PrefixFrom(neighbor, bits-1), netip.PrefixFrom(g, bits-1), nil
+	}
+}
+
+// onPremPrefixes picks the on-premises LAN (its first address is the
+// router's, .10 the host's) and an extra announced prefix from what the VBR
+// may announce: the second /24 and the 101st /24 of the first accept
+// entry, so both are inside the accept list.
+func onPremPrefixes(accept []netip.Prefix, any bool) (lan, extra netip.Prefix, err error) {
+	base := netip.MustParsePrefix("192.168.0.0/16")
+	if !any {
+		if len(accept) == 0 {
+			return lan, extra, errors.New("accept list is empty, so the router may announce nothing")
+		}
+		base = accept[0].Masked()
+	}
+	if !base.Addr().Is4() {
+		return lan, extra, fmt.Errorf("accept %s: the lab's on-premises network is IPv4 only", base)
+	}
+	if base.Bits() > 24 {
+		if base.Bits() > 28 {
+			return lan, extra, fmt.Errorf("accept %s is too small for an on-premises LAN (want /28 or shorter)", base)
+		}
+		r, err := hostAddr(base, 1)
+		return r, extra, err
+	}
+	n24 := uint64(1) << (24 - base.Bits())
+	nth := func(i uint64) netip.Prefix {
+		p, _ := hostAddr(netip.PrefixFrom(base.Addr(), base.Bits()), i*256)
+		return netip.PrefixFrom(p.Addr(), 24)
+	}
+	lanIdx := uint64(0)
+	if n24 > 1 {
+		lanIdx = 1
+	}
+	r, err := hostAddr(nth(lanIdx), 1)
+	if err != nil {
+		return lan, extra, err
+	}
+	switch {
+	case n24 > 100:
+		extra = nth(100)
+	case n24 > 2:
+		extra = nth(n24 - 1)
+	}
+	if extra.IsValid() {
+		extra, _ = hostAddr(extra, 1)
+	}
+	return r, extra, nil
+}
+
+// Describe tells a person how to reach every host of the lab.
+func (l *Lab) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "opencen lab: config %s, state %s\n", l.ConfigFile, l.StateDir)
+	if len(l.UnderlayDelays) > 0 {
+		fmt.Fprintf(&b, "underlay %s: netem delay per region %v\n", l.Underlay, l.UnderlayDelays)
+	} else {
+		fmt.Fprintf(&b, "underlay %s: flat (no netem in this kernel)\n", l.Underlay)
+	}
+	b.WriteString("\ngateways:\n")
+	for _, g := range l.Gateways {
+		fmt.Fprintf(&b, "  %-20s %-14s ns %-24s underlay %s lan %v\n", g.Name, g.Region, g.Namespace, g.UnderlayAddr, g.LANAddrs)
+		if g.PID != 0 {
+			fmt.Fprintf(&b, "  %-20s cenctl --socket %s status\n", "", g.Socket)
+			fmt.Fprintf(&b, "  %-20s cend pid %d, log %s, metrics: ip netns exec %s curl -s http://%s/metrics\n", "", g.PID, g.LogFile, g.Namespace, g.MetricsAddr)
+		} else {
+			fmt.Fprintf(&b, "  %-20s no agent (lab built without cend)\n", "")
+		}
+	}
+	b.WriteString("\nhosts:\n")
+	for _, h := range l.Hosts {
+		fmt.Fprintf(&b, "  %-20s %-6s %-14s ns %-24s address %s via %v\n", h.Name, h.Kind, h.Region, h.Namespace, h.Address, h.NextHops)
+	}
+	for _, r := range l.Routers {
+		fmt.Fprintf(&b, "  %-20s router AS%d ns %s, eBGP %s -> %s (%s) AS%d, announces %v\n", r.Name, r.ASN, r.Namespace, r.Address.Addr(), r.GatewayAddress.Addr(), r.Gateway, r.PeerASN, r.Announce)
+		fmt.Fprintf(&b, "  %-20s birdc -s %s show protocols\n", "", r.Socket)
+	}
+	b.WriteString("\ntry:\n")
+	for i, h := range l.Hosts {
+		for _, o := range l.Hosts[i+1:] {
+			fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s    # %s -> %s\n", h.Namespace, o.Address.Addr(), h.Name, o.Name)
+		}
+	}
+	return b.String()
+}
+
+// Plan derives the lab opts describe without building anything: the
+// addressing plan, for a dry run, and for the VM lab (scripts/lab/lab-plan.json
+// is Plan of the shipped lab config, read by the Vagrantfile).
+func Plan(opts Options) (*Lab, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("lab config: %w", err)
+	}
+	l, err := plan(cfg, o.Prefix, o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("lab config %s: %w", o.Config, err)
+	}
+	return l, nil
+}

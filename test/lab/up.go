@@ -1,0 +1,505 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/config"
+)
+
+// areaDelay is the delay netem adds on the underlay toward a gateway of each
+// area, when the kernel has netem: a packet from A to B waits B's value, so
+// a pair's round trip is the sum of its two ends' values (10 ms within
+// mainland China, 70 ms Beijing to Frankfurt).
+var areaDelay = map[string]time.Duration{
+	"mainland-china": 5 * time.Millisecond,
+	"asia-pacific":   15 * time.Millisecond,
+	"north-america":  50 * time.Millisecond,
+	"europe":         65 * time.Millisecond,
+	"australia":      60 * time.Millisecond,
+}
+
+const defaultAreaDelay = 20 * time.Millisecond
+
+// Up builds the lab described by opts.Config and, when opts.Cend is set,
+// starts one agent per gateway. On failure it removes whatever it built.
+func Up(ctx context.Context, opts Options) (*Lab, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	src, err := os.ReadFile(o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("read lab config: %w", err)
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("lab config: %w", err)
+	}
+	l, err := plan(cfg, o.Prefix, o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("lab config %s: %w", o.Config, err)
+	}
+	scripts, err := findScripts(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTools(len(l.Routers) > 0); err != nil {
+		return nil, err
+	}
+	if o.Cend != "" {
+		if o.Cend, err = exec.LookPath(o.Cend); err != nil {
+			return nil, fmt.Errorf("cend binary: %w", err)
+		}
+		if o.Cend, err = filepath.Abs(o.Cend); err != nil {
+			return nil, fmt.Errorf("cend binary: %w", err)
+		}
+	}
+	if err := checkNotUp(o); err != nil {
+		return nil, err
+	}
+	l.r = &runner{log: o.Logger}
+	if l.Scripts, err = filepath.Abs(scripts); err != nil {
+		return nil, fmt.Errorf("scripts folder: %w", err)
+	}
+
+	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(o.StateDir, markerFile), []byte("opencen lab state; removed by cenctl lab down\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("mark state dir: %w", err)
+	}
+	// The state file goes first, so a crash halfway leaves Down a map.
+	if err := l.save(); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Lab, error) {
+		o.Logger.Error("lab up failed; removing what was built", "err", err)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return nil, errors.Join(err, Down(dctx, o))
+	}
+	start := time.Now()
+	if err := l.build(ctx, o, scripts); err != nil {
+		return fail(err)
+	}
+	labCfg, err := writeKeysAndConfig(l, src)
+	if err != nil {
+		return fail(err)
+	}
+	if labCfg.Instance.ASN != cfg.Instance.ASN || len(labCfg.Gateways) != len(cfg.Gateways) {
+		return fail(errors.New("lab config copy differs from its source beyond keys"))
+	}
+	for i := range l.Routers {
+		if err := l.startBird(ctx, o, scripts, &l.Routers[i]); err != nil {
+			return fail(err)
+		}
+		if err := l.save(); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Cend != "" {
+		l.AgentLogFormat = o.CendLogFormat
+		for i := range l.Gateways {
+			if err := l.startAgent(ctx, o.Cend, o.CendLogFormat, &l.Gateways[i]); err != nil {
+				return fail(err)
+			}
+			if err := l.save(); err != nil {
+				return fail(err)
+			}
+		}
+		for i := range l.Gateways {
+			if err := waitSocket(ctx, l.Gateways[i].Socket, l.Gateways[i].PID, o.StartTimeout); err != nil {
+				return fail(fmt.Errorf("cend of %s: %w%s", l.Gateways[i].Name, err, logTail(l.Gateways[i].LogFile)))
+			}
+		}
+	}
+	if err := l.save(); err != nil {
+		return fail(err)
+	}
+	o.Logger.Info("lab up", "namespaces", len(l.Namespaces), "agents", o.Cend != "", "took", time.Since(start).Round(time.Millisecond))
+	return l, nil
+}
+
+func checkTools(bird bool) error {
+	tools := []string{"ip", "sh"}
+	if bird {
+		tools = append(tools, "bird", "birdc")
+	}
+	var errs []error
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			errs = append(errs, fmt.Errorf("the lab needs %s (Debian: iproute2, bird2): %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkNotUp refuses a second lab over a running one: a state file, or any
+// namespace with the prefix.
+func checkNotUp(o Options) error {
+	if _, err := os.Stat(filepath.Join(o.StateDir, stateFile)); err == nil {
+		return fmt.Errorf("%w: state file %s exists; run lab down first", ErrAlreadyUp, filepath.Join(o.StateDir, stateFile))
+	}
+	if nss := labNamespaces(o.Prefix); len(nss) > 0 {
+		return fmt.Errorf("%w: namespaces %s exist; run lab down first", ErrAlreadyUp, strings.Join(nss, ", "))
+	}
+	entries, err := os.ReadDir(o.StateDir)
+	if err == nil && len(entries) > 0 {
+		if _, err := os.Stat(filepath.Join(o.StateDir, markerFile)); err != nil {
+			return fmt.Errorf("state dir %s holds files that are not a lab's; choose another", o.StateDir)
+		}
+	}
+	return nil
+}
+
+// build creates the namespaces, links, addresses and routes. veth pairs are
+// created with both ends inside lab namespaces (ip -n A link add ... peer
+// ... netns B), so nothing ever appears in the root namespace.
+func (l *Lab) build(ctx context.Context, o Options, scripts string) error {
+	r := l.r
+	for _, ns := range l.Namespaces {
+		if err := r.run(ctx, "ip", "netns", "add", ns); err != nil {
+			return err
+		}
+		if err := r.ip(ctx, ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	bridge := func(ns string) error {
+		if err := r.ip(ctx, ns, "link", "add", ifBridge, "type", "bridge"); err != nil {
+			return err
+		}
+		return r.ip(ctx, ns, "link", "set", ifBridge, "up")
+	}
+	// port joins a bridge in ns to dev in peerNS.
+	port := func(ns, port, peerNS, dev string) error {
+		if err := r.ip(ctx, ns, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", peerNS); err != nil {
+			return err
+		}
+		if err := r.ip(ctx, ns, "link", "set", port, "master", ifBridge, "up"); err != nil {
+			return err
+		}
+		return r.ip(ctx, peerNS, "link", "set", dev, "up")
+	}
+
+	// Underlay.
+	if err := bridge(l.Underlay); err != nil {
+		return err
+	}
+	for i, g := range l.Gateways {
+		if err := port(l.Underlay, fmt.Sprintf("ocl-u%d", i), g.Namespace, ifUnderlay); err != nil {
+			return err
+		}
+		if err := r.ip(ctx, g.Namespace, "addr", "add", g.UnderlayAddr.String(), "dev", ifUnderlay); err != nil {
+			return err
+		}
+		if err := r.run(ctx, "ip", "netns", "exec", g.Namespace, "sh", filepath.Join(scripts, "gateway-sysctls.sh")); err != nil {
+			return err
+		}
+	}
+	if !o.NoDelay {
+		l.addDelays(ctx, o)
+	}
+
+	// Region LANs.
+	for _, lan := range l.LANs {
+		if err := bridge(lan.Namespace); err != nil {
+			return err
+		}
+		k := 0
+		for _, g := range l.GatewaysIn(lan.Region) {
+			if err := port(lan.Namespace, fmt.Sprintf("ocl-p%d", k), g.Namespace, ifLAN); err != nil {
+				return err
+			}
+			k++
+			for _, a := range g.LANAddrs {
+				if err := r.ip(ctx, g.Namespace, "addr", "add", a.String(), "dev", ifLAN); err != nil {
+					return err
+				}
+			}
+		}
+		for _, h := range l.Hosts {
+			if h.Kind != KindVPC || h.Region != lan.Region {
+				continue
+			}
+			if err := port(lan.Namespace, fmt.Sprintf("ocl-p%d", k), h.Namespace, ifLAN); err != nil {
+				return err
+			}
+			k++
+			if err := r.ip(ctx, h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN); err != nil {
+				return err
+			}
+		}
+	}
+
+	// VBR routers and on-premises hosts.
+	for _, rt := range l.Routers {
+		g := l.gateway(rt.Gateway)
+		if err := r.ip(ctx, g.Namespace, "link", "add", rt.GatewayIf, "type", "veth", "peer", "name", ifVBR, "netns", rt.Namespace); err != nil {
+			return err
+		}
+		h, _ := l.Host(rt.Network)
+		if err := r.ip(ctx, rt.Namespace, "link", "add", ifLAN, "type", "veth", "peer", "name", ifLAN, "netns", h.Namespace); err != nil {
+			return err
+		}
+		steps := [][]string{
+			{g.Namespace, "addr", "add", rt.GatewayAddress.String(), "dev", rt.GatewayIf},
+			{g.Namespace, "link", "set", rt.GatewayIf, "up"},
+			{rt.Namespace, "addr", "add", rt.Address.String(), "dev", ifVBR},
+			{rt.Namespace, "link", "set", ifVBR, "up"},
+			{rt.Namespace, "addr", "add", rt.LAN.String(), "dev", ifLAN},
+			{rt.Namespace, "link", "set", ifLAN, "up"},
+			{h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN},
+			{h.Namespace, "link", "set", ifLAN, "up"},
+		}
+		if rt.Extra.IsValid() {
+			steps = append(steps,
+				// On loopback as a /32 (this kernel may lack dummy
+				// interfaces); BIRD announces the whole prefix.
+				[]string{rt.Namespace, "addr", "add", netip.PrefixFrom(rt.Extra.Addr(), 32).String(), "dev", "lo"})
+		}
+		for _, s := range steps {
+			if err := r.ip(ctx, s[0], s[1:]...); err != nil {
+				return err
+			}
+		}
+		// The router forwards like a gateway. (The gateway's new port needs
+		// nothing: its sysctls set the defaults new interfaces inherit.)
+		if err := r.run(ctx, "ip", "netns", "exec", rt.Namespace, "sh", filepath.Join(scripts, "gateway-sysctls.sh")); err != nil {
+			return err
+		}
+	}
+
+	// Host routes toward the gateways (or the router), CEN prefixes only.
+	for _, h := range l.Hosts {
+		if len(h.Routes) == 0 {
+			continue
+		}
+		var hops []string
+		for _, a := range h.NextHops {
+			hops = append(hops, a.String())
+		}
+		argv := []string{"ip", "netns", "exec", h.Namespace, "sh", filepath.Join(scripts, "host-routes.sh"), ifLAN, strings.Join(hops, ",")}
+		for _, p := range h.Routes {
+			argv = append(argv, p.String())
+		}
+		if err := r.run(ctx, argv...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addDelays puts a netem delay on each underlay port toward a gateway, by
+// the gateway's area, when the kernel has netem; otherwise the underlay
+// stays flat and the lab says so.
+func (l *Lab) addDelays(ctx context.Context, o Options) {
+	delays := map[string]time.Duration{}
+	for i, g := range l.Gateways {
+		d, ok := areaDelay[g.Area]
+		if !ok {
+			d = defaultAreaDelay
+		}
+		dev := fmt.Sprintf("ocl-u%d", i)
+		err := l.r.run(ctx, "tc", "-n", l.Underlay, "qdisc", "add", "dev", dev, "root", "netem", "delay", fmt.Sprintf("%dms", d.Milliseconds()))
+		if err != nil {
+			if i == 0 {
+				o.Logger.Info("no netem in this kernel: the underlay is flat", "err", err)
+				return
+			}
+			o.Logger.Warn("netem delay failed on one port; underlay delays are partial", "gateway", g.Name, "err", err)
+			continue
+		}
+		delays[g.Region] = d
+	}
+	l.UnderlayDelays = delays
+}
+
+// startBird renders the router's config with the shared script and runs
+// BIRD in the router's namespace, in the foreground of its own session so
+// the lab records its PID and it outlives the command that started it.
+func (l *Lab) startBird(ctx context.Context, o Options, scripts string, rt *Router) error {
+	if err := os.MkdirAll(filepath.Dir(rt.Config), 0o755); err != nil {
+		return fmt.Errorf("router %s: %w", rt.Name, err)
+	}
+	if err := l.writeBirdConf(ctx, scripts, rt, rt.Announce); err != nil {
+		return err
+	}
+	pid, err := l.spawn(rt.Namespace, rt.LogFile, "bird", "-f", "-c", rt.Config, "-s", rt.Socket, "-P", filepath.Join(filepath.Dir(rt.Config), "bird.pid"))
+	if err != nil {
+		return fmt.Errorf("router %s: start bird: %w", rt.Name, err)
+	}
+	rt.PID = pid
+	if err := waitSocket(ctx, rt.Socket, pid, o.StartTimeout); err != nil {
+		return fmt.Errorf("router %s: bird: %w%s", rt.Name, err, logTail(rt.LogFile))
+	}
+	o.Logger.Info("bird up", "router", rt.Name, "pid", pid, "socket", rt.Socket)
+	return nil
+}
+
+// writeBirdConf renders a router's BIRD config with the shared script,
+// announcing prefixes, and checks that BIRD parses it before it replaces
+// the old one.
+func (l *Lab) writeBirdConf(ctx context.Context, scripts string, rt *Router, announce []netip.Prefix) error {
+	bfd := "off"
+	if rt.BFD {
+		bfd = "on"
+	}
+	argv := []string{"sh", filepath.Join(scripts, "bird-conf.sh"), rt.Address.Addr().String(),
+		strconv.FormatUint(uint64(rt.ASN), 10), rt.GatewayAddress.Addr().String(),
+		strconv.FormatUint(uint64(rt.PeerASN), 10), bfd}
+	for _, p := range announce {
+		argv = append(argv, p.String())
+	}
+	conf, err := l.runner().output(ctx, argv...)
+	if err != nil {
+		return fmt.Errorf("router %s: render bird config: %w", rt.Name, err)
+	}
+	tmp := rt.Config + ".new"
+	if err := os.WriteFile(tmp, conf, 0o644); err != nil {
+		return fmt.Errorf("router %s: %w", rt.Name, err)
+	}
+	if err := l.runner().run(ctx, "bird", "-p", "-c", tmp); err != nil {
+		return fmt.Errorf("router %s: bird config does not parse: %w", rt.Name, err)
+	}
+	if err := os.Rename(tmp, rt.Config); err != nil {
+		return fmt.Errorf("router %s: %w", rt.Name, err)
+	}
+	return nil
+}
+
+// SetAnnouncements changes what a router (by router or VBR name)
+// announces to its gateway, for route conflict and hijack scenarios: its
+// config is rendered again with prefixes and BIRD reconfigures without a
+// restart. Nil restores the lab's own announcements.
+func (l *Lab) SetAnnouncements(ctx context.Context, router string, prefixes []netip.Prefix) error {
+	rt, err := l.findRouter(router)
+	if err != nil {
+		return err
+	}
+	if prefixes == nil {
+		prefixes = rt.Announce
+	}
+	if err := l.writeBirdConf(ctx, l.Scripts, rt, prefixes); err != nil {
+		return err
+	}
+	out, err := birdc(ctx, rt.Socket, "configure")
+	if err != nil {
+		return fmt.Errorf("router %s: %w", rt.Name, err)
+	}
+	if !strings.Contains(string(out), "Reconfigured") && !strings.Contains(string(out), "Reconfiguration in progress") {
+		return fmt.Errorf("router %s: birdc configure: %s", rt.Name, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// startAgent starts cend in its gateway's namespace.
+func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway) error {
+	if err := os.MkdirAll(g.StateDir, 0o755); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	}
+	_ = os.Remove(g.Socket)
+	if err := ensureBPFFS(g.BPFFS); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	}
+	// ip netns exec gives the agent a mount namespace of its own with a
+	// fresh /sys; the gateway's bpffs is bound over its /sys/fs/bpf there,
+	// then sh execs cend (same PID).
+	pid, err := l.spawn(g.Namespace, g.LogFile, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS, cend,
+		"--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket,
+		"--metrics-addr", g.MetricsAddr, "--state-dir", g.StateDir, "--log-format", logFormat)
+	if err != nil {
+		return fmt.Errorf("gateway %s: start cend: %w", g.Name, err)
+	}
+	g.PID = pid
+	l.r.log.Info("cend started", "gateway", g.Name, "pid", pid, "socket", g.Socket)
+	return nil
+}
+
+// ensureBPFFS mounts a bpf filesystem on dir (in the root mount
+// namespace, where it outlives any agent) unless one is there.
+func ensureBPFFS(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bpffs folder: %w", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// spawn starts argv in namespace ns, detached (own session, output
+// appended to logFile), and reaps it in the background so a process that
+// dies is not left a zombie while this one lives. ip netns exec execs the
+// command, so the PID is the command's own.
+func (l *Lab) spawn(ns, logFile string, argv ...string) (int, error) {
+	f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	l.r.log.Debug("spawn", "ns", ns, "cmd", strings.Join(argv, " "), "log", logFile)
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	go func() { _ = cmd.Wait() }()
+	return cmd.Process.Pid, nil
+}
+
+// waitSocket waits until a unix socket accepts connections, or the
+// process dies, or the timeout passes.
+func waitSocket(ctx context.Context, path string, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		if !alive(pid) {
+			return fmt.Errorf("exited before opening %s", path)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no socket %s after %s", path, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// logTail is the end of a log file, to explain a failed start.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return "; log " + path + " ends:\n" + strings.TrimRight(string(b), "\n")
+}

@@ -1,0 +1,101 @@
+// Package routing is the BGP speaker inside every opencen gateway, built on
+// embedded GoBGP v4. The agent hands it a plain-data Desired (who to peer
+// with, what to originate, what each peer may announce) through the
+// idempotent Speaker.Set, and gets back coalesced batches of LearnedRoute
+// for the dataplane and the shaper.
+//
+// # ASN scheme: one instance ASN, iBGP between gateways
+//
+// Every gateway of an instance speaks BGP in the one instance ASN
+// (instance.asn, default 64512). Gateways peer with each other over iBGP on
+// their tunnel addresses, so BGP rides inside WireGuard; VBR routers peer
+// over eBGP and see the instance ASN, as SPEC section 3 promises.
+//
+// Why iBGP in one ASN rather than a private ASN per region with eBGP:
+//
+//   - The on-prem router sees one neighbour AS whatever gateway it talks
+//     to, and AS_PATHs it receives are [instance, origin...]: no private
+//     per-region ASNs leak to customers, nothing needs remove-private-as.
+//   - iBGP never re-advertises an iBGP-learned route to another iBGP peer,
+//     so with a full mesh there is no transit through a third region and no
+//     loop, without AS_PATH tricks; every route is learned straight from the
+//     gateway that originates it (or holds the VBR), and the tunnel address
+//     of that session is the next hop (what next-hop-self would give; the
+//     speaker derives next hops from the session, so a VBR-learned route
+//     whose BGP next hop is the on-prem router still points at the gateway
+//     holding that VBR).
+//   - Twin gateways of one region announce the same VPC CIDR with equal
+//     attributes, so GoBGP's multipath returns both and traffic spreads
+//     over them; when one dies (BFD), its paths go and the other stays.
+//   - Origin is not inferred from AS_PATH but carried in two large
+//     communities, INSTANCE_ASN:1:hash(region) and INSTANCE_ASN:2:hash(network)
+//     (FNV-32a of the names; Validate rejects a collision). Every gateway
+//     reads the same config and maps them back to names.
+//
+// A consequence customers should know: two VBRs with the same on-prem ASN
+// in two regions do not accept each other's prefixes (AS_PATH loop), as
+// with any provider; use distinct ASNs or allowas-in on the routers.
+//
+// # Full mesh, and when to switch to route reflection
+//
+// The default, and for now the only mode built, is a full mesh: n gateways
+// hold n-1 sessions each. That matches the WireGuard mesh, which is full
+// anyway, and is cheap into the low tens of gateways (each session costs a
+// keepalive every 3s and one BFD packet every 100ms each way).
+//
+// Switch to route reflection when the mesh stops being cheap: past roughly
+// 30 gateways (over 400 sessions), or when the data plane itself becomes
+// hub-and-spoke. The design for it: two reflectors in different regions,
+// every other gateway peering only with them; entitlement then has to be
+// checked against the ORIGINATOR_ID (the originating gateway's router id)
+// instead of the session, and next hops taken from the BGP NEXT_HOP (the
+// originator's tunnel address, set by next-hop-self on each originating
+// gateway) instead of from the session. Both are local changes to filter
+// and state.route.
+//
+// # Import policy
+//
+// VBR sessions are default-deny on import (RFC 8212). A prefix is learned
+// only by the rules in filter (see its doc): a gateway peer's exact VPC
+// CIDRs; never a default route, a prefix overlapping a tunnel address or
+// underlay endpoint, or one overlapping an instance CIDR (a VBR offering
+// that is a route conflict, a gateway offering it is a hijack); then what a
+// gateway's VBR entitlements or a VBR's accept list admit (each entry with
+// its more-specifics). The rules are compiled into GoBGP policies, which
+// enforce them (a rejected prefix is never in the Loc-RIB, so it is neither
+// installed nor passed on), and evaluated again on the pre-policy update
+// stream to record, count and log why each rejected prefix was refused.
+// Learned VBR prefixes have their large communities replaced with the VBR's
+// origin tags, so an on-prem router cannot forge another network's origin.
+//
+// # Export policy
+//
+// VBR routers get every tagged CEN route: VPC CIDRs of every region and the
+// prefixes of every other VBR; nothing learned from the same router is sent
+// back. Anything untagged is not exported to VBRs.
+//
+// max_prefixes is GoBGP's prefix limit, counted on what the router sends
+// (before policy): past it the session is shut down (state
+// "max-prefix-exceeded", an error log) until the next change of that
+// session's config or a restart.
+//
+// # Failure detection and restart
+//
+// Gateway sessions, and VBR sessions with bfd: true, run GoBGP's BFD at
+// 100ms x 3 by default, so a dead peer is declared down in about 300ms and
+// its routes are withdrawn. Graceful restart (RFC 4724) is on for every
+// session: Close(true) stops without a NOTIFICATION, peers keep our routes
+// for GracefulRestartTime, and the agent keeps its kernel routes; the new
+// speaker (Options.Restarting) re-announces, and the first batch marked
+// Synced tells the agent it may sweep kernel routes that did not come back.
+//
+// # Batching
+//
+// GoBGP queues watch events without bound and never waits for the watcher,
+// so slow consumers cannot starve keepalives. The speaker folds best-path
+// events into its own table and hands OnRoutes one batch per Coalesce
+// interval (and never two at once); a burst of 100,000 updates becomes a
+// handful of batches.
+//
+// IPv4 only for now: IPv6 CIDRs are rejected by Validate with a clear error.
+package routing

@@ -1,0 +1,377 @@
+package routing
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("privileged test: needs root to create network namespaces (run as root; nothing skips then)")
+	}
+}
+
+func randSuffix() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func run(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// lab creates namespaces and veths named ocrt-*, all removed at cleanup.
+type lab struct {
+	t      testing.TB
+	suffix string
+	n      int
+}
+
+func newLab(t testing.TB) *lab {
+	requireRoot(t)
+	return &lab{t: t, suffix: randSuffix()}
+}
+
+func (l *lab) netns(role string) string {
+	name := fmt.Sprintf("ocrt-%s-%s", role, l.suffix)
+	run(l.t, "ip", "netns", "add", name)
+	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	run(l.t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// link joins two namespaces with a veth, addressing each end.
+func (l *lab) link(nsA, addrA, nsB, addrB string) {
+	l.n++
+	a, b := fmt.Sprintf("ocrt%da%s", l.n, l.suffix), fmt.Sprintf("ocrt%db%s", l.n, l.suffix)
+	run(l.t, "ip", "link", "add", a, "netns", nsA, "type", "veth", "peer", "name", b, "netns", nsB)
+	run(l.t, "ip", "-n", nsA, "addr", "add", addrA, "dev", a)
+	run(l.t, "ip", "-n", nsB, "addr", "add", addrB, "dev", b)
+	run(l.t, "ip", "-n", nsA, "link", "set", a, "up")
+	run(l.t, "ip", "-n", nsB, "link", "set", b, "up")
+}
+
+// helper is a speaker running in a namespace.
+type helperProc struct {
+	t   testing.TB
+	dir string
+	cmd *exec.Cmd
+}
+
+func (l *lab) speaker(ns string, cfg helperConfig) *helperProc {
+	dir := l.t.TempDir()
+	writeHelperConfig(l.t, dir, cfg)
+	exe, err := os.Executable()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	h := &helperProc{t: l.t, dir: dir, cmd: cmd}
+	l.t.Cleanup(func() {
+		h.cmd.Process.Signal(syscall.SIGCONT)
+		h.cmd.Process.Kill()
+		h.cmd.Wait()
+		if l.t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(dir, "log.txt")); err == nil {
+				l.t.Logf("speaker log (%s):\n%s", ns, b)
+			}
+		}
+	})
+	return h
+}
+
+func (h *helperProc) state() helperState {
+	st, _ := readHelperState(h.dir)
+	return st
+}
+
+func (h *helperProc) waitFor(timeout time.Duration, what string, cond func(helperState) bool) helperState {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := h.state()
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %v waiting for %s; sessions %+v rejected %+v", timeout, what, st.Status.Sessions, st.Status.Rejected)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const birdConf = `router id 172.30.0.2;
+protocol device {}
+protocol bfd {}
+protocol static onprem {
+	ipv4;
+	route 192.168.10.0/24 blackhole;
+	route 192.168.11.0/24 blackhole;
+	route 10.1.5.0/24 blackhole;
+	route 172.20.0.0/16 blackhole;
+	route 0.0.0.0/0 blackhole;
+}
+protocol bgp cen {
+	local 172.30.0.2 as 65010;
+	neighbor 172.30.0.1 as 64512;
+	password "%s";
+	bfd on;
+	hold time 9;
+	connect retry time 1;
+	error wait time 1, 2;
+	ipv4 { import all; export where source = RTS_STATIC; };
+}
+`
+
+func startBIRD(t testing.TB, ns, config string) (sock string) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "bird.conf")
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock = filepath.Join(dir, "bird.ctl")
+	cmd := exec.Command("ip", "netns", "exec", ns, "bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	out, _ := os.Create(filepath.Join(dir, "bird.out"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start bird: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		out.Close()
+	})
+	return sock
+}
+
+func birdc(t testing.TB, sock string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("birdc", append([]string{"-s", sock}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("birdc %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+// TestBIRDVBR runs a real BIRD 2 as the on-prem router (TCP-MD5), a gateway
+// holding its VBR, and a gateway of another region, each in its own
+// namespace: on-prem prefixes reach the remote gateway; CEN routes reach
+// BIRD's table; conflicts, prefixes outside accept, a default route and a
+// gateway's hijack are refused and reported; max_prefixes trips.
+func TestBIRDVBR(t *testing.T) {
+	l := newLab(t)
+	nsA, nsB, nsOp := l.netns("gwa"), l.netns("gwb"), l.netns("op")
+	l.link(nsA, "100.64.0.1/24", nsB, "100.64.0.2/24")
+	l.link(nsA, "172.30.0.1/30", nsOp, "172.30.0.2/30")
+	const password = "md5-s3cret"
+	sock := startBIRD(t, nsOp, fmt.Sprintf(birdConf, password))
+
+	tunA, tunB := ma("100.64.0.1"), ma("100.64.0.2")
+	inst := []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
+	prot := []netip.Prefix{mp("100.64.0.1/32"), mp("100.64.0.2/32"), mp("172.30.0.1/32")}
+	accept := []netip.Prefix{mp("192.168.0.0/16"), mp("10.0.0.0/8")}
+	dA := Desired{RouterID: tunA, LocalAddress: tunA, Region: "r-a", InstanceASN: testASN,
+		Gateways:  []GatewayPeer{{Name: "gw-b", Region: "r-b", Address: tunB, Entitled: entB()}},
+		Originate: []Origin{{vpcA, "r-a", "vpc-a"}},
+		VBRs: []VBRSession{{Network: "idc-a", Region: "r-a", Neighbor: ma("172.30.0.2"), LocalAddress: ma("172.30.0.1"),
+			PeerASN: 65010, Accept: accept, Password: password, BFD: true}},
+		InstanceCIDRs: inst, ProtectedPrefixes: prot}
+	entAll := []Entitlement{{Network: "vpc-a", Region: "r-a", Kind: KindVPC, Prefixes: []netip.Prefix{vpcA}},
+		{Network: "idc-a", Region: "r-a", Kind: KindVBR, Prefixes: accept}}
+	// gw-b also claims a piece of vpc-a: a hijack gw-a must ignore.
+	dB := Desired{RouterID: tunB, LocalAddress: tunB, Region: "r-b", InstanceASN: testASN,
+		Gateways:      []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entAll}},
+		Originate:     []Origin{{vpcB, "r-b", "vpc-b"}, {mp("10.1.7.0/24"), "r-b", "vpc-b"}},
+		InstanceCIDRs: inst, ProtectedPrefixes: prot}
+	a := l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
+	b := l.speaker(nsB, helperConfig{Desired: dB, Port: 179})
+
+	good := "192.168.10.0/24"
+	stB := b.waitFor(60*time.Second, "on-prem prefix at the remote gateway", func(s helperState) bool {
+		r, ok := s.routes()[good]
+		return ok && slices.Equal(r.NextHops, []netip.Addr{tunA}) && r.OriginNetwork == "idc-a" && r.OriginRegion == "r-a"
+	})
+	if _, ok := stB.routes()["192.168.11.0/24"]; !ok {
+		t.Fatal("second on-prem prefix missing at gw-b")
+	}
+	stA := a.waitFor(20*time.Second, "rejections at gw-a", func(s helperState) bool {
+		return len(s.Status.Rejected) == 4
+	})
+	got := map[string]Reason{}
+	for _, r := range stA.Status.Rejected {
+		got[r.Session+" "+r.Prefix.String()] = r.Reason
+	}
+	want := map[string]Reason{"idc-a 10.1.5.0/24": ReasonConflict, "idc-a 172.20.0.0/16": ReasonNotAccepted,
+		"idc-a 0.0.0.0/0": ReasonDefaultRoute, "gw-b 10.1.7.0/24": ReasonHijack}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rejections at gw-a: got %v, want %v", got, want)
+	}
+	ra := stA.routes()
+	for _, p := range []string{"10.1.5.0/24", "172.20.0.0/16", "0.0.0.0/0", "10.1.7.0/24"} {
+		if _, ok := ra[p]; ok {
+			t.Errorf("gw-a learned %s", p)
+		}
+		if _, ok := stB.routes()[p]; ok && p != "10.1.7.0/24" {
+			t.Errorf("gw-b learned %s", p)
+		}
+	}
+	if r := ra[good]; !r.Direct || !slices.Equal(r.NextHops, []netip.Addr{ma("172.30.0.2")}) {
+		t.Errorf("gw-a route to %s: %+v, want direct via the on-prem router", good, r)
+	}
+	stA = a.waitFor(10*time.Second, "BFD up on the VBR session", func(s helperState) bool {
+		return s.session("idc-a").BFD == "up"
+	})
+	vbr := stA.session("idc-a")
+	if vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 2 || vbr.Rejected != 3 {
+		t.Errorf("idc-a session: %+v, want established 5/2/3", vbr)
+	}
+
+	// CEN routes reach BIRD's table, from both regions, tagged.
+	deadline := time.Now().Add(20 * time.Second)
+	var routes string
+	for {
+		routes = birdc(t, sock, "show", "route", "all", "protocol", "cen")
+		if strings.Contains(routes, "10.1.0.0/16") && strings.Contains(routes, "10.2.0.0/16") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CEN routes missing from BIRD:\n%s", routes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(routes, fmt.Sprintf("(%d, %d, %d)", testASN, tagNetwork, nameID("vpc-b"))) {
+		t.Errorf("vpc-b in BIRD lacks its origin tag:\n%s", routes)
+	}
+	if strings.Contains(routes, "10.1.7.0/24") {
+		t.Errorf("the hijacked prefix reached BIRD:\n%s", routes)
+	}
+	if strings.Contains(routes, "192.168.10.0/24") {
+		t.Errorf("BIRD got its own prefix back:\n%s", routes)
+	}
+	for _, f := range []string{"log.txt"} {
+		if b, _ := os.ReadFile(filepath.Join(a.dir, f)); strings.Contains(string(b), password) {
+			t.Fatalf("the TCP-MD5 password appears in gw-a's log")
+		}
+	}
+
+	// max_prefixes: BIRD sends 5 prefixes; allow 3. The reload replaces
+	// only the VBR session; the gateway session is not touched.
+	gwBefore := a.state().session("gw-b")
+	dA.VBRs[0].MaxPrefixes = 3
+	writeHelperConfig(t, a.dir, helperConfig{Desired: dA, Port: 179})
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	a.waitFor(30*time.Second, "max-prefix-exceeded", func(s helperState) bool {
+		return s.session("idc-a").State == "max-prefix-exceeded"
+	})
+	b.waitFor(20*time.Second, "on-prem routes withdrawn at gw-b", func(s helperState) bool {
+		_, ok := s.routes()[good]
+		return !ok
+	})
+	if gw := a.state().session("gw-b"); gw.State != "established" || gw.Uptime < gwBefore.Uptime {
+		t.Errorf("gw-b session disturbed by a reload that changed only idc-a: before %+v after %+v", gwBefore, gw)
+	}
+	log, _ := os.ReadFile(filepath.Join(a.dir, "log.txt"))
+	if !strings.Contains(string(log), "max_prefixes exceeded") {
+		t.Errorf("no clear log line for the max_prefixes trip:\n%s", log)
+	}
+}
+
+// TestBFDFailover: gw-a reaches vpc-b over twin gateways b1 and b2
+// (multipath). A hung b1 (SIGSTOP: no FIN, no BFD) must be dropped from the
+// next hops in under one second, by BFD, well before the 9s hold time.
+func TestBFDFailover(t *testing.T) {
+	times := measureFailover(t, 3)
+	if times[len(times)-1] >= 900*time.Millisecond {
+		t.Fatalf("failover took %v, want under 1s with margin (900ms)", times[len(times)-1])
+	}
+}
+
+// measureFailover builds gw-a and twins gw-b1, gw-b2 in namespaces and
+// times, over the given number of trials, how long after b1 hangs
+// (SIGSTOP) gw-a delivers vpc-b with b2 as the only next hop. Sorted.
+func measureFailover(t testing.TB, trials int) []time.Duration {
+	l := newLab(t)
+	nsA, nsB1, nsB2 := l.netns("gwa"), l.netns("gwb1"), l.netns("gwb2")
+	tunA, tunB1, tunB2 := ma("100.64.0.1"), ma("100.64.0.2"), ma("100.64.0.3")
+	for ns, a := range map[string]netip.Addr{nsA: tunA, nsB1: tunB1, nsB2: tunB2} {
+		run(t, "ip", "-n", ns, "addr", "add", a.String()+"/32", "dev", "lo")
+	}
+	l.link(nsA, "10.255.1.1/30", nsB1, "10.255.1.2/30")
+	l.link(nsA, "10.255.2.1/30", nsB2, "10.255.2.2/30")
+	// Tunnel addresses are reached over the veths, sourced from the tunnel
+	// address so BGP and BFD both come from it.
+	run(t, "ip", "-n", nsA, "route", "add", "100.64.0.2/32", "via", "10.255.1.2", "src", "100.64.0.1")
+	run(t, "ip", "-n", nsA, "route", "add", "100.64.0.3/32", "via", "10.255.2.2", "src", "100.64.0.1")
+	run(t, "ip", "-n", nsB1, "route", "add", "100.64.0.1/32", "via", "10.255.1.1", "src", "100.64.0.2")
+	run(t, "ip", "-n", nsB2, "route", "add", "100.64.0.1/32", "via", "10.255.2.1", "src", "100.64.0.3")
+
+	inst := []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
+	prot := []netip.Prefix{mp("100.64.0.0/29")}
+	dA := Desired{RouterID: tunA, LocalAddress: tunA, Region: "r-a", InstanceASN: testASN,
+		Gateways: []GatewayPeer{{Name: "gw-b1", Region: "r-b", Address: tunB1, Entitled: entB()},
+			{Name: "gw-b2", Region: "r-b", Address: tunB2, Entitled: entB()}},
+		Originate: []Origin{{vpcA, "r-a", "vpc-a"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
+	dB := func(self netip.Addr) Desired {
+		return Desired{RouterID: self, LocalAddress: self, Region: "r-b", InstanceASN: testASN,
+			Gateways:  []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entA()}},
+			Originate: []Origin{{vpcB, "r-b", "vpc-b"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
+	}
+	a := l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
+	b1 := l.speaker(nsB1, helperConfig{Desired: dB(tunB1), Port: 179})
+	l.speaker(nsB2, helperConfig{Desired: dB(tunB2), Port: 179})
+
+	both := func(s helperState) bool {
+		r, ok := s.routes()[vpcB.String()]
+		return ok && slices.Equal(r.NextHops, []netip.Addr{tunB1, tunB2}) &&
+			s.session("gw-b1").BFD == "up" && s.session("gw-b2").BFD == "up"
+	}
+	var times []time.Duration
+	for i := range trials {
+		a.waitFor(60*time.Second, "multipath over both twins with BFD up", both)
+		n := len(a.state().Batches)
+		stop := time.Now()
+		b1.cmd.Process.Signal(syscall.SIGSTOP)
+		st := a.waitFor(15*time.Second, "b1 dropped from the next hops", func(s helperState) bool {
+			r, ok := s.routes()[vpcB.String()]
+			return ok && slices.Equal(r.NextHops, []netip.Addr{tunB2})
+		})
+		var at time.Time
+		for _, bt := range st.Batches[n:] {
+			for _, r := range bt.Upsert {
+				if r.Prefix == vpcB && slices.Equal(r.NextHops, []netip.Addr{tunB2}) && at.IsZero() {
+					at = bt.At
+				}
+			}
+		}
+		if at.IsZero() {
+			t.Fatalf("trial %d: no batch moved vpc-b to b2 alone", i+1)
+		}
+		d := at.Sub(stop)
+		times = append(times, d)
+		t.Logf("trial %d: failover in %v", i+1, d)
+		b1.cmd.Process.Signal(syscall.SIGCONT)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	t.Logf("failover over %d trials: median %v, max %v (BFD 100ms x 3)", trials, times[trials/2], times[trials-1])
+	return times
+}

@@ -1,0 +1,162 @@
+package routing
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
+
+// Status is a snapshot for cenctl and metrics.
+type Status struct {
+	RouterID netip.Addr
+	ASN      uint32
+	// Synced reports that the initial route exchange is over.
+	Synced   bool
+	Sessions []SessionStatus
+	Routes   []LearnedRoute
+	// Rejected lists prefixes currently offered but not learned.
+	Rejected []Rejection
+	// RejectedTotal counts rejections by reason since start.
+	RejectedTotal map[Reason]uint64
+}
+
+// SessionStatus is one BGP session.
+type SessionStatus struct {
+	Name     string
+	Kind     string // "gateway" or "vbr"
+	Neighbor netip.Addr
+	PeerASN  uint32
+	// State is the BGP FSM state ("established", "active", ...), or
+	// "max-prefix-exceeded" when max_prefixes shut the session down.
+	State  string
+	Uptime time.Duration // zero unless established
+	// Received counts prefixes the peer currently announces; Accepted those
+	// that passed import policy; Rejected the rest.
+	Received, Accepted, Rejected uint64
+	// RejectedByReason counts rejections since start.
+	RejectedByReason map[Reason]uint64
+	BFD              string // "up", "down", "init", "admin-down", or "" when off
+	LastError        string
+}
+
+// Rejection is one prefix a session offers that is not learned.
+type Rejection struct {
+	Session string
+	Prefix  netip.Prefix
+	Reason  Reason
+}
+
+var fsmNames = map[bgp.FSMState]string{
+	bgp.BGP_FSM_IDLE: "idle", bgp.BGP_FSM_CONNECT: "connect", bgp.BGP_FSM_ACTIVE: "active",
+	bgp.BGP_FSM_OPENSENT: "opensent", bgp.BGP_FSM_OPENCONFIRM: "openconfirm", bgp.BGP_FSM_ESTABLISHED: "established",
+}
+
+func bfdName(s api.BfdSessionState) string {
+	switch s {
+	case api.BfdSessionState_BFD_SESSION_STATE_UP:
+		return "up"
+	case api.BfdSessionState_BFD_SESSION_STATE_DOWN:
+		return "down"
+	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
+		return "init"
+	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
+		return "admin-down"
+	}
+	return ""
+}
+
+// Routes returns the learned routes already delivered to OnRoutes, with
+// their current next hops and origin.
+func (s *Speaker) Routes() []LearnedRoute { return s.state.routes() }
+
+// Status reports sessions, learned routes and rejections.
+func (s *Speaker) Status(ctx context.Context) (Status, error) {
+	s.mu.Lock()
+	srv := s.srv
+	specs := make(map[netip.Addr]peerSpec, len(s.peers))
+	for a, p := range s.peers {
+		specs[a] = p
+	}
+	s.mu.Unlock()
+	st := Status{Routes: s.state.routes(), RejectedTotal: map[Reason]uint64{}}
+	counters := map[netip.Addr]*api.Peer{}
+	if srv != nil {
+		if g, err := srv.GetBgp(ctx, &api.GetBgpRequest{}); err == nil && g.Global != nil {
+			st.ASN = g.Global.Asn
+			st.RouterID, _ = netip.ParseAddr(g.Global.RouterId)
+		}
+		err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.Conf == nil {
+				return
+			}
+			if a, err := netip.ParseAddr(p.Conf.NeighborAddress); err == nil {
+				counters[a] = p
+			}
+		})
+		if err != nil {
+			return st, fmt.Errorf("routing: list bgp peers: %w", err)
+		}
+	}
+	s.state.mu.Lock()
+	st.Synced = s.state.synced
+	for r, n := range s.state.counts {
+		st.RejectedTotal[r] = n
+	}
+	for addr, spec := range specs {
+		ss := SessionStatus{Name: spec.name, Kind: sessionKind(spec.kind), Neighbor: addr, PeerASN: spec.peerASN, State: "idle"}
+		if si := s.state.sessions[addr]; si != nil {
+			ss.State = fsmNames[si.state]
+			if si.state == bgp.BGP_FSM_ESTABLISHED {
+				ss.Uptime = time.Since(si.since).Truncate(time.Second)
+			}
+			if si.maxPrefix {
+				ss.State = "max-prefix-exceeded"
+			}
+			ss.LastError = si.lastError
+			if len(si.rejected) > 0 {
+				ss.RejectedByReason = map[Reason]uint64{}
+				for r, n := range si.rejected {
+					ss.RejectedByReason[r] = n
+				}
+			}
+		}
+		for p, r := range s.state.rejected[addr] {
+			st.Rejected = append(st.Rejected, Rejection{Session: spec.name, Prefix: p, Reason: r})
+		}
+		if p := counters[addr]; p != nil {
+			for _, af := range p.AfiSafis {
+				if af.State != nil {
+					ss.Received += af.State.Received
+				}
+			}
+			// GoBGP's own "accepted" counts paths before import policy, so
+			// derive it from the rejections this package records.
+			ss.Rejected = uint64(len(s.state.rejected[addr]))
+			if ss.Received >= ss.Rejected {
+				ss.Accepted = ss.Received - ss.Rejected
+			}
+			if p.State != nil && p.State.BfdState != nil && spec.bfd {
+				ss.BFD = bfdName(p.State.BfdState.SessionState)
+			}
+			if p.State != nil && p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
+				ss.State = "max-prefix-exceeded"
+			}
+		}
+		st.Sessions = append(st.Sessions, ss)
+	}
+	s.state.mu.Unlock()
+	slices.SortFunc(st.Sessions, func(a, b SessionStatus) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(st.Rejected, func(a, b Rejection) int {
+		if c := strings.Compare(a.Session, b.Session); c != 0 {
+			return c
+		}
+		return comparePrefix(a.Prefix, b.Prefix)
+	})
+	return st, nil
+}

@@ -1,0 +1,57 @@
+package shaping
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+const bpffsMagic = 0xcafe4a11
+
+func isBPFFS(path string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return uint32(st.Type) == bpffsMagic, nil
+}
+
+// ensureBPFFS makes dir exist on a bpf filesystem. When dir is not on one
+// (`ip netns exec` remounts /sys, so /sys/fs/bpf can be a plain directory)
+// it mounts a bpffs on dir itself. It reports whether it mounted.
+func ensureBPFFS(dir string) (bool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("create pin directory: %w", err)
+	}
+	ok, err := isBPFFS(dir)
+	if err != nil || ok {
+		return false, err
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return false, fmt.Errorf("mount bpffs on %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// releaseBPFFS unmounts dir when it is a bpffs mounted on its own (as
+// ensureBPFFS does) and nothing is left in it.
+func releaseBPFFS(dir string) error {
+	ok, err := isBPFFS(dir)
+	if err != nil || !ok {
+		return nil
+	}
+	parentOK, err := isBPFFS(filepath.Dir(dir))
+	if err != nil || parentOK {
+		return nil
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+		return nil
+	}
+	if err := unix.Unmount(dir, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount bpffs %s: %w", dir, err)
+	}
+	return nil
+}

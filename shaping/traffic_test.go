@@ -1,0 +1,273 @@
+package shaping
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+)
+
+// TestTwoRegions shapes two destination regions behind one device at once;
+// each gets its own rate.
+func TestTwoRegions(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("skipping: 10 s of iperf3 in -short mode")
+	}
+	p := newPath(t)
+	s := p.shaper(t, ModeQueue)
+	if err := s.Set(pathDesired(30*Mbps, 60*Mbps)); err != nil {
+		t.Fatal(err)
+	}
+	iperfServer(t, p.dst, 5201)
+	iperfServer(t, p.dst, 5202)
+	var wg sync.WaitGroup
+	var bpsA, bpsB float64
+	var errA, errB error
+	wg.Add(2)
+	go func() { defer wg.Done(); bpsA, errA = iperf(p.src, "10.201.0.1", 5201, 10, 1) }()
+	go func() { defer wg.Done(); bpsB, errB = iperf(p.src, "10.202.0.1", 5202, 10, 1) }()
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	for _, c := range []struct {
+		name string
+		bps  float64
+		rate Rate
+	}{{"r-a", bpsA, 30 * Mbps}, {"r-b", bpsB, 60 * Mbps}} {
+		ratio := c.bps / float64(c.rate)
+		t.Logf("%s at %s: goodput %.2f Mbps, ratio %.4f", c.name, c.rate, c.bps/1e6, ratio)
+		if ratio < 0.95 || ratio > 1.0 {
+			t.Errorf("%s: goodput ratio %.4f outside 0.95-1.00", c.name, ratio)
+		}
+	}
+}
+
+// TestLiveRateChangeTraffic lowers a region's rate under load and wants
+// the new rate in force within a second.
+func TestLiveRateChangeTraffic(t *testing.T) {
+	requireRoot(t)
+	p := newPath(t)
+	s := p.shaper(t, ModeQueue)
+	if err := s.Set(pathDesired(100*Mbps, 0)); err != nil {
+		t.Fatal(err)
+	}
+	iperfServer(t, p.dst, 5201)
+	done := make(chan error, 1)
+	go func() { _, err := iperf(p.src, "10.201.0.1", 5201, 6, 1); done <- err }()
+	passed := func() uint64 {
+		c, err := s.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c["r-a"].PassedBytes
+	}
+	time.Sleep(1 * time.Second)
+	b0, t0 := passed(), time.Now()
+	time.Sleep(1 * time.Second)
+	before := float64(passed()-b0) * 8 / time.Since(t0).Seconds()
+	if err := s.Set(pathDesired(20*Mbps, 0)); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	time.Sleep(time.Second)
+	b1, t1 := passed(), time.Now()
+	time.Sleep(2 * time.Second)
+	after := float64(passed()-b1) * 8 / time.Since(t1).Seconds()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("IP rate before: %.1f Mbps at 100 Mbps; from %v after the change to 20 Mbps: %.2f Mbps", before/1e6, t1.Sub(changed).Round(time.Millisecond), after/1e6)
+	if before < 80e6 {
+		t.Errorf("rate before the change %.1f Mbps, want near 100", before/1e6)
+	}
+	if after > 20e6*1.02 || after < 20e6*0.9 {
+		t.Errorf("rate from 1 s after the change %.2f Mbps, want 18-20.4", after/1e6)
+	}
+}
+
+// TestPing1Kbps: a 1 Kbps pair still carries a default ping every second.
+func TestPing1Kbps(t *testing.T) {
+	requireRoot(t)
+	p := newPath(t)
+	s := p.shaper(t, ModeQueue)
+	if err := s.Set(pathDesired(Kbps, Kbps)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.src.run("ping -c 5 -i 1 -W 2 10.201.0.1")
+	if err != nil || !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("ping across 1 Kbps: %v\n%s", err, out)
+	}
+	c, _ := s.Counters()
+	if c["r-a"].PassedPackets < 5 {
+		t.Fatalf("shaper saw %d packets, want the 5 pings: the ping did not cross it", c["r-a"].PassedPackets)
+	}
+	out, err = p.src.run("ping -6 -c 3 -i 1 -W 2 fd00:201::1")
+	if err != nil || !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("ping6 across 1 Kbps: %v\n%s", err, out)
+	}
+}
+
+// TestRestartAdopts closes without cleanup and starts again: the pinned
+// link is adopted (one program on the device, same link), buckets and ids
+// are intact; Close(true) removes everything.
+func TestRestartAdopts(t *testing.T) {
+	requireRoot(t)
+	p := newPath(t)
+	dir := pinDir(t)
+	open := func() *Shaper {
+		var s *Shaper
+		if err := p.gw.do(func() error {
+			var err error
+			s, err = New(Options{Interface: p.gwOut, PinPath: dir})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	attached := func() int {
+		var n int
+		if err := p.gw.do(func() error {
+			lk, err := netlink.LinkByName(p.gwOut)
+			if err != nil {
+				return err
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
+			if err != nil {
+				return err
+			}
+			n = len(res.Programs)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	s1 := open()
+	t.Cleanup(func() { s1.Close(true) })
+	d := pathDesired(Kbps, 0)
+	if err := s1.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.src.run("ping -c 2 -i 0.2 -W 2 10.201.0.1"); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	id := s1.ids["r-a"]
+	var st1 bpfBucketState
+	if err := s1.objs.OcshState.Lookup(id, &st1); err != nil {
+		t.Fatal(err)
+	}
+	info1, _ := s1.link.Info()
+	c1, _ := s1.Counters()
+	if err := s1.Close(false); err != nil {
+		t.Fatal(err)
+	}
+	if n := attached(); n != 1 {
+		t.Fatalf("%d programs attached after close without cleanup, want 1", n)
+	}
+	for _, f := range []string{pinLink, pinProg, "ocsh_cfg", "ocsh_state"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("pin %s missing after close: %v", f, err)
+		}
+	}
+
+	s2 := open()
+	t.Cleanup(func() { s2.Close(true) })
+	if n := attached(); n != 1 {
+		t.Fatalf("%d programs attached after restart, want 1", n)
+	}
+	info2, _ := s2.link.Info()
+	if info1.ID != info2.ID {
+		t.Fatalf("restart made a new link (%d -> %d)", info1.ID, info2.ID)
+	}
+	if s2.ids["r-a"] != id {
+		t.Fatalf("region id %d after restart, want %d", s2.ids["r-a"], id)
+	}
+	if err := s2.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	var st2 bpfBucketState
+	if err := s2.objs.OcshState.Lookup(id, &st2); err != nil {
+		t.Fatal(err)
+	}
+	if st1 != st2 {
+		t.Fatalf("bucket changed by restart: %+v -> %+v", st1, st2)
+	}
+	c2, _ := s2.Counters()
+	if c2["r-a"] != c1["r-a"] {
+		t.Fatalf("counters changed by restart: %+v -> %+v", c1["r-a"], c2["r-a"])
+	}
+
+	if err := s2.Close(true); err != nil {
+		t.Fatal(err)
+	}
+	if n := attached(); n != 0 {
+		t.Fatalf("%d programs attached after cleanup, want 0", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, pinLink)); !os.IsNotExist(err) {
+		t.Fatalf("link pin left after cleanup: %v", err)
+	}
+	out := p.gw.sh(t, "tc qdisc show dev "+p.gwOut)
+	if strings.Contains(out, "htb") {
+		t.Fatalf("htb left after cleanup: %s", out)
+	}
+}
+
+// TestSetIdempotentAndEmpty: the same Desired twice changes nothing (same
+// bucket state, same classes); an empty Desired tears everything down.
+func TestSetIdempotentAndEmpty(t *testing.T) {
+	requireRoot(t)
+	p := newPath(t)
+	s := p.shaper(t, ModeQueue)
+	d := pathDesired(10*Mbps, 20*Mbps)
+	if err := s.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.src.run("ping -c 2 -i 0.2 -W 2 10.201.0.1"); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	snapshot := func() (string, bpfBucketState, bpfBucketCfg) {
+		var st bpfBucketState
+		var cfg bpfBucketCfg
+		if err := s.objs.OcshState.Lookup(s.ids["r-a"], &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.objs.OcshCfg.Lookup(s.ids["r-a"], &cfg); err != nil {
+			t.Fatal(err)
+		}
+		return p.gw.sh(t, "tc class show dev "+p.gwOut), st, cfg
+	}
+	c1, st1, cfg1 := snapshot()
+	if strings.Count(c1, "class htb") != 6 {
+		t.Fatalf("want 3 classes per shaped region, got:\n%s", c1)
+	}
+	if err := s.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	c2, st2, cfg2 := snapshot()
+	if c1 != c2 || st1 != st2 || cfg1 != cfg2 {
+		t.Fatalf("second Set changed state:\n%s\n%+v %+v\n->\n%s\n%+v %+v", c1, st1, cfg1, c2, st2, cfg2)
+	}
+	if err := s.Set(Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if out := p.gw.sh(t, "tc qdisc show dev "+p.gwOut); strings.Contains(out, "htb") {
+		t.Fatalf("htb left after empty Set: %s", out)
+	}
+	if n := len(s.ids); n != 0 {
+		t.Fatalf("%d region ids left after empty Set", n)
+	}
+	var k4 bpfLpm4Key
+	var v bpfLpmVal
+	if s.objs.OcshPrefix4.Iterate().Next(&k4, &v) {
+		t.Fatal("ipv4 prefixes left after empty Set")
+	}
+}

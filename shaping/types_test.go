@@ -1,0 +1,197 @@
+package shaping
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBurstBytes(t *testing.T) {
+	cases := []struct {
+		rate Rate
+		mtu  int
+		want uint64
+	}{
+		{Kbps, 1420, 1420},             // floor: one full packet
+		{Mbps, 1500, 1500},             // 1250 < 1500
+		{10 * Mbps, 1500, 12500},       // 10 ms
+		{500 * Mbps, 1420, 625000},     // 10 ms
+		{1_500_000_000, 1420, 1875000}, // 1.5 Gbps
+	}
+	for _, c := range cases {
+		if got := BurstBytes(c.rate, c.mtu); got != c.want {
+			t.Errorf("BurstBytes(%s, %d) = %d, want %d", c.rate, c.mtu, got, c.want)
+		}
+	}
+	if got := QueueBytes(10*Mbps, 100*time.Millisecond); got != 125000 {
+		t.Errorf("QueueBytes(10Mbps, 100ms) = %d, want 125000", got)
+	}
+}
+
+func TestRateString(t *testing.T) {
+	for r, want := range map[Rate]string{0: "unlimited", Kbps: "1Kbps", 60 * Mbps: "60Mbps", 2 * Gbps: "2Gbps", 1500: "1500bps"} {
+		if got := r.String(); got != want {
+			t.Errorf("%d.String() = %q, want %q", uint64(r), got, want)
+		}
+	}
+}
+
+func TestDesiredValidate(t *testing.T) {
+	bad := Desired{
+		Regions: map[string]Rate{"": Mbps, strings.Repeat("x", 64): Mbps, "r-fast": MaxRate + 1},
+		Prefixes: map[netip.Prefix]string{
+			netip.MustParsePrefix("10.1.2.3/16"):         "r-a",
+			netip.MustParsePrefix("::ffff:10.0.0.0/104"): "r-a",
+			netip.MustParsePrefix("10.2.0.0/16"):         "",
+		},
+	}
+	err := bad.validate()
+	if err == nil {
+		t.Fatal("invalid desired state accepted")
+	}
+	for _, want := range []string{
+		"empty region id",
+		"longer than 63 bytes",
+		"above the maximum",
+		"10.1.2.3/16 of region \"r-a\" has host bits set (want 10.1.0.0/16)",
+		"IPv4-mapped",
+		"prefix 10.2.0.0/16: empty region id",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	good := Desired{
+		Regions:      map[string]Rate{"r-a": Mbps, "r-b": 0},
+		Prefixes:     map[netip.Prefix]string{netip.MustParsePrefix("10.0.0.0/8"): "r-a", netip.MustParsePrefix("fd00::/8"): "home"},
+		ControlAddrs: []netip.Addr{netip.MustParseAddr("100.64.0.1")},
+	}
+	if err := good.validate(); err != nil {
+		t.Fatalf("valid desired state rejected: %v", err)
+	}
+	if got := strings.Join(good.regionNames(), ","); got != "home,r-a,r-b" {
+		t.Fatalf("regionNames = %s", got)
+	}
+}
+
+func TestPrefixTableLongestMatch(t *testing.T) {
+	tab := newPrefixTable(map[netip.Prefix]string{
+		mustPrefix("10.0.0.0/8"):  "a",
+		mustPrefix("10.1.0.0/16"): "b",
+		mustPrefix("10.1.2.0/24"): "c",
+		mustPrefix("fd00::/16"):   "a",
+		mustPrefix("fd00:1::/32"): "b",
+		mustPrefix("0.0.0.0/0"):   "default",
+	})
+	for addr, want := range map[string]string{
+		"10.9.9.9": "a", "10.1.9.9": "b", "10.1.2.9": "c", "192.0.2.1": "default",
+		"fd00:2::1": "a", "fd00:1::1": "b", "::ffff:10.1.2.3": "c",
+	} {
+		got, ok := tab.lookup(mustAddr(addr))
+		if !ok || got != want {
+			t.Errorf("lookup(%s) = %q, %v; want %q", addr, got, ok, want)
+		}
+	}
+	if _, ok := tab.lookup(mustAddr("2001:db8::1")); ok {
+		t.Error("lookup(2001:db8::1) matched with no IPv6 default")
+	}
+}
+
+// The fallback's semantics, without root: classification, exemption, the
+// bucket, and the queue mode's delays.
+func TestLimiter(t *testing.T) {
+	l, err := NewLimiter(LimiterOptions{Mode: ModePolice, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Desired{
+		Regions:      map[string]Rate{"r-a": Mbps},
+		Prefixes:     map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a", mustPrefix("10.1.0.0/16"): "home"},
+		ControlAddrs: []netip.Addr{mustAddr("10.0.0.1"), mustAddr("10.0.0.2")},
+	}
+	if err := l.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	big := pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 1000}.ip()
+	if _, ok := l.Admit(big, t0); !ok {
+		t.Fatal("first packet dropped by a full bucket")
+	}
+	if _, ok := l.Admit(big, t0); ok {
+		t.Fatal("second packet passed a bucket of 500 bytes")
+	}
+	if _, ok := l.Admit(big, t0.Add(4*time.Millisecond)); !ok {
+		t.Fatal("packet dropped after 4 ms of refill at 1 Mbps")
+	}
+	for _, p := range []pkt{
+		{src: "10.100.0.1", dst: "10.1.0.1", size: 1400},                                     // home region
+		{src: "10.100.0.1", dst: "192.168.0.1", size: 1400},                                  // not CEN
+		{src: "10.0.0.1", dst: "10.0.0.2", size: 1400},                                       // gateways
+		{src: "10.100.0.1", dst: "10.5.0.1", proto: 6, sport: 40000, dport: 179, size: 1400}, // BGP
+		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 50000, dport: 3784, size: 60}, // BFD
+	} {
+		if _, ok := l.Admit(p.ip(), t0.Add(4*time.Millisecond)); !ok {
+			t.Errorf("untouched or exempt packet %+v dropped", p)
+		}
+	}
+	c, _ := l.Counters()
+	if c["r-a"].DroppedPackets != 1 || c["r-a"].PassedPackets != 5 {
+		t.Fatalf("counters %+v, want 5 passed (2 shaped, 3 exempt) and 1 dropped", c["r-a"])
+	}
+
+	q, err := NewLimiter(LimiterOptions{MTU: 1500}) // ModeQueue, 100 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	var last time.Duration
+	n := 0
+	for {
+		delay, ok := q.Admit(big, t0)
+		if !ok {
+			break
+		}
+		last = delay
+		n++
+	}
+	// 1500 bytes of burst and 12500 of queue: 14 packets, the last one
+	// waiting 12500 bytes at 125000 B/s = 100 ms.
+	if n != 14 || last != 100*time.Millisecond {
+		t.Fatalf("queue mode passed %d packets, last delayed %v; want 14 and 100ms", n, last)
+	}
+}
+
+func TestLimiterPing1Kbps(t *testing.T) {
+	l, err := NewLimiter(LimiterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Set(Desired{Regions: map[string]Rate{"r-a": Kbps}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	ping := pkt{src: "10.100.0.1", dst: "10.0.0.1", proto: 1, size: 84}.ip()
+	for i := 0; i < 120; i++ {
+		if _, ok := l.Admit(ping, time.Unix(int64(1000+i), 0)); !ok {
+			t.Fatalf("ping %d dropped at 1 Kbps", i)
+		}
+	}
+}
+
+func TestOptionsErrors(t *testing.T) {
+	for _, o := range []Options{
+		{PinPath: "/x"},
+		{Interface: "wg0"},
+		{Interface: "wg0", PinPath: "/x", Mode: 7},
+		{Interface: "wg0", PinPath: "/x", QueueDelay: -time.Second},
+	} {
+		if err := o.defaults(); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+	}
+	if _, err := NewLimiter(LimiterOptions{MTU: -1}); err == nil {
+		t.Error("negative mtu accepted")
+	}
+}

@@ -69,11 +69,13 @@ type Options struct {
 type Dataplane struct {
 	log     *slog.Logger
 	name    string
+	ovlName string // the VXLAN overlay device
 	opts    Options
 	nl      netlinkOps
 	writers []routeWriter
 	wg      wgOps
 	host    hostOps
+	guard   guardOps
 	closers []func() error
 
 	mu        sync.Mutex // serialises reconciles, guards the fields below
@@ -85,6 +87,7 @@ type Dataplane struct {
 	closed    bool
 
 	linkIndex atomic.Int32
+	ovlIndex  atomic.Int32
 	kick      chan struct{}
 	stop      chan struct{}
 	loops     sync.WaitGroup
@@ -127,6 +130,12 @@ func New(opts Options) (*Dataplane, error) {
 	}
 	d.closers = append(d.closers, wc.Close)
 	d.wg = wc
+	g, err := newNFTGuard(int(ns))
+	if err != nil {
+		d.closeAll()
+		return nil, err
+	}
+	d.guard = g
 	d.start(ns)
 	return d, nil
 }
@@ -135,7 +144,7 @@ func New(opts Options) (*Dataplane, error) {
 // tests' fakes fill in the interfaces.
 func newDataplane(opts Options) *Dataplane {
 	return &Dataplane{
-		opts: opts, name: opts.Device,
+		opts: opts, name: opts.Device, ovlName: OverlayName(opts.Device),
 		log:  opts.Logger.With("device", opts.Device),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
@@ -187,6 +196,13 @@ func nsName(p string) string {
 // Device returns the name of the WireGuard device.
 func (d *Dataplane) Device() string { return d.name }
 
+// Overlay returns the name of the VXLAN overlay device ([OverlayName] of
+// the device). IPv4 CEN traffic to and from other regions crosses it with
+// its real (inner) addresses, in Ethernet frames, so it is where a shaper
+// that classifies by destination attaches. It exists once Set has run
+// with an IPv4 tunnel address.
+func (d *Dataplane) Overlay() string { return d.ovlName }
+
 // Set makes the dataplane equal to want and remembers it for drift repair.
 // It writes only what differs. A zero want tears everything down (like
 // Close(true) but the Dataplane stays usable). An invalid want changes
@@ -235,7 +251,8 @@ func cloneDesired(in Desired) Desired {
 // reconcile applies p; d.mu is held.
 func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 	var errs []error
-	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}} {
+	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"},
+		{"net.ipv4.fib_multipath_hash_policy", "1"}} {
 		if err := d.host.setSysctl(kv[0], kv[1]); err != nil {
 			errs = append(errs, err)
 		}
@@ -266,13 +283,46 @@ func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 	if err := d.syncPeers(want, p); err != nil {
 		errs = append(errs, err)
 	}
-	if err := syncAddrs(d.nl, link, want.Addresses); err != nil {
+	addrs := want.Addresses
+	if p.own4.IsValid() {
+		addrs = append(slices.Clone(addrs), netip.PrefixFrom(vtepAddr(p.own4), 128))
+	}
+	if err := syncAddrs(d.nl, link, addrs); err != nil {
 		errs = append(errs, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	if err := d.syncRoutes(p, link.Attrs().Index, want.Addresses); err != nil {
+	ovl := 0
+	if p.own4.IsValid() {
+		// The guard first: the overlay's socket never listens unguarded.
+		if wrote, err := d.guard.ensureGuard(guardTable(d.name), d.name); err != nil {
+			return errors.Join(append(errs, err)...)
+		} else if wrote {
+			d.log.Info("installed overlay guard", "table", guardTable(d.name))
+		}
+		olink, err := d.ensureOverlay(p.own4, mtu-overlayOverhead)
+		if olink == nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		ovl = olink.Attrs().Index
+		d.ovlIndex.Store(int32(ovl))
+		if err := syncOverlayNeighbours(d.nl, olink, p.neighbours); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		if err := d.removeOverlay(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := d.guard.removeGuard(guardTable(d.name)); err != nil {
+			errs = append(errs, err)
+		}
+		d.ovlIndex.Store(0)
+	}
+	if err := d.syncRoutes(p, link.Attrs().Index, ovl, want.Addresses); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -305,12 +355,12 @@ func (d *Dataplane) ownedRoutes() ([]netlink.Route, error) {
 	return rs, nil
 }
 
-func (d *Dataplane) syncRoutes(p plan, idx int, addrs []netip.Prefix) error {
+func (d *Dataplane) syncRoutes(p plan, idx, ovl int, addrs []netip.Prefix) error {
 	have, err := d.ownedRoutes()
 	if err != nil {
 		return err
 	}
-	add, del := diffRoutes(have, wantRoutes(p, idx, d.opts.Table, addrs))
+	add, del := diffRoutes(have, wantRoutes(p, idx, ovl, d.opts.Table, addrs))
 	if len(add)+len(del) == 0 {
 		return nil
 	}
@@ -340,11 +390,13 @@ func (d *Dataplane) underlayMTU(want Desired) int {
 }
 
 // Close stops watching. With cleanup false the device, its helper, its
-// addresses and routes stay and keep forwarding for the next Dataplane to
-// adopt; with cleanup true everything this package created is removed:
-// routes, addresses, the link, the helper process, its UAPI socket and its
-// state files. Sysctls are left as they are (other parts of the gateway
-// may rely on forwarding).
+// addresses and routes, the overlay device with its FDB and neighbour
+// entries and the nftables guard stay and keep forwarding for the next
+// Dataplane to adopt; with cleanup true everything this package created is
+// removed: routes, addresses, the overlay and WireGuard links, the guard
+// table, the helper process, its UAPI socket and its state files. Sysctls
+// are left as they are (other parts of the gateway may rely on
+// forwarding).
 func (d *Dataplane) Close(cleanup bool) error {
 	d.mu.Lock()
 	if d.closed {
@@ -388,18 +440,25 @@ func (d *Dataplane) teardown() error {
 	if link != nil && !ownedLinkType(link.Type()) {
 		return fmt.Errorf("device %s is a %s link, not wireguard: not touching it", d.name, link.Type())
 	}
-	if link != nil {
+	ovl := 0
+	if olink, err := d.nl.LinkByName(d.ovlName); err == nil && olink.Type() == "vxlan" {
+		ovl = olink.Attrs().Index
+	}
+	if link != nil || ovl != 0 {
 		if rs, err := d.ownedRoutes(); err != nil {
 			errs = append(errs, err)
 		} else {
 			var mine []netlink.Route
 			for _, r := range rs {
-				if r.LinkIndex == link.Attrs().Index {
+				if onLinks(&r, link, ovl) {
 					mine = append(mine, r)
 				}
 			}
 			errs = append(errs, applyRoutes(d.writers, nil, mine))
 		}
+	}
+	if err := d.removeOverlay(); err != nil {
+		errs = append(errs, err)
 	}
 	if pid := d.host.findHelper(d.name); pid != 0 {
 		if err := d.host.stopHelper(d.name, pid); err != nil {
@@ -417,13 +476,37 @@ func (d *Dataplane) teardown() error {
 	if err := d.host.removeState(d.name); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.guard.removeGuard(guardTable(d.name)); err != nil {
+		errs = append(errs, err)
+	}
 	d.helperPID, d.mode = 0, ""
 	d.linkIndex.Store(0)
+	d.ovlIndex.Store(0)
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	d.log.Info("dataplane removed")
 	return nil
+}
+
+// onLinks reports whether r leaves through the WireGuard link or the
+// overlay (index ovl, 0 for none).
+func onLinks(r *netlink.Route, link netlink.Link, ovl int) bool {
+	if link != nil && r.LinkIndex == link.Attrs().Index {
+		return true
+	}
+	if ovl == 0 {
+		return false
+	}
+	if r.LinkIndex == ovl {
+		return true
+	}
+	for _, nh := range r.MultiPath {
+		if nh.LinkIndex == ovl {
+			return true
+		}
+	}
+	return false
 }
 
 func ownedLinkType(t string) bool { return t == "wireguard" || t == "tuntap" || t == "tun" }
@@ -459,8 +542,8 @@ type PeerStatus struct {
 // RouteStatus is one desired kernel route.
 type RouteStatus struct {
 	Prefix    netip.Prefix
-	Peer      string     // the peer whose AllowedIPs carry it; empty for a direct route
-	Via       netip.Addr // the chosen gateway (or first router of a direct route); invalid for a peer's own prefix
+	Peer      string     // the peer of Via (for an IPv4 overlay route, of its first gateway); empty for a direct route
+	Via       netip.Addr // the chosen gateway (IPv6), the first gateway in address order (IPv4 overlay route) or the first router of a direct route; invalid for a peer's own prefix
 	Installed bool       // present in the kernel as opencen installs it
 }
 
@@ -516,7 +599,11 @@ func (d *Dataplane) Status() (Status, error) {
 	for i := range rs {
 		installed[routeKey(&rs[i])] = &rs[i]
 	}
-	wantRs := wantRoutes(p, link.Attrs().Index, d.opts.Table, want.Addresses)
+	ovl := 0
+	if olink, err := d.nl.LinkByName(d.ovlName); err == nil {
+		ovl = olink.Attrs().Index
+	}
+	wantRs := wantRoutes(p, link.Attrs().Index, ovl, d.opts.Table, want.Addresses)
 	for i, r := range p.routes {
 		h, ok := installed[r.prefix]
 		st.Routes = append(st.Routes, RouteStatus{Prefix: r.prefix, Peer: r.peer, Via: r.via, Installed: ok && sameRoute(h, &wantRs[i])})

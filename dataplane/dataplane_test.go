@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,30 +66,149 @@ func TestSetBuildsEverything(t *testing.T) {
 	if l.Attrs().MTU != 1420 || l.Attrs().Flags&1 == 0 {
 		t.Errorf("link mtu %d flags %v, want 1420 and up", l.Attrs().MTU, l.Attrs().Flags)
 	}
-	if len(k.routes) != 5 {
-		t.Errorf("%d routes, want 5", len(k.routes))
+	// The overlay: vxlan, VNI, port, local VTEP address, MTU, derived MAC.
+	ovl, ok := k.links[OverlayName("ocdptest0")].(*netlink.Vxlan)
+	if !ok {
+		t.Fatalf("no vxlan overlay %s: links %v", OverlayName("ocdptest0"), k.links)
 	}
+	if ovl.VxlanId != OverlayVNI || ovl.Port != OverlayPort || ovl.Learning || ipAddr(ovl.SrcAddr) != netip.MustParseAddr("fd4f:6365:6e00::100.64.0.1") ||
+		ovl.MTU != 1420-70 || ovl.HardwareAddr.String() != "02:4f:64:40:00:01" || ovl.Flags&net.FlagUp == 0 {
+		t.Errorf("overlay %+v: want vni %d port %d local fd4f:6365:6e00::6440:1 mtu 1350 mac 02:4f:64:40:00:01, up, no learning", ovl, OverlayVNI, OverlayPort)
+	}
+	if d.Overlay() != ovl.Name {
+		t.Errorf("Overlay() = %q, want %q", d.Overlay(), ovl.Name)
+	}
+	// Kernel routes: IPv4 (peers' tunnel addresses and route prefixes)
+	// via the gateways on the overlay, onlink, src the tunnel address; a
+	// prefix with two gateways is one route with two nexthops. The VTEP
+	// addresses are on the WireGuard device.
+	if len(k.routes) != 7 {
+		t.Errorf("%d routes, want 7: %v", len(k.routes), k.routes)
+	}
+	src := netip.MustParseAddr("100.64.0.1").AsSlice()
 	for _, r := range k.routes {
-		if r.Protocol != RouteProtocol || r.LinkIndex != l.Attrs().Index || !r.Src.Equal(netip.MustParseAddr("100.64.0.1").AsSlice()) {
-			t.Errorf("route %v: want proto %d dev %d src 100.64.0.1", r, RouteProtocol, l.Attrs().Index)
+		p := routeKey(&r)
+		switch {
+		case r.Protocol != RouteProtocol:
+			t.Errorf("route %v: proto %d, want %d", r, r.Protocol, RouteProtocol)
+		case p.Addr().Is6():
+			if r.LinkIndex != l.Attrs().Index || !vtepPrefix.Contains(p.Addr()) || p.Bits() != 128 {
+				t.Errorf("route %v: want a VTEP /128 on the wireguard device %d", r, l.Attrs().Index)
+			}
+		case p == netip.MustParsePrefix("10.23.0.0/16"):
+			if len(r.MultiPath) != 2 || !r.Src.Equal(src) || r.MultiPath[0].LinkIndex != ovl.Index || r.MultiPath[1].LinkIndex != ovl.Index ||
+				r.MultiPath[0].Flags&int(netlink.FLAG_ONLINK) == 0 || r.MultiPath[1].Flags&int(netlink.FLAG_ONLINK) == 0 ||
+				r.MultiPath[0].Gw.Equal(r.MultiPath[1].Gw) {
+				t.Errorf("shared route %v: want two onlink nexthops (b and c) on the overlay %d, src 100.64.0.1", r, ovl.Index)
+			}
+		default:
+			if r.LinkIndex != ovl.Index || r.Gw == nil || r.Flags&int(netlink.FLAG_ONLINK) == 0 || !r.Src.Equal(src) || len(r.MultiPath) != 0 {
+				t.Errorf("route %v: want via a gateway dev overlay %d onlink src 100.64.0.1", r, ovl.Index)
+			}
 		}
 	}
-	if k.sysctls["net.ipv4.ip_forward"] != "1" || k.sysctls["net.ipv6.conf.all.forwarding"] != "1" {
+	if a := k.addrs[l.Attrs().Index]; len(a) != 2 || !slices.Contains(a, netip.MustParsePrefix("fd4f:6365:6e00::100.64.0.1/128")) {
+		t.Errorf("device addresses %v: want the tunnel address and the VTEP address", a)
+	}
+	if got, want := k.neighsOf(ovl.Name, syscall.AF_BRIDGE), []string{"fd4f:6365:6e00::6440:2 02:4f:64:40:00:02", "fd4f:6365:6e00::6440:3 02:4f:64:40:00:03"}; !slices.Equal(got, want) {
+		t.Errorf("overlay fdb %v, want %v", got, want)
+	}
+	if got, want := k.neighsOf(ovl.Name, syscall.AF_INET), []string{"100.64.0.2 02:4f:64:40:00:02", "100.64.0.3 02:4f:64:40:00:03"}; !slices.Equal(got, want) {
+		t.Errorf("overlay neighbours %v, want %v", got, want)
+	}
+	for _, n := range k.neighs {
+		if n.State&netlink.NUD_PERMANENT == 0 || (n.Family == syscall.AF_BRIDGE && n.Flags&netlink.NTF_SELF == 0) {
+			t.Errorf("neighbour %+v: want permanent (and self for fdb)", n)
+		}
+	}
+	if k.guards["opencen_ocdptest0"] != "ocdptest0" {
+		t.Errorf("guards %v: want table opencen_ocdptest0 for device ocdptest0", k.guards)
+	}
+	if k.sysctls["net.ipv4.ip_forward"] != "1" || k.sysctls["net.ipv6.conf.all.forwarding"] != "1" || k.sysctls["net.ipv4.fib_multipath_hash_policy"] != "1" {
 		t.Errorf("sysctls: %v", k.sysctls)
 	}
 	dev := k.devices["ocdptest0"]
 	if len(dev.Peers) != 2 || dev.ListenPort != 51820 {
 		t.Fatalf("device: %d peers, port %d", len(dev.Peers), dev.ListenPort)
 	}
-	total := 0
+	// WireGuard carries only gateway-to-gateway packets: each peer is
+	// allowed its tunnel address and its VTEP address, no route prefix.
 	for _, p := range dev.Peers {
-		total += len(p.AllowedIPs)
 		if p.PersistentKeepaliveInterval != DefaultKeepalive {
 			t.Errorf("keepalive %v, want %v", p.PersistentKeepaliveInterval, DefaultKeepalive)
 		}
+		got := ipNetsToPrefixes(p.AllowedIPs)
+		if len(got) != 2 || !got[0].Addr().Is4() || got[0].Bits() != 32 || got[1] != netip.PrefixFrom(vtepAddr(got[0].Addr()), 128) {
+			t.Errorf("peer allowed ips %v: want its tunnel address and VTEP address only", got)
+		}
 	}
-	if total != 5 {
-		t.Errorf("%d allowed ips across peers, want 5 (the shared prefix on exactly one)", total)
+}
+
+// TestIPv6RoutesStayInAllowedIPs: IPv6 prefixes are still carried by
+// WireGuard's cryptokey routing: one gateway per prefix (hashed), the
+// prefix in that peer's AllowedIPs, the route on the WireGuard device.
+func TestIPv6RoutesStayInAllowedIPs(t *testing.T) {
+	k := newFakeKernel()
+	d := newFakeDataplane(k, "ocdptest0")
+	f := newFixture(t)
+	want := f.desired()
+	want.Addresses = append(want.Addresses, netip.MustParsePrefix("fd00:64::1/128"))
+	want.Peers[0].AllowedIPs = append(want.Peers[0].AllowedIPs, netip.MustParsePrefix("fd00:64::2/128"))
+	want.Peers[1].AllowedIPs = append(want.Peers[1].AllowedIPs, netip.MustParsePrefix("fd00:64::3/128"))
+	shared := netip.MustParsePrefix("fd00:23::/64")
+	vias := []netip.Addr{netip.MustParseAddr("fd00:64::2"), netip.MustParseAddr("fd00:64::3")}
+	want.Routes = append(want.Routes, Route{Prefix: shared, Via: vias})
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	chosen := pickVia(shared, vias)
+	owner := f.b.PublicKey()
+	if chosen == vias[1] {
+		owner = f.c.PublicKey()
+	}
+	for _, p := range k.devices["ocdptest0"].Peers {
+		has := slices.Contains(ipNetsToPrefixes(p.AllowedIPs), shared)
+		if has != (p.PublicKey == owner) {
+			t.Errorf("peer %s: shared ipv6 prefix in allowed ips = %v, want only on the hashed choice %s", p.PublicKey, has, chosen)
+		}
+	}
+	r, ok := k.routes[routeID{254, shared}]
+	if !ok || r.LinkIndex != k.links["ocdptest0"].Attrs().Index || r.Gw != nil || !r.Src.Equal(netip.MustParseAddr("fd00:64::1").AsSlice()) {
+		t.Errorf("ipv6 route %v: want dev wireguard, src fd00:64::1", r)
+	}
+}
+
+// TestIPv4RouteValidation: IPv4 routes need IPv4 gateways and an IPv4
+// tunnel address of this gateway (the overlay's).
+func TestIPv4RouteValidation(t *testing.T) {
+	want := newFixture(t).desired()
+	want.Routes = append(want.Routes, Route{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("fd00:64::2")}})
+	_, err := resolve(want)
+	if err == nil || !strings.Contains(err.Error(), "route 10.9.0.0/16: via fd00:64::2: an ipv4 route needs ipv4 gateways") {
+		t.Errorf("resolve = %v, want the ipv6 via of an ipv4 route named", err)
+	}
+	want = newFixture(t).desired()
+	want.Addresses = []netip.Prefix{netip.MustParsePrefix("fd00:64::1/128")}
+	_, err = resolve(want)
+	if err == nil || !strings.Contains(err.Error(), "route 10.2.0.0/16: ipv4 routes need an ipv4 tunnel address") {
+		t.Errorf("resolve = %v, want the missing ipv4 tunnel address named", err)
+	}
+}
+
+func TestOverlayNames(t *testing.T) {
+	dev := DeviceName("cen/gw-1")
+	if got := OverlayName(dev); got != "ocv"+dev[3:] {
+		t.Errorf("OverlayName(%s) = %s, want ocv + the same hex", dev, got)
+	}
+	a, b := OverlayName("ocdptest0"), OverlayName("ocdptest1")
+	if len(a) != 15 || a == b || validDeviceName(a) != nil || a == "ocdptest0" {
+		t.Errorf("OverlayName of custom devices: %q %q", a, b)
+	}
+	if m := overlayMAC(netip.MustParseAddr("100.64.0.7")).String(); m != "02:4f:64:40:00:07" {
+		t.Errorf("overlay mac %s", m)
+	}
+	if v := vtepAddr(netip.MustParseAddr("100.64.0.7")); v != netip.MustParseAddr("fd4f:6365:6e00::6440:7") {
+		t.Errorf("vtep address %s", v)
 	}
 }
 
@@ -160,8 +280,15 @@ func TestRemovedPeerAndRouteAreDeleted(t *testing.T) {
 	if n := len(k.devices["ocdptest0"].Peers); n != 1 {
 		t.Errorf("%d peers, want 1", n)
 	}
-	if len(k.routes) != 2 {
-		t.Errorf("routes %v, want 100.64.0.2/32 and 10.2.0.0/16", k.routes)
+	if len(k.routes) != 3 {
+		t.Errorf("routes %v, want 100.64.0.2/32, its VTEP address and 10.2.0.0/16", k.routes)
+	}
+	ovl := OverlayName("ocdptest0")
+	if got := k.neighsOf(ovl, syscall.AF_BRIDGE); len(got) != 1 || !strings.HasPrefix(got[0], "fd4f:6365:6e00::6440:2 ") {
+		t.Errorf("overlay fdb %v: want only b's entry", got)
+	}
+	if got := k.neighsOf(ovl, syscall.AF_INET); len(got) != 1 || !strings.HasPrefix(got[0], "100.64.0.2 ") {
+		t.Errorf("overlay neighbours %v: want only b's entry", got)
 	}
 }
 
@@ -247,12 +374,12 @@ func TestRepairRestoresDrift(t *testing.T) {
 	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.2.0.0/16")}]; !ok {
 		t.Error("deleted route not repaired")
 	}
-	if len(k.addrs[idx]) != 1 {
+	if len(k.addrs[idx]) != 2 {
 		t.Error("deleted address not repaired")
 	}
 	k.setDown("ocdptest0")
 	d.repair()
-	if k.links["ocdptest0"].Attrs().Flags&1 == 0 || len(k.routes) != 5 {
+	if k.links["ocdptest0"].Attrs().Flags&1 == 0 || len(k.routes) != 7 {
 		t.Errorf("link flap not repaired: flags %v, %d routes", k.links["ocdptest0"].Attrs().Flags, len(k.routes))
 	}
 	if len(k.configured) != configured {
@@ -261,8 +388,67 @@ func TestRepairRestoresDrift(t *testing.T) {
 	// A crashed helper leaves a stale socket; repair replaces both.
 	k.crashHelper("ocdptest0")
 	d.repair()
-	if k.started != 2 || k.sockets["ocdptest0"] != sockLive || len(k.devices["ocdptest0"].Peers) != 2 || len(k.routes) != 5 {
+	if k.started != 2 || k.sockets["ocdptest0"] != sockLive || len(k.devices["ocdptest0"].Peers) != 2 || len(k.routes) != 7 {
 		t.Errorf("crashed helper not replaced: started %d, socket %v", k.started, k.sockets["ocdptest0"])
+	}
+}
+
+// TestRepairRestoresOverlayDrift: the overlay link deleted or set down,
+// FDB and neighbour entries deleted, the guard table deleted: repair puts
+// each back, and writes nothing when nothing drifted.
+func TestRepairRestoresOverlayDrift(t *testing.T) {
+	k := newFakeKernel()
+	d := newFakeDataplane(k, "ocdptest0")
+	if err := d.Set(ctx, newFixture(t).desired()); err != nil {
+		t.Fatal(err)
+	}
+	ovl := OverlayName("ocdptest0")
+	snapshot := func() string {
+		return fmt.Sprint(len(k.routes), k.neighsOf(ovl, syscall.AF_BRIDGE), k.neighsOf(ovl, syscall.AF_INET), k.guards, k.links[ovl] != nil && k.links[ovl].Attrs().Flags&net.FlagUp != 0)
+	}
+	good := snapshot()
+	for _, drift := range []struct {
+		name string
+		do   func()
+	}{
+		{"overlay deleted", func() { k.mu.Lock(); k.delLinkLocked(ovl); k.mu.Unlock() }},
+		{"overlay down", func() { k.setDown(ovl) }},
+		{"fdb and neighbour entries deleted", func() {
+			for id := range k.neighs {
+				delete(k.neighs, id)
+			}
+		}},
+		{"guard table deleted", func() { delete(k.guards, "opencen_ocdptest0") }},
+	} {
+		drift.do()
+		if snapshot() == good {
+			t.Fatalf("%s: drift not visible", drift.name)
+		}
+		d.repair()
+		if got := snapshot(); got != good {
+			t.Errorf("%s: after repair %s, want %s", drift.name, got, good)
+		}
+	}
+	before := k.writes
+	d.repair()
+	if k.writes != before {
+		t.Errorf("repair without drift wrote %d things", k.writes-before)
+	}
+	// A stale entry with an overlay MAC (a peer removed while the agent
+	// was down) is deleted; an entry that is not ours is left.
+	k.mu.Lock()
+	oidx := k.links[ovl].Attrs().Index
+	k.mu.Unlock()
+	stale := netlink.Neigh{LinkIndex: oidx, Family: syscall.AF_INET, State: netlink.NUD_PERMANENT, IP: net.ParseIP("100.64.0.9"), HardwareAddr: overlayMAC(netip.MustParseAddr("100.64.0.9"))}
+	foreign := netlink.Neigh{LinkIndex: oidx, Family: syscall.AF_INET, State: netlink.NUD_PERMANENT, IP: net.ParseIP("100.64.0.10"), HardwareAddr: net.HardwareAddr{0x52, 0, 0, 0, 0, 1}}
+	_ = k.NeighSet(&stale)
+	_ = k.NeighSet(&foreign)
+	d.repair()
+	if _, ok := k.neighs[neighKey(&stale)]; ok {
+		t.Error("stale overlay neighbour not deleted")
+	}
+	if _, ok := k.neighs[neighKey(&foreign)]; !ok {
+		t.Error("a neighbour opencen does not own was deleted")
 	}
 }
 
@@ -326,8 +512,8 @@ func TestTeardown(t *testing.T) {
 	if err := d.Set(ctx, Desired{}); err != nil {
 		t.Fatal(err)
 	}
-	if len(k.links) != 0 || len(k.routes) != 0 || len(k.helpers) != 0 || len(k.sockets) != 0 {
-		t.Errorf("zero Desired left links %v routes %d helpers %v sockets %v", k.links, len(k.routes), k.helpers, k.sockets)
+	if len(k.links) != 0 || len(k.routes) != 0 || len(k.helpers) != 0 || len(k.sockets) != 0 || len(k.guards) != 0 || len(k.neighs) != 0 {
+		t.Errorf("zero Desired left links %v routes %d helpers %v sockets %v guards %v neighbours %d", k.links, len(k.routes), k.helpers, k.sockets, k.guards, len(k.neighs))
 	}
 	if err := d.Set(ctx, newFixture(t).desired()); err != nil {
 		t.Fatal(err)
@@ -335,14 +521,14 @@ func TestTeardown(t *testing.T) {
 	if err := d.Close(false); err != nil {
 		t.Fatal(err)
 	}
-	if len(k.links) != 1 || len(k.routes) != 5 || len(k.helpers) != 1 {
-		t.Error("Close(false) removed state")
+	if len(k.links) != 2 || len(k.routes) != 7 || len(k.helpers) != 1 || len(k.guards) != 1 || len(k.neighs) != 4 {
+		t.Errorf("Close(false) removed state: links %v routes %d guards %v neighbours %d", k.links, len(k.routes), k.guards, len(k.neighs))
 	}
 	d2 := newFakeDataplane(k, "ocdptest0")
 	if err := d2.Close(true); err != nil {
 		t.Fatal(err)
 	}
-	if len(k.links) != 0 || len(k.routes) != 0 || len(k.helpers) != 0 || len(k.sockets) != 0 {
+	if len(k.links) != 0 || len(k.routes) != 0 || len(k.helpers) != 0 || len(k.sockets) != 0 || len(k.guards) != 0 || len(k.neighs) != 0 {
 		t.Error("Close(true) left state")
 	}
 	if err := d.Set(ctx, newFixture(t).desired()); err == nil {
@@ -360,6 +546,16 @@ func TestForeignLinkUntouched(t *testing.T) {
 	if err := d.Close(true); err == nil || len(k.links) != 1 {
 		t.Errorf("Close(true) over a veth = %v, links %v", err, k.links)
 	}
+	// The same for a foreign link with the overlay's name.
+	k2 := newFakeKernel()
+	k2.addLinkLocked(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: OverlayName("ocdptest0")}})
+	d2 := newFakeDataplane(k2, "ocdptest0")
+	if err := d2.Set(ctx, newFixture(t).desired()); err == nil || !strings.Contains(err.Error(), "not vxlan") {
+		t.Errorf("Set over a veth named like the overlay = %v", err)
+	}
+	if _, ok := k2.links[OverlayName("ocdptest0")].(*netlink.Veth); !ok {
+		t.Error("the foreign link was replaced")
+	}
 }
 
 func TestMTU(t *testing.T) {
@@ -373,12 +569,18 @@ func TestMTU(t *testing.T) {
 	if m := k.links["ocdptest0"].Attrs().MTU; m != 8920 {
 		t.Errorf("mtu %d, want underlay 9000 - 80", m)
 	}
+	if m := k.links[OverlayName("ocdptest0")].Attrs().MTU; m != 8850 {
+		t.Errorf("overlay mtu %d, want 9000 - 80 - 70", m)
+	}
 	want.MTU = 1380
 	if err := d.Set(ctx, want); err != nil {
 		t.Fatal(err)
 	}
 	if m := k.links["ocdptest0"].Attrs().MTU; m != 1380 {
 		t.Errorf("mtu %d, want 1380", m)
+	}
+	if m := k.links[OverlayName("ocdptest0")].Attrs().MTU; m != 1310 {
+		t.Errorf("overlay mtu %d, want 1380 - 70", m)
 	}
 }
 
@@ -467,6 +669,21 @@ func TestStatusWithFakes(t *testing.T) {
 	for _, r := range st.Routes {
 		if r.Installed == (r.Prefix.String() == "10.3.0.0/16") {
 			t.Errorf("route %s installed=%v", r.Prefix, r.Installed)
+		}
+		if r.Prefix.String() == "10.23.0.0/16" && (r.Peer != "b" || r.Via != netip.MustParseAddr("100.64.0.2")) {
+			t.Errorf("shared route status %+v: want the first gateway, b via 100.64.0.2", r)
+		}
+	}
+	// A multipath route that lost a nexthop is not installed as wanted.
+	k.mu.Lock()
+	r := k.routes[routeID{254, netip.MustParsePrefix("10.23.0.0/16")}]
+	r.MultiPath = r.MultiPath[:1]
+	k.routes[routeID{254, netip.MustParsePrefix("10.23.0.0/16")}] = r
+	k.mu.Unlock()
+	st, _ = d.Status()
+	for _, r := range st.Routes {
+		if r.Prefix.String() == "10.23.0.0/16" && r.Installed {
+			t.Error("a multipath route with one nexthop missing reported installed")
 		}
 	}
 	_ = time.Second

@@ -43,5 +43,8 @@ func Example() {
 	})
 	st, _ := dp.Status()
 	_ = st.Peers // endpoint, last handshake, bytes per peer
+	// IPv4 CEN traffic crosses the VXLAN overlay with its real addresses:
+	// the shaper attaches there.
+	_ = dp.Overlay()
 	_ = dp.Close(false)
 }

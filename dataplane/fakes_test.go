@@ -29,6 +29,8 @@ type fakeKernel struct {
 	sockets     map[string]sockState
 	helpers     map[string]int
 	sysctls     map[string]string
+	neighs      map[neighID]netlink.Neigh
+	guards      map[string]string // nftables guard table -> device its rule names
 	nextPID     int
 
 	failRoute      map[netip.Prefix]error // RouteReplace of these fails
@@ -38,6 +40,23 @@ type fakeKernel struct {
 	ops        []string // route writes in order
 	configured []wgtypes.Config
 	started    int
+}
+
+// neighID keys FDB entries by (link, MAC, destination), as a vxlan device
+// keeps several remotes per MAC, and neighbour entries by (link, IP).
+type neighID struct {
+	link   int
+	family int
+	mac    string
+	ip     netip.Addr
+}
+
+func neighKey(n *netlink.Neigh) neighID {
+	id := neighID{link: n.LinkIndex, family: n.Family, ip: ipAddr(n.IP)}
+	if n.Family == syscall.AF_BRIDGE {
+		id.mac = n.HardwareAddr.String()
+	}
+	return id
 }
 
 type routeID struct {
@@ -51,6 +70,7 @@ func newFakeKernel() *fakeKernel {
 		links: map[string]netlink.Link{}, addrs: map[int][]netip.Prefix{}, routes: map[routeID]netlink.Route{},
 		devices: map[string]*wgtypes.Device{}, sockets: map[string]sockState{}, helpers: map[string]int{},
 		sysctls: map[string]string{}, failRoute: map[netip.Prefix]error{},
+		neighs: map[neighID]netlink.Neigh{}, guards: map[string]string{},
 	}
 	return k
 }
@@ -62,7 +82,7 @@ func newFakeDataplane(k *fakeKernel, device string) *Dataplane {
 		panic(err)
 	}
 	d := newDataplane(opts)
-	d.nl, d.wg, d.host = k, k, k
+	d.nl, d.wg, d.host, d.guard = k, k, k, k
 	d.writers = []routeWriter{k, k, k}
 	return d
 }
@@ -107,7 +127,9 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 		return syscall.EEXIST
 	}
 	k.addLinkLocked(l)
-	k.devices[l.Attrs().Name] = &wgtypes.Device{Name: l.Attrs().Name, Type: wgtypes.LinuxKernel}
+	if _, ok := l.(*netlink.Wireguard); ok {
+		k.devices[l.Attrs().Name] = &wgtypes.Device{Name: l.Attrs().Name, Type: wgtypes.LinuxKernel}
+	}
 	return nil
 }
 
@@ -120,12 +142,27 @@ func (k *fakeKernel) delLinkLocked(name string) {
 	delete(k.links, name)
 	delete(k.addrs, idx)
 	delete(k.devices, name)
-	for id, r := range k.routes {
-		if r.LinkIndex == idx {
-			delete(k.routes, id)
+	k.flushRoutesLocked(idx)
+	for id := range k.neighs {
+		if id.link == idx {
+			delete(k.neighs, id)
 		}
 	}
 	k.writes++
+}
+
+// flushRoutesLocked drops the routes through link idx, as the kernel does
+// when a link goes down or away.
+func (k *fakeKernel) flushRoutesLocked(idx int) {
+	for id, r := range k.routes {
+		on := r.LinkIndex == idx
+		for _, nh := range r.MultiPath {
+			on = on || nh.LinkIndex == idx
+		}
+		if on {
+			delete(k.routes, id)
+		}
+	}
 }
 
 func (k *fakeKernel) LinkDel(l netlink.Link) error {
@@ -156,11 +193,105 @@ func (k *fakeKernel) setDown(name string) {
 	defer k.mu.Unlock()
 	l := k.links[name]
 	l.Attrs().Flags &^= net.FlagUp
-	for id, r := range k.routes {
-		if r.LinkIndex == l.Attrs().Index {
-			delete(k.routes, id)
+	k.flushRoutesLocked(l.Attrs().Index)
+}
+
+func (k *fakeKernel) LinkSetHardwareAddr(l netlink.Link, mac net.HardwareAddr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cur, ok := k.links[l.Attrs().Name]
+	if !ok {
+		return syscall.ENODEV
+	}
+	cur.Attrs().HardwareAddr = slices.Clone(mac)
+	k.writes++
+	return nil
+}
+
+func (k *fakeKernel) NeighList(idx, family int) ([]netlink.Neigh, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []netlink.Neigh
+	for id, n := range k.neighs {
+		if id.link == idx && id.family == family {
+			out = append(out, n)
 		}
 	}
+	return out, nil
+}
+
+func (k *fakeKernel) NeighAppend(n *netlink.Neigh) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	id := neighKey(n)
+	if _, ok := k.neighs[id]; ok {
+		return syscall.EEXIST
+	}
+	k.neighs[id] = *n
+	k.writes++
+	return nil
+}
+
+func (k *fakeKernel) NeighSet(n *netlink.Neigh) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.neighs[neighKey(n)] = *n
+	k.writes++
+	return nil
+}
+
+func (k *fakeKernel) NeighDel(n *netlink.Neigh) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	id := neighKey(n)
+	if _, ok := k.neighs[id]; !ok {
+		return syscall.ENOENT
+	}
+	delete(k.neighs, id)
+	k.writes++
+	return nil
+}
+
+// neighsOf returns the FDB (AF_BRIDGE) or neighbour (AF_INET) entries of
+// link name, as "ip mac" strings, sorted.
+func (k *fakeKernel) neighsOf(name string, family int) []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l, ok := k.links[name]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for id, n := range k.neighs {
+		if id.link == l.Attrs().Index && id.family == family {
+			out = append(out, fmt.Sprintf("%s %s", ipAddr(n.IP), n.HardwareAddr))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// --- guardOps ---
+
+func (k *fakeKernel) ensureGuard(table, dev string) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.guards[table] == dev {
+		return false, nil
+	}
+	k.guards[table] = dev
+	k.writes++
+	return true, nil
+}
+
+func (k *fakeKernel) removeGuard(table string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.guards[table]; ok {
+		delete(k.guards, table)
+		k.writes++
+	}
+	return nil
 }
 
 func (k *fakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {

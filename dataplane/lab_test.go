@@ -21,6 +21,8 @@ type lab struct {
 	id       string
 	stateDir string
 	gws      []*gateway
+	u        *underlay
+	resync   time.Duration // Options.ResyncInterval; 0 means off
 }
 
 type gateway struct {
@@ -38,6 +40,7 @@ func newLab(tb testing.TB, n int) *lab {
 	requireRoot(tb)
 	l := &lab{tb: tb, id: randSuffix(tb, 4), stateDir: tb.TempDir()}
 	u := newUnderlay(tb)
+	l.u = u
 	for i := range n {
 		key, err := wgtypes.GeneratePrivateKey()
 		if err != nil {
@@ -62,13 +65,17 @@ func lanHost(g *gateway) netip.Addr { return g.lan.Addr().Next() }
 func (l *lab) device(i int) string { return fmt.Sprintf("ocdp%s%d", l.id, i) }
 
 func (l *lab) options(i int) Options {
+	resync := l.resync
+	if resync == 0 {
+		resync = -1 // the tests assert repair by netlink events
+	}
 	return Options{
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Device:         l.device(i),
 		NetNS:          nsPath(l.gws[i].ns),
 		StateDir:       l.stateDir,
 		HelperCommand:  []string{os.Args[0], "wireguard-device"},
-		ResyncInterval: -1, // the tests assert repair by netlink events
+		ResyncInterval: resync,
 	}
 }
 

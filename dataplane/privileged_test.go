@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,8 +39,20 @@ func TestTwoGatewaysPing(t *testing.T) {
 			t.Errorf("route %s reported not installed", r.Prefix)
 		}
 	}
-	if len(st.Routes) != 2 {
-		t.Errorf("got %d routes in status, want 2 (peer tunnel address and its VPC)", len(st.Routes))
+	if len(st.Routes) != 3 {
+		t.Errorf("got %d routes in status, want 3 (peer tunnel address, its VTEP address and its VPC)", len(st.Routes))
+	}
+	if out := run(t, "ip", "-n", l.gws[0].ns, "-d", "link", "show", "dev", l.gws[0].dp.Overlay()); !strings.Contains(out, "vxlan id 7344") ||
+		!strings.Contains(out, "local fd4f:6365:6e00::6440:1") || !strings.Contains(out, "dstport 4789") || !strings.Contains(out, "nolearning") ||
+		!strings.Contains(out, "mtu 1350") || !strings.Contains(out, "02:4f:64:40:00:01") {
+		t.Errorf("overlay device:\n%s", out)
+	}
+	if out := run(t, "ip", "-n", l.gws[0].ns, "route", "show", l.gws[1].lan.String()); !strings.Contains(out, "via 100.64.0.2 dev "+l.gws[0].dp.Overlay()) ||
+		!strings.Contains(out, "onlink") || !strings.Contains(out, "src 100.64.0.1") {
+		t.Errorf("vpc route: %s", out)
+	}
+	if !slices.Contains(nftTables(t, l.gws[0].ns), guardTable(l.device(0))) {
+		t.Errorf("guard table %s missing", guardTable(l.device(0)))
 	}
 	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
 		if v := readSysctl(t, l.gws[0].ns, k); v != "1" {
@@ -56,16 +69,36 @@ func readSysctl(t *testing.T, ns, key string) string {
 	return strings.TrimSpace(string(v))
 }
 
-// TestThreeGatewaysPing also carries one prefix through two gateways
-// (per-prefix multipath) and IPv6 tunnel addresses and routes.
+// sharedVPC gives the lab a VPC 10.99.0.0/16 attached to two gateways
+// (gw1 and gw2, "twins" in one region): a host namespace with 10.99.0.10
+// on a bridge, each twin with an address and a port on it. It returns the
+// host's namespace.
+func sharedVPC(t *testing.T, l *lab, twins ...int) string {
+	host := newNetNS(t)
+	run(t, "ip", "-n", host, "link", "add", "ocdpbr9", "type", "bridge")
+	run(t, "ip", "-n", host, "addr", "add", "10.99.0.10/16", "dev", "ocdpbr9")
+	run(t, "ip", "-n", host, "link", "set", "ocdpbr9", "up")
+	for n, i := range twins {
+		port := fmt.Sprintf("ocdph%d", n)
+		run(t, "ip", "-n", l.gws[i].ns, "link", "add", "ocdpv99", "type", "veth", "peer", "name", port, "netns", host)
+		run(t, "ip", "-n", host, "link", "set", port, "master", "ocdpbr9", "up")
+		run(t, "ip", "-n", l.gws[i].ns, "addr", "add", fmt.Sprintf("10.99.0.%d/16", n+1), "dev", "ocdpv99")
+		run(t, "ip", "-n", l.gws[i].ns, "link", "set", "ocdpv99", "up")
+	}
+	return host
+}
+
+// TestThreeGatewaysPing carries a VPC through two gateways (the overlay's
+// ECMP) and IPv6 tunnel addresses and routes. The shared VPC's host sends
+// through each twin in turn and every echo must be answered: with the
+// prefix in one twin's WireGuard AllowedIPs (the design before the
+// overlay), the far gateway drops everything the other twin sends.
 func TestThreeGatewaysPing(t *testing.T) {
 	l := newLab(t, 3)
 	ctx := context.Background()
 	shared := netip.MustParsePrefix("10.99.0.0/16")
+	host := sharedVPC(t, l, 1, 2)
 	for i := range l.gws {
-		if i > 0 {
-			run(t, "ip", "-n", l.gws[i].ns, "addr", "add", "10.99.0.1/32", "dev", "lo")
-		}
 		run(t, "ip", "-n", l.gws[i].ns, "addr", "add", fmt.Sprintf("fd00:%d::1/128", i+1), "dev", "lo")
 	}
 	for i := range l.gws {
@@ -85,7 +118,23 @@ func TestThreeGatewaysPing(t *testing.T) {
 		}
 	}
 	l.pingMesh()
-	waitPing(t, l.gws[0].ns, netip.MustParseAddr("10.99.0.1"), 5*time.Second)
+	// The host behind the twins reaches gw0's VPC through each twin, and
+	// gw0 reaches the host (through whichever twin its ECMP hash picks).
+	for n, via := range []string{"10.99.0.1", "10.99.0.2"} {
+		run(t, "ip", "-n", host, "route", "replace", l.gws[0].lan.String(), "via", via)
+		run(t, "ip", "-n", host, "route", "replace", "100.64.0.0/16", "via", via)
+		p := newPinger(t, host)
+		const count = 20
+		got, err := p.ping(lanHost(l.gws[0]), count, 10*time.Millisecond, time.Second)
+		if err != nil || got != count {
+			t.Errorf("shared VPC host -> %s through twin gw%d: %d of %d answered (%v)", lanHost(l.gws[0]), n+1, got, count, err)
+		}
+	}
+	waitPing(t, l.gws[0].ns, netip.MustParseAddr("10.99.0.10"), 5*time.Second)
+	if out := run(t, "ip", "-n", l.gws[0].ns, "route", "show", shared.String()); strings.Count(out, "nexthop via") != 2 ||
+		!strings.Contains(out, "via 100.64.0.2 dev "+l.gws[0].dp.Overlay()) || !strings.Contains(out, "via 100.64.0.3 dev "+l.gws[0].dp.Overlay()) {
+		t.Errorf("shared prefix is not one route with a nexthop per twin:\n%s", out)
+	}
 	// IPv6 across the same tunnels: tunnel addresses and VPC prefixes.
 	for i, g := range l.gws {
 		for j := range l.gws {
@@ -99,15 +148,15 @@ func TestThreeGatewaysPing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Routes) != 9 {
-		t.Errorf("gw0 has %d routes in status, want 9 (2 peers x v4/v6 tunnel address and VPC, and the shared prefix): %+v", len(st.Routes), st.Routes)
+	if len(st.Routes) != 11 {
+		t.Errorf("gw0 has %d routes in status, want 11 (2 peers x v4/v6 tunnel address, VTEP address and VPC, and the shared prefix): %+v", len(st.Routes), st.Routes)
 	}
 	for _, r := range st.Routes {
 		if !r.Installed {
 			t.Errorf("route %s via %s reported not installed", r.Prefix, r.Via)
 		}
-		if r.Prefix == shared && r.Via != pickVia(shared, []netip.Addr{l.gws[1].tunnel, l.gws[2].tunnel}) {
-			t.Errorf("shared prefix via %s, not the hashed choice", r.Via)
+		if r.Prefix == shared && (r.Via != l.gws[1].tunnel || r.Peer != "gw1") {
+			t.Errorf("shared prefix status via %s peer %s, want the first gateway gw1", r.Via, r.Peer)
 		}
 	}
 	out := run(t, "ip", "-n", l.gws[0].ns, "-6", "route", "show", "proto", "79")
@@ -123,7 +172,13 @@ func TestThreeGatewaysPing(t *testing.T) {
 // link-local and local-table entries the kernel manages by itself, e.g.
 // when DAD completes on the underlay, are left out).
 func kernelState(t *testing.T, ns, dev string) string {
+	ovl := OverlayName(dev)
 	return run(t, "ip", "-n", ns, "-d", "link", "show", "dev", dev) +
+		run(t, "ip", "-n", ns, "-d", "link", "show", "dev", ovl) +
+		run(t, "bridge", "-n", ns, "fdb", "show", "dev", ovl) +
+		run(t, "ip", "-n", ns, "neigh", "show", "dev", ovl, "nud", "permanent") +
+		run(t, "ip", "-n", ns, "-4", "route", "show", "table", "all", "proto", "79") +
+		strings.Join(nftTables(t, ns), " ") + nftGuardRules(t, ns, dev) +
 		run(t, "ip", "-n", ns, "-4", "addr", "show", "dev", dev) +
 		run(t, "ip", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "global") +
 		run(t, "ip", "-n", ns, "-4", "route", "show", "table", "all", "dev", dev) +
@@ -167,8 +222,17 @@ func netlinkEvents(t *testing.T, ns, dev string, settle time.Duration, fn func()
 		t.Fatal(err)
 	}
 	idx := link.Attrs().Index
+	olink, err := nh.LinkByName(OverlayName(dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oidx := olink.Attrs().Index
 	done := make(chan struct{})
 	links, addrs, routes := make(chan netlink.LinkUpdate, 64), make(chan netlink.AddrUpdate, 64), make(chan netlink.RouteUpdate, 64)
+	neighs := make(chan netlink.NeighUpdate, 64)
+	if err := netlink.NeighSubscribeAt(h, neighs, done); err != nil {
+		t.Fatal(err)
+	}
 	if err := netlink.LinkSubscribeAt(h, links, done); err != nil {
 		t.Fatal(err)
 	}
@@ -183,12 +247,16 @@ func netlinkEvents(t *testing.T, ns, dev string, settle time.Duration, fn func()
 	timeout := time.After(settle)
 	for {
 		select {
+		case u := <-neighs:
+			if u.LinkIndex == oidx && u.State&netlink.NUD_PERMANENT != 0 {
+				got = append(got, fmt.Sprintf("neigh type %d %s %s", u.Type, u.IP, u.HardwareAddr))
+			}
 		case u := <-links:
-			if u.Attrs().Index == idx {
+			if u.Attrs().Index == idx || u.Attrs().Index == oidx {
 				got = append(got, fmt.Sprintf("link %s flags %v", u.Attrs().Name, u.Attrs().Flags))
 			}
 		case u := <-addrs:
-			if u.LinkIndex == idx && !u.LinkAddress.IP.IsLinkLocalUnicast() {
+			if (u.LinkIndex == idx || u.LinkIndex == oidx) && !u.LinkAddress.IP.IsLinkLocalUnicast() {
 				got = append(got, fmt.Sprintf("addr %s new=%v", u.LinkAddress.String(), u.NewAddr))
 			}
 		case u := <-routes:
@@ -337,8 +405,11 @@ func TestCloseCleanupLeavesNothing(t *testing.T) {
 	if err := dp.Close(true); err != nil {
 		t.Fatal(err)
 	}
-	if out := run(t, "ip", "-n", ns, "link", "show"); strings.Contains(out, dev) {
-		t.Errorf("device %s still present:\n%s", dev, out)
+	if out := run(t, "ip", "-n", ns, "link", "show"); strings.Contains(out, dev) || strings.Contains(out, OverlayName(dev)) {
+		t.Errorf("device %s or overlay %s still present:\n%s", dev, OverlayName(dev), out)
+	}
+	if tables := nftTables(t, ns); len(tables) != 0 {
+		t.Errorf("nftables tables left: %v", tables)
 	}
 	for _, fam := range []string{"-4", "-6"} {
 		if out := run(t, "ip", "-n", ns, fam, "route", "show", "table", "all", "proto", "79"); strings.TrimSpace(out) != "" {

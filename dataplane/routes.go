@@ -22,6 +22,11 @@ type netlinkOps interface {
 	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
+	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
+	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
+	NeighAppend(neigh *netlink.Neigh) error
+	NeighSet(neigh *netlink.Neigh) error
+	NeighDel(neigh *netlink.Neigh) error
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
@@ -60,8 +65,11 @@ func gone(err error) bool {
 		errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.ENODEV)
 }
 
-// wantRoutes builds the kernel routes of a plan on link index idx.
-func wantRoutes(p plan, idx, table int, addrs []netip.Prefix) []netlink.Route {
+// wantRoutes builds the kernel routes of a plan: peers' own prefixes and
+// IPv6 routes on the WireGuard device (link index idx), IPv4 routes via
+// their gateways on the overlay (link index ovl), onlink, with one nexthop
+// per gateway.
+func wantRoutes(p plan, idx, ovl, table int, addrs []netip.Prefix) []netlink.Route {
 	var src4, src6 net.IP
 	for _, a := range addrs {
 		if a.Addr().Is4() && src4 == nil {
@@ -77,6 +85,10 @@ func wantRoutes(p plan, idx, table int, addrs []netip.Prefix) []netlink.Route {
 			out = append(out, directRoute(dst, r.direct, table))
 			continue
 		}
+		if len(r.vias) > 0 {
+			out = append(out, overlayRoute(dst, r.vias, ovl, table, src4))
+			continue
+		}
 		rt := netlink.Route{LinkIndex: idx, Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
 		if r.prefix.Addr().Is4() {
 			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
@@ -86,6 +98,22 @@ func wantRoutes(p plan, idx, table int, addrs []netip.Prefix) []netlink.Route {
 		out = append(out, rt)
 	}
 	return out
+}
+
+// overlayRoute is `dst via V dev OVL onlink src SRC`, or with several
+// gateways one multipath route with a nexthop per gateway (the kernel
+// hashes flows across them: fib_multipath_hash_policy=1).
+func overlayRoute(dst net.IPNet, vias []netip.Addr, ovl, table int, src net.IP) netlink.Route {
+	rt := netlink.Route{Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST,
+		Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4, Src: src}
+	if len(vias) == 1 {
+		rt.LinkIndex, rt.Gw, rt.Flags = ovl, vias[0].AsSlice(), int(netlink.FLAG_ONLINK)
+		return rt
+	}
+	for _, v := range vias {
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: ovl, Gw: v.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+	}
+	return rt
 }
 
 // directRoute is a route via routers on a connected network; the kernel
@@ -118,29 +146,49 @@ func routeKey(r *netlink.Route) netip.Prefix {
 	return p
 }
 
-// sameRoute compares the attributes opencen sets.
+// sameRoute compares the attributes opencen sets: source, scope, type and
+// the nexthops (gateway, device, onlink). A wanted nexthop without a
+// device (a direct route's router) matches whatever device the kernel
+// resolved.
 func sameRoute(have, want *netlink.Route) bool {
-	if want.LinkIndex == 0 { // a direct route: compare its routers
-		return sameGateways(have, want) && (have.Type == want.Type || have.Type == 0)
+	if !have.Src.Equal(want.Src) || have.Scope != want.Scope || (have.Type != want.Type && have.Type != 0) {
+		return false
 	}
-	return have.LinkIndex == want.LinkIndex && have.Scope == want.Scope &&
-		have.Src.Equal(want.Src) && have.Gw == nil && len(have.MultiPath) == 0 &&
-		(have.Type == want.Type || have.Type == 0)
+	h, w := nexthops(have), nexthops(want)
+	if len(h) != len(w) {
+		return false
+	}
+	for i := range w {
+		if h[i].gw != w[i].gw || h[i].onlink != w[i].onlink || (w[i].link != 0 && h[i].link != w[i].link) {
+			return false
+		}
+	}
+	return true
 }
 
-func sameGateways(have, want *netlink.Route) bool {
-	gws := func(r *netlink.Route) []netip.Addr {
-		var out []netip.Addr
-		if r.Gw != nil {
-			out = append(out, ipAddr(r.Gw))
-		}
-		for _, nh := range r.MultiPath {
-			out = append(out, ipAddr(nh.Gw))
-		}
-		slices.SortFunc(out, netip.Addr.Compare)
-		return out
+type nexthop struct {
+	gw     netip.Addr
+	link   int
+	onlink bool
+}
+
+// nexthops lists a route's nexthops sorted by gateway, then device.
+func nexthops(r *netlink.Route) []nexthop {
+	const onlink = int(netlink.FLAG_ONLINK)
+	if len(r.MultiPath) == 0 {
+		return []nexthop{{ipAddr(r.Gw), r.LinkIndex, r.Flags&onlink != 0}}
 	}
-	return slices.Equal(gws(have), gws(want))
+	out := make([]nexthop, 0, len(r.MultiPath))
+	for _, nh := range r.MultiPath {
+		out = append(out, nexthop{ipAddr(nh.Gw), nh.LinkIndex, nh.Flags&onlink != 0})
+	}
+	slices.SortFunc(out, func(a, b nexthop) int {
+		if c := a.gw.Compare(b.gw); c != 0 {
+			return c
+		}
+		return a.link - b.link
+	})
+	return out
 }
 
 // diffRoutes returns what to write (new or changed) and what to delete

@@ -75,8 +75,13 @@ type Peer struct {
 	// value leaves the endpoint to be learned from the peer's packets.
 	Endpoint netip.AddrPort
 	// AllowedIPs are the prefixes that belong to the peer itself, at least
-	// its tunnel address(es) as /32 or /128. Route prefixes assigned to the
-	// peer are added to these; a kernel route to each is installed.
+	// its tunnel address(es) as /32 or /128, and a kernel route to each is
+	// installed. The IPv4 /32 entries are the peer's overlay addresses:
+	// they get FDB and neighbour entries and are routed through the
+	// overlay, while WireGuard is given them plus the peer's VTEP address
+	// (see the package docs). Other entries are routed on the WireGuard
+	// device. IPv6 route prefixes assigned to the peer are added to its
+	// WireGuard AllowedIPs; IPv4 route prefixes never are.
 	AllowedIPs []netip.Prefix
 	// Keepalive is the persistent keepalive interval; 0 means
 	// DefaultKeepalive, a negative value turns it off.
@@ -88,9 +93,11 @@ type Route struct {
 	// Prefix is the destination, without host bits.
 	Prefix netip.Prefix
 	// Via lists the tunnel addresses of the gateways that carry the
-	// prefix; each must fall in exactly one peer's AllowedIPs. With
-	// several, one is chosen per prefix by a stable hash (see the package
-	// docs, "per-prefix multipath"); the order does not matter.
+	// prefix; each must fall in a peer's AllowedIPs. For an IPv4 prefix
+	// they must be IPv4 and each is a nexthop of one kernel (ECMP) route
+	// through the overlay. For an IPv6 prefix one is chosen per prefix by
+	// a stable hash and the prefix goes into that peer's AllowedIPs (see
+	// the package docs). The order does not matter.
 	Via []netip.Addr
 }
 
@@ -140,17 +147,29 @@ func validDeviceName(name string) error {
 type plan struct {
 	peers  []plannedPeer
 	routes []plannedRoute
+	// own4 is the gateway's IPv4 tunnel address (the first IPv4 one of
+	// Desired.Addresses): its overlay MAC and VTEP address derive from it
+	// and it is the source of IPv4 routes. Without it there is no overlay.
+	own4 netip.Addr
+	// neighbours are the overlay neighbours (sorted): every peer's IPv4
+	// tunnel addresses (IPv4 /32 AllowedIPs) and every IPv4 Via.
+	neighbours []netip.Addr
 }
 
 type plannedPeer struct {
 	Peer
-	allowed []netip.Prefix // AllowedIPs plus assigned route prefixes, sorted
+	allowed []netip.Prefix // AllowedIPs plus assigned IPv6 route prefixes, sorted
 }
 
 type plannedRoute struct {
 	prefix netip.Prefix
-	via    netip.Addr // chosen gateway, invalid for a peer's own prefix
-	peer   string
+	// via is the chosen gateway (IPv6) or the first of vias (IPv4);
+	// invalid for a peer's own prefix.
+	via  netip.Addr
+	peer string // the peer of via
+	// vias are the gateways of an IPv4 route through the overlay (sorted,
+	// unique), one nexthop each.
+	vias []netip.Addr
 	// direct holds the routers of a DirectRoute (sorted); peer is empty.
 	direct []netip.Addr
 }
@@ -174,6 +193,13 @@ func resolve(d Desired) (plan, error) {
 		}
 	}
 	var p plan
+	for _, a := range d.Addresses {
+		if a.IsValid() && a.Addr().Is4() {
+			p.own4 = a.Addr()
+			break
+		}
+	}
+	neigh := map[netip.Addr]bool{}
 	keys := map[wgtypes.Key]string{}
 	owner := map[netip.Prefix]string{}
 	for i, peer := range d.Peers {
@@ -206,7 +232,16 @@ func resolve(d Desired) (plan, error) {
 		}
 		p.peers = append(p.peers, plannedPeer{Peer: peer, allowed: slices.Clone(peer.AllowedIPs)})
 		for _, a := range peer.AllowedIPs {
-			p.routes = append(p.routes, plannedRoute{prefix: a, peer: name})
+			pr := plannedRoute{prefix: a, peer: name}
+			if a.IsValid() && a.Addr().Is4() && a.IsSingleIP() && p.own4.IsValid() {
+				// The peer's tunnel address itself is reached through the
+				// overlay too, so that packets to it from any source (a
+				// VPC host answering the gateway) pass WireGuard's source
+				// check; only VTEP-to-VTEP traffic uses WireGuard directly.
+				neigh[a.Addr()] = true
+				pr.vias = []netip.Addr{a.Addr()}
+			}
+			p.routes = append(p.routes, pr)
 		}
 	}
 	for _, r := range d.Routes {
@@ -220,6 +255,42 @@ func resolve(d Desired) (plan, error) {
 		}
 		if other, ok := owner[r.Prefix]; ok {
 			errs = append(errs, fmt.Errorf("route %s: already routed to peer %s", r.Prefix, other))
+			continue
+		}
+		if r.Prefix.Addr().Is4() {
+			// IPv4 goes through the overlay: every Via is a nexthop.
+			vias := slices.Clone(r.Via)
+			slices.SortFunc(vias, netip.Addr.Compare)
+			vias = slices.Compact(vias)
+			peer, ok := "", true
+			for _, v := range vias {
+				if !v.Is4() {
+					errs = append(errs, fmt.Errorf("route %s: via %s: an ipv4 route needs ipv4 gateways (it travels in the ipv4 overlay)", r.Prefix, v))
+					ok = false
+					continue
+				}
+				idx := peerFor(p.peers, v)
+				if idx < 0 {
+					errs = append(errs, fmt.Errorf("route %s: via %s is in no peer's allowed ips", r.Prefix, v))
+					ok = false
+					continue
+				}
+				if peer == "" {
+					peer = p.peers[idx].Name
+				}
+			}
+			if ok && !p.own4.IsValid() {
+				errs = append(errs, fmt.Errorf("route %s: ipv4 routes need an ipv4 tunnel address in addresses (the overlay's local address)", r.Prefix))
+				ok = false
+			}
+			if !ok {
+				continue
+			}
+			for _, v := range vias {
+				neigh[v] = true
+			}
+			owner[r.Prefix] = peer
+			p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: vias[0], vias: vias, peer: peer})
 			continue
 		}
 		via := pickVia(r.Prefix, r.Via)
@@ -256,6 +327,26 @@ func resolve(d Desired) (plan, error) {
 		}
 		owner[r.Prefix] = "direct via " + vias[0].String()
 		p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: vias[0], direct: vias})
+	}
+	if p.own4.IsValid() {
+		for a := range neigh {
+			if a != p.own4 {
+				p.neighbours = append(p.neighbours, a)
+			}
+		}
+		slices.SortFunc(p.neighbours, netip.Addr.Compare)
+		// Each neighbour's VTEP address belongs to its peer in WireGuard
+		// and is routed on the WireGuard device: the overlay's outer
+		// packets are the only ones WireGuard routes by itself.
+		for _, a := range p.neighbours {
+			if idx := peerFor(p.peers, a); idx >= 0 {
+				v := netip.PrefixFrom(vtepAddr(a), 128)
+				if !slices.Contains(p.peers[idx].allowed, v) {
+					p.peers[idx].allowed = append(p.peers[idx].allowed, v)
+					p.routes = append(p.routes, plannedRoute{prefix: v, peer: p.peers[idx].Name})
+				}
+			}
+		}
 	}
 	for i := range p.peers {
 		slices.SortFunc(p.peers[i].allowed, comparePrefix)

@@ -14,7 +14,7 @@ import (
 const repairDelay = 50 * time.Millisecond
 
 func (d *Dataplane) start(ns netns.NsHandle) {
-	d.loops.Add(4)
+	d.loops.Add(5)
 	go d.repairLoop()
 	nsp := &ns
 	errCb := func(what string) func(error) {
@@ -23,7 +23,7 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 	go watchLoop(d, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
 		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("link")})
 	}, func(u netlink.LinkUpdate) bool {
-		if u.Attrs() == nil || u.Attrs().Name != d.name {
+		if u.Attrs() == nil || (u.Attrs().Name != d.name && u.Attrs().Name != d.ovlName) {
 			return false
 		}
 		return u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&net.FlagUp == 0
@@ -32,6 +32,13 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("addr")})
 	}, func(u netlink.AddrUpdate) bool {
 		return !u.NewAddr && int32(u.LinkIndex) == d.linkIndex.Load()
+	})
+	go watchLoop(d, "neigh", func(ch chan netlink.NeighUpdate, done chan struct{}) error {
+		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("neigh")})
+	}, func(u netlink.NeighUpdate) bool {
+		// The overlay's FDB and neighbour entries are permanent: only a
+		// removal (by hand) needs repair.
+		return u.Type == unix.RTM_DELNEIGH && u.LinkIndex != 0 && int32(u.LinkIndex) == d.ovlIndex.Load()
 	})
 	go watchLoop(d, "route", func(ch chan routeEvent, done chan struct{}) error {
 		return subscribeRoutes(d.opts.NetNS, ch, done)

@@ -77,6 +77,13 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newValidateCmd(g),
 		newPlanCmd(g),
 		newTopologyCmd(g),
+		newStatusCmd(g),
+		newPeersCmd(g),
+		newRoutesCmd(g),
+		newBandwidthCmd(g),
+		newReloadCmd(g),
+		newLabCmd(g),
+		newDemoCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,495 @@
+// Package agent is the gateway agent that cend runs: it loads the config,
+// computes the gateway's desired state from it and from the routes BGP
+// learns, applies it to the dataplane (WireGuard and kernel routes), the
+// BGP speaker and the shaper, repairs drift, reloads on request, and serves
+// the control socket and metrics.
+//
+// One reconcile loop drives all three subsystems. Each is applied on its
+// own and its error recorded on its own, so a failing shaper never hides a
+// failing dataplane. Stopping without cleanup leaves tunnels, routes and
+// shapers in place and tells BGP peers to keep this gateway's routes
+// (graceful restart); the next agent adopts them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/shaping"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure an Agent; ConfigPath, Gateway and Logger are required.
+type Options struct {
+	ConfigPath string
+	Gateway    string
+	// StateDir holds what must outlive one agent process: the dataplane
+	// helper's pid and log, the graceful-restart marker, the last learned
+	// routes. Default /var/lib/opencen/GATEWAY.
+	StateDir string
+	// Cleanup makes Close remove everything this gateway installed instead
+	// of leaving it forwarding for the next agent.
+	Cleanup bool
+	Logger  *slog.Logger
+	// Registerer receives the agent's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// HelperCommand runs the userspace WireGuard helper (see
+	// dataplane.Options.HelperCommand).
+	HelperCommand []string
+	// BGPPort is the port BGP listens on and dials; default 179.
+	BGPPort int32
+	// PinPath is the bpffs folder for the shaper's pinned objects; default
+	// /sys/fs/bpf/opencen/DEVICE.
+	PinPath string
+	// WireGuardMode forces kernel or userspace WireGuard; default detect.
+	WireGuardMode dataplane.Mode
+}
+
+// Agent runs one gateway.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex // guards everything below
+	cfg      *config.Config
+	desired  *config.Desired
+	gen      int
+	loadedAt time.Time
+	sec      secrets
+	routes   learned
+	stale    learned // routes kept from before a restart until BGP is synced
+	held     map[netip.Prefix]heldRoute
+	synced   bool
+	down     map[string]bool
+	subsys   map[string]*api.SubsystemStatus
+	started  time.Time
+	rates    *rateTracker
+
+	applyMu sync.Mutex // serialises reconciles
+	dp      *dataplane.Dataplane
+	rt      *routing.Speaker
+	sh      shaping.Enforcer
+	shMode  string
+	kick    chan struct{}
+	metrics *metrics
+}
+
+// Subsystem names, as status and metrics label them.
+const (
+	subDataplane = "dataplane"
+	subRouting   = "routing"
+	subShaping   = "shaping"
+)
+
+// New loads and checks the config and this gateway's secrets. It touches
+// no kernel state: a config that does not validate, an unknown gateway or
+// an unsafe key file stop the agent before anything is changed.
+func New(opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("agent: logger is required")
+	}
+	if opts.ConfigPath == "" || opts.Gateway == "" {
+		return nil, errors.New("agent: --config and --gateway are required")
+	}
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	d, err := cfg.Desired(opts.Gateway, config.DesiredOptions{})
+	if err != nil {
+		return nil, err
+	}
+	sec, err := readSecrets(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = filepath.Join("/var/lib/opencen", opts.Gateway)
+	}
+	if opts.BGPPort == 0 {
+		opts.BGPPort = 179
+	}
+	a := &Agent{
+		opts:     opts,
+		log:      opts.Logger.With("gateway", opts.Gateway),
+		cfg:      cfg,
+		desired:  d,
+		gen:      1,
+		loadedAt: time.Now(),
+		sec:      sec,
+		routes:   learned{},
+		held:     map[netip.Prefix]heldRoute{},
+		down:     map[string]bool{},
+		subsys:   map[string]*api.SubsystemStatus{},
+		kick:     make(chan struct{}, 1),
+		rates:    newRateTracker(),
+	}
+	for _, name := range []string{subDataplane, subRouting, subShaping} {
+		a.subsys[name] = &api.SubsystemStatus{Name: name}
+	}
+	if opts.Registerer != nil {
+		a.metrics = newMetrics(a)
+		if err := opts.Registerer.Register(a.metrics); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// readSecrets reads the gateway's private key and the TCP-MD5 passwords of
+// the VBR sessions it holds, refusing files open to group or others.
+func readSecrets(cfg *config.Config, d *config.Desired) (secrets, error) {
+	var sec secrets
+	var errs []error
+	key, err := readPrivateKey(d.PrivateKeyFile)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	sec.privateKey = key
+	if g, ok := cfg.Gateway(d.Gateway); ok && err == nil && config.Key(key.PublicKey()) != g.PublicKey {
+		errs = append(errs, fmt.Errorf("private key file %s does not match gateway %s's public_key in %s", d.PrivateKeyFile, d.Gateway, cfg.File))
+	}
+	sec.passwords = map[string]string{}
+	for _, v := range d.VBRs {
+		if v.PasswordFile == "" {
+			continue
+		}
+		pw, err := readSecretFile(v.PasswordFile, "password file of "+v.Network)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sec.passwords[v.Network] = pw
+	}
+	return sec, errors.Join(errs...)
+}
+
+// gracefulMarker is written when an agent stops leaving its state in place,
+// so the next one tells BGP peers it is restarting.
+func (a *Agent) gracefulMarker() string { return filepath.Join(a.opts.StateDir, "graceful-restart") }
+
+// Run brings the gateway up and keeps it reconciled until ctx is done, then
+// stops it (keeping or removing its state as Options.Cleanup says).
+func (a *Agent) Run(ctx context.Context) (err error) {
+	a.started = time.Now()
+	if err := os.MkdirAll(a.opts.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	restarting := false
+	if _, err := os.Stat(a.gracefulMarker()); err == nil {
+		restarting = true
+		os.Remove(a.gracefulMarker())
+	}
+	a.stale = loadRoutes(a.routesFile(), a.log)
+	defer func() { err = errors.Join(err, a.close()) }()
+
+	cfg := a.snapshotConfig()
+	a.dp, err = dataplane.New(dataplane.Options{
+		Logger:        a.log.With("subsystem", subDataplane),
+		ID:            cfg.Instance.Name + "/" + a.opts.Gateway,
+		StateDir:      filepath.Join(a.opts.StateDir, "dataplane"),
+		HelperCommand: a.opts.HelperCommand,
+		Mode:          a.opts.WireGuardMode,
+	})
+	if err != nil {
+		return fmt.Errorf("dataplane: %w", err)
+	}
+	// The tunnel comes first: BGP rides inside it, and the shaper attaches
+	// to it. Without a device nothing else can start: say why and stop.
+	firstErr := a.reconcile(ctx)
+	st, _ := a.dp.Status()
+	if st.Mode == "" {
+		return fmt.Errorf("no tunnel device: %w", firstErr)
+	}
+	if firstErr != nil {
+		a.log.Error("first reconcile incomplete; retrying in the loop", "err", firstErr)
+	}
+	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device, "overlay", a.dp.Overlay())
+
+	// IPv4 CEN traffic crosses the overlay, where its real destinations are
+	// visible: the shaper sits at the overlay's egress.
+	a.sh, err = shaping.Start(shaping.Options{Interface: a.dp.Overlay(), PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
+	if err != nil {
+		return fmt.Errorf("shaping: %w", err)
+	}
+	a.shMode = "ebpf"
+	if _, ok := a.sh.(*shaping.Limiter); ok {
+		a.shMode = "userspace"
+	}
+	a.log.Info("shaping path", "mode", a.shMode)
+
+	a.rt, err = routing.New(routing.Options{
+		Logger:     a.log.With("subsystem", subRouting),
+		Port:       a.opts.BGPPort,
+		OnRoutes:   a.onRoutes,
+		Restarting: restarting,
+	})
+	if err != nil {
+		return fmt.Errorf("routing: %w", err)
+	}
+	if err := a.rt.Start(ctx); err != nil {
+		return fmt.Errorf("routing: %w", err)
+	}
+	if a.opts.Registerer != nil {
+		if err := a.opts.Registerer.Register(routing.NewCollector(a.rt)); err != nil {
+			return fmt.Errorf("register routing metrics: %w", err)
+		}
+	}
+	if err := a.reconcile(ctx); err != nil {
+		a.log.Error("reconcile incomplete; retrying in the loop", "err", err)
+	}
+	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.watchSessions(ctx) }()
+	go func() { defer wg.Done(); a.sampleRates(ctx) }()
+	defer wg.Wait()
+
+	resync := time.NewTicker(30 * time.Second)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.kick:
+		case <-resync.C:
+		}
+		if err := a.reconcile(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("reconcile incomplete", "err", err)
+		}
+	}
+}
+
+// kickReconcile asks the loop for a reconcile without waiting.
+func (a *Agent) kickReconcile() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) snapshotConfig() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+func (a *Agent) snapshotDesired() *config.Desired {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.desired
+}
+
+// reconcile computes the desired state now and applies it to every
+// subsystem that exists, recording each one's outcome.
+func (a *Agent) reconcile(ctx context.Context) error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+
+	a.mu.Lock()
+	cfg, sec := a.cfg, a.sec
+	d, err := cfg.Desired(a.opts.Gateway, config.DesiredOptions{Down: a.down})
+	if err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	a.desired = d
+	routes := make(learned, len(a.routes)+len(a.stale))
+	if !a.synced {
+		for p, r := range a.stale {
+			routes[p] = r
+		}
+	}
+	for p, r := range a.routes {
+		routes[p] = r
+	}
+	a.addHeld(routes, time.Now())
+	a.mu.Unlock()
+
+	var errs []error
+	apply := func(name string, fn func() error) {
+		err := fn()
+		a.mu.Lock()
+		s := a.subsys[name]
+		s.LastApplied = time.Now()
+		s.OK, s.Error = err == nil, ""
+		if err != nil {
+			s.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		a.mu.Unlock()
+		if err != nil && a.metrics != nil {
+			a.metrics.reconcileErrors.WithLabelValues(name).Inc()
+		}
+	}
+	if a.dp != nil {
+		apply(subDataplane, func() error { return a.dp.Set(ctx, dataplaneDesired(cfg, d, sec, routes)) })
+	}
+	if a.rt != nil {
+		apply(subRouting, func() error { return a.rt.Set(ctx, routingDesired(cfg, d, sec)) })
+	}
+	if a.sh != nil {
+		apply(subShaping, func() error { return a.sh.Set(shapingDesired(cfg, d, routes)) })
+	}
+	return errors.Join(errs...)
+}
+
+// onRoutes receives the routing layer's coalesced batches.
+func (a *Agent) onRoutes(b routing.RouteBatch) {
+	established := a.establishedGateways()
+	now := time.Now()
+	a.mu.Lock()
+	gone := map[netip.Prefix]routing.LearnedRoute{}
+	if b.Full {
+		for p, r := range a.routes {
+			gone[p] = r
+		}
+		a.routes = learned{}
+	}
+	for _, p := range b.Withdraw {
+		if r, ok := a.routes[p]; ok {
+			gone[p] = r
+		}
+		delete(a.routes, p)
+	}
+	for _, r := range b.Upsert {
+		a.routes[r.Prefix] = r
+		delete(gone, r.Prefix)
+		delete(a.held, r.Prefix)
+	}
+	for p, r := range gone {
+		if holdable(r, established) {
+			a.held[p] = heldRoute{route: r, until: now.Add(holdTime)}
+		}
+	}
+	if b.Synced && !a.synced {
+		a.synced = true
+		a.log.Info("bgp synced: sweeping routes kept from before the restart", "kept", len(a.stale))
+		a.stale = nil
+	}
+	a.mu.Unlock()
+	a.kickReconcile()
+}
+
+// establishedGateways returns the tunnel addresses of the gateway peers
+// whose BGP session is up now.
+func (a *Agent) establishedGateways() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	if a.rt == nil {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	st, err := a.rt.Status(ctx)
+	if err != nil {
+		return out
+	}
+	for _, s := range st.Sessions {
+		if s.Kind == "gateway" && s.State == "established" {
+			out[s.Neighbor] = true
+		}
+	}
+	return out
+}
+
+// watchSessions notices gateways going down or up, so the region's
+// bandwidth is re-split among the gateways that are up.
+func (a *Agent) watchSessions(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := a.rt.Status(ctx)
+		if err != nil {
+			continue
+		}
+		down := map[string]bool{}
+		for _, s := range st.Sessions {
+			if s.Kind == "gateway" && s.State != "established" {
+				down[s.Name] = true
+			}
+		}
+		a.mu.Lock()
+		changed := !sameSet(down, a.down)
+		a.down = down
+		a.mu.Unlock()
+		if changed {
+			a.kickReconcile()
+		}
+	}
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// close stops the subsystems in the reverse order of their start.
+func (a *Agent) close() error {
+	var errs []error
+	graceful := !a.opts.Cleanup
+	if a.rt != nil {
+		errs = append(errs, a.rt.Close(graceful))
+	}
+	if a.sh != nil {
+		errs = append(errs, a.sh.Close(a.opts.Cleanup))
+		if a.opts.Cleanup && a.opts.PinPath == "" && a.dp != nil {
+			// The default pin folder's parent is ours too; leave it if
+			// another gateway's shaper still pins there.
+			_ = os.Remove(filepath.Dir(a.pinPath()))
+		}
+	}
+	if a.dp != nil {
+		errs = append(errs, a.dp.Close(a.opts.Cleanup))
+	}
+	if graceful {
+		a.mu.Lock()
+		routes := a.routes
+		a.mu.Unlock()
+		errs = append(errs, saveRoutes(a.routesFile(), routes))
+		errs = append(errs, os.WriteFile(a.gracefulMarker(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600))
+	} else {
+		// Only what the agent wrote: the folder may hold an operator's or
+		// a lab's files too.
+		for _, p := range []string{a.routesFile(), a.gracefulMarker(), filepath.Join(a.opts.StateDir, "dataplane")} {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		_ = os.Remove(a.opts.StateDir) // if it is now empty
+	}
+	return errors.Join(errs...)
+}
+
+// pinPath is the bpffs folder of this gateway's shaper.
+func (a *Agent) pinPath() string {
+	if a.opts.PinPath != "" {
+		return a.opts.PinPath
+	}
+	return filepath.Join("/sys/fs/bpf/opencen", a.dp.Overlay())
+}
+
+func (a *Agent) routesFile() string { return filepath.Join(a.opts.StateDir, "learned-routes.json") }

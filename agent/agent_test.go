@@ -1,0 +1,294 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/routing"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// testInstance writes a two-gateway config and gateway a's key into a
+// temporary folder and returns the config path and the private key.
+func testInstance(t *testing.T, keyMode os.FileMode) (string, wgtypes.Key) {
+	t.Helper()
+	dir := t.TempDir()
+	ka, _ := wgtypes.GeneratePrivateKey()
+	kb, _ := wgtypes.GeneratePrivateKey()
+	if err := os.WriteFile(filepath.Join(dir, "a.key"), []byte(ka.String()+"\n"), keyMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "a.key"), keyMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "idc.md5"), []byte("s3cret-md5-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `instance: {name: t}
+gateways:
+  - {name: a, region: cn-beijing, endpoint: "192.0.2.1:51820", public_key: "` + ka.PublicKey().String() + `", private_key_file: a.key, tunnel_address: 100.64.0.1}
+  - {name: b, region: us-west-1, endpoint: "192.0.2.2:51820", public_key: "` + kb.PublicKey().String() + `", private_key_file: b.key, tunnel_address: 100.64.0.2}
+networks:
+  - {name: vpc-a, type: vpc, region: cn-beijing, cidrs: [10.1.0.0/16, "fd00:1::/48"]}
+  - {name: vpc-b, type: vpc, region: us-west-1, cidrs: [10.2.0.0/16]}
+  - {name: idc, type: vbr, region: cn-beijing, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, accept: [192.168.0.0/16], password_file: idc.md5}}
+bandwidth_packages:
+  - {name: p, areas: [mainland-china, north-america], bandwidth: 100Mbps}
+interconnections:
+  - {regions: [cn-beijing, us-west-1], package: p, bandwidth: 50Mbps}
+`
+	path := filepath.Join(dir, "cen.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, ka
+}
+
+func testLogger(buf *bytes.Buffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func TestSecretFilesMustBePrivate(t *testing.T) {
+	path, key := testInstance(t, 0o644)
+	var logs bytes.Buffer
+	_, err := New(Options{ConfigPath: path, Gateway: "a", Logger: testLogger(&logs)})
+	if !errors.Is(err, ErrInsecureSecret) {
+		t.Fatalf("a 0644 key file was accepted: %v", err)
+	}
+	keyPath := filepath.Join(filepath.Dir(path), "a.key")
+	for _, want := range []string{keyPath, "0644", "chmod 600 " + keyPath} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), key.String()) {
+		t.Fatal("the error holds the private key")
+	}
+	if err := os.Chmod(keyPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{ConfigPath: path, Gateway: "a", Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.sec.privateKey != key || a.sec.passwords["idc"] != "s3cret-md5-password" {
+		t.Error("secrets not read")
+	}
+}
+
+func TestStartupRefusals(t *testing.T) {
+	path, _ := testInstance(t, 0o600)
+	dir := filepath.Dir(path)
+	var logs bytes.Buffer
+	cases := []struct {
+		name string
+		prep func()
+		gw   string
+		want string
+	}{
+		{"unknown gateway", func() {}, "zz", `gateway "zz" is not in`},
+		{"key does not match the public key", func() {
+			other, _ := wgtypes.GeneratePrivateKey()
+			os.WriteFile(filepath.Join(dir, "a.key"), []byte(other.String()), 0o600)
+		}, "a", "does not match gateway a's public_key"},
+		{"key file holds garbage", func() {
+			os.WriteFile(filepath.Join(dir, "a.key"), []byte("not-a-key-at-all"), 0o600)
+		}, "a", "does not hold a WireGuard key"},
+		{"password file world-readable", func() {
+			os.Chmod(filepath.Join(dir, "idc.md5"), 0o604)
+		}, "a", "password file of idc"},
+		{"missing key file", func() { os.Remove(filepath.Join(dir, "a.key")) }, "a", "does not exist"},
+	}
+	for _, tc := range cases {
+		tc.prep()
+		_, err := New(Options{ConfigPath: path, Gateway: tc.gw, Logger: testLogger(&logs)})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "not-a-key-at-all") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: a secret reached the error: %v", tc.name, err)
+		}
+	}
+}
+
+func TestReloadRejectsABadFileAndKeepsTheOld(t *testing.T) {
+	path, _ := testInstance(t, 0o600)
+	var logs bytes.Buffer
+	a, err := New(Options{ConfigPath: path, Gateway: "a", Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(path)
+	bad := strings.Replace(string(good), "bandwidth: 50Mbps", "bandwidth: 500Mbps", 1)
+	bad = strings.Replace(bad, "region: us-west-1, endpoint", "region: us-west-9, endpoint", 1)
+	os.WriteFile(path, []byte(bad), 0o644)
+	res := a.Reload(context.Background())
+	// The unknown region, the network left without a gateway, and the
+	// oversubscribed package.
+	if res.Applied || res.Generation != 1 || len(res.Errors) != 3 {
+		t.Fatalf("bad reload = %+v, want rejected at generation 1 with 3 errors", res)
+	}
+	if !strings.Contains(res.Errors[0], "cen.yaml:") {
+		t.Errorf("errors are not located: %v", res.Errors)
+	}
+	if a.snapshotConfig().Pair("cn-beijing", "us-west-1").Bandwidth != 50_000_000 {
+		t.Error("the running config changed")
+	}
+
+	ok := strings.Replace(string(good), "bandwidth: 50Mbps", "bandwidth: 80Mbps", 1)
+	os.WriteFile(path, []byte(ok), 0o644)
+	res = a.Reload(context.Background())
+	if !res.Applied || res.Generation != 2 {
+		t.Fatalf("good reload = %+v", res)
+	}
+	if len(res.Changes) != 1 || res.Changes[0] != "egress to us-west-1: 50Mbps -> 80Mbps" {
+		t.Errorf("changes = %q", res.Changes)
+	}
+	if got := egressOf(a, "us-west-1"); got != 80_000_000 {
+		t.Errorf("egress after reload = %d", got)
+	}
+	// Removing this gateway from the file is refused: --cleanup retires it.
+	gone := strings.Replace(ok, "  - {name: a, region", "  - {name: c, region", 1)
+	os.WriteFile(path, []byte(gone), 0o644)
+	if res := a.Reload(context.Background()); res.Applied || !strings.Contains(res.Errors[0], "--cleanup") {
+		t.Errorf("reload without this gateway = %+v", res)
+	}
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), a.sec.privateKey.String()) {
+		t.Fatal("a secret reached the log")
+	}
+}
+
+func egressOf(a *Agent, region string) config.Bandwidth {
+	for _, e := range a.snapshotDesired().Egress {
+		if e.Region == region {
+			return e.Rate
+		}
+	}
+	return 0
+}
+
+func TestDesiredTranslation(t *testing.T) {
+	path, key := testInstance(t, 0o600)
+	var logs bytes.Buffer
+	a, err := New(Options{ConfigPath: path, Gateway: "a", Logger: testLogger(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, d := a.cfg, a.desired
+	routes := learned{
+		netip.MustParsePrefix("10.2.0.0/16"):    {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}},
+		netip.MustParsePrefix("192.168.1.0/24"): {Prefix: netip.MustParsePrefix("192.168.1.0/24"), OriginRegion: "cn-beijing", OriginNetwork: "idc", NextHops: []netip.Addr{netip.MustParseAddr("172.30.0.2")}, Direct: true},
+		// A next hop that is no peer's tunnel is never handed to WireGuard.
+		netip.MustParsePrefix("10.9.0.0/16"): {Prefix: netip.MustParsePrefix("10.9.0.0/16"), OriginRegion: "us-west-1", NextHops: []netip.Addr{netip.MustParseAddr("100.64.9.9")}},
+	}
+
+	dp := dataplaneDesired(cfg, d, a.sec, routes)
+	if dp.PrivateKey != key || dp.ListenPort != 51820 || len(dp.Addresses) != 1 || dp.Addresses[0].String() != "100.64.0.1/32" {
+		t.Errorf("dataplane device = %v", dp)
+	}
+	if len(dp.Peers) != 1 || dp.Peers[0].Name != "b" || dp.Peers[0].AllowedIPs[0].String() != "100.64.0.2/32" || dp.Peers[0].Endpoint.String() != "192.0.2.2:51820" {
+		t.Errorf("dataplane peers = %+v", dp.Peers)
+	}
+	if len(dp.Routes) != 1 || dp.Routes[0].Prefix.String() != "10.2.0.0/16" {
+		t.Errorf("tunnel routes = %+v", dp.Routes)
+	}
+	if len(dp.DirectRoutes) != 1 || dp.DirectRoutes[0].Via[0].String() != "172.30.0.2" {
+		t.Errorf("direct routes = %+v", dp.DirectRoutes)
+	}
+
+	rd := routingDesired(cfg, d, a.sec)
+	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
+		t.Errorf("routing = %+v", rd)
+	}
+	if len(rd.Originate) != 1 || rd.Originate[0].Prefix.String() != "10.1.0.0/16" {
+		t.Errorf("originate = %+v (IPv6 is not carried by BGP yet)", rd.Originate)
+	}
+	if len(rd.VBRs) != 1 || rd.VBRs[0].Password != "s3cret-md5-password" || rd.VBRs[0].Accept[0].String() != "192.168.0.0/16" {
+		t.Errorf("vbrs = %v", rd.VBRs)
+	}
+	if len(rd.Gateways) != 1 || len(rd.Gateways[0].Entitled) != 1 || rd.Gateways[0].Entitled[0].Kind != routing.KindVPC {
+		t.Errorf("gateway entitlements = %+v", rd.Gateways)
+	}
+	if len(rd.InstanceCIDRs) != 2 || len(rd.ProtectedPrefixes) != 4 {
+		t.Errorf("instance cidrs %v, protected %v", rd.InstanceCIDRs, rd.ProtectedPrefixes)
+	}
+
+	sd := shapingDesired(cfg, d, routes)
+	if sd.Regions["us-west-1"] != 50_000_000 || len(sd.Regions) != 1 {
+		t.Errorf("shaper regions = %v", sd.Regions)
+	}
+	for p, want := range map[string]string{"10.1.0.0/16": "cn-beijing", "fd00:1::/48": "cn-beijing", "10.2.0.0/16": "us-west-1", "192.168.1.0/24": "cn-beijing"} {
+		if got := sd.Prefixes[netip.MustParsePrefix(p)]; got != want {
+			t.Errorf("shaper prefix %s -> %q, want %q", p, got, want)
+		}
+	}
+	if len(sd.ControlAddrs) != 2 {
+		t.Errorf("control addrs = %v", sd.ControlAddrs)
+	}
+	if s := dp.String(); strings.Contains(s, key.String()) || strings.Contains(s, base64.StdEncoding.EncodeToString(key[:])) {
+		t.Fatal("the dataplane desired state prints its key")
+	}
+}
+
+func TestRoutesSurviveARestartFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "routes.json")
+	in := learned{netip.MustParsePrefix("10.2.0.0/16"): {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}}}
+	if err := saveRoutes(path, in); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	out := loadRoutes(path, testLogger(&logs))
+	if len(out) != 1 || out[netip.MustParsePrefix("10.2.0.0/16")].OriginNetwork != "vpc-b" {
+		t.Errorf("loaded %v", out)
+	}
+	os.WriteFile(path, []byte("{garbage"), 0o600)
+	if out := loadRoutes(path, testLogger(&logs)); len(out) != 0 || !strings.Contains(logs.String(), "damaged") {
+		t.Errorf("damaged file: %v, log %s", out, logs.String())
+	}
+}
+
+func TestHeldRoutes(t *testing.T) {
+	gwA := netip.MustParseAddr("100.64.0.11")
+	gwB := netip.MustParseAddr("100.64.0.12")
+	r := func(p string, nh ...netip.Addr) routing.LearnedRoute {
+		return routing.LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHops: nh}
+	}
+	if holdable(r("10.1.0.0/16", gwA), map[netip.Addr]bool{gwA: true}) {
+		t.Error("a route withdrawn by a peer whose session is up was held")
+	}
+	if !holdable(r("10.1.0.0/16", gwA), map[netip.Addr]bool{gwB: true}) {
+		t.Error("a route whose only gateway's session is down was not held")
+	}
+	direct := r("192.168.1.0/24", netip.MustParseAddr("172.30.0.2"))
+	direct.Direct = true
+	if holdable(direct, nil) {
+		t.Error("a route withdrawn by a VBR router was held")
+	}
+	now := time.Now()
+	a := &Agent{held: map[netip.Prefix]heldRoute{
+		netip.MustParsePrefix("10.1.0.0/16"):    {route: r("10.1.0.0/16", gwA), until: now.Add(time.Minute)},
+		netip.MustParsePrefix("10.9.0.0/16"):    {route: r("10.9.0.0/16", gwA), until: now.Add(-time.Second)},
+		netip.MustParsePrefix("192.168.1.0/24"): {route: r("192.168.1.0/24", gwA), until: now.Add(time.Minute)},
+	}}
+	routes := learned{netip.MustParsePrefix("192.168.0.0/16"): r("192.168.0.0/16", gwB)}
+	a.addHeld(routes, now)
+	if _, ok := routes[netip.MustParsePrefix("10.1.0.0/16")]; !ok {
+		t.Error("a held route within its time is not installed")
+	}
+	if _, ok := routes[netip.MustParsePrefix("10.9.0.0/16")]; ok || len(a.held) != 2 {
+		t.Error("an expired held route is still there")
+	}
+	if _, ok := routes[netip.MustParsePrefix("192.168.1.0/24")]; ok {
+		t.Error("a held route shadows a learned less-specific one")
+	}
+}

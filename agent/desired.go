@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/shaping"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// secrets are what the agent read from key and password files. They live
+// only in memory and are passed to the subsystems, never formatted.
+type secrets struct {
+	privateKey wgtypes.Key
+	passwords  map[string]string // VBR network -> TCP-MD5 password
+}
+
+// learned is the routing layer's table of learned routes, by prefix.
+type learned map[netip.Prefix]routing.LearnedRoute
+
+// dataplaneDesired turns the gateway's desired state and the learned routes
+// into what its WireGuard device and kernel routes should be.
+func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes learned) dataplane.Desired {
+	out := dataplane.Desired{
+		PrivateKey: sec.privateKey,
+		ListenPort: int(d.ListenPort),
+		Addresses:  []netip.Prefix{netip.PrefixFrom(d.TunnelAddress, d.TunnelAddress.BitLen())},
+	}
+	tunnels := map[netip.Addr]bool{}
+	for _, p := range d.Peers {
+		tunnels[p.TunnelAddress] = true
+		out.Peers = append(out.Peers, dataplane.Peer{
+			Name:       p.Name,
+			PublicKey:  wgtypes.Key(p.PublicKey),
+			Endpoint:   p.Endpoint,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.TunnelAddress, p.TunnelAddress.BitLen())},
+		})
+	}
+	for _, r := range sortedRoutes(routes) {
+		if r.Direct {
+			out.DirectRoutes = append(out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: slices.Clone(r.NextHops)})
+			continue
+		}
+		var via []netip.Addr
+		for _, nh := range r.NextHops {
+			if tunnels[nh] {
+				via = append(via, nh)
+			}
+		}
+		if len(via) > 0 {
+			out.Routes = append(out.Routes, dataplane.Route{Prefix: r.Prefix, Via: via})
+		}
+	}
+	return out
+}
+
+// routingDesired is what the gateway's BGP speaker should do.
+func routingDesired(cfg *config.Config, d *config.Desired, sec secrets) routing.Desired {
+	out := routing.Desired{
+		RouterID:     d.TunnelAddress,
+		LocalAddress: d.TunnelAddress,
+		Region:       d.Region,
+		InstanceASN:  d.InstanceASN,
+	}
+	for _, p := range d.Peers {
+		gp := routing.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
+		byNetwork := map[string][]netip.Prefix{}
+		var order []string
+		for _, o := range p.Entitled.VPCs {
+			if !o.Prefix.Addr().Is4() {
+				continue // BGP carries IPv4 only for now (see routing docs)
+			}
+			if _, ok := byNetwork[o.Network]; !ok {
+				order = append(order, o.Network)
+			}
+			byNetwork[o.Network] = append(byNetwork[o.Network], o.Prefix)
+		}
+		for _, n := range order {
+			gp.Entitled = append(gp.Entitled, routing.Entitlement{Network: n, Region: p.Region, Kind: routing.KindVPC, Prefixes: byNetwork[n]})
+		}
+		for _, v := range p.Entitled.VBRs {
+			e := routing.Entitlement{Network: v.Network, Region: p.Region, Kind: routing.KindVBR}
+			if !v.Any {
+				e.Prefixes = ipv4Only(v.Accept)
+				if len(e.Prefixes) == 0 {
+					continue // only IPv6 accepted: nothing BGP can carry yet
+				}
+			}
+			gp.Entitled = append(gp.Entitled, e)
+		}
+		out.Gateways = append(out.Gateways, gp)
+	}
+	for _, o := range d.Originate {
+		if o.Prefix.Addr().Is4() {
+			out.Originate = append(out.Originate, routing.Origin{Prefix: o.Prefix, Region: d.Region, Network: o.Network})
+		}
+	}
+	for _, v := range d.VBRs {
+		if !v.Neighbor.Is4() {
+			continue
+		}
+		s := routing.VBRSession{
+			Network:     v.Network,
+			Region:      d.Region,
+			Neighbor:    v.Neighbor,
+			PeerASN:     v.PeerASN,
+			MaxPrefixes: v.MaxPrefixes,
+			Password:    sec.passwords[v.Network],
+			BFD:         v.BFD,
+		}
+		if !v.AcceptAny {
+			s.Accept = ipv4Only(v.Accept)
+		}
+		out.VBRs = append(out.VBRs, s)
+	}
+	for _, n := range cfg.Networks {
+		for _, p := range n.CIDRs {
+			if p.Addr().Is4() {
+				out.InstanceCIDRs = append(out.InstanceCIDRs, routing.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
+			}
+		}
+	}
+	for _, g := range cfg.Gateways {
+		if g.TunnelAddress.Is4() {
+			out.ProtectedPrefixes = append(out.ProtectedPrefixes, netip.PrefixFrom(g.TunnelAddress, 32))
+		}
+		if a := g.Endpoint.Addr(); a.Is4() {
+			out.ProtectedPrefixes = append(out.ProtectedPrefixes, netip.PrefixFrom(a, 32))
+		}
+	}
+	return out
+}
+
+// shapingDesired is what the shaper should enforce: this gateway's rate
+// toward every other region, and which prefix lives in which region (its
+// own region included, so the longest match decides).
+func shapingDesired(cfg *config.Config, d *config.Desired, routes learned) shaping.Desired {
+	out := shaping.Desired{Regions: map[string]shaping.Rate{}, Prefixes: map[netip.Prefix]string{}}
+	for _, e := range d.Egress {
+		out.Regions[e.Region] = shaping.Rate(e.Rate)
+	}
+	for _, n := range cfg.Networks {
+		for _, p := range n.CIDRs {
+			out.Prefixes[p] = n.Region
+		}
+	}
+	for p, r := range routes {
+		if _, ok := out.Prefixes[p]; !ok && r.OriginRegion != "" {
+			out.Prefixes[p] = r.OriginRegion
+		}
+	}
+	for _, g := range cfg.Gateways {
+		out.ControlAddrs = append(out.ControlAddrs, g.TunnelAddress)
+	}
+	return out
+}
+
+func ipv4Only(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sortedRoutes(routes learned) []routing.LearnedRoute {
+	out := make([]routing.LearnedRoute, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b routing.LearnedRoute) int {
+		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+	})
+	return out
+}

@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/opencen/opencen/routing"
+)
+
+// holdTime is how long a route stays installed after the BGP session of
+// every gateway that carried it went down, when nothing else covers its
+// prefix. It matches the routing layer's graceful-restart time.
+//
+// Why: BFD runs inside the agent, so a peer's agent that restarts looks
+// dead to BFD and its routes are withdrawn at once, though its tunnel and
+// kernel routes keep forwarding. Where the prefix has another path (a twin
+// gateway), traffic moves there; where it has none, the last path is kept:
+// if the gateway is really gone, the traffic is lost either way; if it is
+// restarting, nothing is lost. A route the peer withdraws itself while its
+// session stays up is removed at once, and a less-specific learned route
+// always wins over a held one.
+const holdTime = 120 * time.Second
+
+type heldRoute struct {
+	route routing.LearnedRoute
+	until time.Time
+}
+
+// holdable reports whether a withdrawn route may be held: learned from
+// gateways (not straight from a VBR), none of which still has a session.
+func holdable(r routing.LearnedRoute, established map[netip.Addr]bool) bool {
+	if r.Direct || len(r.NextHops) == 0 {
+		return false
+	}
+	for _, nh := range r.NextHops {
+		if established[nh] {
+			return false
+		}
+	}
+	return true
+}
+
+// addHeld adds the held routes still within their time to routes, unless a
+// learned route covers them; a.mu is held.
+func (a *Agent) addHeld(routes learned, now time.Time) {
+	for p, h := range a.held {
+		if now.After(h.until) {
+			delete(a.held, p)
+			continue
+		}
+		if _, ok := routes[p]; ok || covered(routes, p) {
+			continue
+		}
+		routes[p] = h.route
+	}
+}
+
+// covered reports whether a less-specific route in routes contains p: at
+// most one map look-up per shorter prefix length.
+func covered(routes learned, p netip.Prefix) bool {
+	for bits := p.Bits() - 1; bits >= 0; bits-- {
+		q, _ := p.Addr().Prefix(bits)
+		if _, ok := routes[q]; ok {
+			return true
+		}
+	}
+	return false
+}

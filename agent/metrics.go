@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the agent's Prometheus series of SPEC section 6: shaper,
+// tunnel, config and reconcile series. Counters of the shaper and WireGuard
+// are read from the subsystems at scrape time, so a scrape always sees the
+// kernel's own numbers. BGP series come from routing.NewCollector.
+type metrics struct {
+	a               *Agent
+	reconcileErrors *prometheus.CounterVec
+	reloads         *prometheus.CounterVec
+
+	shaperBytes, shaperPackets, allocation, rate  *prometheus.Desc
+	bgpState                                      *prometheus.Desc
+	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
+}
+
+func newMetrics(a *Agent) *metrics {
+	pair := []string{"src_region", "dst_region"}
+	return &metrics{
+		a: a,
+		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opencen_reconcile_errors_total", Help: "Reconciles of a subsystem that failed.",
+		}, []string{"subsystem"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opencen_config_reloads_total", Help: "Config reloads, by result (applied or rejected).",
+		}, []string{"result"}),
+		shaperBytes:   prometheus.NewDesc("opencen_shaper_bytes_total", "Bytes the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		shaperPackets: prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		allocation:    prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
+		rate:          prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
+		bgpState:      prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
+		handshakeAge:  prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
+		tunnelBytes:   prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
+		conflicts:     prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
+		configG:       prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
+	}
+}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.reconcileErrors.Describe(ch)
+	m.reloads.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.reconcileErrors.Collect(ch)
+	m.reloads.Collect(ch)
+	a := m.a
+	a.mu.Lock()
+	d, gen := a.desired, a.gen
+	a.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(m.configG, prometheus.GaugeValue, float64(gen))
+
+	for _, b := range a.Bandwidth() {
+		src, dst := d.Region, b.Region
+		ch <- prometheus.MustNewConstMetric(m.shaperBytes, prometheus.CounterValue, float64(b.PassedBytes), src, dst, "passed")
+		ch <- prometheus.MustNewConstMetric(m.shaperBytes, prometheus.CounterValue, float64(b.DroppedBytes), src, dst, "dropped")
+		ch <- prometheus.MustNewConstMetric(m.shaperPackets, prometheus.CounterValue, float64(b.PassedPackets), src, dst, "passed")
+		ch <- prometheus.MustNewConstMetric(m.shaperPackets, prometheus.CounterValue, float64(b.DroppedPackets), src, dst, "dropped")
+		ch <- prometheus.MustNewConstMetric(m.allocation, prometheus.GaugeValue, float64(b.AllocationBps), src, dst)
+		ch <- prometheus.MustNewConstMetric(m.rate, prometheus.GaugeValue, b.RateBps, src, dst)
+	}
+	// Session up/down, BFD and prefix counts come from the routing
+	// package's own collector; this adds the state by name.
+	for _, p := range a.Peers() {
+		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, p.Name, p.Kind, p.BGPState)
+		if p.Kind == "gateway" {
+			if !p.LatestHandshake.IsZero() {
+				ch <- prometheus.MustNewConstMetric(m.handshakeAge, prometheus.GaugeValue, time.Since(p.LatestHandshake).Seconds(), p.Name)
+			}
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name, "rx")
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name, "tx")
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(a.Status().Conflicts))
+}

@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/opencen/opencen/routing"
+)
+
+// savedRoute is a learned route as kept across a restart.
+type savedRoute struct {
+	Prefix   netip.Prefix `json:"prefix"`
+	Region   string       `json:"origin_region"`
+	Network  string       `json:"origin_network"`
+	NextHops []netip.Addr `json:"next_hops"`
+	Direct   bool         `json:"direct,omitempty"`
+}
+
+// saveRoutes writes the learned routes so that the next agent keeps their
+// kernel routes until BGP has resynced (graceful restart), instead of
+// flushing them at its first reconcile.
+func saveRoutes(path string, routes learned) error {
+	out := make([]savedRoute, 0, len(routes))
+	for _, r := range sortedRoutes(routes) {
+		out = append(out, savedRoute{r.Prefix, r.OriginRegion, r.OriginNetwork, r.NextHops, r.Direct})
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// loadRoutes reads what saveRoutes wrote; a missing or damaged file is an
+// empty table (the routes are then relearned from BGP).
+func loadRoutes(path string, log *slog.Logger) learned {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("cannot read routes kept from before the restart", "err", err)
+		}
+		return learned{}
+	}
+	var in []savedRoute
+	if err := json.Unmarshal(data, &in); err != nil {
+		log.Warn("routes kept from before the restart are damaged; relearning them", "file", path, "err", err)
+		return learned{}
+	}
+	out := make(learned, len(in))
+	for _, r := range in {
+		if r.Prefix.IsValid() {
+			out[r.Prefix] = routing.LearnedRoute{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops, Direct: r.Direct}
+		}
+	}
+	return out
+}

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/opencen/opencen/shaping"
+)
+
+// rateTracker turns the shaper's cumulative counters into a current rate
+// per destination region, sampled once a second.
+type rateTracker struct {
+	mu       sync.Mutex
+	last     map[string]shaping.Counters
+	lastAt   time.Time
+	rate     map[string]float64 // bits per second over the last interval
+	counters map[string]shaping.Counters
+}
+
+func newRateTracker() *rateTracker {
+	return &rateTracker{last: map[string]shaping.Counters{}, rate: map[string]float64{}, counters: map[string]shaping.Counters{}}
+}
+
+func (t *rateTracker) observe(now time.Time, c map[string]shaping.Counters) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.lastAt.IsZero() {
+		dt := now.Sub(t.lastAt).Seconds()
+		for region, cur := range c {
+			prev, ok := t.last[region]
+			if !ok || cur.PassedBytes < prev.PassedBytes || dt <= 0 {
+				t.rate[region] = 0
+				continue
+			}
+			t.rate[region] = float64(cur.PassedBytes-prev.PassedBytes) * 8 / dt
+		}
+	}
+	for region := range t.rate {
+		if _, ok := c[region]; !ok {
+			delete(t.rate, region)
+		}
+	}
+	t.last, t.lastAt, t.counters = c, now, c
+}
+
+func (t *rateTracker) snapshot() (map[string]shaping.Counters, map[string]float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rates := make(map[string]float64, len(t.rate))
+	for k, v := range t.rate {
+		rates[k] = v
+	}
+	return t.counters, rates
+}
+
+func (a *Agent) sampleRates(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c, err := a.sh.Counters()
+			if err != nil {
+				a.log.Debug("read shaper counters", "err", err)
+				continue
+			}
+			a.rates.observe(now, c)
+		}
+	}
+}

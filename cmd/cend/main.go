@@ -1,0 +1,194 @@
+// Command cend is the opencen gateway agent: one process per gateway host,
+// running its WireGuard tunnels, BGP speaker, kernel routes and shaper from
+// the instance's config file. It wires the parts together; the work is done
+// in package agent and the subsystems below it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/opencen/opencen/agent"
+	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/dataplane"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+)
+
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+type flags struct {
+	config, gateway, socket, metricsAddr, stateDir, logFormat string
+	cleanup                                                   bool
+}
+
+func run(args []string, stderr io.Writer) int {
+	var f flags
+	root := &cobra.Command{
+		Use:   "cend --config FILE --gateway NAME",
+		Short: "The opencen gateway agent",
+		Long: `cend runs one gateway of an opencen instance: WireGuard tunnels to every other
+gateway, BGP over them and with the VBRs' on-premises routers, kernel routes,
+and the eBPF shaper of cross-region traffic. SIGHUP reloads the config file;
+SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
+--cleanup is given.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unexpected argument %q", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), f, stderr) },
+	}
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	fl := root.Flags()
+	fl.StringVar(&f.config, "config", "", "the instance's config file (required)")
+	fl.StringVar(&f.gateway, "gateway", "", "which gateway of the config this host is (required)")
+	fl.StringVar(&f.socket, "socket", api.DefaultSocket, "control socket for cenctl")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9469", "address of the Prometheus /metrics endpoint; empty turns it off")
+	fl.StringVar(&f.stateDir, "state-dir", "", "folder for state that outlives this process (default /var/lib/opencen/GATEWAY)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.BoolVar(&f.cleanup, "cleanup", false, "on exit, remove everything this gateway installed instead of keeping it for a restart")
+
+	// The userspace WireGuard device lives in a helper process of its own so
+	// that tunnels outlive the agent; this hidden command is that helper.
+	root.AddCommand(&cobra.Command{
+		Use:                "wireguard-device",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return dataplane.RunHelper(cmd.Context(), args, stderr)
+		},
+	})
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	var list config.ErrorList
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "cend: %v\nRun 'cend --help' for usage.\n", err)
+		return exitUsage
+	case errors.As(err, &list):
+		for _, e := range list {
+			fmt.Fprintln(stderr, e)
+		}
+		fmt.Fprintf(stderr, "cend: %s does not validate (%d error(s)); nothing was changed\n", f.config, len(list))
+		return exitFailure
+	default:
+		fmt.Fprintf(stderr, "cend: %v\n", err)
+		return exitFailure
+	}
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, usageError{fmt.Errorf("--log-format %q: use text or json", format)}
+}
+
+func serve(ctx context.Context, f flags, stderr io.Writer) error {
+	if f.config == "" || f.gateway == "" {
+		return usageError{errors.New("--config and --gateway are required")}
+	}
+	log, err := newLogger(f.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := agent.New(agent.Options{
+		ConfigPath:    f.config,
+		Gateway:       f.gateway,
+		StateDir:      f.stateDir,
+		Cleanup:       f.cleanup,
+		Logger:        log,
+		// Every series carries the gateway's name, so one dashboard serves
+		// a whole instance without relabelling.
+		Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"gateway": f.gateway}, reg),
+		HelperCommand: []string{self, "wireguard-device"},
+	})
+	if err != nil {
+		return err
+	}
+	// The config and key files are checked first, so their errors show even
+	// when run by hand without root.
+	if os.Geteuid() != 0 {
+		return errors.New("cend manages tunnels, routes and eBPF programs: run it as root")
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	control, err := agent.ListenControl(f.socket, a, log)
+	if err != nil {
+		return err
+	}
+	defer control.Close()
+	go func() {
+		if err := control.Serve(); err != nil {
+			log.Error("control socket stopped", "err", err)
+		}
+	}()
+	if f.metricsAddr != "" {
+		ln, err := net.Listen("tcp", f.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr %s: %w", f.metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading config")
+				a.Reload(ctx)
+			}
+		}
+	}()
+	err = a.Run(ctx)
+	log.Info("stopped", "cleanup", f.cleanup, "err", err)
+	return err
+}

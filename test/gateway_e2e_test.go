@@ -1,0 +1,389 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/test/lab"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// TestGatewayEndToEnd runs real cend processes for three gateways in two
+// regions, with a BIRD router behind a VBR, and walks through what an
+// operator relies on: reachability, the live views, reloads good and bad,
+// restarts that lose no packet, recovery from kill -9 without duplicate
+// shapers, and no secret in any log.
+func TestGatewayEndToEnd(t *testing.T) {
+	l, opts := upLab(t, "testdata/e2e.yaml")
+	ctx := context.Background()
+	gw := func(name string) lab.Gateway {
+		g, ok := l.Gateway(name)
+		if !ok {
+			t.Fatalf("no gateway %s", name)
+		}
+		return g
+	}
+
+	hosts := map[string]string{} // name -> address
+	for _, h := range l.Hosts {
+		hosts[h.Name] = h.Address.Addr().String()
+	}
+	t.Run("reachability", func(t *testing.T) {
+		// Routes converge over BGP first: allow the sessions to come up.
+		eventually(t, 30*time.Second, "vpc-a reaches vpc-b", func() error {
+			if _, got := ping(t, l, "vpc-a", hosts["vpc-b"], 1, 200*time.Millisecond); got != 1 {
+				return fmt.Errorf("no answer")
+			}
+			return nil
+		})
+		eventually(t, 30*time.Second, "vpc-b reaches the on-premises host", func() error {
+			if _, got := ping(t, l, "vpc-b", hosts["idc-a"], 1, 200*time.Millisecond); got != 1 {
+				return fmt.Errorf("no answer")
+			}
+			return nil
+		})
+		for from := range hosts {
+			for to, addr := range hosts {
+				if from == to {
+					continue
+				}
+				// Several flows so that both Beijing gateways carry some.
+				sent, got := ping(t, l, from, addr, 10, 20*time.Millisecond)
+				if got != sent {
+					t.Errorf("%s -> %s: %d of %d answered", from, to, got, sent)
+				}
+			}
+		}
+	})
+
+	t.Run("views", func(t *testing.T) {
+		var st api.Status
+		cenctlJSON(t, gw("gw-a1").Socket, &st, "status")
+		if st.Gateway != "gw-a1" || st.Region != "cn-beijing" || st.WireGuard == "" || st.Shaping == "" {
+			t.Errorf("status = %+v", st)
+		}
+		for _, s := range st.Subsystems {
+			if !s.OK {
+				t.Errorf("subsystem %s failing: %s", s.Name, s.Error)
+			}
+		}
+		var peers []api.Peer
+		cenctlJSON(t, gw("gw-a1").Socket, &peers, "peers")
+		kinds := map[string]int{}
+		for _, p := range peers {
+			if p.BGPState != "established" {
+				t.Errorf("peer %s is %s", p.Name, p.BGPState)
+			}
+			kinds[p.Kind]++
+		}
+		if kinds["gateway"] != 2 || kinds["vbr"] != 1 {
+			t.Errorf("peers = %+v", peers)
+		}
+		var routes []api.Route
+		cenctlJSON(t, gw("gw-b1").Socket, &routes, "routes")
+		want := map[string]string{"10.1.0.0/16": "vpc-a", "192.168.1.0/24": "idc-a", "10.2.0.0/16": "vpc-b"}
+		for _, r := range routes {
+			if n, ok := want[r.Prefix]; ok && n == r.OriginNetwork && r.Installed {
+				delete(want, r.Prefix)
+			}
+		}
+		if len(want) != 0 {
+			t.Errorf("gw-b1 lacks installed routes %v: %+v", want, routes)
+		}
+		var bw []api.Bandwidth
+		cenctlJSON(t, gw("gw-b1").Socket, &bw, "bandwidth")
+		if len(bw) != 1 || bw[0].Region != "cn-beijing" || bw[0].AllocationBps != 50_000_000 {
+			t.Errorf("gw-b1 bandwidth = %+v", bw)
+		}
+		cenctlJSON(t, gw("gw-a1").Socket, &bw, "bandwidth")
+		if len(bw) != 1 || bw[0].AllocationBps != 25_000_000 {
+			t.Errorf("gw-a1 bandwidth = %+v, want half of 50Mbps", bw)
+		}
+		table := runCenctl(t, "--socket", gw("gw-a1").Socket, "peers")
+		if table.code != 0 || !strings.Contains(table.stdout, "established") {
+			t.Errorf("cenctl peers: %d\n%s%s", table.code, table.stdout, table.stderr)
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		session := func(gateway, peer string) api.Peer {
+			var peers []api.Peer
+			cenctlJSON(t, gw(gateway).Socket, &peers, "peers")
+			for _, p := range peers {
+				if p.Name == peer {
+					return p
+				}
+			}
+			t.Fatalf("%s has no peer %s", gateway, peer)
+			return api.Peer{}
+		}
+		before := session("gw-b1", "gw-a1")
+		good, err := os.ReadFile(l.ConfigFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A bad file: rejected with located errors, nothing changes, and the
+		// gateway keeps forwarding throughout.
+		bad := strings.Replace(string(good), "bandwidth: 50Mbps", "bandwidth: 500Mbps", 1)
+		bad = strings.Replace(bad, "region: us-west-1", "region: us-west-9", 1)
+		os.WriteFile(l.ConfigFile, []byte(bad), 0o644)
+		done := make(chan [2]int)
+		go func() {
+			s, r := ping(t, l, "vpc-b", hosts["vpc-a"], 100, 10*time.Millisecond)
+			done <- [2]int{s, r}
+		}()
+		time.Sleep(200 * time.Millisecond)
+		r := runCenctl(t, "--socket", gw("gw-b1").Socket, "reload")
+		if r.code != 1 || !strings.Contains(r.stderr, "reload rejected") || !strings.Contains(r.stderr, l.ConfigFile+":") {
+			t.Errorf("bad reload: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if p := <-done; p[1] != p[0] {
+			t.Errorf("forwarding during a rejected reload: %d of %d answered", p[1], p[0])
+		}
+
+		// A good file adds a network and a package; unchanged sessions and
+		// tunnels are not reset.
+		added := string(good) + `
+  - name: bwp-china
+    areas: [mainland-china, mainland-china]
+    bandwidth: 10Mbps
+`
+		added = strings.Replace(added, "bandwidth_packages:\n", "bandwidth_packages:\n", 1)
+		added = strings.Replace(added, "networks:\n", "networks:\n  - name: vpc-a2\n    type: vpc\n    region: cn-beijing\n    cidrs: [10.11.0.0/16]\n", 1)
+		// The extra package went after the interconnections: move it.
+		added = strings.Replace(added, "\ninterconnections:", "\n  - name: bwp-china\n    areas: [mainland-china, mainland-china]\n    bandwidth: 10Mbps\n\ninterconnections:", 1)
+		added = added[:strings.LastIndex(added, "\n  - name: bwp-china")] + "\n"
+		os.WriteFile(l.ConfigFile, []byte(added), 0o644)
+		if r := runCenctl(t, "validate", l.ConfigFile); r.code != 0 {
+			t.Fatalf("the test's new config does not validate:\n%s", r.stderr)
+		}
+		for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+			r := runCenctl(t, "--socket", gw(g).Socket, "reload")
+			if r.code != 0 || !strings.Contains(r.stdout, "reloaded: config generation 2") {
+				t.Fatalf("good reload of %s: exit %d\n%s%s", g, r.code, r.stdout, r.stderr)
+			}
+		}
+		eventually(t, 10*time.Second, "gw-b1 learns the new network", func() error {
+			var routes []api.Route
+			cenctlJSON(t, gw("gw-b1").Socket, &routes, "routes")
+			for _, r := range routes {
+				if r.Prefix == "10.11.0.0/16" && r.OriginNetwork == "vpc-a2" && r.Installed {
+					return nil
+				}
+			}
+			return fmt.Errorf("10.11.0.0/16 not installed")
+		})
+		after := session("gw-b1", "gw-a1")
+		if after.BGPUptimeSeconds < before.BGPUptimeSeconds {
+			t.Errorf("the unchanged session was reset: uptime %v -> %v", before.BGPUptimeSeconds, after.BGPUptimeSeconds)
+		}
+		if !after.LatestHandshake.Equal(before.LatestHandshake) {
+			t.Errorf("the unchanged tunnel was re-keyed: handshake %v -> %v", before.LatestHandshake, after.LatestHandshake)
+		}
+	})
+
+	t.Run("restart keeps traffic", func(t *testing.T) {
+		done := make(chan [2]int)
+		go func() {
+			s, r := ping(t, l, "vpc-b", hosts["vpc-a"], 500, 10*time.Millisecond)
+			done <- [2]int{s, r}
+		}()
+		time.Sleep(500 * time.Millisecond)
+		if err := l.StopAgent(ctx, "gw-b1", syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartAgent(ctx, "gw-b1", opts.Cend); err != nil {
+			t.Fatal(err)
+		}
+		p := <-done
+		if p[1] != p[0] {
+			t.Errorf("agent restart under a 100 pps ping: %d of %d answered", p[1], p[0])
+		}
+	})
+
+	t.Run("kill -9 recovers with one shaper", func(t *testing.T) {
+		if err := l.StopAgent(ctx, "gw-b1", syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartAgent(ctx, "gw-b1", opts.Cend); err != nil {
+			t.Fatal(err)
+		}
+		var st api.Status
+		eventually(t, 20*time.Second, "gw-b1 reconciled after kill -9", func() error {
+			cenctlJSON(t, gw("gw-b1").Socket, &st, "status")
+			for _, s := range st.Subsystems {
+				if !s.OK || s.LastApplied.IsZero() {
+					return fmt.Errorf("%s: %s", s.Name, s.Error)
+				}
+			}
+			return nil
+		})
+		progs := tcxPrograms(t, gw("gw-b1").Namespace, st.Overlay)
+		if progs != 1 {
+			t.Errorf("%d TCX egress programs on %s after kill -9 and restart, want exactly 1", progs, st.Overlay)
+		}
+		// A crash is seen by the peers (BFD), which withdraw and then
+		// relearn its routes: traffic recovers, within seconds.
+		eventually(t, 30*time.Second, "traffic after kill -9", func() error {
+			if sent, got := ping(t, l, "vpc-b", hosts["vpc-a"], 5, 20*time.Millisecond); got != sent {
+				return fmt.Errorf("%d of %d answered", got, sent)
+			}
+			return nil
+		})
+	})
+
+	t.Run("cleanup leaves nothing", func(t *testing.T) {
+		g := gw("gw-b1")
+		var st api.Status
+		cenctlJSON(t, g.Socket, &st, "status")
+		if err := l.StopAgent(ctx, "gw-b1", syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// Run the agent once more with --cleanup, then stop it.
+		cmd := exec.Command("ip", "netns", "exec", g.Namespace, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS,
+			opts.Cend, "--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket, "--metrics-addr", "",
+			"--state-dir", g.StateDir, "--cleanup")
+		logf, _ := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "cend --cleanup up", func() error {
+			_, err := os.Stat(g.Socket)
+			return err
+		})
+		time.Sleep(time.Second)
+		cmd.Process.Signal(syscall.SIGTERM)
+		waitErr := make(chan error, 1)
+		go func() { waitErr <- cmd.Wait() }()
+		select {
+		case err := <-waitErr:
+			if err != nil {
+				t.Errorf("cend --cleanup exited with %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("cend --cleanup did not stop")
+		}
+		logf.Close()
+		leftovers(t, g, st.Device)
+	})
+
+	t.Run("no secret in any log", func(t *testing.T) {
+		keys, _ := filepath.Glob(filepath.Join(opts.StateDir, "keys", "*.key"))
+		if len(keys) != 3 {
+			t.Fatalf("found %d lab keys", len(keys))
+		}
+		var logs []string
+		filepath.Walk(opts.StateDir, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() && strings.HasSuffix(p, ".log") {
+				logs = append(logs, p)
+			}
+			return nil
+		})
+		if len(logs) < 3 {
+			t.Fatalf("found only %v", logs)
+		}
+		for _, k := range keys {
+			key, _ := os.ReadFile(k)
+			secret := strings.TrimSpace(string(key))
+			for _, f := range logs {
+				b, _ := os.ReadFile(f)
+				if strings.Contains(string(b), secret) || strings.Contains(string(b), secret[:20]) {
+					t.Errorf("%s holds the private key of %s", f, filepath.Base(k))
+				}
+			}
+		}
+	})
+}
+
+// tcxPrograms counts the TCX egress programs attached to a device in a
+// namespace.
+func tcxPrograms(t *testing.T, namespace, device string) int {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, _ := netns.Get()
+	defer orig.Close()
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := netns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	lk, err := netlink.LinkByName(device)
+	if err != nil {
+		t.Fatalf("device %s: %v", device, err)
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
+	if err != nil {
+		t.Fatalf("query tcx programs: %v", err)
+	}
+	return len(res.Programs)
+}
+
+// leftovers fails the test for anything of a gateway's left after a
+// cleanup: tunnel links, routes marked opencen's, helper processes, UAPI
+// sockets, pinned objects.
+func leftovers(t *testing.T, g lab.Gateway, device string) {
+	t.Helper()
+	h, err := netlinkHandle(g.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	links, _ := h.LinkList()
+	for _, lk := range links {
+		if strings.HasPrefix(lk.Attrs().Name, "ocw") || strings.HasPrefix(lk.Attrs().Name, "ocv") {
+			t.Errorf("link %s left in %s", lk.Attrs().Name, g.Namespace)
+		}
+	}
+	routes, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if len(routes) != 0 {
+		t.Errorf("%d opencen routes left in %s: %v", len(routes), g.Namespace, routes)
+	}
+	if _, err := os.Stat("/var/run/wireguard/" + device + ".sock"); err == nil {
+		t.Errorf("uapi socket of %s left", device)
+	}
+	out, _ := exec.Command("pgrep", "-f", "wireguard-device --device "+device).Output()
+	if strings.TrimSpace(string(out)) != "" {
+		t.Errorf("helper of %s still runs: pids %s", device, out)
+	}
+	entries, _ := os.ReadDir(g.BPFFS)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".debug") { // the kernel's own files
+			t.Errorf("pinned object left in the gateway's bpffs: %s", e.Name())
+		}
+	}
+	// The lab's own files (the agent's log, the bpffs mount point) stay.
+	entries, _ = os.ReadDir(g.StateDir)
+	for _, e := range entries {
+		if e.Name() != "cend.log" && e.Name() != "bpf" {
+			t.Errorf("state left in %s: %s", g.StateDir, e.Name())
+		}
+	}
+}
+
+func netlinkHandle(namespace string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromName(namespace)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
+}

@@ -1,0 +1,352 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencen/opencen/config"
+)
+
+// DemoOptions tune Demo's measurements.
+type DemoOptions struct {
+	// IperfSeconds is how long each shaped pair is measured in each
+	// direction; default 5.
+	IperfSeconds int
+	// Streams is the number of parallel TCP flows per measurement, so that
+	// a region's several gateways each carry some; default 8.
+	Streams int
+	// FailoverGateway is the gateway killed to measure failover; default
+	// the first gateway of a region that has two.
+	FailoverGateway string
+	// ConvergeTimeout bounds the wait for every host to reach every other;
+	// default 90s.
+	ConvergeTimeout time.Duration
+	// Progress receives a line per step; nil discards.
+	Progress func(format string, args ...any)
+}
+
+// Report is what Demo measured, for people and (as JSON) for tools.
+type Report struct {
+	Instance     string         `json:"instance"`
+	StartedAt    time.Time      `json:"started_at"`
+	Duration     float64        `json:"duration_seconds"`
+	Reachability []Reach        `json:"reachability"`
+	Pairs        []PairMeasure  `json:"pairs"`
+	Default      *DefaultPair   `json:"default_pair,omitempty"`
+	Failover     *FailoverTrial `json:"failover,omitempty"`
+	Failures     []string       `json:"failures,omitempty"`
+}
+
+// Reach is one ordered pair of hosts and whether pings crossed.
+type Reach struct {
+	From     string  `json:"from"`
+	To       string  `json:"to"`
+	Sent     int     `json:"sent"`
+	Received int     `json:"received"`
+	RTTms    float64 `json:"rtt_avg_ms"`
+}
+
+// PairMeasure is one direction of a shaped region pair: iperf3 goodput
+// against the pair's allocation.
+type PairMeasure struct {
+	FromRegion    string  `json:"from_region"`
+	ToRegion      string  `json:"to_region"`
+	From          string  `json:"from_host"`
+	To            string  `json:"to_host"`
+	AllocationBps uint64  `json:"allocation_bps"`
+	Package       string  `json:"package"`
+	GoodputBps    float64 `json:"goodput_bps"`
+	Ratio         float64 `json:"ratio"`
+	Error         string  `json:"error,omitempty"`
+}
+
+// DefaultPair shows a pair left on the 1 Kbps default: ping passes, bulk
+// traffic does not.
+type DefaultPair struct {
+	Regions      [2]string `json:"regions"`
+	PingSent     int       `json:"ping_sent"`
+	PingReceived int       `json:"ping_received"`
+	GoodputBps   float64   `json:"goodput_bps"`
+}
+
+// FailoverTrial is a gateway killed under a 100 pps ping through it.
+type FailoverTrial struct {
+	Gateway  string  `json:"gateway"`
+	From     string  `json:"from"`
+	To       string  `json:"to"`
+	Sent     int     `json:"sent"` // over every flow
+	Lost     int     `json:"lost"` // by the worst flow
+	OutageMs float64 `json:"outage_ms"`
+}
+
+// Demo measures a lab that is up with its agents: reachability between
+// every pair of hosts, every shaped pair in both directions against its
+// allocation, the 1 Kbps default, and failover after killing a gateway.
+// It leaves the lab up (with the killed gateway dead): the caller takes it
+// down.
+func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
+	if o.IperfSeconds <= 0 {
+		o.IperfSeconds = 5
+	}
+	if o.Streams <= 0 {
+		o.Streams = 8
+	}
+	if o.ConvergeTimeout <= 0 {
+		o.ConvergeTimeout = 90 * time.Second
+	}
+	say := o.Progress
+	if say == nil {
+		say = func(string, ...any) {}
+	}
+	cfg, err := config.Load(l.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Instance: cfg.Instance.Name, StartedAt: time.Now()}
+	defer func() { rep.Duration = time.Since(rep.StartedAt).Seconds() }()
+
+	say("waiting for every host to reach every other (BGP convergence)")
+	deadline := time.Now().Add(o.ConvergeTimeout)
+	for {
+		rep.Reachability = l.reachability(ctx, 3)
+		missing := 0
+		for _, r := range rep.Reachability {
+			if r.Received == 0 {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	for _, r := range rep.Reachability {
+		if r.Received < r.Sent {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %d of %d pings answered", r.From, r.To, r.Received, r.Sent))
+		}
+	}
+
+	hostIn := map[string]Host{}
+	for _, h := range l.Hosts {
+		if h.Kind == KindVPC {
+			if _, ok := hostIn[h.Region]; !ok {
+				hostIn[h.Region] = h
+			}
+		}
+	}
+	for _, p := range cfg.Matrix() {
+		a, aok := hostIn[p.Regions[0]]
+		b, bok := hostIn[p.Regions[1]]
+		if !aok || !bok {
+			continue
+		}
+		if p.Source == config.SourceDefault {
+			if rep.Default == nil {
+				say("default pair %s <-> %s: ping, then bulk traffic", a.Region, b.Region)
+				rep.Default = l.defaultPair(ctx, a, b)
+			}
+			continue
+		}
+		for _, dir := range [][2]Host{{a, b}, {b, a}} {
+			say("shaped pair %s -> %s: iperf3 %ds x %d flows against %s", dir[0].Region, dir[1].Region, o.IperfSeconds, o.Streams, p.Bandwidth)
+			m := PairMeasure{FromRegion: dir[0].Region, ToRegion: dir[1].Region, From: dir[0].Name, To: dir[1].Name,
+				AllocationBps: uint64(p.Bandwidth), Package: p.Package}
+			bps, err := l.iperf(ctx, dir[0], dir[1], o.IperfSeconds, o.Streams)
+			if err != nil {
+				m.Error = err.Error()
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %v", m.FromRegion, m.ToRegion, err))
+			}
+			m.GoodputBps, m.Ratio = bps, bps/float64(p.Bandwidth)
+			rep.Pairs = append(rep.Pairs, m)
+		}
+	}
+	if rep.Default != nil && rep.Default.PingReceived == 0 {
+		rep.Failures = append(rep.Failures, "the 1 Kbps pair does not pass ping")
+	}
+
+	if f, err := l.failover(ctx, o, say); err != nil {
+		rep.Failures = append(rep.Failures, "failover: "+err.Error())
+	} else {
+		rep.Failover = f
+	}
+	return rep, nil
+}
+
+var rttAvg = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
+
+// pingFrom runs a bounded ping in a host's namespace.
+func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interval time.Duration) (sent, received int, rtt float64) {
+	deadline := int(time.Duration(count)*interval/time.Second) + 2
+	out, _ := l.Exec(ctx, from, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+		"-W", "1", "-w", strconv.Itoa(deadline), addr)
+	if m := pingSummaryRE.FindStringSubmatch(string(out)); m != nil {
+		sent, _ = strconv.Atoi(m[1])
+		received, _ = strconv.Atoi(m[2])
+	}
+	if m := rttAvg.FindStringSubmatch(string(out)); m != nil {
+		rtt, _ = strconv.ParseFloat(m[1], 64)
+	}
+	return sent, received, rtt
+}
+
+var pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// reachability pings every ordered pair of hosts, in parallel per source.
+func (l *Lab) reachability(ctx context.Context, count int) []Reach {
+	var (
+		mu  sync.Mutex
+		out []Reach
+		wg  sync.WaitGroup
+	)
+	for _, from := range l.Hosts {
+		wg.Add(1)
+		go func(from Host) {
+			defer wg.Done()
+			for _, to := range l.Hosts {
+				if to.Name == from.Name {
+					continue
+				}
+				s, r, rtt := l.pingFrom(ctx, from.Name, to.Address.Addr().String(), count, 100*time.Millisecond)
+				mu.Lock()
+				out = append(out, Reach{From: from.Name, To: to.Name, Sent: s, Received: r, RTTms: rtt})
+				mu.Unlock()
+			}
+		}(from)
+	}
+	wg.Wait()
+	slices.SortFunc(out, func(a, b Reach) int { return strings.Compare(a.From+"\x00"+a.To, b.From+"\x00"+b.To) })
+	return out
+}
+
+// iperf measures TCP goodput from one host to another.
+func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (float64, error) {
+	port := "5201"
+	srv, err := l.Command(ctx, to.Name, "iperf3", "-s", "-1", "-p", port)
+	if err != nil {
+		return 0, err
+	}
+	if err := srv.Start(); err != nil {
+		return 0, fmt.Errorf("start iperf3 server: %w", err)
+	}
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { srv.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			srv.Process.Kill()
+		}
+	}()
+	var out []byte
+	for try := 0; try < 20; try++ { // the server needs a moment to listen
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+15)*time.Second)
+		out, err = l.Exec(cctx, from.Name, "iperf3", "-c", to.Address.Addr().String(), "-p", port,
+			"-t", strconv.Itoa(seconds), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "2000")
+		cancel()
+		if err == nil || !strings.Contains(string(out), "connect") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		return 0, fmt.Errorf("iperf3 %s -> %s: %v: %s", from.Name, to.Name, err, firstLine(out))
+	}
+	if res.Error != "" {
+		return res.End.SumReceived.BitsPerSecond, fmt.Errorf("iperf3 %s -> %s: %s", from.Name, to.Name, res.Error)
+	}
+	return res.End.SumReceived.BitsPerSecond, nil
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}
+
+// defaultPair pings across a 1 Kbps pair and tries bulk traffic over it.
+func (l *Lab) defaultPair(ctx context.Context, a, b Host) *DefaultPair {
+	d := &DefaultPair{Regions: [2]string{a.Region, b.Region}}
+	d.PingSent, d.PingReceived, _ = l.pingFrom(ctx, a.Name, b.Address.Addr().String(), 3, time.Second)
+	d.GoodputBps, _ = l.iperf(ctx, a, b, 3, 1)
+	return d
+}
+
+// failover kills a gateway of a region with two while a host of another
+// region pings a host behind it at 100 pps, and measures the outage.
+func (l *Lab) failover(ctx context.Context, o DemoOptions, say func(string, ...any)) (*FailoverTrial, error) {
+	victim := o.FailoverGateway
+	if victim == "" {
+		count := map[string]int{}
+		for _, g := range l.Gateways {
+			count[g.Region]++
+		}
+		for _, g := range l.Gateways {
+			if count[g.Region] > 1 {
+				victim = g.Name
+				break
+			}
+		}
+	}
+	g, ok := l.Gateway(victim)
+	if !ok {
+		return nil, errors.New("no region has two gateways: nothing to fail over to")
+	}
+	var to, from Host
+	for _, h := range l.Hosts {
+		if h.Kind != KindVPC {
+			continue
+		}
+		if h.Region == g.Region && to.Name == "" {
+			to = h
+		} else if h.Region != g.Region && from.Name == "" {
+			from = h
+		}
+	}
+	if to.Name == "" || from.Name == "" {
+		return nil, errors.New("need a VPC host behind the gateway and one elsewhere")
+	}
+	// Several flows (each ping its own ICMP id, hashed on its own), so that
+	// some cross the victim whichever way multipath spreads them; the
+	// outage is the worst flow's.
+	const flows, count, interval = 4, 600, 10 * time.Millisecond
+	say("failover: killing %s under %d pings of 100 pps %s -> %s", victim, flows, from.Name, to.Name)
+	type result struct{ sent, received int }
+	done := make(chan result, flows)
+	for range flows {
+		go func() {
+			s, r, _ := l.pingFrom(ctx, from.Name, to.Address.Addr().String(), count, interval)
+			done <- result{s, r}
+		}()
+	}
+	time.Sleep(time.Second)
+	if err := l.KillGateway(ctx, victim); err != nil {
+		return nil, err
+	}
+	f := &FailoverTrial{Gateway: victim, From: from.Name, To: to.Name}
+	for range flows {
+		r := <-done
+		f.Sent += r.sent
+		if lost := r.sent - r.received; lost > f.Lost {
+			f.Lost = lost
+		}
+	}
+	f.OutageMs = float64(f.Lost) * float64(interval) / float64(time.Millisecond)
+	return f, nil
+}

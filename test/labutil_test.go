@@ -1,0 +1,125 @@
+package test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencen/opencen/test/lab"
+)
+
+// requireRoot skips a privileged test as a normal user and says why; as
+// root (CI) nothing skips.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it builds network namespaces and runs cend")
+	}
+}
+
+// upLab builds a lab of the config with a cend per gateway, in namespaces
+// named for this test alone, and removes it all when the test ends.
+func upLab(t *testing.T, config string) (*lab.Lab, lab.Options) {
+	t.Helper()
+	requireRoot(t)
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "lab.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := lab.Options{
+		Config:   config,
+		StateDir: filepath.Join(t.TempDir(), "lab"),
+		Cend:     binary(t, "cend"),
+		Prefix:   "ocl-e" + hex.EncodeToString(suffix) + "-",
+		Logger:   slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, opts)
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, opts.StateDir)
+		}
+		if err := lab.Down(context.Background(), opts); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return l, opts
+}
+
+// dumpLogs prints the tail of every agent log of a failed test.
+func dumpLogs(t *testing.T, stateDir string) {
+	logs, _ := filepath.Glob(filepath.Join(stateDir, "*", "cend.log"))
+	for _, f := range logs {
+		b, _ := os.ReadFile(f)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 25 {
+			lines = lines[len(lines)-25:]
+		}
+		t.Logf("--- %s\n%s", f, strings.Join(lines, "\n"))
+	}
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// ping sends count echoes from a lab host to addr at interval and returns
+// how many were sent and answered. Bounded: -c and -w.
+func ping(t *testing.T, l *lab.Lab, from, addr string, count int, interval time.Duration) (sent, received int) {
+	t.Helper()
+	deadline := int(time.Duration(count)*interval/time.Second) + 3
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(deadline+5)*time.Second)
+	defer cancel()
+	out, _ := l.Exec(ctx, from, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+		"-W", "1", "-w", strconv.Itoa(deadline), addr)
+	m := pingSummary.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("ping %s -> %s: %s", from, addr, out)
+	}
+	sent, _ = strconv.Atoi(m[1])
+	received, _ = strconv.Atoi(m[2])
+	return sent, received
+}
+
+// eventually retries check until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// cenctlJSON runs a cenctl read command against a gateway's socket and
+// decodes its JSON.
+func cenctlJSON(t *testing.T, socket string, out any, args ...string) {
+	t.Helper()
+	r := runCenctl(t, append(append([]string{"--socket", socket}, args...), "-o", "json")...)
+	if r.code != 0 {
+		t.Fatalf("cenctl %v: exit %d: %s", args, r.code, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
+		t.Fatalf("cenctl %v: %v\n%s", args, err, r.stdout)
+	}
+}

@@ -1,0 +1,208 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/test/lab"
+)
+
+// setRates rewrites the lab config's two interconnections (toward
+// us-west-1 and eu-central-1, in Mbps; 0 removes one, leaving the pair on
+// the 1 Kbps default) and reloads every gateway.
+func setRates(t *testing.T, l *lab.Lab, toY, toZ int) {
+	t.Helper()
+	b, err := os.ReadFile(l.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	re := regexp.MustCompile(`(?m)^  - \{regions: \[cn-beijing, (us-west-1|eu-central-1)\].*\n`)
+	text = re.ReplaceAllString(text, "")
+	if toY > 0 {
+		text += fmt.Sprintf("  - {regions: [cn-beijing, us-west-1], package: bwp-china-na, bandwidth: %dMbps}\n", toY)
+	}
+	if toZ > 0 {
+		text += fmt.Sprintf("  - {regions: [cn-beijing, eu-central-1], package: bwp-china-eu, bandwidth: %dMbps}\n", toZ)
+	}
+	if toY == 0 && toZ == 0 {
+		text = strings.Replace(text, "interconnections:\n", "interconnections: []\n", 1)
+	}
+	if err := os.WriteFile(l.ConfigFile, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range l.Gateways {
+		if r := runCenctl(t, "--socket", g.Socket, "reload"); r.code != 0 {
+			t.Fatalf("reload %s: %s%s", g.Name, r.stdout, r.stderr)
+		}
+	}
+}
+
+// goodput runs iperf3 from one lab host to another and returns the
+// receiver's goodput in bits per second over the run, less its first
+// second (TCP's slow start: the steady state is what is allocated).
+func goodput(t *testing.T, l *lab.Lab, from, to, port string, seconds, flows int) float64 {
+	t.Helper()
+	bps, err := measureGoodput(l, from, to, port, seconds, flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bps
+}
+
+// measureGoodput is goodput for use outside the test's goroutine.
+func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (float64, error) {
+	h, _ := l.Host(to)
+	ctx := context.Background()
+	srv, err := l.Command(ctx, to, "iperf3", "-s", "-1", "-p", port)
+	if err != nil {
+		return 0, err
+	}
+	if err := srv.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		go srv.Process.Kill()
+		srv.Wait()
+	}()
+	var out []byte
+	for try := 0; try < 30; try++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+20)*time.Second)
+		out, err = l.Exec(cctx, from, "iperf3", "-c", h.Address.Addr().String(), "-p", port, "-t", strconv.Itoa(seconds),
+			"-O", "1", "-P", strconv.Itoa(flows), "-J", "--connect-timeout", "1000")
+		cancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+		return 0, fmt.Errorf("iperf3 %s -> %s: %v\n%s", from, to, err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond, nil
+}
+
+// TestShapingThroughTheTunnel measures TCP goodput through real opencen
+// tunnels against the allocation (SPEC section 2, rules 3 to 5): 10 and 100
+// Mbps with one and four flows, 10 s each; two regions shaped at once; a
+// rate changed live; ping on the 1 Kbps default.
+//
+// 500 Mbps is not here yet: through the userspace WireGuard of this
+// machine, the VXLAN overlay carries about 300 Mbps (the kernel cannot hand
+// VXLAN-wrapped TCP bursts to a TUN whole; see dataplane/doc.go), so the
+// shaper is not what limits it. The shaper's own 500 Mbps accuracy is
+// measured in package shaping.
+func TestShapingThroughTheTunnel(t *testing.T) {
+	l, _ := upLab(t, "testdata/shaping.yaml")
+	eventually(t, 30*time.Second, "vpc-x reaches vpc-y and vpc-z", func() error {
+		for _, to := range []string{"vpc-y", "vpc-z"} {
+			h, _ := l.Host(to)
+			if _, got := ping(t, l, "vpc-x", h.Address.Addr().String(), 1, 200*time.Millisecond); got != 1 {
+				return fmt.Errorf("%s not reached", to)
+			}
+		}
+		return nil
+	})
+
+	for _, mbps := range []int{10, 100} {
+		setRates(t, l, mbps, 10)
+		for _, flows := range []int{1, 4} {
+			got := goodput(t, l, "vpc-x", "vpc-y", "5201", 10, flows)
+			ratio := got / (float64(mbps) * 1e6)
+			t.Logf("%d Mbps, %d flow(s): goodput %.2f Mbps, ratio %.4f", mbps, flows, got/1e6, ratio)
+			if ratio < 0.95 || ratio > 1.00 {
+				t.Errorf("%d Mbps, %d flow(s): goodput ratio %.4f, want 0.95 to 1.00", mbps, flows, ratio)
+			}
+		}
+	}
+
+	t.Run("two regions at once", func(t *testing.T) {
+		setRates(t, l, 30, 60)
+		type result struct {
+			mbps, bps float64
+			err       error
+		}
+		results := make(chan result, 2)
+		for _, c := range []struct {
+			to, port string
+			mbps     float64
+		}{{"vpc-y", "5202", 30}, {"vpc-z", "5203", 60}} {
+			go func() {
+				bps, err := measureGoodput(l, "vpc-x", c.to, c.port, 10, 2)
+				results <- result{c.mbps, bps, err}
+			}()
+		}
+		for range 2 {
+			r := <-results
+			if r.err != nil {
+				t.Error(r.err)
+				continue
+			}
+			ratio := r.bps / (r.mbps * 1e6)
+			t.Logf("%.0f Mbps region: goodput %.2f Mbps, ratio %.4f", r.mbps, r.bps/1e6, ratio)
+			if ratio < 0.95 || ratio > 1.00 {
+				t.Errorf("%.0f Mbps region shaped at once with another: ratio %.4f", r.mbps, ratio)
+			}
+		}
+	})
+
+	t.Run("a live rate change takes effect within a second", func(t *testing.T) {
+		setRates(t, l, 100, 10)
+		x, _ := l.Gateway("gw-x")
+		h, _ := l.Host("vpc-y")
+		ctx := context.Background()
+		srv, _ := l.Command(ctx, "vpc-y", "iperf3", "-s", "-1", "-p", "5204")
+		srv.Start()
+		defer func() { srv.Process.Kill(); srv.Wait() }()
+		time.Sleep(300 * time.Millisecond)
+		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "6", "-P", "2")
+		client.Start()
+		defer func() { client.Process.Kill(); client.Wait() }()
+		time.Sleep(2 * time.Second)
+		setRates(t, l, 20, 10)
+		changed := time.Now()
+		// From one second after the change, the gateway's measured rate
+		// toward us-west-1 is within the new allocation.
+		time.Sleep(time.Second)
+		var worst float64
+		for i := 0; i < 4; i++ {
+			time.Sleep(time.Second)
+			var bw []api.Bandwidth
+			cenctlJSON(t, x.Socket, &bw, "bandwidth")
+			for _, b := range bw {
+				if b.Region == "us-west-1" {
+					worst = max(worst, b.RateBps)
+				}
+			}
+		}
+		t.Logf("rate toward us-west-1 from 1s after the change to 20 Mbps (at %s): at most %.2f Mbps", changed.Format(time.TimeOnly), worst/1e6)
+		if worst > 20e6*1.05 || worst < 20e6*0.5 {
+			t.Errorf("rate after the change = %.2f Mbps, want about 20", worst/1e6)
+		}
+	})
+
+	t.Run("ping on the 1 Kbps default", func(t *testing.T) {
+		setRates(t, l, 0, 0)
+		h, _ := l.Host("vpc-y")
+		if sent, got := ping(t, l, "vpc-x", h.Address.Addr().String(), 5, time.Second); got != sent {
+			t.Errorf("ping across a 1 Kbps pair: %d of %d answered", got, sent)
+		}
+	})
+}

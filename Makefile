@@ -7,7 +7,7 @@ PKGS      := ./...
 # time so shaping measurements are not disturbed by a parallel build.
 TESTFLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build test unit demo bench bench-dataplane bench-routing bench-shaping lint generate fuzz clean
+.PHONY: all build test unit demo bench bench-dataplane bench-routing bench-shaping bench-agent lint generate fuzz clean
 
 all: build
 
@@ -27,7 +27,7 @@ unit:
 demo: build
 	./$(BIN)/cenctl demo --json opencen-demo.json --html opencen-demo.html
 
-bench: bench-dataplane bench-routing bench-shaping
+bench: bench-dataplane bench-routing bench-shaping bench-agent
 
 bench-dataplane:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./dataplane/...
@@ -37,6 +37,10 @@ bench-routing:
 
 bench-shaping:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./shaping/...
+
+# An idle cend with ten peers: memory and CPU.
+bench-agent:
+	$(GO) test -count=1 -run '^$$' -bench IdleAgent -benchtime 1x ./test/
 
 # Fuzz the config parser (FUZZTIME=2m for the issue's acceptance run).
 FUZZTIME ?= 30s

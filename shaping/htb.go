@@ -60,6 +60,15 @@ func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
 			}
 			if err := s.nl.ClassChange(c); err != nil {
 				errs = append(errs, fmt.Errorf("change htb class %x: %w", h, err))
+				continue
+			}
+			if c.Rate < old.Rate && h&0xffff >= 0x1000 {
+				// A leaf keeps what it queued at the old rate and would
+				// drain it at the new one: from 20 Mbps to 1 Kbps, 100 ms of
+				// backlog takes half an hour. Drop that backlog instead.
+				if err := s.flushLeaf(h); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			continue
 		}
@@ -82,6 +91,20 @@ func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// flushLeaf drops the packets queued in a leaf class by replacing its
+// queue with a fresh FIFO (handle: the leaf's minor as major, unique on the
+// device and never our root's).
+func (s *Shaper) flushLeaf(leaf uint32) error {
+	q := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: s.ifindex, Parent: leaf, Handle: netlink.MakeHandle(uint16(leaf&0xffff), 0)},
+		QdiscType:  "pfifo",
+	}
+	if err := s.nl.QdiscReplace(q); err != nil {
+		return fmt.Errorf("flush htb leaf %x after a rate decrease: %w", leaf, err)
+	}
+	return nil
 }
 
 func sortedHandles(m map[uint32]*netlink.HtbClass, desc bool) []uint32 {

@@ -538,3 +538,23 @@ func TestSetRateBounds(t *testing.T) {
 		t.Fatalf("rate above MaxRate: err %v", err)
 	}
 }
+
+// TestProgRateDecreaseDropsOldDebt: a queue-mode bucket deep in debt at a
+// high rate must not make its region wait for that debt at a much lower
+// rate (a ping must pass at 1 Kbps right after a change from 10 Mbps).
+func TestProgRateDecreaseDropsOldDebt(t *testing.T) {
+	f := newFixture(t, true, ModeQueue)
+	d := Desired{Regions: map[string]Rate{"r-a": 10 * Mbps}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}}
+	f.set(d)
+	now := uint64(time.Second)
+	bulk := pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 1500}
+	for i := 0; i < 200; i++ { // run up the debt: 125 KB at 10 Mbps
+		f.run(bulk, now)
+	}
+	d.Regions["r-a"] = Kbps
+	f.set(d)
+	ping := pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 84}
+	if ret, _ := f.run(ping, now+uint64(time.Second)); ret != retNext {
+		t.Fatal("a ping waits for debt run up at the old, higher rate")
+	}
+}

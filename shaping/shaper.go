@@ -389,6 +389,19 @@ func (s *Shaper) setCfgs(want map[uint32]bpfBucketCfg) []error {
 				continue
 			}
 		}
+		if w.Rate > 0 && v.Rate > w.Rate {
+			// The rate goes down: the debt run up at the old rate would be
+			// paid back at the new one (100 ms of 20 Mbps at 1 Kbps is half
+			// an hour without a packet). Bring the bucket within the new
+			// bounds; the few packets in flight meanwhile count either way.
+			var st bpfBucketState
+			if err := s.objs.OcshState.Lookup(k, &st); err == nil {
+				st.Tokens = max(min(st.Tokens, int64(w.Burst)), -int64(w.Queue))
+				if err := s.objs.OcshState.Update(k, st, ebpf.UpdateAny); err != nil {
+					errs = append(errs, fmt.Errorf("clamp bucket %d: %w", k, err))
+				}
+			}
+		}
 		if err := s.objs.OcshCfg.Update(k, w, ebpf.UpdateAny); err != nil {
 			errs = append(errs, fmt.Errorf("set bucket %d: %w", k, err))
 		}

@@ -19,7 +19,7 @@ var (
 )
 
 // binary builds the named command of this checkout once per test run.
-func binary(t *testing.T, name string) string {
+func binary(t testing.TB, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "opencen-e2e-bin-")
@@ -50,7 +50,7 @@ type result struct {
 	code           int
 }
 
-func runCenctl(t *testing.T, args ...string) result {
+func runCenctl(t testing.TB, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(binary(t, "cenctl"), args...)
 	var out, errb bytes.Buffer

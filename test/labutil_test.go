@@ -20,7 +20,7 @@ import (
 
 // requireRoot skips a privileged test as a normal user and says why; as
 // root (CI) nothing skips.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: it builds network namespaces and runs cend")
@@ -29,7 +29,7 @@ func requireRoot(t *testing.T) {
 
 // upLab builds a lab of the config with a cend per gateway, in namespaces
 // named for this test alone, and removes it all when the test ends.
-func upLab(t *testing.T, config string) (*lab.Lab, lab.Options) {
+func upLab(t testing.TB, config string) (*lab.Lab, lab.Options) {
 	t.Helper()
 	requireRoot(t)
 	suffix := make([]byte, 3)
@@ -63,7 +63,7 @@ func upLab(t *testing.T, config string) (*lab.Lab, lab.Options) {
 }
 
 // dumpLogs prints the tail of every agent log of a failed test.
-func dumpLogs(t *testing.T, stateDir string) {
+func dumpLogs(t testing.TB, stateDir string) {
 	logs, _ := filepath.Glob(filepath.Join(stateDir, "*", "cend.log"))
 	for _, f := range logs {
 		b, _ := os.ReadFile(f)
@@ -96,7 +96,7 @@ func ping(t *testing.T, l *lab.Lab, from, addr string, count int, interval time.
 }
 
 // eventually retries check until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -113,7 +113,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 
 // cenctlJSON runs a cenctl read command against a gateway's socket and
 // decodes its JSON.
-func cenctlJSON(t *testing.T, socket string, out any, args ...string) {
+func cenctlJSON(t testing.TB, socket string, out any, args ...string) {
 	t.Helper()
 	r := runCenctl(t, append(append([]string{"--socket", socket}, args...), "-o", "json")...)
 	if r.code != 0 {

@@ -75,26 +75,32 @@ func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (floa
 		go srv.Process.Kill()
 		srv.Wait()
 	}()
-	var out []byte
-	for try := 0; try < 30; try++ {
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+20)*time.Second)
-		out, err = l.Exec(cctx, from, "iperf3", "-c", h.Address.Addr().String(), "-p", port, "-t", strconv.Itoa(seconds),
-			"-O", "1", "-P", strconv.Itoa(flows), "-J", "--connect-timeout", "1000")
-		cancel()
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	var res struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
+		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-		return 0, fmt.Errorf("iperf3 %s -> %s: %v\n%s", from, to, err, out)
+	var out []byte
+	// The server needs a moment to listen; iperf3 -J may exit 0 on a
+	// refused connection, so the verdict is in its JSON.
+	start := time.Now()
+	for try := 0; try < 50 && time.Since(start) < 5*time.Second; try++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+20)*time.Second)
+		out, err = l.Exec(cctx, from, "iperf3", "-c", h.Address.Addr().String(), "-p", port, "-t", strconv.Itoa(seconds),
+			"-O", "1", "-P", strconv.Itoa(flows), "-J", "--connect-timeout", "1000")
+		cancel()
+		res.Error = ""
+		jerr := json.Unmarshal(out, &res)
+		if jerr == nil && !strings.Contains(res.Error, "unable to connect") && !strings.Contains(res.Error, "busy") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
+		return 0, fmt.Errorf("iperf3 %s -> %s: %v %s\n%s", from, to, err, res.Error, out)
 	}
 	return res.End.SumReceived.BitsPerSecond, nil
 }

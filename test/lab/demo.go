@@ -247,17 +247,6 @@ func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (f
 			srv.Process.Kill()
 		}
 	}()
-	var out []byte
-	for try := 0; try < 20; try++ { // the server needs a moment to listen
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+15)*time.Second)
-		out, err = l.Exec(cctx, from.Name, "iperf3", "-c", to.Address.Addr().String(), "-p", port,
-			"-t", strconv.Itoa(seconds), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "2000")
-		cancel()
-		if err == nil || !strings.Contains(string(out), "connect") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	var res struct {
 		End struct {
 			SumReceived struct {
@@ -265,6 +254,24 @@ func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (f
 			} `json:"sum_received"`
 		} `json:"end"`
 		Error string `json:"error"`
+	}
+	var out []byte
+	// The server needs a moment to listen; iperf3 -J may exit 0 on a
+	// refused connection, so the verdict is in its JSON.
+	start := time.Now()
+	for try := 0; try < 50 && time.Since(start) < 5*time.Second; try++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+15)*time.Second)
+		out, err = l.Exec(cctx, from.Name, "iperf3", "-c", to.Address.Addr().String(), "-p", port,
+			"-t", strconv.Itoa(seconds), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "2000")
+		cancel()
+		res.Error = ""
+		if json.Unmarshal(out, &res) == nil && !strings.Contains(res.Error, "unable to connect") && !strings.Contains(res.Error, "busy") {
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
 		return 0, fmt.Errorf("iperf3 %s -> %s: %v: %s", from.Name, to.Name, err, firstLine(out))

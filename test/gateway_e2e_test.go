@@ -69,6 +69,29 @@ func TestGatewayEndToEnd(t *testing.T) {
 	})
 
 	t.Run("views", func(t *testing.T) {
+		// Every session up, including the twins' own (reachability needed
+		// only some), before the views are read.
+		for _, name := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+			eventually(t, 30*time.Second, name+" has every session established", func() error {
+				var peers []api.Peer
+				cenctlJSON(t, gw(name).Socket, &peers, "peers")
+				for _, p := range peers {
+					if p.BGPState != "established" {
+						return fmt.Errorf("%s is %s", p.Name, p.BGPState)
+					}
+				}
+				return nil
+			})
+		}
+		// The agents notice the twin up within a second and re-split.
+		eventually(t, 5*time.Second, "gw-a1 allocation split with its twin", func() error {
+			var bw []api.Bandwidth
+			cenctlJSON(t, gw("gw-a1").Socket, &bw, "bandwidth")
+			if len(bw) != 1 || bw[0].AllocationBps != 25_000_000 {
+				return fmt.Errorf("bandwidth = %+v", bw)
+			}
+			return nil
+		})
 		var st api.Status
 		cenctlJSON(t, gw("gw-a1").Socket, &st, "status")
 		if st.Gateway != "gw-a1" || st.Region != "cn-beijing" || st.WireGuard == "" || st.Shaping == "" {

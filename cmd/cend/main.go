@@ -131,11 +131,11 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a, err := agent.New(agent.Options{
-		ConfigPath:    f.config,
-		Gateway:       f.gateway,
-		StateDir:      f.stateDir,
-		Cleanup:       f.cleanup,
-		Logger:        log,
+		ConfigPath: f.config,
+		Gateway:    f.gateway,
+		StateDir:   f.stateDir,
+		Cleanup:    f.cleanup,
+		Logger:     log,
 		// Every series carries the gateway's name, so one dashboard serves
 		// a whole instance without relabelling.
 		Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"gateway": f.gateway}, reg),

@@ -214,8 +214,11 @@ func TestBIRDVBR(t *testing.T) {
 	if _, ok := stB.routes()["192.168.11.0/24"]; !ok {
 		t.Fatal("second on-prem prefix missing at gw-b")
 	}
-	stA := a.waitFor(20*time.Second, "rejections at gw-a", func(s helperState) bool {
-		return len(s.Status.Rejected) == 4
+	// Rejections are recorded as updates arrive; learned routes follow in
+	// the next coalesced batch: wait for both.
+	stA := a.waitFor(20*time.Second, "rejections and the accepted route at gw-a", func(s helperState) bool {
+		_, learned := s.routes()[good]
+		return len(s.Status.Rejected) == 4 && learned
 	})
 	got := map[string]Reason{}
 	for _, r := range stA.Status.Rejected {

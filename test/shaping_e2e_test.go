@@ -2,13 +2,10 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,48 +58,11 @@ func goodput(t *testing.T, l *lab.Lab, from, to, port string, seconds, flows int
 
 // measureGoodput is goodput for use outside the test's goroutine.
 func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (float64, error) {
-	h, _ := l.Host(to)
-	ctx := context.Background()
-	srv, err := l.Command(ctx, to, "iperf3", "-s", "-1", "-p", port)
-	if err != nil {
-		return 0, err
+	bps, err := l.Goodput(context.Background(), from, to, lab.IperfOptions{Port: port, Seconds: seconds, Streams: flows, Omit: 1})
+	if err == nil && bps == 0 {
+		err = fmt.Errorf("iperf3 %s -> %s: no goodput", from, to)
 	}
-	if err := srv.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		srv.Process.Signal(syscall.SIGTERM)
-		go srv.Process.Kill()
-		srv.Wait()
-	}()
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	var out []byte
-	// The server needs a moment to listen; iperf3 -J may exit 0 on a
-	// refused connection, so the verdict is in its JSON.
-	start := time.Now()
-	for try := 0; try < 50 && time.Since(start) < 5*time.Second; try++ {
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+20)*time.Second)
-		out, err = l.Exec(cctx, from, "iperf3", "-c", h.Address.Addr().String(), "-p", port, "-t", strconv.Itoa(seconds),
-			"-O", "1", "-P", strconv.Itoa(flows), "-J", "--connect-timeout", "1000")
-		cancel()
-		res.Error = ""
-		jerr := json.Unmarshal(out, &res)
-		if jerr == nil && !strings.Contains(res.Error, "unable to connect") && !strings.Contains(res.Error, "busy") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := json.Unmarshal(out, &res); err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
-		return 0, fmt.Errorf("iperf3 %s -> %s: %v %s\n%s", from, to, err, res.Error, out)
-	}
-	return res.End.SumReceived.BitsPerSecond, nil
+	return bps, err
 }
 
 // TestShapingThroughTheTunnel measures TCP goodput through real opencen

@@ -160,7 +160,7 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 			say("shaped pair %s -> %s: iperf3 %ds x %d flows against %s", dir[0].Region, dir[1].Region, o.IperfSeconds, o.Streams, p.Bandwidth)
 			m := PairMeasure{FromRegion: dir[0].Region, ToRegion: dir[1].Region, From: dir[0].Name, To: dir[1].Name,
 				AllocationBps: uint64(p.Bandwidth), Package: p.Package}
-			bps, err := l.iperf(ctx, dir[0], dir[1], o.IperfSeconds, o.Streams)
+			bps, err := l.Goodput(ctx, dir[0].Name, dir[1].Name, IperfOptions{Seconds: o.IperfSeconds, Streams: o.Streams})
 			if err != nil {
 				m.Error = err.Error()
 				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %v", m.FromRegion, m.ToRegion, err))
@@ -232,10 +232,25 @@ func (l *Lab) reachability(ctx context.Context, count int) []Reach {
 	return out
 }
 
-// iperf measures TCP goodput from one host to another.
-func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (float64, error) {
-	port := "5201"
-	srv, err := l.Command(ctx, to.Name, "iperf3", "-s", "-1", "-p", port)
+// IperfOptions shape one Goodput measurement.
+type IperfOptions struct {
+	Port    string // default 5201
+	Seconds int
+	Streams int // parallel TCP flows
+	Omit    int // leading seconds left out (slow start); 0 counts them
+}
+
+// Goodput measures TCP goodput in bits per second from one host to another
+// with iperf3 (a one-off server on the receiver, stopped afterwards).
+func (l *Lab) Goodput(ctx context.Context, from, to string, o IperfOptions) (float64, error) {
+	if o.Port == "" {
+		o.Port = "5201"
+	}
+	dst, ok := l.Host(to)
+	if !ok {
+		return 0, fmt.Errorf("no host %q in the lab", to)
+	}
+	srv, err := l.Command(ctx, to, "iperf3", "-s", "-1", "-p", o.Port)
 	if err != nil {
 		return 0, err
 	}
@@ -265,9 +280,10 @@ func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (f
 	// refused connection, so the verdict is in its JSON.
 	start := time.Now()
 	for try := 0; try < 50 && time.Since(start) < 5*time.Second; try++ {
-		cctx, cancel := context.WithTimeout(ctx, time.Duration(seconds+15)*time.Second)
-		out, err = l.Exec(cctx, from.Name, "iperf3", "-c", to.Address.Addr().String(), "-p", port,
-			"-t", strconv.Itoa(seconds), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "2000")
+		cctx, cancel := context.WithTimeout(ctx, time.Duration(o.Seconds+o.Omit+15)*time.Second)
+		out, err = l.Exec(cctx, from, "iperf3", "-c", dst.Address.Addr().String(), "-p", o.Port,
+			"-t", strconv.Itoa(o.Seconds), "-O", strconv.Itoa(o.Omit), "-P", strconv.Itoa(max(o.Streams, 1)),
+			"-J", "--connect-timeout", "2000")
 		cancel()
 		res.Error = ""
 		if json.Unmarshal(out, &res) == nil && !strings.Contains(res.Error, "unable to connect") && !strings.Contains(res.Error, "busy") {
@@ -279,10 +295,10 @@ func (l *Lab) iperf(ctx context.Context, from, to Host, seconds, streams int) (f
 		time.Sleep(100 * time.Millisecond)
 	}
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
-		return 0, fmt.Errorf("iperf3 %s -> %s: %v: %s", from.Name, to.Name, err, firstLine(out))
+		return 0, fmt.Errorf("iperf3 %s -> %s: %v: %s", from, to, err, firstLine(out))
 	}
 	if res.Error != "" {
-		return res.End.SumReceived.BitsPerSecond, fmt.Errorf("iperf3 %s -> %s: %s", from.Name, to.Name, res.Error)
+		return res.End.SumReceived.BitsPerSecond, fmt.Errorf("iperf3 %s -> %s: %s", from, to, res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond, nil
 }
@@ -296,7 +312,7 @@ func firstLine(b []byte) string {
 func (l *Lab) defaultPair(ctx context.Context, a, b Host) *DefaultPair {
 	d := &DefaultPair{Regions: [2]string{a.Region, b.Region}}
 	d.PingSent, d.PingReceived, _ = l.pingFrom(ctx, a.Name, b.Address.Addr().String(), 3, time.Second)
-	d.GoodputBps, _ = l.iperf(ctx, a, b, 3, 1)
+	d.GoodputBps, _ = l.Goodput(ctx, a.Name, b.Name, IperfOptions{Seconds: 3, Streams: 1})
 	return d
 }
 

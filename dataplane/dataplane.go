@@ -56,6 +56,10 @@ type Options struct {
 	Mode Mode
 	// Table is the routing table for the routes; default main (254).
 	Table int
+	// FastTable is the routing table of the fast path (plain WireGuard
+	// for Desired.Sources); default DefaultFastTable. Its policy rules
+	// have priority FastRulePriority.
+	FastTable int
 	// RouteWorkers is the number of netlink sockets that write large route
 	// sets in parallel; default 4.
 	RouteWorkers int
@@ -177,6 +181,12 @@ func (o *Options) defaults() error {
 	if o.Table == 0 {
 		o.Table = syscall.RT_TABLE_MAIN
 	}
+	if o.FastTable == 0 {
+		o.FastTable = DefaultFastTable
+	}
+	if o.FastTable == o.Table {
+		return fmt.Errorf("options: fast table %d is the route table", o.FastTable)
+	}
 	if o.RouteWorkers <= 0 {
 		o.RouteWorkers = 4
 	}
@@ -241,6 +251,7 @@ func cloneDesired(in Desired) Desired {
 	for i := range out.Routes {
 		out.Routes[i].Via = slices.Clone(in.Routes[i].Via)
 	}
+	out.Sources = slices.Clone(in.Sources)
 	out.DirectRoutes = slices.Clone(in.DirectRoutes)
 	for i := range out.DirectRoutes {
 		out.DirectRoutes[i].Via = slices.Clone(in.DirectRoutes[i].Via)
@@ -310,6 +321,22 @@ func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 		}
 		ovl = olink.Attrs().Index
 		d.ovlIndex.Store(int32(ovl))
+		// Packets from one remote prefix arrive plain on the WireGuard
+		// device (from its home) and in the overlay (from the home's
+		// twins), whatever way the route back points: strict reverse-path
+		// filtering would drop one of the two. Loose (2) still drops
+		// sources with no route at all; the kernel uses the larger of
+		// "all" and the device's value, so this wins over all=1. Loose
+		// mode also refuses every packet arriving on a device without an
+		// IPv4 address, so the overlay carries the tunnel address too.
+		if err := syncAddrs(d.nl, olink, []netip.Prefix{netip.PrefixFrom(p.own4, 32)}); err != nil {
+			errs = append(errs, fmt.Errorf("overlay: %w", err))
+		}
+		for _, dev := range []string{d.name, d.ovlName} {
+			if err := d.host.setSysctl("net.ipv4.conf."+dev+".rp_filter", "2"); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if err := syncOverlayNeighbours(d.nl, olink, p.neighbours); err != nil {
 			errs = append(errs, err)
 		}
@@ -323,6 +350,9 @@ func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 		d.ovlIndex.Store(0)
 	}
 	if err := d.syncRoutes(p, link.Attrs().Index, ovl, want.Addresses); err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.syncFast(p, link.Attrs().Index); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -443,6 +473,9 @@ func (d *Dataplane) teardown() error {
 	ovl := 0
 	if olink, err := d.nl.LinkByName(d.ovlName); err == nil && olink.Type() == "vxlan" {
 		ovl = olink.Attrs().Index
+	}
+	if err := d.removeFast(); err != nil {
+		errs = append(errs, err)
 	}
 	if link != nil || ovl != 0 {
 		if rs, err := d.ownedRoutes(); err != nil {

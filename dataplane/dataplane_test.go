@@ -161,7 +161,7 @@ func TestIPv6RoutesStayInAllowedIPs(t *testing.T) {
 	if err := d.Set(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	chosen := pickVia(shared, vias)
+	chosen := PickGateway(shared, vias)
 	owner := f.b.PublicKey()
 	if chosen == vias[1] {
 		owner = f.c.PublicKey()
@@ -629,8 +629,8 @@ func TestPickViaStableAndSpread(t *testing.T) {
 	count := map[netip.Addr]int{}
 	for i := range 1000 {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
-		v := pickVia(p, []netip.Addr{a, b})
-		if v != pickVia(p, []netip.Addr{b, a}) {
+		v := PickGateway(p, []netip.Addr{a, b})
+		if v != PickGateway(p, []netip.Addr{b, a}) {
 			t.Fatalf("choice for %s depends on order", p)
 		}
 		count[v]++

@@ -30,6 +30,7 @@ type fakeKernel struct {
 	helpers     map[string]int
 	sysctls     map[string]string
 	neighs      map[neighID]netlink.Neigh
+	rules       []netlink.Rule
 	guards      map[string]string // nftables guard table -> device its rule names
 	nextPID     int
 
@@ -367,6 +368,44 @@ func (k *fakeKernel) RouteListFiltered(family int, filter *netlink.Route, mask u
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+func (k *fakeKernel) RuleList(family int) ([]netlink.Rule, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.rules), nil
+}
+
+func sameRule(a, b *netlink.Rule) bool {
+	return a.Priority == b.Priority && a.Table == b.Table && a.Protocol == b.Protocol && ruleSource(a) == ruleSource(b)
+}
+
+func (k *fakeKernel) RuleAdd(r *netlink.Rule) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range k.rules {
+		if sameRule(&k.rules[i], r) {
+			return syscall.EEXIST
+		}
+	}
+	k.ops = append(k.ops, fmt.Sprintf("rule add from %s table %d", ruleSource(r), r.Table))
+	k.rules = append(k.rules, *r)
+	k.writes++
+	return nil
+}
+
+func (k *fakeKernel) RuleDel(r *netlink.Rule) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range k.rules {
+		if sameRule(&k.rules[i], r) {
+			k.ops = append(k.ops, fmt.Sprintf("rule del from %s table %d", ruleSource(r), r.Table))
+			k.rules = slices.Delete(k.rules, i, i+1)
+			k.writes++
+			return nil
+		}
+	}
+	return syscall.ENOENT
 }
 
 func (k *fakeKernel) RouteGet(dst net.IP) ([]netlink.Route, error) {

@@ -80,13 +80,15 @@ func (l *lab) options(i int) Options {
 }
 
 // desired is gateway i's view: every other gateway a peer, their VPCs
-// routed via their tunnel addresses.
+// routed via their tunnel addresses, each gateway the home of its own VPC
+// (so VPC-to-VPC traffic takes the fast path).
 func (l *lab) desired(i int) Desired {
 	g := l.gws[i]
 	d := Desired{
 		PrivateKey: g.key,
 		ListenPort: labPort,
 		Addresses:  []netip.Prefix{netip.PrefixFrom(g.tunnel, 32)},
+		Sources:    []netip.Prefix{g.lan},
 	}
 	for j, o := range l.gws {
 		if j == i {
@@ -99,7 +101,7 @@ func (l *lab) desired(i int) Desired {
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(o.tunnel, 32)},
 			Keepalive:  time.Second,
 		})
-		d.Routes = append(d.Routes, Route{Prefix: o.lan, Via: []netip.Addr{o.tunnel}})
+		d.Routes = append(d.Routes, Route{Prefix: o.lan, Via: []netip.Addr{o.tunnel}, Home: o.tunnel})
 	}
 	return d
 }

@@ -45,6 +45,16 @@ func run(tb testing.TB, args ...string) string {
 	return string(out)
 }
 
+// output runs a command and returns its output, or "" if it failed: for
+// conditions polled while the thing they look at may not exist yet.
+func output(args ...string) string {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
 // newNetNS creates a named namespace "ocdp<random>" with lo up and deletes
 // it at cleanup. It returns the name; the path is /run/netns/NAME.
 func newNetNS(tb testing.TB) string {
@@ -92,13 +102,23 @@ type pinger struct {
 func newPinger(tb testing.TB, ns string) *pinger { return newPingerFamily(tb, ns, false) }
 
 func newPingerFamily(tb testing.TB, ns string, v6 bool) *pinger {
+	if v6 {
+		return newPingerFrom(tb, ns, netip.IPv6Unspecified())
+	}
+	return newPingerFrom(tb, ns, netip.IPv4Unspecified())
+}
+
+// newPingerFrom sends from src (an address of the namespace, or the
+// unspecified address to let the kernel choose).
+func newPingerFrom(tb testing.TB, ns string, src netip.Addr) *pinger {
 	tb.Helper()
 	var c *icmp.PacketConn
+	v6 := src.Is6()
 	err := inNetNS(nsPath(ns), func() (err error) {
 		if v6 {
-			c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+			c, err = icmp.ListenPacket("ip6:ipv6-icmp", src.String())
 		} else {
-			c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+			c, err = icmp.ListenPacket("ip4:icmp", src.String())
 		}
 		return err
 	})

@@ -211,10 +211,10 @@ func TestOverlayDriftRepaired(t *testing.T) {
 	works := func(what string) {
 		t.Helper()
 		eventually(t, 5*time.Second, what+" repaired", func() bool {
-			return strings.Contains(run(t, "ip", "-n", ns, "-d", "link", "show", "dev", ovl), ",UP") &&
-				strings.Contains(run(t, "bridge", "-n", ns, "fdb", "show", "dev", ovl), mac+" dst "+vtep) &&
-				strings.Contains(run(t, "ip", "-n", ns, "neigh", "show", "dev", ovl), peer.String()+" lladdr "+mac+" PERMANENT") &&
-				strings.Contains(run(t, "ip", "-n", ns, "route", "show", l.gws[1].lan.String()), "dev "+ovl)
+			return strings.Contains(output("ip", "-n", ns, "-d", "link", "show", "dev", ovl), ",UP") &&
+				strings.Contains(output("bridge", "-n", ns, "fdb", "show", "dev", ovl), mac+" dst "+vtep) &&
+				strings.Contains(output("ip", "-n", ns, "neigh", "show", "dev", ovl), peer.String()+" lladdr "+mac+" PERMANENT") &&
+				strings.Contains(output("ip", "-n", ns, "route", "show", l.gws[1].lan.String()), "dev "+ovl)
 		})
 		waitPing(t, ns, lanHost(l.gws[1]), 5*time.Second)
 	}

@@ -32,6 +32,9 @@ type netlinkOps interface {
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 	RouteGet(destination net.IP) ([]netlink.Route, error)
+	RuleList(family int) ([]netlink.Rule, error)
+	RuleAdd(rule *netlink.Rule) error
+	RuleDel(rule *netlink.Rule) error
 	routeWriter
 }
 

@@ -10,9 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// routeEvent is the little of a route notification the repair loop needs.
+// routeEvent is the little of a route or rule notification the repair
+// loop needs.
 type routeEvent struct {
-	typ      uint16 // RTM_NEWROUTE or RTM_DELROUTE
+	typ      uint16 // RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWRULE or RTM_DELRULE
 	protocol uint8
 	table    uint32
 }
@@ -32,7 +33,7 @@ func subscribeRoutes(nsPath string, ch chan<- routeEvent, done <-chan struct{}) 
 		if err != nil {
 			return err
 		}
-		groups := uint32(1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1))
+		groups := uint32(1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1) | 1<<(unix.RTNLGRP_IPV4_RULE-1))
 		if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
 			unix.Close(fd)
 			return err
@@ -68,10 +69,21 @@ func subscribeRoutes(nsPath string, ch chan<- routeEvent, done <-chan struct{}) 
 			}
 			for i := range msgs {
 				m := &msgs[i]
-				if (m.Header.Type != unix.RTM_NEWROUTE && m.Header.Type != unix.RTM_DELROUTE) || len(m.Data) < unix.SizeofRtMsg {
+				switch m.Header.Type {
+				case unix.RTM_NEWROUTE, unix.RTM_DELROUTE, unix.RTM_NEWRULE, unix.RTM_DELRULE:
+				default:
 					continue
 				}
-				ev := routeEvent{typ: m.Header.Type, protocol: m.Data[5], table: uint32(m.Data[4])}
+				// A rule's header (fib_rule_hdr) has the table at the
+				// same offset as a route's; its protocol is an attribute,
+				// left at zero here (rule events are matched by table).
+				if len(m.Data) < unix.SizeofRtMsg {
+					continue
+				}
+				ev := routeEvent{typ: m.Header.Type, table: uint32(m.Data[4])}
+				if m.Header.Type == unix.RTM_NEWROUTE || m.Header.Type == unix.RTM_DELROUTE {
+					ev.protocol = m.Data[5]
+				}
 				if ev.table == unix.RT_TABLE_COMPAT {
 					// Tables above 255 travel in an attribute.
 					if attrs, err := syscall.ParseNetlinkRouteAttr(m); err == nil {

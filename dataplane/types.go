@@ -56,6 +56,13 @@ type Desired struct {
 	// router on a directly connected network: the on-premises prefixes a
 	// VBR's router announces to this gateway.
 	DirectRoutes []DirectRoute
+	// Sources are this gateway's local IPv4 prefixes (its region's VPC
+	// CIDRs, its VBRs' on-premises prefixes) whose home it is: every other
+	// gateway has them in this gateway's AllowedIPs (see Route.Home), so
+	// packets from them may travel plain WireGuard instead of the overlay
+	// (the fast path, see the package docs). IPv6 entries are ignored:
+	// IPv6 always travels plain.
+	Sources []netip.Prefix
 }
 
 // DirectRoute is a prefix behind a directly connected router. The kernel
@@ -80,8 +87,8 @@ type Peer struct {
 	// they get FDB and neighbour entries and are routed through the
 	// overlay, while WireGuard is given them plus the peer's VTEP address
 	// (see the package docs). Other entries are routed on the WireGuard
-	// device. IPv6 route prefixes assigned to the peer are added to its
-	// WireGuard AllowedIPs; IPv4 route prefixes never are.
+	// device. IPv6 route prefixes assigned to the peer and route prefixes
+	// whose Home it is are added to its WireGuard AllowedIPs.
 	AllowedIPs []netip.Prefix
 	// Keepalive is the persistent keepalive interval; 0 means
 	// DefaultKeepalive, a negative value turns it off.
@@ -99,6 +106,16 @@ type Route struct {
 	// a stable hash and the prefix goes into that peer's AllowedIPs (see
 	// the package docs). The order does not matter.
 	Via []netip.Addr
+	// Home is the gateway the prefix is bound to in WireGuard (optional):
+	// the prefix goes into that peer's AllowedIPs whether or not Home is
+	// in Via, so packets from the prefix are accepted from Home directly,
+	// and while Home is in Via, packets to the prefix from one of
+	// Desired.Sources take plain WireGuard to Home. Every gateway must
+	// compute the same Home for a prefix (PickGateway over the gateways
+	// the config entitles to announce it does). It must be a tunnel
+	// address in a peer's AllowedIPs. Zero: the prefix travels only in the
+	// overlay (IPv4) or by PickGateway over Via (IPv6).
+	Home netip.Addr
 }
 
 // String describes d without its private key.
@@ -154,6 +171,9 @@ type plan struct {
 	// neighbours are the overlay neighbours (sorted): every peer's IPv4
 	// tunnel addresses (IPv4 /32 AllowedIPs) and every IPv4 Via.
 	neighbours []netip.Addr
+	// sources are Desired.Sources, IPv4 only, sorted: each gets a policy
+	// rule to the fast-path table. Without any, no fast table is built.
+	sources []netip.Prefix
 }
 
 type plannedPeer struct {
@@ -172,6 +192,11 @@ type plannedRoute struct {
 	vias []netip.Addr
 	// direct holds the routers of a DirectRoute (sorted); peer is empty.
 	direct []netip.Addr
+	// home is an IPv4 route's Home (invalid without one) and homeUp
+	// whether it is one of vias: the fast table sends the prefix plain to
+	// it, or throws the lookup back to the overlay routes.
+	home   netip.Addr
+	homeUp bool
 }
 
 // resolve validates d and computes the plan. Every problem is reported,
@@ -286,14 +311,27 @@ func resolve(d Desired) (plan, error) {
 			if !ok {
 				continue
 			}
+			pr := plannedRoute{prefix: r.Prefix, via: vias[0], vias: vias, peer: peer}
+			if r.Home.IsValid() {
+				idx := peerFor(p.peers, r.Home)
+				if !r.Home.Is4() || idx < 0 {
+					errs = append(errs, fmt.Errorf("route %s: home %s is not an ipv4 address in a peer's allowed ips", r.Prefix, r.Home))
+					continue
+				}
+				p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+				pr.home, pr.homeUp = r.Home, slices.Contains(vias, r.Home)
+			}
 			for _, v := range vias {
 				neigh[v] = true
 			}
 			owner[r.Prefix] = peer
-			p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: vias[0], vias: vias, peer: peer})
+			p.routes = append(p.routes, pr)
 			continue
 		}
-		via := pickVia(r.Prefix, r.Via)
+		via := PickGateway(r.Prefix, r.Via)
+		if r.Home.IsValid() && slices.Contains(r.Via, r.Home) {
+			via = r.Home
+		}
 		idx := peerFor(p.peers, via)
 		if idx < 0 {
 			errs = append(errs, fmt.Errorf("route %s: via %s is in no peer's allowed ips", r.Prefix, via))
@@ -328,6 +366,18 @@ func resolve(d Desired) (plan, error) {
 		owner[r.Prefix] = "direct via " + vias[0].String()
 		p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: vias[0], direct: vias})
 	}
+	for _, src := range d.Sources {
+		switch {
+		case !src.IsValid() || src != src.Masked():
+			errs = append(errs, fmt.Errorf("source %s: invalid prefix or host bits set", src))
+		case src.Addr().Is4() && !slices.Contains(p.sources, src):
+			p.sources = append(p.sources, src)
+		}
+	}
+	slices.SortFunc(p.sources, comparePrefix)
+	if len(p.sources) > 0 && !p.own4.IsValid() {
+		errs = append(errs, errors.New("sources: need an ipv4 tunnel address in addresses"))
+	}
 	if p.own4.IsValid() {
 		for a := range neigh {
 			if a != p.own4 {
@@ -354,20 +404,30 @@ func resolve(d Desired) (plan, error) {
 	return p, errors.Join(errs...)
 }
 
-// pickVia chooses one gateway for prefix: a stable hash of the prefix over
-// the sorted candidates, so prefixes spread across a region's gateways and
-// the choice does not depend on the order the caller listed them in.
-func pickVia(prefix netip.Prefix, via []netip.Addr) netip.Addr {
+// PickGateway chooses one gateway for prefix: a stable hash of the prefix
+// over the sorted candidates, so prefixes spread across a region's
+// gateways and the choice does not depend on the order the caller listed
+// them in. Given the same candidates, every gateway picks the same one:
+// the agent uses it to compute Route.Home and Desired.Sources.
+func PickGateway(prefix netip.Prefix, via []netip.Addr) netip.Addr {
 	if len(via) == 1 {
 		return via[0]
 	}
 	sorted := slices.Clone(via)
 	slices.SortFunc(sorted, netip.Addr.Compare)
 	sorted = slices.Compact(sorted)
-	h := fnv.New32a()
+	h := fnv.New64a()
 	b, _ := prefix.MarshalBinary()
 	h.Write(b)
-	return sorted[h.Sum32()%uint32(len(sorted))]
+	// FNV's low bits depend only on the low bits of the input bytes
+	// (10.1.0.0/16 and 10.11.0.0/16 land on the same gateway of two), so
+	// mix the high bits down before taking the remainder (murmur3's
+	// finaliser).
+	x := h.Sum64()
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	return sorted[x%uint64(len(sorted))]
 }
 
 // peerFor returns the index of the peer whose own AllowedIPs contain a,

@@ -31,7 +31,7 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 	go watchLoop(d, "addr", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
 		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("addr")})
 	}, func(u netlink.AddrUpdate) bool {
-		return !u.NewAddr && int32(u.LinkIndex) == d.linkIndex.Load()
+		return !u.NewAddr && (int32(u.LinkIndex) == d.linkIndex.Load() || (u.LinkIndex != 0 && int32(u.LinkIndex) == d.ovlIndex.Load()))
 	})
 	go watchLoop(d, "neigh", func(ch chan netlink.NeighUpdate, done chan struct{}) error {
 		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("neigh")})
@@ -45,7 +45,13 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 	}, func(u routeEvent) bool {
 		// Our own adds echo back as RTM_NEWROUTE; only removals of our
 		// routes (by hand, or with a link going down) need repair.
-		return u.typ == unix.RTM_DELROUTE && u.protocol == RouteProtocol && u.table == uint32(d.opts.Table)
+		switch u.typ {
+		case unix.RTM_DELROUTE:
+			return u.protocol == RouteProtocol && (u.table == uint32(d.opts.Table) || u.table == uint32(d.opts.FastTable))
+		case unix.RTM_DELRULE:
+			return u.table == uint32(d.opts.FastTable)
+		}
+		return false
 	})
 }
 

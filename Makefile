@@ -27,7 +27,12 @@ unit:
 demo: build
 	./$(BIN)/cenctl demo --json opencen-demo.json --html opencen-demo.html
 
-bench: bench-dataplane bench-routing bench-shaping bench-agent
+# Every area's benchmarks below, in turn, then one report: each figure beside
+# its baseline from the same run and its target (test/benchreport; the
+# output is also kept in bench.log). BENCHFLAGS='--only routing --json r.json'.
+BENCHFLAGS ?=
+bench:
+	$(GO) run ./test/benchreport --go $(GO) $(BENCHFLAGS)
 
 bench-dataplane:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./dataplane/...

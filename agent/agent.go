@@ -217,9 +217,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device, "overlay", a.dp.Overlay())
 
-	// IPv4 CEN traffic crosses the overlay, where its real destinations are
-	// visible: the shaper sits at the overlay's egress.
-	a.sh, err = shaping.Start(shaping.Options{Interface: a.dp.Overlay(), PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
+	// CEN traffic leaves through the WireGuard device (the fast path, and
+	// IPv6) and through the overlay (IPv4 entering at a home's twin), both
+	// with its real destinations visible: one shaper, one set of buckets,
+	// at the egress of both, so a region pair's rate holds for the sum.
+	a.sh, err = shaping.Start(shaping.Options{Interfaces: []string{a.dp.Overlay(), a.dp.Device()}, PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
 	if err != nil {
 		return fmt.Errorf("shaping: %w", err)
 	}
@@ -233,6 +235,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		Logger:     a.log.With("subsystem", subRouting),
 		Port:       a.opts.BGPPort,
 		OnRoutes:   a.onRoutes,
+		OnSessions: a.onSessions,
 		Restarting: restarting,
 	})
 	if err != nil {
@@ -252,8 +255,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); a.watchSessions(ctx) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); a.sampleRates(ctx) }()
 	defer wg.Wait()
 
@@ -348,7 +350,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 
 // onRoutes receives the routing layer's coalesced batches.
 func (a *Agent) onRoutes(b routing.RouteBatch) {
-	established := a.establishedGateways()
+	// The speaker's in-memory session states, not a GoBGP query: GoBGP
+	// applies a dead peer's withdrawals and then its state change before
+	// this batch is built, so a route whose every gateway went down is seen
+	// as such here and held.
+	established := establishedGateways(a.rt.Sessions())
 	now := time.Now()
 	a.mu.Lock()
 	gone := map[netip.Prefix]routing.LearnedRoute{}
@@ -384,54 +390,33 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 }
 
 // establishedGateways returns the tunnel addresses of the gateway peers
-// whose BGP session is up now.
-func (a *Agent) establishedGateways() map[netip.Addr]bool {
+// whose BGP session is up.
+func establishedGateways(ss []routing.SessionUp) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
-	if a.rt == nil {
-		return out
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
-	defer cancel()
-	st, err := a.rt.Status(ctx)
-	if err != nil {
-		return out
-	}
-	for _, s := range st.Sessions {
-		if s.Kind == "gateway" && s.State == "established" {
+	for _, s := range ss {
+		if s.Kind == "gateway" && s.Up {
 			out[s.Neighbor] = true
 		}
 	}
 	return out
 }
 
-// watchSessions notices gateways going down or up, so the region's
-// bandwidth is re-split among the gateways that are up.
-func (a *Agent) watchSessions(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// onSessions receives the speaker's session changes as they happen (GoBGP
+// peer-state events, BFD's detection included; nothing is polled), so the
+// region's bandwidth is re-split among the gateways that are up.
+func (a *Agent) onSessions(ss []routing.SessionUp) {
+	down := map[string]bool{}
+	for _, s := range ss {
+		if s.Kind == "gateway" && !s.Up {
+			down[s.Name] = true
 		}
-		st, err := a.rt.Status(ctx)
-		if err != nil {
-			continue
-		}
-		down := map[string]bool{}
-		for _, s := range st.Sessions {
-			if s.Kind == "gateway" && s.State != "established" {
-				down[s.Name] = true
-			}
-		}
-		a.mu.Lock()
-		changed := !sameSet(down, a.down)
-		a.down = down
-		a.mu.Unlock()
-		if changed {
-			a.kickReconcile()
-		}
+	}
+	a.mu.Lock()
+	changed := !sameSet(down, a.down)
+	a.down = down
+	a.mu.Unlock()
+	if changed {
+		a.kickReconcile()
 	}
 }
 

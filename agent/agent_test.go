@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -205,6 +206,15 @@ func TestDesiredTranslation(t *testing.T) {
 	if len(dp.DirectRoutes) != 1 || dp.DirectRoutes[0].Via[0].String() != "172.30.0.2" {
 		t.Errorf("direct routes = %+v", dp.DirectRoutes)
 	}
+	// Each region has one gateway: it is the home of everything it
+	// carries, so its VPC and its VBR's prefix are fast-path sources and
+	// b is the home of b's VPC.
+	if dp.Routes[0].Home.String() != "100.64.0.2" {
+		t.Errorf("home of 10.2.0.0/16 = %v, want b (100.64.0.2)", dp.Routes[0].Home)
+	}
+	if fmt.Sprint(dp.Sources) != "[10.1.0.0/16 192.168.1.0/24]" {
+		t.Errorf("fast-path sources = %v, want the VPC and the VBR prefix (IPv4 only)", dp.Sources)
+	}
 
 	rd := routingDesired(cfg, d, a.sec)
 	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
@@ -290,5 +300,72 @@ func TestHeldRoutes(t *testing.T) {
 	}
 	if _, ok := routes[netip.MustParsePrefix("192.168.1.0/24")]; ok {
 		t.Error("a held route shadows a learned less-specific one")
+	}
+}
+
+// TestHomesAgree: in a region with two gateways, both twins and a remote
+// gateway compute the same home for every prefix from the config alone,
+// exactly one twin claims the region's CIDR as a fast-path source, and a
+// prefix nobody may announce has no home.
+func TestHomesAgree(t *testing.T) {
+	keys := make([]wgtypes.Key, 3)
+	for i := range keys {
+		k, _ := wgtypes.GeneratePrivateKey()
+		keys[i] = k
+	}
+	text := `instance: {name: t}
+gateways:
+  - {name: a1, region: cn-beijing, endpoint: "192.0.2.1:51820", public_key: "` + keys[0].PublicKey().String() + `", private_key_file: a.key, tunnel_address: 100.64.0.1}
+  - {name: a2, region: cn-beijing, endpoint: "192.0.2.3:51820", public_key: "` + keys[1].PublicKey().String() + `", private_key_file: a.key, tunnel_address: 100.64.0.3}
+  - {name: b, region: us-west-1, endpoint: "192.0.2.2:51820", public_key: "` + keys[2].PublicKey().String() + `", private_key_file: b.key, tunnel_address: 100.64.0.2}
+networks:
+  - {name: vpc-a, type: vpc, region: cn-beijing, cidrs: [10.1.0.0/16, 10.11.0.0/16, 10.21.0.0/16, 10.31.0.0/16]}
+  - {name: vpc-b, type: vpc, region: us-west-1, cidrs: [10.2.0.0/16]}
+  - {name: idc, type: vbr, region: cn-beijing, gateway: a2, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, accept: [192.168.0.0/16]}}
+`
+	cfg, err := config.Parse("twins.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHomes(cfg)
+	a1, a2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")
+	homesOf := map[netip.Addr]int{}
+	for _, p := range []string{"10.1.0.0/16", "10.11.0.0/16", "10.21.0.0/16", "10.31.0.0/16"} {
+		home := h.of(netip.MustParsePrefix(p))
+		if home != a1 && home != a2 {
+			t.Errorf("home of %s = %v, want a1 or a2", p, home)
+		}
+		homesOf[home]++
+	}
+	if len(homesOf) != 2 {
+		t.Errorf("four CIDRs all homed on one twin (%v): the hash does not spread", homesOf)
+	}
+	if got := h.of(netip.MustParsePrefix("192.168.7.0/24")); got != a2 {
+		t.Errorf("home of an on-premises prefix = %v, want a2, which holds the VBR", got)
+	}
+	if got := h.of(netip.MustParsePrefix("172.16.0.0/12")); got.IsValid() {
+		t.Errorf("home of a prefix nobody may announce = %v", got)
+	}
+	// Each twin claims exactly the CIDRs homed on it.
+	claimed := map[netip.Prefix]int{}
+	for _, gw := range []string{"a1", "a2"} {
+		d, err := cfg.Desired(gw, config.DesiredOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, src := range dataplaneDesired(cfg, d, secrets{}, learned{}).Sources {
+			if h.of(src) != d.TunnelAddress {
+				t.Errorf("%s claims %s whose home is %v", gw, src, h.of(src))
+			}
+			claimed[src]++
+		}
+	}
+	if len(claimed) != 4 {
+		t.Errorf("claimed sources %v, want each of the four CIDRs once", claimed)
+	}
+	for p, n := range claimed {
+		if n != 1 {
+			t.Errorf("%s claimed by %d twins", p, n)
+		}
 	}
 }

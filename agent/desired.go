@@ -40,9 +40,19 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.TunnelAddress, p.TunnelAddress.BitLen())},
 		})
 	}
+	h := newHomes(cfg)
+	self := d.TunnelAddress
+	for _, o := range d.Originate {
+		if o.Prefix.Addr().Is4() && h.of(o.Prefix) == self {
+			out.Sources = append(out.Sources, o.Prefix)
+		}
+	}
 	for _, r := range sortedRoutes(routes) {
 		if r.Direct {
 			out.DirectRoutes = append(out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: slices.Clone(r.NextHops)})
+			if r.Prefix.Addr().Is4() && h.of(r.Prefix) == self {
+				out.Sources = append(out.Sources, r.Prefix)
+			}
 			continue
 		}
 		var via []netip.Addr
@@ -52,10 +62,67 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 			}
 		}
 		if len(via) > 0 {
-			out.Routes = append(out.Routes, dataplane.Route{Prefix: r.Prefix, Via: via})
+			rt := dataplane.Route{Prefix: r.Prefix, Via: via}
+			if home := h.of(r.Prefix); tunnels[home] {
+				rt.Home = home
+			}
+			out.Routes = append(out.Routes, rt)
 		}
 	}
 	return out
+}
+
+// homes binds every CEN prefix to one gateway, its home, computed from the
+// config alone so that every gateway computes the same one: the prefix
+// sits in the home's WireGuard AllowedIPs everywhere, so traffic from the
+// prefix that enters the CEN at its home can travel plain WireGuard, and
+// only traffic entering through another gateway of the region needs the
+// overlay (see the dataplane docs). A VPC CIDR's candidates are its
+// region's gateways; an on-premises prefix's are the gateways holding a
+// VBR whose accept list admits it. Only IPv4 tunnel addresses take part.
+type homes struct {
+	vpc  map[netip.Prefix][]netip.Addr
+	vbrs []vbrHolder
+}
+
+type vbrHolder struct {
+	addr netip.Addr
+	ent  config.Entitlement // VBRs only
+}
+
+func newHomes(cfg *config.Config) homes {
+	h := homes{vpc: map[netip.Prefix][]netip.Addr{}}
+	for _, g := range cfg.Gateways {
+		if !g.TunnelAddress.Is4() {
+			continue
+		}
+		e := cfg.Entitlement(g.Name)
+		for _, o := range e.VPCs {
+			h.vpc[o.Prefix] = append(h.vpc[o.Prefix], g.TunnelAddress)
+		}
+		if len(e.VBRs) > 0 {
+			h.vbrs = append(h.vbrs, vbrHolder{addr: g.TunnelAddress, ent: config.Entitlement{VBRs: e.VBRs}})
+		}
+	}
+	return h
+}
+
+// of returns prefix's home, or the zero address when no gateway may
+// announce it.
+func (h homes) of(prefix netip.Prefix) netip.Addr {
+	if c, ok := h.vpc[prefix]; ok {
+		return dataplane.PickGateway(prefix, c)
+	}
+	var c []netip.Addr
+	for _, v := range h.vbrs {
+		if _, ok := v.ent.Allows(prefix); ok {
+			c = append(c, v.addr)
+		}
+	}
+	if len(c) == 0 {
+		return netip.Addr{}
+	}
+	return dataplane.PickGateway(prefix, c)
 }
 
 // routingDesired is what the gateway's BGP speaker should do.

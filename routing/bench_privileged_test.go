@@ -118,7 +118,7 @@ func BenchmarkFailover(b *testing.B) {
 	requireRoot(b)
 	for range b.N {
 		const trials = 20
-		times := measureFailover(b, trials)
+		times, _ := measureFailover(b, trials)
 		p50, p95 := times[trials/2], times[trials*95/100]
 		fmt.Printf(`
 failover (BFD 100ms x 3, twin gateways in namespaces, %d trials)

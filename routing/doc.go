@@ -81,9 +81,15 @@
 //
 // # Failure detection and restart
 //
-// Gateway sessions, and VBR sessions with bfd: true, run GoBGP's BFD at
-// 100ms x 3 by default, so a dead peer is declared down in about 300ms and
-// its routes are withdrawn. Graceful restart (RFC 4724) is on for every
+// Gateway sessions run BFD at 100ms x 3 by default, so a dead peer is
+// declared down 300-400ms after its last packet: its BGP session is reset
+// and its routes are withdrawn. Between gateways the speaker runs its own
+// BFD (bfd.go: RFC 5880 packets on UDP 4784 over the tunnel, one goroutine
+// and one ticker for all peers), because GoBGP's, with a goroutine and a
+// ticker per peer, was nearly all of an idle agent's CPU. VBR sessions with
+// bfd: true run GoBGP's BFD (UDP 3784, RFC 5881) toward the on-premises
+// router. Session changes reach Options.OnSessions as GoBGP reports them:
+// nothing polls GoBGP. Graceful restart (RFC 4724) is on for every
 // session: Close(true) stops without a NOTIFICATION, peers keep our routes
 // for GracefulRestartTime, and the agent keeps its kernel routes; the new
 // speaker (Options.Restarting) re-announces, and the first batch marked

@@ -51,6 +51,14 @@ type helperState struct {
 	RSSStart  uint64
 	HeapNow   uint64 // measured when Count reaches Expect
 	RSSNow    uint64
+	// Sessions records every OnSessions call, in order.
+	Sessions []helperSessions
+}
+
+// helperSessions is one OnSessions call: when, and the sessions not up.
+type helperSessions struct {
+	At   time.Time
+	Down []string
 }
 
 type helperBatch struct {
@@ -97,6 +105,7 @@ func helperMain(dir string) int {
 	var st helperState
 	st.HeapStart, st.RSSStart = heapBytes(), rssBytes()
 	batches := make(chan helperBatch, 1024)
+	sessions := make(chan helperSessions, 1024)
 	s, err := New(Options{
 		Logger: log, Port: cfg.Port, Restarting: cfg.Restarting, Coalesce: 20 * time.Millisecond,
 		ConnectRetry: time.Second, GracefulRestartTime: 30 * time.Second, SyncTimeout: 10 * time.Second,
@@ -107,6 +116,15 @@ func helperMain(dir string) int {
 				hb.Withdraw = append(hb.Withdraw, p.String())
 			}
 			batches <- hb
+		},
+		OnSessions: func(ss []SessionUp) {
+			hs := helperSessions{At: time.Now()}
+			for _, s := range ss {
+				if !s.Up {
+					hs.Down = append(hs.Down, s.Name)
+				}
+			}
+			sessions <- hs
 		},
 	})
 	if err != nil {
@@ -160,6 +178,8 @@ func helperMain(dir string) int {
 			if st.Count >= cfg.Expect && cfg.Expect > 0 && st.HeapNow == 0 {
 				st.HeapNow, st.RSSNow = heapBytes(), rssBytes()
 			}
+		case hs := <-sessions:
+			st.Sessions = append(st.Sessions, hs)
 		case <-tick.C:
 			write()
 		case sg := <-sig:

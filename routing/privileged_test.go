@@ -302,17 +302,25 @@ func TestBIRDVBR(t *testing.T) {
 // TestBFDFailover: gw-a reaches vpc-b over twin gateways b1 and b2
 // (multipath). A hung b1 (SIGSTOP: no FIN, no BFD) must be dropped from the
 // next hops in under one second, by BFD, well before the 9s hold time.
+//
+// The agent learns of the session going down from OnSessions (it re-splits
+// the region's bandwidth and decides which routes to hold): that must be as
+// quick, driven by GoBGP's peer-state event, not by polling.
 func TestBFDFailover(t *testing.T) {
-	times := measureFailover(t, 3)
+	times, downs := measureFailover(t, 3)
 	if times[len(times)-1] >= 900*time.Millisecond {
 		t.Fatalf("failover took %v, want under 1s with margin (900ms)", times[len(times)-1])
+	}
+	if downs[len(downs)-1] >= 900*time.Millisecond {
+		t.Fatalf("OnSessions reported gw-b1 down after %v, want under 1s with margin (900ms)", downs[len(downs)-1])
 	}
 }
 
 // measureFailover builds gw-a and twins gw-b1, gw-b2 in namespaces and
 // times, over the given number of trials, how long after b1 hangs
-// (SIGSTOP) gw-a delivers vpc-b with b2 as the only next hop. Sorted.
-func measureFailover(t testing.TB, trials int) []time.Duration {
+// (SIGSTOP) gw-a delivers vpc-b with b2 as the only next hop, and how long
+// until its OnSessions reports gw-b1 down. Both sorted.
+func measureFailover(t testing.TB, trials int) (routes, downs []time.Duration) {
 	l := newLab(t)
 	nsA, nsB1, nsB2 := l.netns("gwa"), l.netns("gwb1"), l.netns("gwb2")
 	tunA, tunB1, tunB2 := ma("100.64.0.1"), ma("100.64.0.2"), ma("100.64.0.3")
@@ -351,7 +359,11 @@ func measureFailover(t testing.TB, trials int) []time.Duration {
 	var times []time.Duration
 	for i := range trials {
 		a.waitFor(60*time.Second, "multipath over both twins with BFD up", both)
-		n := len(a.state().Batches)
+		a.waitFor(10*time.Second, "OnSessions reporting gw-b1 up", func(s helperState) bool {
+			return len(s.Sessions) > 0 && !slices.Contains(s.Sessions[len(s.Sessions)-1].Down, "gw-b1")
+		})
+		before := a.state()
+		n, ns := len(before.Batches), len(before.Sessions)
 		stop := time.Now()
 		b1.cmd.Process.Signal(syscall.SIGSTOP)
 		st := a.waitFor(15*time.Second, "b1 dropped from the next hops", func(s helperState) bool {
@@ -369,12 +381,29 @@ func measureFailover(t testing.TB, trials int) []time.Duration {
 		if at.IsZero() {
 			t.Fatalf("trial %d: no batch moved vpc-b to b2 alone", i+1)
 		}
+		st = a.waitFor(5*time.Second, "OnSessions reporting gw-b1 down", func(s helperState) bool {
+			for _, hs := range s.Sessions[ns:] {
+				if slices.Contains(hs.Down, "gw-b1") {
+					return true
+				}
+			}
+			return false
+		})
+		var downAt time.Time
+		for _, hs := range st.Sessions[ns:] {
+			if slices.Contains(hs.Down, "gw-b1") && downAt.IsZero() {
+				downAt = hs.At
+			}
+		}
 		d := at.Sub(stop)
 		times = append(times, d)
-		t.Logf("trial %d: failover in %v", i+1, d)
+		downs = append(downs, downAt.Sub(stop))
+		t.Logf("trial %d: failover in %v, session down reported after %v", i+1, d, downAt.Sub(stop))
 		b1.cmd.Process.Signal(syscall.SIGCONT)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	t.Logf("failover over %d trials: median %v, max %v (BFD 100ms x 3)", trials, times[trials/2], times[trials-1])
-	return times
+	sort.Slice(downs, func(i, j int) bool { return downs[i] < downs[j] })
+	t.Logf("failover over %d trials: median %v, max %v (BFD 100ms x 3); session down reported: median %v, max %v",
+		trials, times[trials/2], times[trials-1], downs[trials/2], downs[trials-1])
+	return times, downs
 }

@@ -29,6 +29,14 @@ type Options struct {
 	// goroutine, never concurrently. It may be slow: changes made while it
 	// runs are merged into the next batch.
 	OnRoutes func(RouteBatch)
+	// OnSessions receives every configured session and whether it is
+	// established, each time that changes: a session coming up or going
+	// down (BFD's detection included), one added or removed by Set, the BGP
+	// server restarting. It is driven by GoBGP's peer-state events, not
+	// polled, and called at once (not coalesced like OnRoutes), from one
+	// goroutine, never concurrently; the slice is the callee's. The first
+	// call follows the first Set.
+	OnSessions func([]SessionUp)
 	// Coalesce is how long changes are gathered before a batch is built.
 	// Default 100ms.
 	Coalesce time.Duration
@@ -51,10 +59,13 @@ type Options struct {
 }
 
 // BFDOptions tune BFD (RFC 5880). Detection time is Interval*Multiplier.
+// Gateway sessions run the speaker's own batched BFD (gatewayBFD, on
+// Desired.LocalAddress port GatewayBFDPort); VBR sessions with BFD run
+// GoBGP's.
 type BFDOptions struct {
 	// Disable turns BFD off everywhere. GoBGP's BFD listens on the fixed
-	// UDP port 3784 (RFC 5881), so several speakers in one network
-	// namespace, as in unit tests, cannot all run it.
+	// UDP port 3784 (RFC 5881) of every address, so several speakers in one
+	// network namespace, as in unit tests, cannot all run it.
 	Disable bool
 	// Interval between BFD packets; default 100ms.
 	Interval time.Duration
@@ -101,6 +112,7 @@ type Speaker struct {
 	closed   bool
 	startAt  time.Time
 	srv      *server.BgpServer
+	gwBFD    *gatewayBFD // nil with BFD disabled or no server
 	cancelW  context.CancelFunc
 	global   globalKey
 	policy   *api.SetPoliciesRequest
@@ -175,10 +187,14 @@ func (s *Speaker) Start(ctx context.Context) error {
 	fctx, cancel := context.WithCancel(ctx)
 	s.ctx = fctx
 	s.stopFlsh = cancel
-	s.flushWG.Add(1)
+	s.flushWG.Add(2)
 	go func() {
 		defer s.flushWG.Done()
 		s.state.run(fctx, s.startAt)
+	}()
+	go func() {
+		defer s.flushWG.Done()
+		s.state.runSessions(fctx)
 	}()
 	return nil
 }
@@ -273,6 +289,15 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 		delete(s.peers, addr)
 		s.log.Info("bgp session removed", "session", spec.name, "neighbor", addr)
 	}
+	if s.gwBFD != nil {
+		var bfdPeers []netip.Addr
+		for addr, spec := range s.peers {
+			if spec.kind == KindVPC && spec.bfd {
+				bfdPeers = append(bfdPeers, addr)
+			}
+		}
+		s.gwBFD.setPeers(bfdPeers)
+	}
 	if policyChanged {
 		// Re-run import and export policies over what peers already sent.
 		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_BOTH}); err != nil {
@@ -345,7 +370,7 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 	} else if p.port != 0 {
 		peer.Transport.RemotePort = uint32(p.port)
 	}
-	if p.bfd {
+	if p.bfd && p.kind != KindVPC { // gateway sessions: gatewayBFD
 		us := uint32(s.opts.BFD.Interval / time.Microsecond)
 		peer.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us, DetectionMultiplier: s.opts.BFD.Multiplier}
 	}
@@ -456,6 +481,22 @@ func (s *Speaker) startServer(ctx context.Context, d *Desired) error {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 		return fmt.Errorf("routing: watch bgp events: %w", err)
 	}
+	if !s.opts.BFD.Disable {
+		gw, err := newGatewayBFD(s.log.With("component", "bfd"), d.LocalAddress, GatewayBFDPort, s.opts.BFD.Interval, s.opts.BFD.Multiplier,
+			func(peer netip.Addr) {
+				// As GoBGP's BFD does: close the session now rather than
+				// after the hold time; it reconnects when the peer answers.
+				if err := srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD is down"}); err != nil {
+					s.log.Warn("bfd down: resetting the bgp session", "neighbor", peer, "error", err)
+				}
+			})
+		if err != nil {
+			cancel()
+			_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+			return fmt.Errorf("routing: %w", err)
+		}
+		s.gwBFD = gw
+	}
 	s.srv, s.cancelW, s.policy = srv, cancel, pol
 	s.state.attach(srv)
 	s.log.Info("bgp speaker started", "router_id", d.RouterID, "asn", d.InstanceASN, "listen", d.LocalAddress, "port", s.opts.Port)
@@ -468,6 +509,10 @@ func (s *Speaker) stopServer(graceful bool) {
 		return
 	}
 	s.cancelW()
+	if s.gwBFD != nil {
+		s.gwBFD.close()
+		s.gwBFD = nil
+	}
 	s.state.detach()
 	if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
 		s.log.Warn("stopping bgp", "error", err)

@@ -106,6 +106,7 @@ type state struct {
 	rejected map[netip.Addr]map[netip.Prefix]Reason
 	counts   map[Reason]uint64
 	kick     chan struct{}
+	sessKick chan struct{} // wakes runSessions (sessions.go)
 }
 
 func newState(log *slog.Logger, opts Options) *state {
@@ -120,6 +121,7 @@ func newState(log *slog.Logger, opts Options) *state {
 		rejected: map[netip.Addr]map[netip.Prefix]Reason{},
 		counts:   map[Reason]uint64{},
 		kick:     make(chan struct{}, 1),
+		sessKick: make(chan struct{}, 1),
 	}
 }
 
@@ -155,6 +157,7 @@ func (st *state) setDesired(d *Desired, f *filter, names *nameTable) {
 		}
 	}
 	st.wake()
+	st.wakeSessions()
 }
 
 func (st *state) attach(srv *server.BgpServer) {
@@ -178,6 +181,7 @@ func (st *state) detach() {
 	clear(st.sessions)
 	clear(st.rejected)
 	st.wake()
+	st.wakeSessions()
 }
 
 func nlriPrefix(n bgp.NLRI) (netip.Prefix, bool) {
@@ -516,7 +520,7 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 		addr = ev.Peer.Conf.NeighborAddress
 	}
 	si := st.session(addr)
-	old := si.state
+	old, oldMax := si.state, si.maxPrefix
 	si.state = ev.Peer.State.SessionState
 	if old != si.state {
 		si.since = t
@@ -544,5 +548,10 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 		delete(st.eor, addr)
 		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),
 			"message", ev.Peer.State.DisconnectMessage)
+	}
+	// Only crossing Established (or a max_prefixes trip) changes what
+	// OnSessions reports; a dead peer's connect/active cycling does not.
+	if (old == bgp.BGP_FSM_ESTABLISHED) != (si.state == bgp.BGP_FSM_ESTABLISHED) || oldMax != si.maxPrefix {
+		st.wakeSessions()
 	}
 }

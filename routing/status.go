@@ -80,8 +80,12 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	s.mu.Lock()
 	srv := s.srv
 	specs := make(map[netip.Addr]peerSpec, len(s.peers))
+	gwBFD := map[netip.Addr]string{}
 	for a, p := range s.peers {
 		specs[a] = p
+		if p.kind == KindVPC && p.bfd && s.gwBFD != nil {
+			gwBFD[a] = s.gwBFD.state(a)
+		}
 	}
 	s.mu.Unlock()
 	st := Status{Routes: s.state.routes(), RejectedTotal: map[Reason]uint64{}}
@@ -141,12 +145,15 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 			if ss.Received >= ss.Rejected {
 				ss.Accepted = ss.Received - ss.Rejected
 			}
-			if p.State != nil && p.State.BfdState != nil && spec.bfd {
+			if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != KindVPC {
 				ss.BFD = bfdName(p.State.BfdState.SessionState)
 			}
 			if p.State != nil && p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
 				ss.State = "max-prefix-exceeded"
 			}
+		}
+		if b, ok := gwBFD[addr]; ok {
+			ss.BFD = b
 		}
 		st.Sessions = append(st.Sessions, ss)
 	}

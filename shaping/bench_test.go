@@ -106,6 +106,8 @@ func BenchmarkGoodput(b *testing.B) {
 			}
 			b.Logf("%-16s %8.4f %8.4f %8.4f %8.4f %8s   %s", name, ours, ratios[0], ratios[1], ratios[2], police, verdict)
 			b.ReportMetric(ours, "ratio-"+c.rate.String()+"-"+strconv.Itoa(c.flows)+"f")
+			b.ReportMetric(ratios[0], "tbf-ratio-"+c.rate.String()+"-"+strconv.Itoa(c.flows)+"f")
+			b.ReportMetric(ratios[1], "htb-ratio-"+c.rate.String()+"-"+strconv.Itoa(c.flows)+"f")
 		}
 	}
 }

@@ -36,8 +36,12 @@ func ensureBPFFS(dir string) (bool, error) {
 	return true, nil
 }
 
+// bpffsPreloaded are the files the kernel puts in every new bpffs
+// (CONFIG_BPF_PRELOAD iterators); they are not pins.
+var bpffsPreloaded = map[string]bool{"maps.debug": true, "progs.debug": true}
+
 // releaseBPFFS unmounts dir when it is a bpffs mounted on its own (as
-// ensureBPFFS does) and nothing is left in it.
+// ensureBPFFS does) and nothing but the kernel's own files is left in it.
 func releaseBPFFS(dir string) error {
 	ok, err := isBPFFS(dir)
 	if err != nil || !ok {
@@ -47,8 +51,14 @@ func releaseBPFFS(dir string) error {
 	if err != nil || parentOK {
 		return nil
 	}
-	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
 		return nil
+	}
+	for _, e := range ents {
+		if !bpffsPreloaded[e.Name()] {
+			return nil
+		}
 	}
 	if err := unix.Unmount(dir, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("unmount bpffs %s: %w", dir, err)

@@ -18,29 +18,47 @@ const htbMajor = 0xce0
 // (HTB's default class 0 sends it straight to the device).
 const directQlen = 1000
 
-// setClasses makes the device's root qdisc our HTB and gives every shaped
-// region a class of its rate with two leaves (small packets at priority 0,
-// bulk at 1, each allowed the whole rate), so the debt a bucket runs into
-// in ModeQueue waits in a queue drained at the bucket's rate, and a ping
-// does not wait behind it.
+// setClasses makes the root qdisc of every device our HTB and gives every
+// shaped region a class of its rate with two leaves (small packets at
+// priority 0, bulk at 1, each allowed the whole rate, the bulk leaf up to
+// the device's share when there are several devices), so the debt a
+// bucket runs into in ModeQueue waits in a queue drained at the bucket's
+// rate, and a ping does not wait behind it. Every device gets the full
+// rate: the bucket, shared by the devices, bounds what all of them are
+// handed together (see the package doc). It goes on past a device that
+// fails.
 func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
+	var errs []error
+	for i, d := range s.devs {
+		if err := s.setDeviceClasses(i, d, cfgs); err != nil {
+			errs = append(errs, fmt.Errorf("%q: %w", d.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Shaper) setDeviceClasses(i int, d *egress, cfgs map[uint32]bpfBucketCfg) error {
 	want := map[uint32]*netlink.HtbClass{}
 	for id, c := range cfgs {
 		if c.Rate == 0 || c.Classid == 0 {
 			continue
 		}
-		for _, cl := range s.htbClasses(id, c) {
+		for _, cl := range d.htbClasses(id, c, s.share(id, i)) {
 			want[cl.Handle] = cl
 		}
 	}
 	var errs []error
 	if len(want) > 0 {
-		if err := s.ensureQdisc(); err != nil {
+		if err := s.ensureQdisc(d); err != nil {
 			return err
 		}
 	}
+	raised, err := s.ensureQueueLen(d, cfgs)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	have := map[uint32]*netlink.HtbClass{}
-	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: s.ifindex}}
+	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: d.index}}
 	classes, err := s.nl.ClassList(lk, 0)
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("list htb classes: %w", err)
@@ -52,21 +70,37 @@ func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
 		}
 	}
 	// Parents (minor < 0x1000) before their leaves.
+	down := map[uint32]bool{} // regions whose rate goes down, by bucket index
 	for _, h := range sortedHandles(want, false) {
 		c := want[h]
 		if old, ok := have[h]; ok {
 			if old.Rate == c.Rate && old.Ceil == c.Ceil && old.Buffer == c.Buffer && old.Cbuffer == c.Cbuffer && old.Prio == c.Prio {
+				if raised && h&0xffff >= 0x1000 {
+					// An unchanged leaf keeps the FIFO limit it was
+					// created with: a fresh FIFO takes the device's new
+					// queue length.
+					if err := s.flushLeaf(d, h); err != nil {
+						errs = append(errs, err)
+					}
+				}
 				continue
 			}
 			if err := s.nl.ClassChange(c); err != nil {
 				errs = append(errs, fmt.Errorf("change htb class %x: %w", h, err))
 				continue
 			}
-			if c.Rate < old.Rate && h&0xffff >= 0x1000 {
+			minor := h & 0xffff
+			if minor < 0x1000 && c.Rate < old.Rate {
+				down[minor] = true
+			}
+			if minor >= 0x1000 && (down[minor&0xfff] || raised) {
 				// A leaf keeps what it queued at the old rate and would
 				// drain it at the new one: from 20 Mbps to 1 Kbps, 100 ms of
 				// backlog takes half an hour. Drop that backlog instead.
-				if err := s.flushLeaf(h); err != nil {
+				// (Not when only the balancer's share moved: that backlog
+				// is the region's debt, still due at the region's rate.)
+				// A raised queue length also needs a fresh FIFO.
+				if err := s.flushLeaf(d, h); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -86,23 +120,57 @@ func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
 		}
 	}
 	if len(want) == 0 {
-		if err := s.deleteQdisc(); err != nil {
+		if err := s.deleteQdisc(d.index); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// maxQueueLen bounds the device queue length the shaper asks for.
+const maxQueueLen = 100_000
+
+// ensureQueueLen raises the device's transmit queue length so that an HTB
+// leaf's FIFO (created with the device's queue length as its limit) holds
+// what the program may admit ahead of the rate: burst plus queue bytes in
+// packets of half the MTU. Otherwise the FIFO, not the program, drops
+// first: a TUN's default of 500 packets is 11 ms at 500 Mbps, where the
+// program allows 100 ms. It never lowers the length, and reports whether
+// it raised it (existing leaves then need a fresh FIFO).
+func (s *Shaper) ensureQueueLen(d *egress, cfgs map[uint32]bpfBucketCfg) (bool, error) {
+	need := 0
+	half := uint64(max(d.mtu/2, 1))
+	for _, c := range cfgs {
+		if c.Rate == 0 || c.Classid == 0 {
+			continue
+		}
+		bytes := (c.Burst + c.Queue) / unitsPerByte
+		need = max(need, int(min((bytes+half-1)/half, maxQueueLen)))
+	}
+	lk, err := s.nl.LinkByIndex(d.index)
+	if err != nil {
+		return false, fmt.Errorf("interface %q: %w", d.name, err)
+	}
+	if lk.Attrs().TxQLen >= need {
+		return false, nil
+	}
+	if err := s.nl.LinkSetTxQLen(lk, need); err != nil {
+		return false, fmt.Errorf("interface %q: set queue length %d: %w", d.name, need, err)
+	}
+	s.log.Info("raised the device queue length for the shaper's queues", "interface", d.name, "from", lk.Attrs().TxQLen, "to", need)
+	return true, nil
+}
+
 // flushLeaf drops the packets queued in a leaf class by replacing its
 // queue with a fresh FIFO (handle: the leaf's minor as major, unique on the
 // device and never our root's).
-func (s *Shaper) flushLeaf(leaf uint32) error {
+func (s *Shaper) flushLeaf(d *egress, leaf uint32) error {
 	q := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: s.ifindex, Parent: leaf, Handle: netlink.MakeHandle(uint16(leaf&0xffff), 0)},
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: d.index, Parent: leaf, Handle: netlink.MakeHandle(uint16(leaf&0xffff), 0)},
 		QdiscType:  "pfifo",
 	}
 	if err := s.nl.QdiscReplace(q); err != nil {
-		return fmt.Errorf("flush htb leaf %x after a rate decrease: %w", leaf, err)
+		return fmt.Errorf("replace the queue of htb leaf %x: %w", leaf, err)
 	}
 	return nil
 }
@@ -121,25 +189,32 @@ func sortedHandles(m map[uint32]*netlink.HtbClass, desc bool) []uint32 {
 	return out
 }
 
-// htbClasses are the classes of one bucket. On an Ethernet device HTB
-// charges the 14-byte header the bucket does not, so the rate is raised by
-// (mtu+14)/mtu: a full-size packet then drains at exactly the bucket's
-// rate, and the bucket, not HTB, stays the authority on the rate.
-func (s *Shaper) htbClasses(id uint32, c bpfBucketCfg) []*netlink.HtbClass {
+// htbClasses are the classes of one bucket on device d. On an Ethernet
+// device HTB charges the 14-byte header the bucket does not, so the rate
+// is raised by (mtu+14)/mtu: a full-size packet then drains at exactly the
+// bucket's rate, and the bucket, not HTB, stays the authority on the rate.
+// On an L3 device (l2 0) the rate is the bucket's. share (0-1] is the
+// part of the rate the bulk leaf may use on this device (1 with a single
+// device; see balance.go).
+func (d *egress) htbClasses(id uint32, c bpfBucketCfg, share float64) []*netlink.HtbClass {
 	rate := c.Rate
-	if s.l2 > 0 {
-		rate = rate * uint64(s.mtu+s.l2) / uint64(s.mtu)
+	if d.l2 > 0 {
+		rate = rate * uint64(d.mtu+d.l2) / uint64(d.mtu)
+	}
+	bulkCeil := rate
+	if share < 1 {
+		bulkCeil = max(uint64(float64(rate)*share), 8)
 	}
 	burst := min(c.Burst/unitsPerByte, 1<<31)
-	quantum := min(max(rate/8/10, uint64(s.mtu+s.l2)), 200000)
-	class := func(handle, parent uint32, r uint64, prio uint32) *netlink.HtbClass {
+	quantum := min(max(rate/8/10, uint64(d.mtu+d.l2)), 200000)
+	class := func(handle, parent uint32, r, ceil uint64, prio uint32) *netlink.HtbClass {
 		return netlink.NewHtbClass(netlink.ClassAttrs{
-			LinkIndex: s.ifindex,
+			LinkIndex: d.index,
 			Parent:    parent,
 			Handle:    handle,
 		}, netlink.HtbClassAttrs{
 			Rate:    max(r, 8),
-			Ceil:    rate,
+			Ceil:    ceil,
 			Buffer:  uint32(burst),
 			Cbuffer: uint32(burst),
 			Quantum: uint32(quantum),
@@ -147,16 +222,17 @@ func (s *Shaper) htbClasses(id uint32, c bpfBucketCfg) []*netlink.HtbClass {
 		})
 	}
 	// The leaves' guaranteed rates split the region's (1/10 small, 9/10
-	// bulk); each may borrow up to all of it.
+	// bulk); each may borrow up to all of it, the bulk leaf up to its
+	// device's share.
 	return []*netlink.HtbClass{
-		class(classID(id), netlink.MakeHandle(htbMajor, 0), rate, 0),
-		class(smallClassID(id), classID(id), rate/10, 0),
-		class(bulkClassID(id), classID(id), rate-rate/10, 1),
+		class(classID(id), netlink.MakeHandle(htbMajor, 0), rate, rate, 0),
+		class(smallClassID(id), classID(id), rate/10, rate, 0),
+		class(bulkClassID(id), classID(id), min(rate-rate/10, bulkCeil), bulkCeil, 1),
 	}
 }
 
-func (s *Shaper) rootQdisc() (netlink.Qdisc, error) {
-	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: s.ifindex}}
+func (s *Shaper) rootQdisc(ifindex int) (netlink.Qdisc, error) {
+	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
 	qs, err := s.nl.QdiscList(lk)
 	if err != nil {
 		return nil, fmt.Errorf("list qdiscs: %w", err)
@@ -169,8 +245,8 @@ func (s *Shaper) rootQdisc() (netlink.Qdisc, error) {
 	return nil, nil
 }
 
-func (s *Shaper) ensureQdisc() error {
-	q, err := s.rootQdisc()
+func (s *Shaper) ensureQdisc(d *egress) error {
+	q, err := s.rootQdisc(d.index)
 	if err != nil {
 		return err
 	}
@@ -178,11 +254,11 @@ func (s *Shaper) ensureQdisc() error {
 		return nil
 	}
 	if q != nil && q.Type() != "noqueue" {
-		s.log.Warn("replacing the root qdisc of the tunnel device with the shaper's htb", "was", q.Type())
+		s.log.Warn("replacing the root qdisc of the device with the shaper's htb", "interface", d.name, "was", q.Type())
 	}
 	qlen := uint32(directQlen)
 	htb := netlink.NewHtb(netlink.QdiscAttrs{
-		LinkIndex: s.ifindex,
+		LinkIndex: d.index,
 		Parent:    netlink.HANDLE_ROOT,
 		Handle:    netlink.MakeHandle(htbMajor, 0),
 	})
@@ -193,9 +269,9 @@ func (s *Shaper) ensureQdisc() error {
 	return nil
 }
 
-// deleteQdisc removes the root qdisc if it is ours.
-func (s *Shaper) deleteQdisc() error {
-	q, err := s.rootQdisc()
+// deleteQdisc removes the root qdisc of the device if it is ours.
+func (s *Shaper) deleteQdisc(ifindex int) error {
+	q, err := s.rootQdisc(ifindex)
 	if err != nil || q == nil {
 		return err
 	}

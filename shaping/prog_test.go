@@ -420,7 +420,7 @@ func TestProgLiveRateChange(t *testing.T) {
 
 func mustLinkID(t *testing.T, f *fixture) link.ID {
 	t.Helper()
-	info, err := f.s.link.Info()
+	info, err := f.s.devs[0].link.Info()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -20,23 +20,24 @@ import (
 // the userspace Limiter.
 var ErrUnsupported = errors.New("ebpf shaping unsupported on this host")
 
-// Pin names under Options.PinPath. Maps are pinned by their own names
-// (ocsh_cfg, ocsh_state, ...).
-const (
-	pinProg = "ocsh_shape_prog"
-	pinLink = "ocsh_shape_link"
-)
-
 // maxRegions matches MAX_REGIONS in bpf/shaper.c; id 0 is never used.
 const maxRegions = 1024
 
 // Options configure a Shaper.
 type Options struct {
-	// Interface is the tunnel device whose egress is shaped (required).
+	// Interfaces are the devices whose egress is shaped, all with one set
+	// of buckets: a region's rate holds for the sum of what leaves through
+	// all of them (e.g. the VXLAN overlay and the WireGuard device).
+	// Ethernet and L3 devices may be mixed. Required, unless Interface is
+	// set.
+	Interfaces []string
+	// Interface is the shorthand for a single device: Interfaces
+	// []string{Interface}. Setting both is an error unless they say the
+	// same.
 	Interface string
-	// PinPath is the bpffs directory that holds this shaper's program, link
-	// and maps, one per interface (e.g. /sys/fs/bpf/opencen/shaping/wg-cen).
-	// If it is not on a bpffs, New mounts one there. Required.
+	// PinPath is the bpffs directory that holds this shaper's programs,
+	// links and maps (e.g. /sys/fs/bpf/opencen/shaping). If it is not on a
+	// bpffs, New mounts one there. Required.
 	PinPath string
 	// Mode is ModeQueue (default) or ModePolice.
 	Mode Mode
@@ -52,8 +53,25 @@ type Options struct {
 }
 
 func (o *Options) defaults() error {
-	if o.Interface == "" {
-		return errors.New("options: interface is required")
+	switch {
+	case len(o.Interfaces) == 0 && o.Interface == "":
+		return errors.New("options: interfaces are required")
+	case len(o.Interfaces) == 0:
+		o.Interfaces = []string{o.Interface}
+	case o.Interface != "" && !slices.Equal(o.Interfaces, []string{o.Interface}):
+		return fmt.Errorf("options: interface %q and interfaces %q both set and differ", o.Interface, o.Interfaces)
+	default:
+		o.Interfaces = slices.Clone(o.Interfaces)
+	}
+	seen := map[string]bool{}
+	for _, name := range o.Interfaces {
+		if name == "" || strings.ContainsAny(name, "/ \t\n") {
+			return fmt.Errorf("options: invalid interface name %q", name)
+		}
+		if seen[name] {
+			return fmt.Errorf("options: interface %q listed twice", name)
+		}
+		seen[name] = true
 	}
 	if o.PinPath == "" {
 		return errors.New("options: pin path is required")
@@ -73,28 +91,45 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// Shaper is the eBPF shaper of one tunnel device. It is safe for
+// Shaper is the eBPF shaper of a gateway's egress devices. It is safe for
 // concurrent use.
 type Shaper struct {
-	mu      sync.Mutex
-	opts    Options
-	log     *slog.Logger
-	objs    bpfObjects
-	link    link.Link
-	nl      *netlink.Handle
-	ifindex int
-	l2      int // link-layer header length in front of IP: 14 or 0
-	mtu     int
-	mounted bool
-	closed  bool
-	ids     map[string]uint32 // region id -> bucket index
+	mu        sync.Mutex
+	closeOnce sync.Once
+	opts      Options
+	log       *slog.Logger
+	objs      shaperObjects // the maps, and the programs built for devs[0]
+	devs      []*egress     // in Options.Interfaces order
+	nl        *netlink.Handle
+	mtu       int // the largest MTU of the devices: the burst floor
+	mounted   bool
+	closed    bool
+	ids       map[string]uint32       // region id -> bucket index
+	cfgs      map[uint32]bpfBucketCfg // as last Set, by bucket index
+	bal       balancer                // shares of the devices (ModeQueue, several devices)
 }
 
-// New loads (or adopts) the shaper of opts.Interface. It must run in the
-// network namespace of the interface. When PinPath already holds a shaper
-// for the interface, its maps (buckets, counters, region ids) are reused
-// and the pinned TCX link is updated in place to the program of this
-// binary: never a second attachment, no moment without one.
+// shaperObjects are the objects of the first load. The .bss section
+// (clock_override, the clock probe's samples) is shared by the programs of
+// every device like the maps, so the test clock drives them all.
+type shaperObjects struct {
+	bpfObjects
+	Bss *ebpf.Map `ebpf:".bss"`
+}
+
+func (o *shaperObjects) Close() {
+	o.bpfObjects.Close()
+	if o.Bss != nil {
+		o.Bss.Close()
+	}
+}
+
+// New loads (or adopts) the shaper of opts.Interfaces. It must run in the
+// network namespace of the interfaces. When PinPath already holds a
+// shaper, its maps (buckets, counters, region ids) are reused and each
+// pinned TCX link of a device still listed is updated in place to the
+// program of this binary: never a second attachment, no moment without
+// one. Links of devices no longer listed are detached.
 func New(opts Options) (*Shaper, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
@@ -103,45 +138,39 @@ func New(opts Options) (*Shaper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
-	s := &Shaper{opts: opts, log: opts.Logger.With("interface", opts.Interface), nl: nl}
+	s := &Shaper{opts: opts, log: opts.Logger.With("interfaces", opts.Interfaces), nl: nl}
+	s.bal.shares = map[uint32][]float64{}
 	if err := s.open(); err != nil {
 		s.closeFDs()
 		nl.Close()
 		return nil, err
 	}
+	s.startBalancer()
 	return s, nil
 }
 
 func (s *Shaper) open() error {
-	lk, err := s.nl.LinkByName(s.opts.Interface)
-	if err != nil {
-		return fmt.Errorf("find interface %q: %w", s.opts.Interface, err)
+	for _, name := range s.opts.Interfaces {
+		d, err := s.findDevice(name)
+		if err != nil {
+			return err
+		}
+		s.devs = append(s.devs, d)
+		s.mtu = max(s.mtu, d.mtu)
 	}
-	s.ifindex = lk.Attrs().Index
-	s.mtu = lk.Attrs().MTU
-	switch lk.Attrs().EncapType {
-	case "ether":
-		s.l2 = 14
-	case "none":
-		s.l2 = 0
-	default:
-		return fmt.Errorf("interface %q: unsupported link type %q (want an L3 tunnel or ethernet)", s.opts.Interface, lk.Attrs().EncapType)
-	}
-
 	if err := s.load(); err != nil {
 		return err
 	}
 	return s.attach()
 }
 
-// load loads the collection, reusing pinned maps.
+// load loads the programs, one per device (each knows its device's
+// link-layer header length), all on the same maps: the pinned ones when
+// there are.
 func (s *Shaper) load() error {
 	spec, err := loadBpf()
 	if err != nil {
 		return fmt.Errorf("load program spec: %w", err)
-	}
-	if err := spec.Variables["l2_len"].Set(uint32(s.l2)); err != nil {
-		return fmt.Errorf("set l2_len: %w", err)
 	}
 	precise := uint32(0)
 	if s.opts.PreciseClock {
@@ -167,14 +196,28 @@ func (s *Shaper) load() error {
 	if mounted {
 		s.log.Info("mounted a bpffs for the shaper's pins", "path", s.opts.PinPath)
 	}
-	err = spec.LoadAndAssign(&s.objs, &ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: s.opts.PinPath},
-	})
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("%w: load program: %w", ErrUnsupported, err)
+	for i, d := range s.devs {
+		if err := spec.Variables["l2_len"].Set(uint32(d.l2)); err != nil {
+			return fmt.Errorf("set l2_len: %w", err)
 		}
-		return fmt.Errorf("load program: %w", err)
+		if i == 0 {
+			err = spec.LoadAndAssign(&s.objs, &ebpf.CollectionOptions{
+				Maps: ebpf.MapOptions{PinPath: s.opts.PinPath},
+			})
+			d.prog = s.objs.OcshShape
+		} else {
+			var o struct {
+				Shape *ebpf.Program `ebpf:"ocsh_shape"`
+			}
+			err = spec.LoadAndAssign(&o, &ebpf.CollectionOptions{MapReplacements: s.sharedMaps()})
+			d.prog, d.ownProg = o.Shape, true
+		}
+		if err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("%w: load program: %w", ErrUnsupported, err)
+			}
+			return fmt.Errorf("load program for %q: %w", d.name, err)
+		}
 	}
 	s.ids = map[string]uint32{}
 	var name bpfRegionName
@@ -186,62 +229,21 @@ func (s *Shaper) load() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read region ids: %w", err)
 	}
-	progPin := filepath.Join(s.opts.PinPath, pinProg)
-	if err := os.Remove(progPin); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("replace pinned program: %w", err)
-	}
-	if err := s.objs.OcshShape.Pin(progPin); err != nil {
-		return fmt.Errorf("pin program: %w", err)
-	}
-	return nil
+	return s.pinProgs()
 }
 
-// attach adopts the pinned link of the interface or makes one.
-func (s *Shaper) attach() error {
-	linkPin := filepath.Join(s.opts.PinPath, pinLink)
-	old, err := link.LoadPinnedLink(linkPin, nil)
-	switch {
-	case err == nil:
-		info, ierr := old.Info()
-		if ierr == nil && info.Type == link.TCXType && info.TCX() != nil && int(info.TCX().Ifindex) == s.ifindex {
-			if err := old.Update(s.objs.OcshShape); err != nil {
-				old.Close()
-				return fmt.Errorf("update adopted link: %w", err)
-			}
-			s.link = old
-			s.log.Info("adopted pinned shaper link", "pin", linkPin)
-			return nil
-		}
-		// The device the link was attached to is gone (or was recreated):
-		// the link is dead, replace it.
-		s.log.Warn("replacing stale pinned shaper link", "pin", linkPin)
-		if err := old.Unpin(); err != nil {
-			old.Close()
-			return fmt.Errorf("unpin stale link: %w", err)
-		}
-		old.Close()
-	case errors.Is(err, os.ErrNotExist):
-	default:
-		return fmt.Errorf("load pinned link: %w", err)
+// sharedMaps are the maps every device's program uses: all but .rodata,
+// which holds the device's constants.
+func (s *Shaper) sharedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		bpfMapOcshPrefix4: s.objs.OcshPrefix4,
+		bpfMapOcshPrefix6: s.objs.OcshPrefix6,
+		bpfMapOcshCfg:     s.objs.OcshCfg,
+		bpfMapOcshState:   s.objs.OcshState,
+		bpfMapOcshStats:   s.objs.OcshStats,
+		bpfMapOcshRegions: s.objs.OcshRegions,
+		".bss":            s.objs.Bss,
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: s.ifindex,
-		Program:   s.objs.OcshShape,
-		Attach:    ebpf.AttachTCXEgress,
-	})
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("%w: attach tcx: %w", ErrUnsupported, err)
-		}
-		return fmt.Errorf("attach tcx egress of %q: %w", s.opts.Interface, err)
-	}
-	if err := l.Pin(linkPin); err != nil {
-		l.Close()
-		return fmt.Errorf("pin link: %w", err)
-	}
-	s.link = l
-	s.log.Info("attached shaper at tcx egress", "pin", linkPin)
-	return nil
 }
 
 // Set makes the kernel enforce d. It is idempotent: it reads the maps and
@@ -277,6 +279,12 @@ func (s *Shaper) Set(d Desired) error {
 		return err
 	}
 	cfgs := s.desiredCfgs(d)
+	s.cfgs = cfgs
+	for id := range s.bal.shares {
+		if cfgs[id].Rate == 0 {
+			delete(s.bal.shares, id)
+		}
+	}
 	if s.opts.Mode == ModeQueue {
 		if err := s.setClasses(cfgs); err != nil {
 			errs = append(errs, err)
@@ -536,11 +544,13 @@ func (s *Shaper) Counters() (map[string]Counters, error) {
 	return out, nil
 }
 
-// Close releases the shaper. Without cleanup the pinned program, link,
-// maps and qdisc stay, so traffic keeps being shaped and the next New
+// Close releases the shaper. Without cleanup the pinned programs, links,
+// maps and qdiscs stay, so traffic keeps being shaped and the next New
 // adopts them with their buckets intact. With cleanup it detaches the
-// program, removes the qdisc it installed and every pin.
+// program from every device, removes the qdiscs it installed and every
+// pin.
 func (s *Shaper) Close(cleanup bool) error {
+	s.closeOnce.Do(s.stopBalancer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -549,16 +559,19 @@ func (s *Shaper) Close(cleanup bool) error {
 	s.closed = true
 	var errs []error
 	if cleanup {
-		if s.link != nil {
-			if err := s.link.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpin link: %w", err))
+		for _, d := range s.devs {
+			if d.link != nil {
+				// Closing the last descriptor below detaches it.
+				if err := d.link.Unpin(); err != nil {
+					errs = append(errs, fmt.Errorf("unpin link of %q: %w", d.name, err))
+				}
 			}
-		}
-		if err := s.deleteQdisc(); err != nil {
-			errs = append(errs, err)
-		}
-		if err := s.objs.OcshShape.Unpin(); err != nil {
-			errs = append(errs, fmt.Errorf("unpin program: %w", err))
+			if err := s.deleteQdisc(d.index); err != nil {
+				errs = append(errs, fmt.Errorf("%q: %w", d.name, err))
+			}
+			if err := d.prog.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin program of %q: %w", d.name, err))
+			}
 		}
 		for _, m := range []*ebpf.Map{s.objs.OcshPrefix4, s.objs.OcshPrefix6, s.objs.OcshCfg, s.objs.OcshState, s.objs.OcshStats, s.objs.OcshRegions} {
 			if err := m.Unpin(); err != nil {
@@ -582,9 +595,15 @@ func (s *Shaper) Close(cleanup bool) error {
 }
 
 func (s *Shaper) closeFDs() {
-	if s.link != nil {
-		s.link.Close()
-		s.link = nil
+	for _, d := range s.devs {
+		if d.link != nil {
+			d.link.Close()
+			d.link = nil
+		}
+		if d.ownProg && d.prog != nil {
+			d.prog.Close()
+		}
+		d.prog = nil
 	}
 	s.objs.Close()
 }

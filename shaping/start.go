@@ -18,7 +18,7 @@ var (
 	_ Enforcer = (*Limiter)(nil)
 )
 
-// Start returns the eBPF shaper of opts.Interface, or, when the host
+// Start returns the eBPF shaper of opts.Interfaces, or, when the host
 // cannot run it (ErrUnsupported), a userspace Limiter, logged at error
 // level because the kernel's forwarding path is then not shaped: only
 // traffic forwarded through Limiter.Admit is. Any other error is returned.
@@ -34,7 +34,11 @@ func Start(opts Options) (Enforcer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	ifs := opts.Interfaces
+	if len(ifs) == 0 {
+		ifs = []string{opts.Interface}
+	}
 	log.Error("EBPF SHAPING UNAVAILABLE: falling back to the userspace limiter; only traffic forwarded through it is shaped",
-		"interface", opts.Interface, "err", err)
+		"interfaces", ifs, "err", err)
 	return NewLimiter(LimiterOptions{Mode: opts.Mode, QueueDelay: opts.QueueDelay, Logger: opts.Logger})
 }

@@ -165,7 +165,7 @@ func TestRestartAdopts(t *testing.T) {
 	if err := s1.objs.OcshState.Lookup(id, &st1); err != nil {
 		t.Fatal(err)
 	}
-	info1, _ := s1.link.Info()
+	info1, _ := s1.devs[0].link.Info()
 	c1, _ := s1.Counters()
 	if err := s1.Close(false); err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestRestartAdopts(t *testing.T) {
 	if n := attached(); n != 1 {
 		t.Fatalf("%d programs attached after close without cleanup, want 1", n)
 	}
-	for _, f := range []string{pinLink, pinProg, "ocsh_cfg", "ocsh_state"} {
+	for _, f := range []string{pinLinkPrefix + p.gwOut, pinProgPrefix + p.gwOut, "ocsh_cfg", "ocsh_state"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("pin %s missing after close: %v", f, err)
 		}
@@ -184,7 +184,7 @@ func TestRestartAdopts(t *testing.T) {
 	if n := attached(); n != 1 {
 		t.Fatalf("%d programs attached after restart, want 1", n)
 	}
-	info2, _ := s2.link.Info()
+	info2, _ := s2.devs[0].link.Info()
 	if info1.ID != info2.ID {
 		t.Fatalf("restart made a new link (%d -> %d)", info1.ID, info2.ID)
 	}
@@ -212,7 +212,7 @@ func TestRestartAdopts(t *testing.T) {
 	if n := attached(); n != 0 {
 		t.Fatalf("%d programs attached after cleanup, want 0", n)
 	}
-	if _, err := os.Stat(filepath.Join(dir, pinLink)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, pinLinkPrefix+p.gwOut)); !os.IsNotExist(err) {
 		t.Fatalf("link pin left after cleanup: %v", err)
 	}
 	out := p.gw.sh(t, "tc qdisc show dev "+p.gwOut)

@@ -102,8 +102,8 @@ func TestWireGuardTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(true) })
-	if s.l2 != 0 {
-		t.Fatalf("wireguard device taken for Ethernet (l2 %d)", s.l2)
+	if s.devs[0].l2 != 0 {
+		t.Fatalf("wireguard device taken for Ethernet (l2 %d)", s.devs[0].l2)
 	}
 	const rate = 50 * Mbps
 	err := s.Set(Desired{

@@ -253,9 +253,10 @@ func TestGatewayEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		progs := tcxPrograms(t, gw("gw-b1").Namespace, st.Overlay)
-		if progs != 1 {
-			t.Errorf("%d TCX egress programs on %s after kill -9 and restart, want exactly 1", progs, st.Overlay)
+		for _, dev := range []string{st.Overlay, st.Device} {
+			if progs := tcxPrograms(t, gw("gw-b1").Namespace, dev); progs != 1 {
+				t.Errorf("%d TCX egress programs on %s after kill -9 and restart, want exactly 1", progs, dev)
+			}
 		}
 		// A crash is seen by the peers (BFD), which withdraw and then
 		// relearn its routes: traffic recovers, within seconds.
@@ -376,9 +377,15 @@ func leftovers(t *testing.T, g lab.Gateway, device string) {
 			t.Errorf("link %s left in %s", lk.Attrs().Name, g.Namespace)
 		}
 	}
-	routes, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	routes, _ := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: 79, Table: syscall.RT_TABLE_UNSPEC}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if len(routes) != 0 {
-		t.Errorf("%d opencen routes left in %s: %v", len(routes), g.Namespace, routes)
+		t.Errorf("%d opencen routes left in %s (any table): %v", len(routes), g.Namespace, routes)
+	}
+	rules, _ := h.RuleList(netlink.FAMILY_ALL)
+	for _, r := range rules {
+		if r.Protocol == 79 || r.Table == 79 {
+			t.Errorf("opencen policy rule left in %s: %v", g.Namespace, r)
+		}
 	}
 	if _, err := os.Stat("/var/run/wireguard/" + device + ".sock"); err == nil {
 		t.Errorf("uapi socket of %s left", device)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -19,8 +20,16 @@ func BenchmarkIdleAgent(b *testing.B) {
 	l, _ := upLab(b, "testdata/idle.yaml")
 	g, _ := l.Gateway("gw-1")
 	eventually(b, 90*time.Second, "gw-1 has ten established peers", func() error {
+		// The agent may not listen yet: a refused cenctl is retried, not
+		// fatal (cenctlJSON would stop the benchmark at once).
+		r := runCenctl(b, "--socket", g.Socket, "peers", "-o", "json")
+		if r.code != 0 {
+			return fmt.Errorf("cenctl peers: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+		}
 		var peers []api.Peer
-		cenctlJSON(b, g.Socket, &peers, "peers")
+		if err := json.Unmarshal([]byte(r.stdout), &peers); err != nil {
+			return fmt.Errorf("cenctl peers: %w", err)
+		}
 		up := 0
 		for _, p := range peers {
 			if p.BGPState == "established" {

@@ -34,7 +34,8 @@ type Status struct {
 	WireGuard string `json:"wireguard"`
 	Shaping   string `json:"shaping"`
 	// Device is the WireGuard device; Overlay the VXLAN device inside it
-	// that carries IPv4 CEN traffic and is shaped at its egress.
+	// that carries IPv4 CEN traffic entering at a home's twin. The
+	// shaper charges one set of buckets at the egress of both.
 	Device        string            `json:"device"`
 	Overlay       string            `json:"overlay"`
 	TunnelAddress string            `json:"tunnel_address"`

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"io"
 	"os"
 	"os/signal"
@@ -54,15 +53,17 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 			}
 			say("bringing the lab up from %s", f.config)
 			l, err := lab.Up(ctx, opts)
+			if err != nil {
+				// Up removes what it built when it fails; a lab that was
+				// already up (ErrAlreadyUp) is someone else's to take down.
+				return err
+			}
 			defer func() {
 				say("taking the lab down")
 				if err := lab.Down(context.WithoutCancel(ctx), opts); err != nil {
 					say("lab down: %v", err)
 				}
 			}()
-			if err != nil {
-				return err
-			}
 			rep, err := lab.Demo(ctx, l, lab.DemoOptions{IperfSeconds: seconds, Progress: say})
 			if err != nil {
 				return err
@@ -148,8 +149,12 @@ func printReport(w io.Writer, rep *lab.Report) {
 			d.Regions[0], d.Regions[1], d.PingReceived, d.PingSent, rateText(d.GoodputBps))
 	}
 	if f := rep.Failover; f != nil {
-		fmt.Fprintf(w, "\nFailover: %s killed under 100 pps pings %s -> %s: worst flow lost %d packets, an outage of %.0f ms\n",
-			f.Gateway, f.From, f.To, f.Lost, f.OutageMs)
+		back := ""
+		if !f.Recovered {
+			back = " and did not come back"
+		}
+		fmt.Fprintf(w, "\nFailover: %s killed under %d UDP flows %s -> %s, %d of them through it: the worst was cut for %.0f ms%s (lost %d packets)\n",
+			f.Gateway, f.Flows, f.From, f.To, f.Interrupted, f.OutageMs, back, f.Lost)
 	}
 	if len(rep.Failures) == 0 {
 		fmt.Fprintln(w, "\nEverything as expected.")
@@ -161,52 +166,14 @@ func printReport(w io.Writer, rep *lab.Report) {
 	}
 }
 
-// reportPage is the HTML report: the reachability table, and a bar chart
-// per shaped pair of goodput against allocation (inline SVG, no scripts).
-var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
-	"mbps":  func(v float64) string { return fmt.Sprintf("%.2f", v/1e6) },
-	"alloc": func(v uint64) string { return config.Bandwidth(v).String() },
-	"bar":   func(v, scale float64) string { return fmt.Sprintf("%.1f", 360*v/scale) },
-	"f64":   func(v uint64) float64 { return float64(v) },
-	"scale": func(ps []lab.PairMeasure) float64 {
-		m := 1.0
-		for _, p := range ps {
-			m = max(m, float64(p.AllocationBps), p.GoodputBps)
-		}
-		return m
-	},
-}).Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>opencen demo: {{.Instance}}</title>
-<style>body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
-.ok{color:#176d2c}.fail{color:#b00020;font-weight:bold}svg text{font-size:12px}</style></head>
-<body><h1>opencen demo: {{.Instance}}</h1>
-<p>Started {{.StartedAt.Format "2006-01-02 15:04:05 MST"}}, took {{printf "%.0f" .Duration}} s.
-{{if .Failures}}<span class="fail">{{len .Failures}} thing(s) not as expected.</span>{{else}}<span class="ok">Everything as expected.</span>{{end}}</p>
-{{if .Failures}}<ul id="failures">{{range .Failures}}<li class="fail">{{.}}</li>{{end}}</ul>{{end}}
-<h2>Shaped pairs</h2>
-{{$scale := scale .Pairs}}{{range $i, $p := .Pairs}}<figure class="pair" id="pair-{{$i}}">
-<figcaption>{{$p.FromRegion}} &rarr; {{$p.ToRegion}}: {{mbps $p.GoodputBps}} Mbps of {{alloc $p.AllocationBps}} ({{printf "%.3f" $p.Ratio}}), package {{$p.Package}}</figcaption>
-<svg width="480" height="50" role="img" aria-label="{{$p.FromRegion}} to {{$p.ToRegion}}: goodput against allocation">
-<text x="0" y="17">allocation</text><rect class="allocation" x="90" y="5" height="16" width="{{bar (f64 $p.AllocationBps) $scale}}" fill="#9fb3c8"/>
-<text x="0" y="41">goodput</text><rect class="goodput" x="90" y="29" height="16" width="{{bar $p.GoodputBps $scale}}" fill="#2a6fdb"/>
-</svg></figure>
-{{end}}
-{{with .Default}}<h2>Default pair</h2><p id="default">{{index .Regions 0}} &harr; {{index .Regions 1}} (1 Kbps, no package): ping {{.PingReceived}}/{{.PingSent}} answered; bulk TCP {{printf "%.0f" .GoodputBps}} bps.</p>{{end}}
-{{with .Failover}}<h2>Failover</h2><p id="failover">{{.Gateway}} killed under 100 pps pings {{.From}} &rarr; {{.To}}: worst flow lost {{.Lost}} packets, an outage of {{printf "%.0f" .OutageMs}} ms.</p>{{end}}
-<h2>Reachability</h2><table id="reachability"><tr><th>from</th><th>to</th><th>answered</th><th>rtt</th></tr>
-{{range .Reachability}}<tr><td>{{.From}}</td><td>{{.To}}</td><td class="{{if lt .Received .Sent}}fail{{else}}ok{{end}}">{{.Received}}/{{.Sent}}</td><td>{{printf "%.2f" .RTTms}} ms</td></tr>
-{{end}}</table>
-</body></html>
-`))
-
 func writeHTMLReport(path string, rep *lab.Report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := reportPage.Execute(f, rep); err != nil {
+	if err := rep.WriteHTML(f); err != nil {
 		f.Close()
-		return fmt.Errorf("render %s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return f.Close()
 }

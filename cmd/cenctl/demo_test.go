@@ -24,8 +24,9 @@ func sampleReport() *lab.Report {
 			{FromRegion: "cn-beijing", ToRegion: "us-west-1", AllocationBps: 20_000_000, Package: "bwp-china-na", GoodputBps: 19_300_000, Ratio: 0.965},
 			{FromRegion: "us-west-1", ToRegion: "cn-beijing", AllocationBps: 20_000_000, Package: "bwp-china-na", GoodputBps: 9_650_000, Ratio: 0.4825},
 		},
-		Default:  &lab.DefaultPair{Regions: [2]string{"eu-central-1", "us-west-1"}, PingSent: 3, PingReceived: 3, GoodputBps: 950},
-		Failover: &lab.FailoverTrial{Gateway: "gw-beijing-1", From: "vpc-shanghai", To: "vpc-beijing", Sent: 2400, Lost: 31, OutageMs: 310},
+		Default: &lab.DefaultPair{Regions: [2]string{"eu-central-1", "us-west-1"}, PingSent: 3, PingReceived: 3, GoodputBps: 950},
+		Failover: &lab.FailoverTrial{Gateway: "gw-beijing-1", From: "vpc-shanghai", To: "vpc-beijing", Flows: 16, IntervalMs: 10,
+			Interrupted: 9, Sent: 6400, Lost: 31, OutageMs: 310, Recovered: true},
 		Failures: []string{"vpc-b -> vpc-a: 1 of 3 pings answered"},
 	}
 }
@@ -38,7 +39,7 @@ func TestReportText(t *testing.T) {
 		"FAIL 1/3",
 		"cn-beijing  us-west-1   20Mbps      bwp-china-na  19.30Mbps  0.965",
 		"Default pair eu-central-1 <-> us-west-1 (1 Kbps, no package): ping 3/3 answered; bulk TCP 950bps",
-		"gw-beijing-1 killed under 100 pps pings vpc-shanghai -> vpc-beijing: worst flow lost 31 packets, an outage of 310 ms",
+		"gw-beijing-1 killed under 16 UDP flows vpc-shanghai -> vpc-beijing, 9 of them through it: the worst was cut for 310 ms (lost 31 packets)",
 		"Not as expected:\n  - vpc-b -> vpc-a: 1 of 3 pings answered",
 	} {
 		if !strings.Contains(b.String(), want) {
@@ -55,12 +56,13 @@ func TestReportHTML(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	page := string(b)
 	for _, want := range []string{
-		`<figure class="pair" id="pair-0">`,
+		`<figure class="pair" id="pair-0" data-from="cn-beijing" data-to="us-west-1" data-allocation-bps="20000000" data-goodput-bps="19300000">`,
 		`<rect class="allocation" x="90" y="5" height="16" width="360.0"`, // the largest value fills the scale
 		`<rect class="goodput" x="90" y="29" height="16" width="347.4"`,
 		`<rect class="goodput" x="90" y="29" height="16" width="173.7"`,
+		`<text class="value" x="443.4" y="41">19.30 Mbps</text>`,
 		`<li class="fail">vpc-b -&gt; vpc-a: 1 of 3 pings answered</li>`,
-		`worst flow lost 31 packets, an outage of 310 ms`,
+		`9 flows crossed it; the worst was cut for 310 ms (lost 31 packets)`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)

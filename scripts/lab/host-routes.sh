@@ -5,10 +5,18 @@
 # NEXTHOPS is one address, or several separated by commas for a region with
 # several gateways. With several, each PREFIX gets one multipath route, and
 # the kernel skips a next hop whose neighbour entry has failed
-# (fib_multipath_use_neigh). The short neighbour timers below make a dead
-# gateway's entry fail about one second after it stops answering while
-# traffic flows (0.66-1.1 s measured in the lab); the failed entry then
-# stays until the gateway talks to the host again (ReviveGateway pings the
+# (fib_multipath_use_neigh). That is the host's half of a failover: the
+# gateways' half (BFD, then the dead gateway's routes withdrawn) takes
+# about 0.35 s, and the host's must not take longer. An entry stays
+# REACHABLE for a random 0.5-1.5 x base_reachable_time after its last ARP
+# reply, then (with traffic) is probed ucast_solicit times retrans_time
+# apart before it fails, so a dead gateway is given up 0.35-0.45 s after
+# it stops answering (base 100 ms, 3 x 100 ms; it was 0.55-1.05 s with a
+# 500 ms base, the cause of failovers over one second). The price is one
+# unicast ARP exchange per gateway every 50-150 ms while traffic flows.
+# Three probes 100 ms apart keep a gateway that is merely slow to answer
+# (a loaded machine) from being given up. The failed entry then stays
+# until the gateway talks to the host again (ReviveGateway pings the
 # hosts). Only the given prefixes are routed: a lab host never gets a
 # default route.
 #
@@ -26,7 +34,7 @@ w net.ipv4.fib_multipath_use_neigh 1
 w net.ipv4.fib_multipath_hash_policy 1
 w net.ipv4.conf.all.rp_filter 0
 w "net.ipv4.conf.$dev.rp_filter" 0
-w "net.ipv4.neigh.$dev.base_reachable_time_ms" 500
+w "net.ipv4.neigh.$dev.base_reachable_time_ms" 100
 w "net.ipv4.neigh.$dev.delay_first_probe_time" 0
 w "net.ipv4.neigh.$dev.retrans_time_ms" 100
 w "net.ipv4.neigh.$dev.ucast_solicit" 3

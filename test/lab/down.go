@@ -15,15 +15,19 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/config"
 )
 
 // Down removes a lab: every process in its namespaces and every agent or
 // BIRD started for it, its namespaces (and with them every link and
 // address), any stray link with the prefix in the root namespace, and its
-// state dir. It works from the state file when there is one and from a
-// sweep of namespaces with the prefix and of processes using the state dir
-// whether or not there is, so it cleans up after a crash. Nothing up is
-// success; running it twice is harmless.
+// state dir. It works from the state file when there is one, and from the
+// namespaces the plan of its config names and the processes using the state
+// dir whether or not there is, so it cleans up after a crash. It never
+// removes a namespace merely because its name starts with the prefix:
+// other labs (tests use "ocl-t1a2b-") share the default "ocl-". Nothing up
+// is success; running it twice is harmless.
 func Down(ctx context.Context, opts Options) error {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -51,7 +55,11 @@ func Down(ctx context.Context, opts Options) error {
 	for _, p := range stateDirProcesses(o.StateDir, o.Cend) {
 		pids[p] = true
 	}
-	nss := labNamespaces(o.Prefix)
+	nss, strays, known := ownedNamespaces(o)
+	if !known && len(strays) > 0 {
+		errs = append(errs, fmt.Errorf("no state file in %s and config %s not readable: cannot tell whether namespaces %s are this lab's or another's; give the lab's config, or delete them by hand",
+			o.StateDir, o.Config, strings.Join(strays, ", ")))
+	}
 	for _, ns := range nss {
 		out, err := r.output(ctx, "ip", "netns", "pids", ns)
 		if err != nil {
@@ -133,7 +141,42 @@ func mountsUnder(dir string) []string {
 	return slices.Compact(out)
 }
 
-// labNamespaces lists the named namespaces starting with prefix.
+// ownedNamespaces lists the namespaces present that are this lab's: those
+// its state file names and those the plan of its config would create. A
+// bare prefix match is not enough: "ocl-" (the default lab's) is also the
+// start of every test lab's prefix ("ocl-t1a2b-", "ocl-e1a2b3c-"), and a
+// sweep by prefix alone would tear down other people's running labs.
+// known reports whether either source was available; when neither is,
+// strays holds what matches the prefix alone, for the caller to refuse.
+func ownedNamespaces(o Options) (owned, strays []string, known bool) {
+	want := map[string]bool{}
+	if l, err := readState(o.StateDir); err == nil {
+		known = true
+		for _, n := range l.Namespaces {
+			want[n] = true
+		}
+	}
+	if cfg, err := config.Load(o.Config); err == nil {
+		if l, err := plan(cfg, o.Prefix, o.StateDir); err == nil {
+			known = true
+			for _, n := range l.Namespaces {
+				want[n] = true
+			}
+		}
+	}
+	for _, n := range labNamespaces(o.Prefix) {
+		if want[n] {
+			owned = append(owned, n)
+		} else {
+			strays = append(strays, n)
+		}
+	}
+	return owned, strays, known
+}
+
+// labNamespaces lists the named namespaces starting with prefix (this
+// lab's and possibly other labs' with a longer prefix: see
+// ownedNamespaces).
 func labNamespaces(prefix string) []string {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {

@@ -9,10 +9,12 @@
 // directly inside lab namespaces, never in the root one), and no namespace
 // has a default route: hosts route the CEN's prefixes only.
 //
-// Up refuses to run when a lab with the same prefix is already up
-// (ErrAlreadyUp): building twice would hide which agents belong to which
-// lab. Down is idempotent and works from the state file and from a sweep of
-// every namespace with the prefix, so it cleans up after a crash.
+// Up refuses to run when the same lab is already up (ErrAlreadyUp: its
+// state file, or a namespace it would create): building twice would hide
+// which agents belong to which lab. Down is idempotent and works from the
+// state file and from the namespaces the config's plan names, so it cleans
+// up after a crash; neither touches a namespace of another lab whose
+// longer prefix merely starts with this one's.
 //
 // The kernel-facing steps run iproute2 commands (logged at debug level) and
 // the shell scripts of scripts/lab, which the VM lab (Vagrantfile) runs

@@ -289,6 +289,42 @@ func TestUpDown(t *testing.T) {
 	}
 }
 
+// Another lab whose prefix merely starts with this one's ("ocl-" is the
+// start of every test lab's "ocl-t1a2b-") is not this lab's: Up is not
+// refused because of it, Down leaves it, and a Down that can tell nothing
+// (no state file, no readable config) refuses to guess.
+func TestDownLeavesOtherLabs(t *testing.T) {
+	o := privileged(t)
+	other := o.Prefix + "x1-gw-1" // a namespace of a lab "<prefix>x1-"
+	if out, err := exec.Command("ip", "netns", "add", other).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", other, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", other).Run() })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := Up(ctx, o); err != nil {
+		t.Fatalf("Up beside another lab: %v", err)
+	}
+	if err := Down(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if !nsExists(other) {
+		t.Fatalf("Down removed %s, another lab's namespace", other)
+	}
+	if left := labNamespaces(o.Prefix); len(left) != 1 {
+		t.Errorf("namespaces left: %v, want only %s", left, other)
+	}
+	blind := o
+	blind.Config = filepath.Join(t.TempDir(), "missing.yaml")
+	blind.StateDir = filepath.Join(t.TempDir(), "none")
+	if err := Down(ctx, blind); err == nil || !strings.Contains(err.Error(), other) {
+		t.Errorf("Down with neither state nor config: %v, want a refusal naming %s", err, other)
+	}
+	if !nsExists(other) {
+		t.Errorf("a blind Down removed %s", other)
+	}
+}
+
 func TestUpWithAgents(t *testing.T) {
 	o := privileged(t)
 	self, err := os.Executable()
@@ -408,6 +444,13 @@ func TestVMScriptsInNamespaces(t *testing.T) {
 	for _, ns := range []string{vm, peer} {
 		must("ip", "netns", "add", ns)
 	}
+	// Namespaces made by hand are not the lab's (Down removes only what a
+	// lab's state or plan names): the test removes its own.
+	t.Cleanup(func() {
+		for _, ns := range []string{vm, peer} {
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
 	must("ip", "-n", vm, "link", "set", "lo", "up") // as on a VM
 	const mac1, mac2 = "52:54:00:0c:00:01", "52:54:00:0c:00:02"
 	must("ip", "-n", vm, "link", "add", "eth1", "address", mac1, "type", "veth", "peer", "name", "p1", "netns", peer)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -81,7 +82,7 @@ func Status(opts Options) (*StatusReport, error) {
 		return nil, err
 	}
 	s := &StatusReport{StateDir: o.StateDir}
-	present := labNamespaces(o.Prefix)
+	present, _, _ := ownedNamespaces(o)
 	l, err := readState(o.StateDir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -265,44 +266,77 @@ func (l *Lab) StartAgent(ctx context.Context, gateway, cend string) error {
 	return waitSocket(ctx, g.Socket, g.PID, 20*time.Second)
 }
 
-// KillGateway simulates the death of a gateway host: its cend is killed
-// (SIGKILL) and its underlay and LAN ports go down, so peers and the
-// region's hosts stop hearing from it. The namespace stays for Down.
+// KillGateway simulates the death of a gateway host. First every wire of
+// the gateway goes down (underlay, LAN and VBR ports), then every process
+// in its namespace is killed (SIGKILL): cend, and the userspace WireGuard
+// helper that would otherwise keep forwarding. The order matters: a
+// killed cend's kernel closes its BGP sockets with a FIN, and a FIN that
+// still gets out (the helper forwards it) tells the peers the session
+// ended without a NOTIFICATION, which BGP graceful restart reads as an
+// agent restart: they keep the dead gateway's routes as stale for the
+// restart time (120 s), BFD's verdict notwithstanding, and traffic through
+// it is lost for as long. A host that dies sends nothing. The namespace
+// stays for ReviveGateway and Down.
 func (l *Lab) KillGateway(ctx context.Context, gateway string) error {
 	g := l.gateway(gateway)
 	if g == nil {
 		return fmt.Errorf("no gateway %q in the lab", gateway)
 	}
 	var errs []error
-	if g.PID != 0 && alive(g.PID) {
-		errs = append(errs, l.StopAgent(ctx, gateway, syscall.SIGKILL))
-	}
-	devs := []string{ifUnderlay}
-	if len(g.LANAddrs) > 0 {
-		devs = append(devs, ifLAN)
-	}
-	for _, d := range devs {
+	for _, d := range l.gatewayPorts(g) {
 		if err := l.runner().ip(ctx, g.Namespace, "link", "set", d, "down"); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	pids := map[int]bool{}
+	if out, err := l.runner().output(ctx, "ip", "netns", "pids", g.Namespace); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, f := range strings.Fields(string(out)) {
+			if p, err := strconv.Atoi(f); err == nil && p != os.Getpid() {
+				pids[p] = true
+			}
+		}
+	}
+	if g.PID != 0 && alive(g.PID) {
+		pids[g.PID] = true
+	}
+	for p := range pids {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	if !waitGone(ctx, pids, 5*time.Second) {
+		errs = append(errs, fmt.Errorf("gateway %s: processes still run 5s after SIGKILL", gateway))
+	}
+	g.PID = 0
+	errs = append(errs, l.save())
 	return errors.Join(errs...)
+}
+
+// gatewayPorts are a gateway's links to the outside of its namespace.
+func (l *Lab) gatewayPorts(g *Gateway) []string {
+	devs := []string{ifUnderlay}
+	if len(g.LANAddrs) > 0 {
+		devs = append(devs, ifLAN)
+	}
+	for _, rt := range l.Routers {
+		if rt.Gateway == g.Name {
+			devs = append(devs, rt.GatewayIf)
+		}
+	}
+	return devs
 }
 
 // ReviveGateway undoes KillGateway: the gateway's ports come up, it pings
 // each VPC host of its region once (so their neighbour entries for it are
 // valid again and their multipath routes use it), and, when cend is given,
-// its agent starts again.
+// its agent starts again (and, its WireGuard helper having died with it,
+// builds the device again).
 func (l *Lab) ReviveGateway(ctx context.Context, gateway, cend string) error {
 	g := l.gateway(gateway)
 	if g == nil {
 		return fmt.Errorf("no gateway %q in the lab", gateway)
 	}
-	devs := []string{ifUnderlay}
-	if len(g.LANAddrs) > 0 {
-		devs = append(devs, ifLAN)
-	}
-	for _, d := range devs {
+	for _, d := range l.gatewayPorts(g) {
 		if err := l.runner().ip(ctx, g.Namespace, "link", "set", d, "up"); err != nil {
 			return err
 		}

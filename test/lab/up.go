@@ -148,12 +148,13 @@ func checkTools(bird bool) error {
 }
 
 // checkNotUp refuses a second lab over a running one: a state file, or any
-// namespace with the prefix.
+// namespace this lab would create (not merely one with the prefix: a test
+// lab "ocl-t1a2b-..." running beside it is not in the way).
 func checkNotUp(o Options) error {
 	if _, err := os.Stat(filepath.Join(o.StateDir, stateFile)); err == nil {
 		return fmt.Errorf("%w: state file %s exists; run lab down first", ErrAlreadyUp, filepath.Join(o.StateDir, stateFile))
 	}
-	if nss := labNamespaces(o.Prefix); len(nss) > 0 {
+	if nss, _, _ := ownedNamespaces(o); len(nss) > 0 {
 		return fmt.Errorf("%w: namespaces %s exist; run lab down first", ErrAlreadyUp, strings.Join(nss, ", "))
 	}
 	entries, err := os.ReadDir(o.StateDir)

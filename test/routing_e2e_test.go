@@ -1,0 +1,293 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/test/lab"
+)
+
+// TestRoutingEndToEnd drives route exchange with real cend processes over
+// real opencen tunnels and a BIRD router behind a VBR: CEN routes in the
+// router's table, a route conflict, a hijack by a misconfigured gateway,
+// and max_prefixes tripping.
+func TestRoutingEndToEnd(t *testing.T) {
+	l, opts := upLab(t, "testdata/e2e.yaml")
+	ctx := context.Background()
+	gw := func(name string) lab.Gateway {
+		g, ok := l.Gateway(name)
+		if !ok {
+			t.Fatalf("no gateway %s", name)
+		}
+		return g
+	}
+	if len(l.Routers) != 1 {
+		t.Fatalf("the lab has %d routers, want the one of idc-a", len(l.Routers))
+	}
+	router := l.Routers[0]
+	routes := func(gateway string) map[string]api.Route {
+		var rs []api.Route
+		cenctlJSON(t, gw(gateway).Socket, &rs, "routes")
+		out := map[string]api.Route{}
+		for _, r := range rs {
+			out[r.Prefix] = r
+		}
+		return out
+	}
+	peer := func(gateway, name string) api.Peer {
+		var ps []api.Peer
+		cenctlJSON(t, gw(gateway).Socket, &ps, "peers")
+		for _, p := range ps {
+			if p.Name == name {
+				return p
+			}
+		}
+		t.Fatalf("%s has no peer %s", gateway, name)
+		return api.Peer{}
+	}
+	// fib lists the destinations of opencen's kernel routes (proto 79) in
+	// a gateway's main table, with the devices and gateways they use.
+	fib := func(gateway string) string {
+		out, err := exec.Command("ip", "-n", gw(gateway).Namespace, "route", "show", "proto", "79").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route in %s: %v: %s", gateway, err, out)
+		}
+		return string(out)
+	}
+	for _, name := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+		eventually(t, 30*time.Second, name+" has every session established", func() error {
+			var peers []api.Peer
+			cenctlJSON(t, gw(name).Socket, &peers, "peers")
+			for _, p := range peers {
+				if p.BGPState != "established" {
+					return fmt.Errorf("%s is %s", p.Name, p.BGPState)
+				}
+			}
+			return nil
+		})
+	}
+
+	t.Run("cen routes reach the on-premises router", func(t *testing.T) {
+		eventually(t, 15*time.Second, "BIRD has the VPCs from the CEN, in its table and its kernel", func() error {
+			out, err := exec.Command("birdc", "-s", router.Socket, "show", "route", "protocol", lab.BGPProtocol).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("birdc: %v: %s", err, out)
+			}
+			for _, p := range []string{"10.1.0.0/16", "10.2.0.0/16"} {
+				if !strings.Contains(string(out), p) {
+					return fmt.Errorf("%s missing from BIRD's routes from the CEN:\n%s", p, out)
+				}
+			}
+			for _, a := range router.Announce {
+				if strings.Contains(string(out), a.String()) {
+					return fmt.Errorf("the CEN sent the router its own prefix %s back:\n%s", a, out)
+				}
+			}
+			k, err := exec.Command("ip", "-n", router.Namespace, "route", "show", "10.2.0.0/16").CombinedOutput()
+			if err != nil || !strings.Contains(string(k), "proto bird") {
+				return fmt.Errorf("router kernel route to vpc-b: %v %s", err, k)
+			}
+			return nil
+		})
+	})
+
+	t.Run("route conflict", func(t *testing.T) {
+		// The data centre announces a prefix inside vpc-b besides a new
+		// prefix of its own: the conflict is not learned anywhere and is
+		// reported; the rest of the session's routes are learned.
+		clash, fresh := netip.MustParsePrefix("10.2.5.0/24"), netip.MustParsePrefix("192.168.77.0/24")
+		if err := l.SetAnnouncements(ctx, router.Name, append(slices.Clone(router.Announce), clash, fresh)); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := l.SetAnnouncements(ctx, router.Name, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+		eventually(t, 15*time.Second, "the new on-premises prefix reaches gw-b1's FIB", func() error {
+			if r, ok := routes("gw-b1")[fresh.String()]; !ok || !r.Installed || r.OriginNetwork != "idc-a" {
+				return fmt.Errorf("gw-b1 route %s = %+v", fresh, r)
+			}
+			if !strings.Contains(fib("gw-b1"), fresh.String()) {
+				return fmt.Errorf("%s not in gw-b1's kernel table", fresh)
+			}
+			return nil
+		})
+		var st api.Status
+		eventually(t, 5*time.Second, "gw-a1 reports the conflict", func() error {
+			cenctlJSON(t, gw("gw-a1").Socket, &st, "status")
+			if st.Conflicts != 1 {
+				return fmt.Errorf("gw-a1 route_conflicts = %d, want 1", st.Conflicts)
+			}
+			return nil
+		})
+		if p := peer("gw-a1", "idc-a"); p.BGPState != "established" || p.PrefixesRejected != 1 {
+			t.Errorf("gw-a1's VBR session after the conflict: %+v, want established with 1 prefix rejected", p)
+		}
+		for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+			if r, ok := routes(g)[clash.String()]; ok {
+				t.Errorf("%s learned the conflicting %s: %+v", g, clash, r)
+			}
+			if strings.Contains(fib(g), clash.String()) {
+				t.Errorf("%s installed the conflicting %s:\n%s", g, clash, fib(g))
+			}
+		}
+		if out := metric(t, gw("gw-a1"), "opencen_route_conflicts"); !strings.Contains(out, " 1") {
+			t.Errorf("gw-a1 conflict metric:\n%s", out)
+		}
+		logs, _ := os.ReadFile(gw("gw-a1").LogFile)
+		if !strings.Contains(string(logs), clash.String()) || !strings.Contains(string(logs), "conflict") {
+			t.Errorf("gw-a1's log does not report the conflict on %s", clash)
+		}
+	})
+
+	t.Run("hijack attempt", func(t *testing.T) {
+		// gw-a2 runs with a config that puts vpc-b in Beijing, so it
+		// originates vpc-b's CIDR. The others, with the true config, must
+		// ignore it for that prefix: no route via gw-a2, traffic to vpc-b
+		// still goes to gw-b1, and the rejection is counted.
+		good, err := os.ReadFile(l.ConfigFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rogue := strings.Replace(string(good), "- name: vpc-b\n    type: vpc\n    region: us-west-1", "- name: vpc-b\n    type: vpc\n    region: cn-beijing", 1)
+		if rogue == string(good) {
+			t.Fatal("could not rewrite vpc-b's region in the lab config")
+		}
+		// Beside the lab's config: key files are relative to it.
+		roguePath := filepath.Join(filepath.Dir(l.ConfigFile), "rogue.yaml")
+		if err := os.WriteFile(roguePath, []byte(rogue), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(roguePath)
+		if r := runCenctl(t, "validate", roguePath); r.code != 0 {
+			t.Fatalf("the rogue config does not validate:\n%s", r.stderr)
+		}
+		a2 := gw("gw-a2")
+		if err := l.StopAgent(ctx, "gw-a2", syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", a2.Namespace, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, a2.BPFFS,
+			opts.Cend, "--config", roguePath, "--gateway", a2.Name, "--socket", a2.Socket, "--metrics-addr", "",
+			"--state-dir", a2.StateDir)
+		logf, err := os.OpenFile(a2.LogFile, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stopped := false
+		stopRogue := func() {
+			if stopped {
+				return
+			}
+			stopped = true
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		defer func() {
+			stopRogue()
+			if err := l.StartAgent(ctx, "gw-a2", opts.Cend); err != nil {
+				t.Errorf("restart gw-a2 with the lab's config: %v", err)
+			}
+		}()
+		// The rogue's session comes up and it announces 10.2.0.0/16.
+		for _, g := range []string{"gw-a1", "gw-b1"} {
+			eventually(t, 30*time.Second, g+" sees gw-a2 announce vpc-b's CIDR and rejects it", func() error {
+				p := peer(g, "gw-a2")
+				if p.BGPState != "established" || p.PrefixesRejected < 1 {
+					return fmt.Errorf("%s's session with gw-a2: %+v", g, p)
+				}
+				return nil
+			})
+		}
+		r, ok := routes("gw-a1")["10.2.0.0/16"]
+		if !ok || !r.Installed || len(r.NextHops) != 1 || !strings.HasPrefix(r.NextHops[0], "100.64.0.21") {
+			t.Errorf("gw-a1's route to vpc-b = %+v, want via gw-b1 (100.64.0.21) alone", r)
+		}
+		if out, _ := exec.Command("ip", "-n", gw("gw-a1").Namespace, "route", "show", "10.2.0.0/16", "proto", "79").CombinedOutput(); !strings.Contains(string(out), "via 100.64.0.21") || strings.Contains(string(out), "100.64.0.12") {
+			t.Errorf("gw-a1's kernel route to vpc-b, want via gw-b1 only:\n%s", out)
+		}
+		if r, ok := routes("gw-b1")["10.2.0.0/16"]; ok && r.Source != "local" {
+			t.Errorf("gw-b1 learned its own region's CIDR from the hijacker: %+v", r)
+		}
+		if strings.Contains(fib("gw-b1"), "10.2.0.0/16") {
+			t.Errorf("gw-b1 installed a tunnel route to its own VPC:\n%s", fib("gw-b1"))
+		}
+		// Traffic from vpc-b to vpc-a is unaffected... through gw-a1; the
+		// rogue itself black-holes what it thinks is local, so only the
+		// control plane is judged beyond that.
+		logs, _ := os.ReadFile(gw("gw-b1").LogFile)
+		if !strings.Contains(string(logs), "10.2.0.0/16") || !strings.Contains(string(logs), "gw-a2") {
+			t.Errorf("gw-b1's log does not report gw-a2's announcement of 10.2.0.0/16")
+		}
+		stopRogue()
+	})
+
+	t.Run("max_prefixes trips", func(t *testing.T) {
+		// idc-a allows 100 prefixes: 101 shut the session down with a
+		// clear state, note and log, and the CEN withdraws its routes.
+		var many []netip.Prefix
+		for i := range 101 {
+			many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(100 + i), 0}), 24))
+		}
+		if err := l.SetAnnouncements(ctx, router.Name, many); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "gw-a1 shuts the VBR session down", func() error {
+			p := peer("gw-a1", "idc-a")
+			if p.BGPState != "max-prefix-exceeded" || !strings.Contains(p.Note, "max_prefixes") {
+				return fmt.Errorf("gw-a1's VBR session: %+v", p)
+			}
+			return nil
+		})
+		logs, _ := os.ReadFile(gw("gw-a1").LogFile)
+		if !strings.Contains(string(logs), "max_prefixes exceeded") {
+			t.Errorf("gw-a1's log does not say max_prefixes was exceeded")
+		}
+		eventually(t, 10*time.Second, "gw-b1 withdraws the data centre's routes", func() error {
+			for p, r := range routes("gw-b1") {
+				if r.OriginNetwork == "idc-a" && r.Source != "held" {
+					return fmt.Errorf("gw-b1 still has %s from idc-a: %+v", p, r)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// metric returns the lines of one metric family scraped from a gateway.
+func metric(t *testing.T, g lab.Gateway, name string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", g.Namespace, "curl", "-s", "--max-time", "5", "http://"+g.MetricsAddr+"/metrics").CombinedOutput()
+	if err != nil {
+		t.Fatalf("scrape %s: %v: %s", g.Name, err, out)
+	}
+	var lines []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, name) {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "\n")
+}

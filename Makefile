@@ -43,9 +43,10 @@ bench-routing:
 bench-shaping:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./shaping/...
 
-# An idle cend with ten peers: memory and CPU.
+# With real cend processes: an idle cend with ten peers (memory, CPU), and
+# the routing pipeline from BIRD to a remote gateway's FIB (100k prefixes).
 bench-agent:
-	$(GO) test -count=1 -run '^$$' -bench IdleAgent -benchtime 1x ./test/
+	$(GO) test -count=1 -run '^$$' -bench 'IdleAgent|Pipeline100k' -benchtime 1x ./test/
 
 # Fuzz the config parser (FUZZTIME=2m for the issue's acceptance run).
 FUZZTIME ?= 30s

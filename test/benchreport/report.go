@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -83,6 +84,9 @@ func buildReport(lg *benchLog, names []string, explicit bool, logName string) (*
 				continue
 			}
 			res := lg.result(a.name, r.bench)
+			if r.also != "" {
+				res = withAlso(res, lg, r.also)
+			}
 			if used[r.bench] == nil {
 				used[r.bench] = map[string]bool{}
 			}
@@ -100,6 +104,29 @@ func buildReport(lg *benchLog, names []string, explicit bool, logName string) (*
 		rep.Unlisted = append(rep.Unlisted, lg.unlisted(a.name, used)...)
 	}
 	return rep, nil
+}
+
+// withAlso is res with the metrics of another benchmark of the run added
+// as "BenchmarkName:metric" (see row.also); nil when neither reported.
+func withAlso(res *benchResult, lg *benchLog, also string) *benchResult {
+	areaName, bench, _ := strings.Cut(also, "/")
+	other := lg.result(areaName, bench)
+	if other == nil {
+		return res
+	}
+	merged := benchResult{metrics: map[string]float64{}}
+	if res != nil {
+		merged = *res
+		merged.metrics = maps.Clone(res.metrics)
+	}
+	for k, v := range other.metrics {
+		merged.metrics[bench+":"+k] = v
+	}
+	if res == nil {
+		// The row's own benchmark did not report: its metrics stay missing.
+		merged.bench = ""
+	}
+	return &merged
 }
 
 // areas are the areas the log has any output of.

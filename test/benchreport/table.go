@@ -25,7 +25,7 @@ var areas = []area{
 	{"dataplane", []string{"test", "-count=1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./dataplane/..."}},
 	{"routing", []string{"test", "-count=1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./routing/..."}},
 	{"shaping", []string{"test", "-count=1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./shaping/..."}},
-	{"agent", []string{"test", "-count=1", "-run", "^$", "-bench", "IdleAgent", "-benchtime", "1x", "./test/"}},
+	{"agent", []string{"test", "-count=1", "-run", "^$", "-bench", "IdleAgent|Pipeline100k", "-benchtime", "1x", "./test/"}},
 }
 
 // holds reports whether the package with import path pkg is one this
@@ -57,6 +57,9 @@ type row struct {
 	// value over the first baseline, noRatio means no ratio column.
 	ratio  string
 	target []cond // all must hold; none means no target
+	// also names another benchmark of the same run, "area/BenchmarkName",
+	// whose metrics the expressions may use as "BenchmarkName:metric".
+	also string
 }
 
 // baseline is a same-run measurement to compare opencen's figure with.
@@ -130,6 +133,19 @@ var rows = []row{
 		ratio: "ratio-*", target: []cond{ratioAtMost(1.5)}},
 	{area: "shaping", bench: "BenchmarkUnlimitedOverhead", figure: "throughput with the program, no limit / without",
 		ratio: "ratio", target: []cond{ratioAtLeast(0.95)}},
+
+	// The routing pipeline end to end (issue 4): real cend processes, BIRD
+	// announcing 100k prefixes over a VBR, until all are in a remote
+	// region's gateway's kernel; its baselines are bare GoBGP receiving
+	// them from BIRD (the routing area's run) and ip -batch installing
+	// them (measured beside the pipeline).
+	{area: "agent", bench: "BenchmarkPipeline100k", figure: "routing pipeline: 100k from BIRD to a remote FIB",
+		value: "pipeline-s", unit: "s", baselines: []baseline{{"GoBGP + ip -batch", "BenchmarkBIRD100k:gobgp-s + ipbatch-s"}},
+		also: "routing/BenchmarkBIRD100k", target: []cond{ratioAtMost(2), valueBelow(10)}},
+	{area: "agent", bench: "BenchmarkPipeline100k", figure: "  of which BIRD's own reconfigure",
+		value: "bird-configure-s", unit: "s"},
+	{area: "agent", bench: "BenchmarkPipeline100k", figure: "  receiving cend's RSS per route (whole agent)",
+		value: "receiver-rss-B/route", unit: "B"},
 
 	// Agent: one idle cend with ten peers, and its WireGuard helper.
 	{area: "agent", bench: "BenchmarkIdleAgent", figure: "idle cend, 10 peers: RSS",

@@ -119,6 +119,7 @@ case "$last" in
 ./test/)
 	printf 'goos: linux\npkg: github.com/opencen/opencen/test\n'
 	printf 'BenchmarkIdleAgent-2   \t       1\t30032087661 ns/op\t         0.52 agent-cpu-%%\t        49.50 agent-rss-MB\t         0.30 helper-cpu-%%\t        32.46 helper-rss-MB\n'
+	printf 'BenchmarkPipeline100k-2   \t       1\t9032087661 ns/op\t         0.61 bird-configure-s\t        1.20 ipbatch-s\t         4.10 pipeline-s\t        1480 receiver-rss-B/route\n'
 	printf 'PASS\nok  \tgithub.com/opencen/opencen/test\t43.046s\n' ;;
 ./routing/...)
 	printf -- '--- FAIL: BenchmarkBIRD100k\n    bench_privileged_test.go:54: no bird\n' >&2

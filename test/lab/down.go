@@ -60,23 +60,40 @@ func Down(ctx context.Context, opts Options) error {
 		errs = append(errs, fmt.Errorf("no state file in %s and config %s not readable: cannot tell whether namespaces %s are this lab's or another's; give the lab's config, or delete them by hand",
 			o.StateDir, o.Config, strings.Join(strays, ", ")))
 	}
-	for _, ns := range nss {
-		out, err := r.output(ctx, "ip", "netns", "pids", ns)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, f := range strings.Fields(string(out)) {
-			if p, err := strconv.Atoi(f); err == nil {
-				pids[p] = true
+	// Kill in rounds until the namespaces are empty: an agent that is
+	// starting, or repairing a helper that just died, may start a process
+	// after a listing, and a process left in a namespace keeps it (and its
+	// tunnel) alive, unnamed and unreachable, once the name is deleted.
+	all := map[int]bool{}
+	for round := 0; round < 5; round++ {
+		for _, ns := range nss {
+			out, err := r.output(ctx, "ip", "netns", "pids", ns)
+			if err != nil {
+				if round == 0 {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			for _, f := range strings.Fields(string(out)) {
+				if p, err := strconv.Atoi(f); err == nil {
+					pids[p] = true
+				}
 			}
 		}
+		delete(pids, os.Getpid())
+		delete(pids, os.Getppid())
+		if len(pids) == 0 {
+			break
+		}
+		if err := killAll(ctx, pids); err != nil && round == 4 {
+			errs = append(errs, err)
+		}
+		for p := range pids {
+			all[p] = true
+		}
+		pids = map[int]bool{}
 	}
-	delete(pids, os.Getpid())
-	delete(pids, os.Getppid())
-	if err := killAll(ctx, pids); err != nil {
-		errs = append(errs, err)
-	}
+	pids = all
 
 	for _, ns := range nss {
 		if err := r.run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {

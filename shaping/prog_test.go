@@ -558,3 +558,32 @@ func TestProgRateDecreaseDropsOldDebt(t *testing.T) {
 		t.Fatal("a ping waits for debt run up at the old, higher rate")
 	}
 }
+
+// TestProgForgetsStaleClass: a packet the program does not shape (an
+// overlay's outer VXLAN packet leaving through the WireGuard device, say)
+// arrives with the HTB class the overlay's program gave the inner packet;
+// it must leave with no class of ours, or the second device's HTB would
+// shape it again. A priority that is not ours is left alone.
+func TestProgForgetsStaleClass(t *testing.T) {
+	f := newFixture(t, true, ModeQueue)
+	f.set(classifyDesired())
+	stale := bulkClassID(f.s.ids["r-a"])
+	for _, c := range []struct {
+		what     string
+		dst      string
+		in, want uint32
+	}{
+		{"not CEN traffic, our class", "192.168.0.1", stale, 0},
+		{"home region, our class", "10.1.2.3", stale, 0},
+		{"unlimited region, our class", "10.9.0.1", stale, 0},
+		{"not CEN traffic, someone else's priority", "192.168.0.1", 0x10002, 0x10002},
+		{"shaped region, our stale class replaced", "10.5.5.5", smallClassID(f.s.ids["r-b"]), smallClassID(f.s.ids["r-a"])},
+	} {
+		var in skbCtx
+		in[ctxPriority] = c.in
+		_, prio := f.runCtx(f.frame(pkt{src: "10.100.0.1", dst: c.dst, size: 100}), uint64(time.Second), in)
+		if prio != c.want {
+			t.Errorf("%s: priority %#x -> %#x, want %#x", c.what, c.in, prio, c.want)
+		}
+	}
+}

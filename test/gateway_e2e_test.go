@@ -140,6 +140,26 @@ func TestGatewayEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("shaped goodput out of a region with two gateways", func(t *testing.T) {
+		// vpc-a's hosts send through both Beijing gateways: one is the
+		// home of 10.1.0.0/16 (plain WireGuard), the other uses the
+		// overlay, whose outer packets also leave through its WireGuard
+		// device. Each has half the 50 Mbps pair and the pair must get
+		// all of it (a class the overlay's packets kept on their way out
+		// through WireGuard once halved the twin's share).
+		for _, dir := range [][2]string{{"vpc-a", "vpc-b"}, {"vpc-b", "vpc-a"}} {
+			bps, err := l.Goodput(ctx, dir[0], dir[1], lab.IperfOptions{Port: "5210", Seconds: 8, Streams: 8, Omit: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ratio := bps / 50e6
+			t.Logf("%s -> %s, 8 flows: goodput %.2f Mbps, ratio %.4f", dir[0], dir[1], bps/1e6, ratio)
+			if ratio < lab.MinGoodputRatio || ratio > 1 {
+				t.Errorf("%s -> %s: goodput ratio %.4f, want %.2f to 1.00", dir[0], dir[1], ratio, lab.MinGoodputRatio)
+			}
+		}
+	})
+
 	t.Run("reload", func(t *testing.T) {
 		session := func(gateway, peer string) api.Peer {
 			var peers []api.Peer

@@ -383,6 +383,20 @@ static __always_inline int admit(__u32 region, struct bucket_cfg *cfg, __u64 cos
 	return 0;
 }
 
+// HTB_MAJOR is the major of the shaper's HTB qdisc (htbMajor in htb.go).
+#define HTB_MAJOR 0xce0
+
+// forget_class clears an HTB class of ours that a packet still carries in
+// skb->priority from an earlier device: the overlay's VXLAN keeps the
+// inner packet's priority on the outer one, which then leaves through the
+// WireGuard device, where that class is the region's too. The inner packet
+// was shaped already; the outer one must take HTB's unshaped direct queue.
+static __always_inline void forget_class(struct __sk_buff *skb)
+{
+	if ((skb->priority >> 16) == HTB_MAJOR)
+		skb->priority = 0;
+}
+
 SEC("tc")
 int ocsh_shape(struct __sk_buff *skb)
 {
@@ -390,13 +404,18 @@ int ocsh_shape(struct __sk_buff *skb)
 	struct bucket_cfg *cfg;
 	__u64 bytes;
 
-	if (classify(skb, &p, 0) < 0)
+	if (classify(skb, &p, 0) < 0) {
+		forget_class(skb);
 		return TCX_NEXT; // not CEN traffic: untouched
+	}
 	cfg = bpf_map_lookup_elem(&ocsh_cfg, &p.region);
-	if (!cfg || !(cfg->flags & CFG_PRESENT))
+	if (!cfg || !(cfg->flags & CFG_PRESENT)) {
+		forget_class(skb);
 		return TCX_NEXT; // same region, or a region without a bucket
+	}
 	bytes = wire_bytes(skb, &p);
 	if (p.control || !cfg->rate) {
+		forget_class(skb);
 		count(p.region, bytes, 1);
 		return TCX_NEXT;
 	}

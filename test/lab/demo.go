@@ -179,6 +179,9 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %v", m.FromRegion, m.ToRegion, err))
 			}
 			m.GoodputBps, m.Ratio = bps, bps/float64(p.Bandwidth)
+			if err == nil && (m.Ratio < MinGoodputRatio || m.Ratio > 1) {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: goodput %.3f of the allocation, outside %.2f to 1.00", m.FromRegion, m.ToRegion, m.Ratio, MinGoodputRatio))
+			}
 			rep.Pairs = append(rep.Pairs, m)
 		}
 	}
@@ -194,6 +197,11 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 	}
 	return rep, nil
 }
+
+// MinGoodputRatio is the least share of its allocation a shaped pair's TCP
+// goodput must reach (the shaping issue's bar; TCP over a 1420-byte MTU
+// tops out at about 0.963 of the IP bytes the allocation counts).
+const MinGoodputRatio = 0.95
 
 var rttAvg = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 

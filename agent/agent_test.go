@@ -212,8 +212,10 @@ func TestDesiredTranslation(t *testing.T) {
 	if dp.Routes[0].Home.String() != "100.64.0.2" {
 		t.Errorf("home of 10.2.0.0/16 = %v, want b (100.64.0.2)", dp.Routes[0].Home)
 	}
-	if fmt.Sprint(dp.Sources) != "[10.1.0.0/16 192.168.1.0/24]" {
-		t.Errorf("fast-path sources = %v, want the VPC and the VBR prefix (IPv4 only)", dp.Sources)
+	// The VBR's accept range is one source (no other gateway may announce
+	// into it), not one per learned prefix: each source is a policy rule.
+	if fmt.Sprint(dp.Sources) != "[10.1.0.0/16 192.168.0.0/16]" {
+		t.Errorf("fast-path sources = %v, want the VPC and the VBR's accept range (IPv4 only)", dp.Sources)
 	}
 
 	rd := routingDesired(cfg, d, a.sec)
@@ -327,6 +329,18 @@ networks:
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With a second VBR whose accept range overlaps, neither range is one
+	// gateway's alone: sources fall back to the learned prefixes.
+	shared, err := config.Parse("shared.yaml", []byte(text+`  - {name: idc-b, type: vbr, region: cn-beijing, gateway: a1, bgp: {neighbor: 172.30.1.2, peer_asn: 65011, accept: [192.168.5.0/24]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")} {
+		if r := newHomes(shared).soleRanges(shared, gw); len(r) != 0 {
+			t.Errorf("%v: sole ranges %v with overlapping VBRs, want none", gw, r)
+		}
+	}
 	h := newHomes(cfg)
 	a1, a2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")
 	homesOf := map[netip.Addr]int{}
@@ -360,8 +374,10 @@ networks:
 			claimed[src]++
 		}
 	}
-	if len(claimed) != 4 {
-		t.Errorf("claimed sources %v, want each of the four CIDRs once", claimed)
+	// The four CIDRs, and a2's VBR accept range as one source: only a2
+	// may announce into it, so it is the home of every prefix inside.
+	if len(claimed) != 5 || claimed[netip.MustParsePrefix("192.168.0.0/16")] != 1 {
+		t.Errorf("claimed sources %v, want each of the four CIDRs and 192.168.0.0/16 once", claimed)
 	}
 	for p, n := range claimed {
 		if n != 1 {

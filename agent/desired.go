@@ -47,10 +47,16 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 			out.Sources = append(out.Sources, o.Prefix)
 		}
 	}
+	// On-premises prefixes come in thousands: each source is a policy
+	// rule, which the kernel walks in order for every packet. An accept
+	// range that only this gateway's VBRs may announce, and that holds no
+	// VPC CIDR, homes everything inside it here: one rule covers it.
+	sole := h.soleRanges(cfg, self)
+	out.Sources = append(out.Sources, sole...)
 	for _, r := range sortedRoutes(routes) {
 		if r.Direct {
 			out.DirectRoutes = append(out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: slices.Clone(r.NextHops)})
-			if r.Prefix.Addr().Is4() && h.of(r.Prefix) == self {
+			if r.Prefix.Addr().Is4() && !coveredBy(r.Prefix, sole) && h.of(r.Prefix) == self {
 				out.Sources = append(out.Sources, r.Prefix)
 			}
 			continue
@@ -105,6 +111,73 @@ func newHomes(cfg *config.Config) homes {
 		}
 	}
 	return h
+}
+
+// soleRanges are the IPv4 accept prefixes of self's VBRs that no other
+// gateway's VBR may announce into and that overlap no VPC CIDR: every
+// prefix inside one has self as its only candidate, hence its home.
+func (h homes) soleRanges(cfg *config.Config, self netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, v := range h.vbrs {
+		if v.addr != self {
+			continue
+		}
+		for _, e := range v.ent.VBRs {
+			if e.Any {
+				continue
+			}
+			for _, a := range e.Accept {
+				if a.Addr().Is4() && h.alone(a, self) && !overlapsVPC(cfg, a) && !slices.Contains(out, a) {
+					out = append(out, a)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// alone reports whether no VBR of a gateway other than self may announce
+// anything inside a.
+func (h homes) alone(a netip.Prefix, self netip.Addr) bool {
+	for _, v := range h.vbrs {
+		if v.addr == self {
+			continue
+		}
+		for _, e := range v.ent.VBRs {
+			if e.Any {
+				return false
+			}
+			for _, b := range e.Accept {
+				if b.Overlaps(a) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+func overlapsVPC(cfg *config.Config, a netip.Prefix) bool {
+	for _, n := range cfg.Networks {
+		if n.Type != config.VPC {
+			continue
+		}
+		for _, c := range n.CIDRs {
+			if c.Overlaps(a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func coveredBy(p netip.Prefix, ranges []netip.Prefix) bool {
+	for _, r := range ranges {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // of returns prefix's home, or the zero address when no gateway may

@@ -202,7 +202,7 @@ func BenchmarkProgramCost(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.Logf("%-10s %12s %12s %8s   target: ratio <= 1.5", "prefixes", "shaper", "lpm only", "ratio")
 		for _, n := range []int{1000, 100000} {
-			d := Desired{Regions: map[string]Rate{"r-a": 100 * Gbps, "r-b": 100 * Gbps}, Prefixes: map[netip.Prefix]string{}}
+			d := Desired{Regions: map[string]Rate{"r-a": MaxRate, "r-b": MaxRate}, Prefixes: map[netip.Prefix]string{}}
 			rng := rand.New(rand.NewPCG(1, uint64(n)))
 			d.Prefixes[mustPrefix("10.0.0.0/24")] = "r-a"
 			for len(d.Prefixes) < n {

@@ -72,11 +72,14 @@ const noRatio = "-"
 
 var rows = []row{
 	// Dataplane: TCP throughput through the tunnel, route installation.
-	{area: "dataplane", bench: "BenchmarkThroughput", figure: "TCP throughput, fast path",
+	// The target is judged on the median of the paired (interleaved) runs'
+	// ratios: on a shared machine one lucky run decides a best-vs-best
+	// ratio, which is shown beside it.
+	{area: "dataplane", bench: "BenchmarkThroughput", figure: "TCP throughput, fast path (ratio: median of pairs)",
 		value: "opencen_fast_Mbps", unit: "Mbit/s", baselines: []baseline{{"wireguard-go", "wireguard-go_Mbps"}},
-		ratio: "ratio_vs_wireguard-go", target: []cond{ratioAtLeast(0.95)}},
-	{area: "dataplane", bench: "BenchmarkThroughput", figure: "  fast path / wireguard-go, median of paired runs",
-		ratio: "median_paired_ratio_vs_wireguard-go"},
+		ratio: "median_paired_ratio_vs_wireguard-go", target: []cond{ratioAtLeast(0.95)}},
+	{area: "dataplane", bench: "BenchmarkThroughput", figure: "  fast path / wireguard-go, best run against best run",
+		ratio: "ratio_vs_wireguard-go"},
 	{area: "dataplane", bench: "BenchmarkThroughput", figure: "TCP throughput, overlay (WireGuard+VXLAN)",
 		value: "opencen_overlay_Mbps", unit: "Mbit/s", baselines: []baseline{{"wireguard-go", "wireguard-go_Mbps"}},
 		ratio: "overlay_ratio_vs_wireguard-go"},

@@ -28,13 +28,7 @@ import (
 func TestGatewayEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	ctx := context.Background()
-	gw := func(name string) lab.Gateway {
-		g, ok := l.Gateway(name)
-		if !ok {
-			t.Fatalf("no gateway %s", name)
-		}
-		return g
-	}
+	gw := func(name string) lab.Gateway { return gatewayOf(t, l, name) }
 
 	hosts := map[string]string{} // name -> address
 	for _, h := range l.Hosts {
@@ -71,18 +65,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	t.Run("views", func(t *testing.T) {
 		// Every session up, including the twins' own (reachability needed
 		// only some), before the views are read.
-		for _, name := range []string{"gw-a1", "gw-a2", "gw-b1"} {
-			eventually(t, 30*time.Second, name+" has every session established", func() error {
-				var peers []api.Peer
-				cenctlJSON(t, gw(name).Socket, &peers, "peers")
-				for _, p := range peers {
-					if p.BGPState != "established" {
-						return fmt.Errorf("%s is %s", p.Name, p.BGPState)
-					}
-				}
-				return nil
-			})
-		}
+		waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 		// The agents notice the twin up within a second and re-split.
 		eventually(t, 5*time.Second, "gw-a1 allocation split with its twin", func() error {
 			var bw []api.Bandwidth

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/test/lab"
 )
 
@@ -108,6 +109,35 @@ func eventually(t testing.TB, timeout time.Duration, what string, check func() e
 			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// gatewayOf returns the lab's gateway name, failing the test without one.
+func gatewayOf(t testing.TB, l *lab.Lab, name string) lab.Gateway {
+	t.Helper()
+	g, ok := l.Gateway(name)
+	if !ok {
+		t.Fatalf("no gateway %s", name)
+	}
+	return g
+}
+
+// waitEstablished waits until every BGP session of each named gateway is
+// established (30 s each).
+func waitEstablished(t testing.TB, l *lab.Lab, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		socket := gatewayOf(t, l, name).Socket
+		eventually(t, 30*time.Second, name+" has every session established", func() error {
+			var peers []api.Peer
+			cenctlJSON(t, socket, &peers, "peers")
+			for _, p := range peers {
+				if p.BGPState != "established" {
+					return fmt.Errorf("%s is %s", p.Name, p.BGPState)
+				}
+			}
+			return nil
+		})
 	}
 }
 

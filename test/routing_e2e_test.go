@@ -24,13 +24,7 @@ import (
 func TestRoutingEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	ctx := context.Background()
-	gw := func(name string) lab.Gateway {
-		g, ok := l.Gateway(name)
-		if !ok {
-			t.Fatalf("no gateway %s", name)
-		}
-		return g
-	}
+	gw := func(name string) lab.Gateway { return gatewayOf(t, l, name) }
 	if len(l.Routers) != 1 {
 		t.Fatalf("the lab has %d routers, want the one of idc-a", len(l.Routers))
 	}
@@ -64,18 +58,7 @@ func TestRoutingEndToEnd(t *testing.T) {
 		}
 		return string(out)
 	}
-	for _, name := range []string{"gw-a1", "gw-a2", "gw-b1"} {
-		eventually(t, 30*time.Second, name+" has every session established", func() error {
-			var peers []api.Peer
-			cenctlJSON(t, gw(name).Socket, &peers, "peers")
-			for _, p := range peers {
-				if p.BGPState != "established" {
-					return fmt.Errorf("%s is %s", p.Name, p.BGPState)
-				}
-			}
-			return nil
-		})
-	}
+	waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 
 	t.Run("cen routes reach the on-premises router", func(t *testing.T) {
 		eventually(t, 15*time.Second, "BIRD has the VPCs from the CEN, in its table and its kernel", func() error {

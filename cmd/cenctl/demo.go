@@ -140,10 +140,19 @@ func printReport(w io.Writer, rep *lab.Report) {
 	fmt.Fprintln(w, "\nShaped pairs (iperf3 TCP goodput against the allocation):")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FROM\tTO\tALLOCATION\tPACKAGE\tGOODPUT\tRATIO")
+	partial := false
 	for _, p := range rep.Pairs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\n", p.FromRegion, p.ToRegion, config.Bandwidth(p.AllocationBps), p.Package, rateText(p.GoodputBps), p.Ratio)
+		alloc := config.Bandwidth(p.AllocationBps).String()
+		if p.ShareBps != 0 && p.ShareBps < p.AllocationBps {
+			alloc = fmt.Sprintf("%s (%s*)", alloc, config.Bandwidth(p.ShareBps))
+			partial = true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\n", p.FromRegion, p.ToRegion, alloc, p.Package, rateText(p.GoodputBps), p.Ratio)
 	}
 	tw.Flush()
+	if partial {
+		fmt.Fprintln(w, "* every flow hashed onto some of the region's gateways: the ratio is against their share of the pair")
+	}
 	if d := rep.Default; d != nil {
 		fmt.Fprintf(w, "\nDefault pair %s <-> %s (1 Kbps, no package): ping %d/%d answered; bulk TCP %s\n",
 			d.Regions[0], d.Regions[1], d.PingReceived, d.PingSent, rateText(d.GoodputBps))

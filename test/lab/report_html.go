@@ -58,7 +58,7 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 <h2>Shaped pairs</h2>
 <p>iperf3 TCP goodput in each direction against the pair's allocation; every bar on one scale.</p>
 {{$scale := scale .Pairs}}{{range $i, $p := .Pairs}}<figure class="pair" id="pair-{{$i}}" data-from="{{$p.FromRegion}}" data-to="{{$p.ToRegion}}" data-allocation-bps="{{$p.AllocationBps}}" data-goodput-bps="{{printf "%.0f" $p.GoodputBps}}">
-<figcaption>{{$p.FromRegion}} &rarr; {{$p.ToRegion}}: {{mbps $p.GoodputBps}} of {{alloc $p.AllocationBps}} ({{printf "%.3f" $p.Ratio}}), package {{$p.Package}}{{with $p.Error}} <span class="fail">{{.}}</span>{{end}}</figcaption>
+<figcaption>{{$p.FromRegion}} &rarr; {{$p.ToRegion}}: {{mbps $p.GoodputBps}} of {{alloc $p.AllocationBps}} ({{printf "%.3f" $p.Ratio}}{{if and $p.ShareBps (lt $p.ShareBps $p.AllocationBps)}} of the {{alloc $p.ShareBps}} share of the gateways that carried the flows{{end}}), package {{$p.Package}}{{with $p.Error}} <span class="fail">{{.}}</span>{{end}}</figcaption>
 <svg class="chart" width="560" height="50" role="img" aria-label="{{$p.FromRegion}} to {{$p.ToRegion}}: goodput {{mbps $p.GoodputBps}} against allocation {{alloc $p.AllocationBps}}">
 <text x="0" y="17">allocation</text><rect class="allocation" x="{{x}}" y="5" height="16" width="{{bar (f64 $p.AllocationBps) $scale}}" fill="{{acolor}}"/><text class="value" x="{{valx (f64 $p.AllocationBps) $scale}}" y="17">{{alloc $p.AllocationBps}}</text>
 <text x="0" y="41">goodput</text><rect class="goodput" x="{{x}}" y="29" height="16" width="{{bar $p.GoodputBps $scale}}" fill="{{gcolor}}"/><text class="value" x="{{valx $p.GoodputBps $scale}}" y="41">{{mbps $p.GoodputBps}}</text>

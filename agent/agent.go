@@ -82,6 +82,9 @@ type Agent struct {
 	sh      shaping.Enforcer
 	shMode  string
 	kick    chan struct{}
+	// grow asks for a reconcile that only adds routes: paced, so that
+	// a burst of learned routes is taken in few large reconciles.
+	grow chan struct{}
 	metrics *metrics
 }
 
@@ -133,6 +136,7 @@ func New(opts Options) (*Agent, error) {
 		down:     map[string]bool{},
 		subsys:   map[string]*api.SubsystemStatus{},
 		kick:     make(chan struct{}, 1),
+		grow:     make(chan struct{}, 1),
 		rates:    newRateTracker(),
 	}
 	for _, name := range []string{subDataplane, subRouting, subShaping} {
@@ -261,16 +265,53 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	resync := time.NewTicker(30 * time.Second)
 	defer resync.Stop()
+	// A reconcile costs time in proportion to the whole table (it computes
+	// and diffs the complete desired state). While a burst of new routes
+	// pours in, one that only adds routes waits as long as the last one
+	// took, so that the agent spends at most half its time reconciling
+	// and each reconcile takes a large batch: 100,000 routes arriving in
+	// thousands of small batches would otherwise cost a reconcile of the
+	// growing table per batch, starving BGP and BFD of CPU. Withdrawals,
+	// session changes and reloads (kick) never wait.
+	var paceUntil time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.kick:
+		case <-a.grow:
+			if wait := time.Until(paceUntil); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-a.kick:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 		case <-resync.C:
 		}
+		// This reconcile takes in everything asked for so far.
+		select {
+		case <-a.grow:
+		default:
+		}
+		start := time.Now()
 		if err := a.reconcile(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("reconcile incomplete", "err", err)
 		}
+		paceUntil = time.Now().Add(time.Since(start))
+	}
+}
+
+// growReconcile asks the loop for a paced reconcile: only routes were
+// added.
+func (a *Agent) growReconcile() {
+	select {
+	case a.grow <- struct{}{}:
+	default:
 	}
 }
 
@@ -370,6 +411,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 		}
 		delete(a.routes, p)
 	}
+	onlyNew := a.onlyNewPrefixes(b)
 	for _, r := range b.Upsert {
 		a.routes[r.Prefix] = r
 		delete(gone, r.Prefix)
@@ -386,7 +428,30 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 		a.stale = nil
 	}
 	a.mu.Unlock()
-	a.kickReconcile()
+	if onlyNew {
+		a.growReconcile()
+	} else {
+		a.kickReconcile()
+	}
+}
+
+// onlyNewPrefixes reports whether b only adds prefixes the agent does not
+// have (learned, held or kept from before a restart): its reconcile may be
+// paced. A withdrawal or a changed route (a gateway gone from its next
+// hops) is a failover and never waits. a.mu is held.
+func (a *Agent) onlyNewPrefixes(b routing.RouteBatch) bool {
+	if b.Full || len(b.Withdraw) > 0 || (b.Synced && !a.synced) {
+		return false
+	}
+	for _, r := range b.Upsert {
+		_, learned := a.routes[r.Prefix]
+		_, held := a.held[r.Prefix]
+		_, kept := a.stale[r.Prefix]
+		if learned || held || (kept && !a.synced) {
+			return false
+		}
+	}
+	return true
 }
 
 // establishedGateways returns the tunnel addresses of the gateway peers

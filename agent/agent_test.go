@@ -239,10 +239,21 @@ func TestDesiredTranslation(t *testing.T) {
 	if sd.Regions["us-west-1"] != 50_000_000 || len(sd.Regions) != 1 {
 		t.Errorf("shaper regions = %v", sd.Regions)
 	}
-	for p, want := range map[string]string{"10.1.0.0/16": "cn-beijing", "fd00:1::/48": "cn-beijing", "10.2.0.0/16": "us-west-1", "192.168.1.0/24": "cn-beijing"} {
+	// The VBR's accept range is one entry: only Beijing may announce into
+	// it, so its learned prefixes need none of their own.
+	for p, want := range map[string]string{"10.1.0.0/16": "cn-beijing", "fd00:1::/48": "cn-beijing", "10.2.0.0/16": "us-west-1", "192.168.0.0/16": "cn-beijing", "192.168.1.0/24": ""} {
 		if got := sd.Prefixes[netip.MustParsePrefix(p)]; got != want {
 			t.Errorf("shaper prefix %s -> %q, want %q", p, got, want)
 		}
+	}
+
+	// From b: a's VBR accept range is a's home range in WireGuard.
+	db, err := cfg.Desired("b", config.DesiredOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peers := dataplaneDesired(cfg, db, a.sec, learned{}).Peers; len(peers) != 1 || fmt.Sprint(peers[0].HomeRanges) != "[192.168.0.0/16]" {
+		t.Errorf("b's peers = %+v, want a with home range 192.168.0.0/16", peers)
 	}
 	if len(sd.ControlAddrs) != 2 {
 		t.Errorf("control addrs = %v", sd.ControlAddrs)
@@ -341,6 +352,19 @@ networks:
 			t.Errorf("%v: sole ranges %v with overlapping VBRs, want none", gw, r)
 		}
 	}
+	// For the shaper both ranges stay whole: their VBRs are all in one
+	// region. A VBR in another region reaching into one splits it.
+	if r := regionRanges(shared); fmt.Sprint(r) != "map[192.168.0.0/16:cn-beijing 192.168.5.0/24:cn-beijing]" {
+		t.Errorf("shaper ranges with overlapping VBRs of one region = %v", r)
+	}
+	cross, err := config.Parse("cross.yaml", []byte(text+`  - {name: idc-b, type: vbr, region: us-west-1, gateway: b, bgp: {neighbor: 172.30.1.2, peer_asn: 65011, accept: [192.168.5.0/24, 172.16.0.0/12]}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := regionRanges(cross); fmt.Sprint(r) != "map[172.16.0.0/12:us-west-1]" {
+		t.Errorf("shaper ranges with a VBR of another region reaching in = %v, want only b's own 172.16.0.0/12", r)
+	}
 	h := newHomes(cfg)
 	a1, a2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")
 	homesOf := map[netip.Addr]int{}
@@ -382,6 +406,35 @@ networks:
 	for p, n := range claimed {
 		if n != 1 {
 			t.Errorf("%s claimed by %d twins", p, n)
+		}
+	}
+}
+
+// TestOnlyNewPrefixesArePaced: a batch that only adds prefixes may wait
+// for the paced reconcile; a withdrawal, a changed route, a held route
+// coming back or the end of a restart's sync must not.
+func TestOnlyNewPrefixesArePaced(t *testing.T) {
+	p := netip.MustParsePrefix
+	r := func(s string) routing.LearnedRoute { return routing.LearnedRoute{Prefix: p(s)} }
+	a := &Agent{
+		routes: learned{p("10.2.0.0/16"): r("10.2.0.0/16")},
+		held:   map[netip.Prefix]heldRoute{p("10.3.0.0/16"): {route: r("10.3.0.0/16")}},
+		stale:  learned{p("10.4.0.0/16"): r("10.4.0.0/16")},
+	}
+	for name, c := range map[string]struct {
+		b    routing.RouteBatch
+		want bool
+	}{
+		"new prefixes":           {routing.RouteBatch{Upsert: []routing.LearnedRoute{r("10.128.0.0/28"), r("10.128.0.16/28")}}, true},
+		"a changed route":        {routing.RouteBatch{Upsert: []routing.LearnedRoute{r("10.128.0.0/28"), r("10.2.0.0/16")}}, false},
+		"a withdrawal":           {routing.RouteBatch{Upsert: []routing.LearnedRoute{r("10.128.0.0/28")}, Withdraw: []netip.Prefix{p("10.2.0.0/16")}}, false},
+		"a held route back":      {routing.RouteBatch{Upsert: []routing.LearnedRoute{r("10.3.0.0/16")}}, false},
+		"a kept route confirmed": {routing.RouteBatch{Upsert: []routing.LearnedRoute{r("10.4.0.0/16")}}, false},
+		"the full table":         {routing.RouteBatch{Full: true, Upsert: []routing.LearnedRoute{r("10.128.0.0/28")}}, false},
+		"synced after a restart": {routing.RouteBatch{Synced: true}, false},
+	} {
+		if got := a.onlyNewPrefixes(c.b); got != c.want {
+			t.Errorf("%s: paced %v, want %v", name, got, c.want)
 		}
 	}
 }

@@ -30,6 +30,7 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 		ListenPort: int(d.ListenPort),
 		Addresses:  []netip.Prefix{netip.PrefixFrom(d.TunnelAddress, d.TunnelAddress.BitLen())},
 	}
+	h := newHomes(cfg)
 	tunnels := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
 		tunnels[p.TunnelAddress] = true
@@ -38,9 +39,13 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 			PublicKey:  wgtypes.Key(p.PublicKey),
 			Endpoint:   p.Endpoint,
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.TunnelAddress, p.TunnelAddress.BitLen())},
+			// Everything inside an accept range only the peer's VBRs may
+			// announce into is homed at the peer: one AllowedIPs entry
+			// for the range, not one per learned prefix, so 100,000
+			// on-premises prefixes never rewrite the peer.
+			HomeRanges: h.soleRanges(cfg, p.TunnelAddress),
 		})
 	}
-	h := newHomes(cfg)
 	self := d.TunnelAddress
 	for _, o := range d.Originate {
 		if o.Prefix.Addr().Is4() && h.of(o.Prefix) == self {
@@ -288,15 +293,79 @@ func shapingDesired(cfg *config.Config, d *config.Desired, routes learned) shapi
 			out.Prefixes[p] = n.Region
 		}
 	}
-	for p, r := range routes {
-		if _, ok := out.Prefixes[p]; !ok && r.OriginRegion != "" {
-			out.Prefixes[p] = r.OriginRegion
+	// A range whose every prefix can only come from one region is one
+	// entry of the shaper's trie, not one per learned prefix.
+	ranges := regionRanges(cfg)
+	for a, region := range ranges {
+		if _, ok := out.Prefixes[a]; !ok {
+			out.Prefixes[a] = region
 		}
+	}
+	for p, r := range routes {
+		if _, ok := out.Prefixes[p]; ok || r.OriginRegion == "" || inRegionRange(ranges, p, r.OriginRegion) {
+			continue
+		}
+		out.Prefixes[p] = r.OriginRegion
 	}
 	for _, g := range cfg.Gateways {
 		out.ControlAddrs = append(out.ControlAddrs, g.TunnelAddress)
 	}
 	return out
+}
+
+// regionRanges are the VBR accept ranges that only VBRs of one region may
+// announce into and that overlap no VPC CIDR, with that region: every
+// prefix the instance can learn inside one belongs to it.
+func regionRanges(cfg *config.Config) map[netip.Prefix]string {
+	type holder struct {
+		region string
+		vbrs   []config.VBREntitlement
+	}
+	var holders []holder
+	for _, g := range cfg.Gateways {
+		if e := cfg.Entitlement(g.Name); len(e.VBRs) > 0 {
+			holders = append(holders, holder{g.Region, e.VBRs})
+		}
+	}
+	othersReach := func(a netip.Prefix, region string) bool {
+		for _, h := range holders {
+			if h.region == region {
+				continue
+			}
+			for _, v := range h.vbrs {
+				if v.Any {
+					return true
+				}
+				for _, b := range v.Accept {
+					if b.Overlaps(a) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	out := map[netip.Prefix]string{}
+	for _, h := range holders {
+		for _, v := range h.vbrs {
+			for _, a := range v.Accept {
+				if !overlapsVPC(cfg, a) && !othersReach(a, h.region) {
+					out[a] = h.region
+				}
+			}
+		}
+	}
+	return out
+}
+
+// inRegionRange reports whether p lies in a range of region.
+func inRegionRange(ranges map[netip.Prefix]string, p netip.Prefix, region string) bool {
+	for a, r := range ranges { // a handful
+		if r == region && a.Bits() <= p.Bits() && a.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 func ipv4Only(ps []netip.Prefix) []netip.Prefix {

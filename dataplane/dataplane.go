@@ -90,6 +90,11 @@ type Dataplane struct {
 	helperPID int
 	closed    bool
 
+	// The installed routes of the main (Options.Table) and fast tables,
+	// trusted while drift has not moved (see routeCache).
+	mainCache, fastCache routeCache
+	drift                atomic.Uint64
+
 	linkIndex atomic.Int32
 	ovlIndex  atomic.Int32
 	kick      chan struct{}
@@ -246,6 +251,7 @@ func cloneDesired(in Desired) Desired {
 	out.Peers = slices.Clone(in.Peers)
 	for i := range out.Peers {
 		out.Peers[i].AllowedIPs = slices.Clone(in.Peers[i].AllowedIPs)
+		out.Peers[i].HomeRanges = slices.Clone(in.Peers[i].HomeRanges)
 	}
 	out.Routes = slices.Clone(in.Routes)
 	for i := range out.Routes {
@@ -386,16 +392,17 @@ func (d *Dataplane) ownedRoutes() ([]netlink.Route, error) {
 }
 
 func (d *Dataplane) syncRoutes(p plan, idx, ovl int, addrs []netip.Prefix) error {
-	have, err := d.ownedRoutes()
+	want := wantRoutes(p, idx, ovl, d.opts.Table, addrs)
+	add, del, gen, err := d.mainCache.diff(d.drift.Load(), d.opts.Table, want, d.ownedRoutes)
 	if err != nil {
 		return err
 	}
-	add, del := diffRoutes(have, wantRoutes(p, idx, ovl, d.opts.Table, addrs))
-	if len(add)+len(del) == 0 {
-		return nil
+	if len(add)+len(del) > 0 {
+		d.log.Info("syncing routes", "install", len(add), "delete", len(del))
+		err = applyRoutes(d.writers, add, del)
 	}
-	d.log.Info("syncing routes", "install", len(add), "delete", len(del))
-	return applyRoutes(d.writers, add, del)
+	d.mainCache.applied(gen, want, add, del, err)
+	return err
 }
 
 // underlayMTU is the MTU of the interface that reaches the first peer
@@ -460,6 +467,8 @@ func (d *Dataplane) closeAll() error {
 // teardown removes what the dataplane owns; d.mu is held.
 func (d *Dataplane) teardown() error {
 	var errs []error
+	d.mainCache.invalidate()
+	d.fastCache.invalidate()
 	link, err := d.nl.LinkByName(d.name)
 	switch {
 	case linkMissing(err):

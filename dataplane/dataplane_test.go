@@ -310,6 +310,9 @@ func TestAddBeforeDeleteOwnedOnlyKeepGoing(t *testing.T) {
 		Route{Prefix: netip.MustParsePrefix("10.80.0.0/16"), Via: want.Routes[0].Via})
 	k.failRoute[netip.MustParsePrefix("10.70.0.0/16")] = syscall.ENOMEM
 	k.ops = nil
+	// Routes appearing by another's hand are found by the next dump (the
+	// periodic resync's, which trusts no cache).
+	d.drift.Add(1)
 	err := d.Set(ctx, want)
 	if err == nil || !strings.Contains(err.Error(), "10.70.0.0/16") || !errors.Is(err, syscall.ENOMEM) {
 		t.Fatalf("Set = %v, want the failed route named and wrapped", err)
@@ -354,10 +357,19 @@ func TestDumpInterruptedIsRetried(t *testing.T) {
 		t.Fatalf("Set with 2 interrupted dumps: %v", err)
 	}
 	k.dumpInterrupts = 100
+	d.drift.Add(1) // the next Set dumps
 	err := d.Set(ctx, newFixture(t).desired())
 	if !errors.Is(err, netlink.ErrDumpInterrupted) {
 		t.Fatalf("Set with endless interruptions = %v, want ErrDumpInterrupted", err)
 	}
+}
+
+// repairDrift does what the netlink watchers do on an event that may mean
+// drift (the fake kernel sends none): the route caches are no longer
+// trusted, and a repair runs.
+func repairDrift(d *Dataplane) {
+	d.drift.Add(1)
+	d.repair()
 }
 
 func TestRepairRestoresDrift(t *testing.T) {
@@ -370,7 +382,7 @@ func TestRepairRestoresDrift(t *testing.T) {
 	delete(k.routes, routeID{254, netip.MustParsePrefix("10.2.0.0/16")})
 	idx := k.links["ocdptest0"].Attrs().Index
 	k.addrs[idx] = nil
-	d.repair()
+	repairDrift(d)
 	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.2.0.0/16")}]; !ok {
 		t.Error("deleted route not repaired")
 	}
@@ -378,7 +390,7 @@ func TestRepairRestoresDrift(t *testing.T) {
 		t.Error("deleted address not repaired")
 	}
 	k.setDown("ocdptest0")
-	d.repair()
+	repairDrift(d)
 	if k.links["ocdptest0"].Attrs().Flags&1 == 0 || len(k.routes) != 7 {
 		t.Errorf("link flap not repaired: flags %v, %d routes", k.links["ocdptest0"].Attrs().Flags, len(k.routes))
 	}
@@ -387,7 +399,7 @@ func TestRepairRestoresDrift(t *testing.T) {
 	}
 	// A crashed helper leaves a stale socket; repair replaces both.
 	k.crashHelper("ocdptest0")
-	d.repair()
+	repairDrift(d)
 	if k.started != 2 || k.sockets["ocdptest0"] != sockLive || len(k.devices["ocdptest0"].Peers) != 2 || len(k.routes) != 7 {
 		t.Errorf("crashed helper not replaced: started %d, socket %v", k.started, k.sockets["ocdptest0"])
 	}
@@ -424,13 +436,13 @@ func TestRepairRestoresOverlayDrift(t *testing.T) {
 		if snapshot() == good {
 			t.Fatalf("%s: drift not visible", drift.name)
 		}
-		d.repair()
+		repairDrift(d)
 		if got := snapshot(); got != good {
 			t.Errorf("%s: after repair %s, want %s", drift.name, got, good)
 		}
 	}
 	before := k.writes
-	d.repair()
+	repairDrift(d)
 	if k.writes != before {
 		t.Errorf("repair without drift wrote %d things", k.writes-before)
 	}
@@ -443,7 +455,7 @@ func TestRepairRestoresOverlayDrift(t *testing.T) {
 	foreign := netlink.Neigh{LinkIndex: oidx, Family: syscall.AF_INET, State: netlink.NUD_PERMANENT, IP: net.ParseIP("100.64.0.10"), HardwareAddr: net.HardwareAddr{0x52, 0, 0, 0, 0, 1}}
 	_ = k.NeighSet(&stale)
 	_ = k.NeighSet(&foreign)
-	d.repair()
+	repairDrift(d)
 	if _, ok := k.neighs[neighKey(&stale)]; ok {
 		t.Error("stale overlay neighbour not deleted")
 	}
@@ -687,4 +699,107 @@ func TestStatusWithFakes(t *testing.T) {
 		}
 	}
 	_ = time.Second
+}
+
+// TestSetTrustsItsRouteCacheUntilDrift: with nothing drifted, a Set diffs
+// against what the last one installed instead of dumping the tables, and
+// writes only the change; a drift (as the watchers report it) makes the
+// next Set dump and repair.
+func TestSetTrustsItsRouteCacheUntilDrift(t *testing.T) {
+	k := newFakeKernel()
+	d := newFakeDataplane(k, "ocdptest0")
+	want := newFixture(t).desired()
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	dumps := k.routeDumps
+	want.Routes = append(want.Routes, Route{Prefix: netip.MustParsePrefix("10.70.0.0/16"), Via: want.Routes[0].Via})
+	want.Routes = slices.Delete(want.Routes, 1, 2) // 10.3.0.0/16
+	k.ops = nil
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if k.routeDumps != dumps {
+		t.Errorf("a Set without drift dumped the route tables %d times", k.routeDumps-dumps)
+	}
+	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.70.0.0/16")}]; !ok {
+		t.Error("new route not installed from the cache's diff")
+	}
+	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.3.0.0/16")}]; ok {
+		t.Error("route no longer wanted not deleted from the cache's diff")
+	}
+	if len(k.ops) != 2 {
+		t.Errorf("route writes %v, want one install and one delete", k.ops)
+	}
+	// A route deleted by hand: unseen until a drift is reported.
+	delete(k.routes, routeID{254, netip.MustParsePrefix("10.2.0.0/16")})
+	repairDrift(d)
+	if k.routeDumps == dumps {
+		t.Error("a repair after drift did not dump the route tables")
+	}
+	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.2.0.0/16")}]; !ok {
+		t.Error("route deleted by hand not repaired after drift")
+	}
+	// A failed write leaves nothing trusted: the next Set dumps.
+	want.Routes = append(want.Routes, Route{Prefix: netip.MustParsePrefix("10.80.0.0/16"), Via: want.Routes[0].Via})
+	k.failRoute[netip.MustParsePrefix("10.80.0.0/16")] = syscall.ENOMEM
+	if err := d.Set(ctx, want); err == nil {
+		t.Fatal("Set with a failing route succeeded")
+	}
+	delete(k.failRoute, netip.MustParsePrefix("10.80.0.0/16"))
+	dumps = k.routeDumps
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if k.routeDumps == dumps {
+		t.Error("the Set after a failed write trusted the cache")
+	}
+}
+
+// TestHomeRanges: a peer's home range is in its AllowedIPs with no route
+// of its own, and home routes inside it add no AllowedIPs entries.
+func TestHomeRanges(t *testing.T) {
+	k := newFakeKernel()
+	d := newFakeDataplane(k, "ocdptest0")
+	f := newFixture(t)
+	want := f.desired()
+	rng := netip.MustParsePrefix("10.128.0.0/9")
+	b := netip.MustParseAddr("100.64.0.2")
+	want.Peers[0].HomeRanges = []netip.Prefix{rng}
+	want.Peers[1].HomeRanges = []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16")}
+	want.Routes = append(want.Routes,
+		Route{Prefix: netip.MustParsePrefix("10.128.1.0/28"), Via: []netip.Addr{b}, Home: b},
+		Route{Prefix: rng, Via: []netip.Addr{b}, Home: b},
+		Route{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Via: []netip.Addr{b}, Home: b})
+	want.Sources = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	var allowed []string
+	for _, p := range k.devices["ocdptest0"].Peers {
+		if p.PublicKey == f.b.PublicKey() {
+			for _, a := range p.AllowedIPs {
+				allowed = append(allowed, a.String())
+			}
+		}
+	}
+	slices.Sort(allowed)
+	if w := []string{"10.128.0.0/9", "10.9.0.0/16", "100.64.0.2/32", "fd4f:6365:6e00::6440:2/128"}; !slices.Equal(allowed, w) {
+		t.Errorf("peer b AllowedIPs = %v, want %v", allowed, w)
+	}
+	for _, p := range []string{"10.128.1.0/28", "10.128.0.0/9", "10.9.0.0/16"} {
+		if _, ok := k.routes[routeID{254, netip.MustParsePrefix(p)}]; !ok {
+			t.Errorf("learned route %s not installed", p)
+		}
+	}
+	if _, ok := k.routes[routeID{254, netip.MustParsePrefix("10.200.0.0/16")}]; ok {
+		t.Error("a home range nobody announced got a route")
+	}
+	bad := want
+	bad.Peers = slices.Clone(want.Peers)
+	bad.Peers[1].HomeRanges = []netip.Prefix{rng}
+	bad.Peers[1].AllowedIPs = slices.Clone(want.Peers[1].AllowedIPs)
+	if err := d.Set(ctx, bad); err == nil || !strings.Contains(err.Error(), "home range 10.128.0.0/9: already a home range of peer b") {
+		t.Errorf("two peers with one home range: %v", err)
+	}
 }

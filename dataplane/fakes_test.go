@@ -36,6 +36,7 @@ type fakeKernel struct {
 
 	failRoute      map[netip.Prefix]error // RouteReplace of these fails
 	dumpInterrupts int                    // next route dumps to interrupt
+	routeDumps     int                    // route dumps served
 
 	writes     int      // any state change
 	ops        []string // route writes in order
@@ -357,6 +358,7 @@ func (k *fakeKernel) RouteListFiltered(family int, filter *netlink.Route, mask u
 		k.dumpInterrupts--
 		return nil, netlink.ErrDumpInterrupted
 	}
+	k.routeDumps++
 	var out []netlink.Route
 	for _, r := range k.routes {
 		if mask&netlink.RT_FILTER_TABLE != 0 && r.Table != filter.Table {

@@ -76,24 +76,25 @@ func ruleSource(r *netlink.Rule) netip.Prefix {
 // table that is still being filled, and rules go away before their routes.
 func (d *Dataplane) syncFast(p plan, idx int) error {
 	table := d.opts.FastTable
-	have, err := d.tableRoutes(table)
+	want := wantFastRoutes(p, idx, table)
+	add, del, gen, err := d.fastCache.diff(d.drift.Load(), table, want, func() ([]netlink.Route, error) { return d.tableRoutes(table) })
 	if err != nil {
 		return err
 	}
-	add, del := diffRoutes(have, wantFastRoutes(p, idx, table))
-	var errs []error
+	var errAdd, errDel error
 	if len(add) > 0 {
 		d.log.Info("syncing fast-path routes", "install", len(add), "delete", len(del))
-		errs = append(errs, applyRoutes(d.writers, add, nil))
+		errAdd = applyRoutes(d.writers, add, nil)
 	}
-	errs = append(errs, d.syncRules(wantFastRules(p, table)))
+	errRules := d.syncRules(wantFastRules(p, table))
 	if len(del) > 0 {
 		if len(add) == 0 {
 			d.log.Info("syncing fast-path routes", "install", 0, "delete", len(del))
 		}
-		errs = append(errs, applyRoutes(d.writers, nil, del))
+		errDel = applyRoutes(d.writers, nil, del)
 	}
-	return errors.Join(errs...)
+	d.fastCache.applied(gen, want, add, del, errors.Join(errAdd, errDel))
+	return errors.Join(errAdd, errRules, errDel)
 }
 
 func (d *Dataplane) tableRoutes(table int) ([]netlink.Route, error) {
@@ -148,6 +149,7 @@ func (d *Dataplane) syncRules(want []netlink.Rule) error {
 
 // removeFast deletes the fast path's rules and routes (teardown).
 func (d *Dataplane) removeFast() error {
+	d.fastCache.invalidate()
 	err := d.syncRules(nil)
 	rs, lerr := d.tableRoutes(d.opts.FastTable)
 	if lerr != nil {

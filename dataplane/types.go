@@ -90,6 +90,13 @@ type Peer struct {
 	// device. IPv6 route prefixes assigned to the peer and route prefixes
 	// whose Home it is are added to its WireGuard AllowedIPs.
 	AllowedIPs []netip.Prefix
+	// HomeRanges are ranges every address of which has this peer as its
+	// home (for example a VBR accept range only this peer may announce
+	// into). They go into the peer's WireGuard AllowedIPs as they are,
+	// with no kernel route: routes stay per learned prefix. A home route
+	// inside one adds no AllowedIPs entry of its own, so a burst of
+	// learned prefixes does not rewrite the peer's AllowedIPs.
+	HomeRanges []netip.Prefix
 	// Keepalive is the persistent keepalive interval; 0 means
 	// DefaultKeepalive, a negative value turns it off.
 	Keepalive time.Duration
@@ -227,6 +234,7 @@ func resolve(d Desired) (plan, error) {
 	neigh := map[netip.Addr]bool{}
 	keys := map[wgtypes.Key]string{}
 	owner := map[netip.Prefix]string{}
+	ranges := map[netip.Prefix]string{} // home ranges
 	for i, peer := range d.Peers {
 		name := peer.Name
 		if name == "" {
@@ -255,7 +263,22 @@ func resolve(d Desired) (plan, error) {
 			}
 			owner[a] = name
 		}
-		p.peers = append(p.peers, plannedPeer{Peer: peer, allowed: slices.Clone(peer.AllowedIPs)})
+		for _, a := range peer.HomeRanges {
+			if !a.IsValid() || a != a.Masked() {
+				errs = append(errs, fmt.Errorf("peer %s: home range %s: invalid or has host bits set", name, a))
+				continue
+			}
+			// WireGuard gives one prefix to one peer: the last one
+			// configured would take it from the other.
+			if other, ok := ranges[a]; ok {
+				errs = append(errs, fmt.Errorf("peer %s: home range %s: already a home range of peer %s", name, a, other))
+			}
+			if other, ok := owner[a]; ok {
+				errs = append(errs, fmt.Errorf("peer %s: home range %s: already allowed for peer %s", name, a, other))
+			}
+			ranges[a] = name
+		}
+		p.peers = append(p.peers, plannedPeer{Peer: peer, allowed: append(slices.Clone(peer.AllowedIPs), peer.HomeRanges...)})
 		for _, a := range peer.AllowedIPs {
 			pr := plannedRoute{prefix: a, peer: name}
 			if a.IsValid() && a.Addr().Is4() && a.IsSingleIP() && p.own4.IsValid() {
@@ -318,7 +341,9 @@ func resolve(d Desired) (plan, error) {
 					errs = append(errs, fmt.Errorf("route %s: home %s is not an ipv4 address in a peer's allowed ips", r.Prefix, r.Home))
 					continue
 				}
-				p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+				if !covers(p.peers[idx].HomeRanges, r.Prefix) {
+					p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+				}
 				pr.home, pr.homeUp = r.Home, slices.Contains(vias, r.Home)
 			}
 			for _, v := range vias {
@@ -338,7 +363,9 @@ func resolve(d Desired) (plan, error) {
 			continue
 		}
 		owner[r.Prefix] = p.peers[idx].Name
-		p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+		if !covers(p.peers[idx].HomeRanges, r.Prefix) {
+			p.peers[idx].allowed = append(p.peers[idx].allowed, r.Prefix)
+		}
 		p.routes = append(p.routes, plannedRoute{prefix: r.Prefix, via: via, peer: p.peers[idx].Name})
 	}
 	for _, r := range d.DirectRoutes {
@@ -402,6 +429,16 @@ func resolve(d Desired) (plan, error) {
 		slices.SortFunc(p.peers[i].allowed, comparePrefix)
 	}
 	return p, errors.Join(errs...)
+}
+
+// covers reports whether one of ranges holds all of p.
+func covers(ranges []netip.Prefix, p netip.Prefix) bool {
+	for _, r := range ranges {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // PickGateway chooses one gateway for prefix: a stable hash of the prefix

@@ -23,7 +23,10 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 	go watchLoop(d, "link", func(ch chan netlink.LinkUpdate, done chan struct{}) error {
 		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("link")})
 	}, func(u netlink.LinkUpdate) bool {
-		if u.Attrs() == nil || (u.Attrs().Name != d.name && u.Attrs().Name != d.ovlName) {
+		// Any link: the kernel drops the routes through a link that goes
+		// down without a notification per route, and direct routes to a
+		// VBR's router go through a LAN link that is not ours.
+		if u.Attrs() == nil {
 			return false
 		}
 		return u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&net.FlagUp == 0
@@ -31,7 +34,8 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 	go watchLoop(d, "addr", func(ch chan netlink.AddrUpdate, done chan struct{}) error {
 		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("addr")})
 	}, func(u netlink.AddrUpdate) bool {
-		return !u.NewAddr && (int32(u.LinkIndex) == d.linkIndex.Load() || (u.LinkIndex != 0 && int32(u.LinkIndex) == d.ovlIndex.Load()))
+		// Any removal: routes whose source or nexthop it served go with it.
+		return !u.NewAddr
 	})
 	go watchLoop(d, "neigh", func(ch chan netlink.NeighUpdate, done chan struct{}) error {
 		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("neigh")})
@@ -67,7 +71,7 @@ func watchLoop[T any](d *Dataplane, what string, subscribe func(chan T, chan str
 		if err := subscribe(ch, done); err != nil {
 			d.log.Warn("netlink subscribe failed", "watch", what, "err", err)
 		} else {
-			d.trigger()
+			d.noteDrift()
 			stopped := false
 		recv:
 			for {
@@ -80,7 +84,7 @@ func watchLoop[T any](d *Dataplane, what string, subscribe func(chan T, chan str
 						break recv
 					}
 					if relevant(u) {
-						d.trigger()
+						d.noteDrift()
 					}
 				}
 			}
@@ -97,6 +101,13 @@ func watchLoop[T any](d *Dataplane, what string, subscribe func(chan T, chan str
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// noteDrift says the kernel may no longer hold what the route caches
+// remember, and asks for a repair.
+func (d *Dataplane) noteDrift() {
+	d.drift.Add(1)
+	d.trigger()
 }
 
 func (d *Dataplane) trigger() {
@@ -125,6 +136,8 @@ func (d *Dataplane) repairLoop() {
 			case <-time.After(repairDelay):
 			}
 		case <-tick:
+			// The periodic resync trusts no cache.
+			d.drift.Add(1)
 		}
 		d.repair()
 	}

@@ -74,10 +74,13 @@
 // prefixes of every other VBR; nothing learned from the same router is sent
 // back. Anything untagged is not exported to VBRs.
 //
-// max_prefixes is GoBGP's prefix limit, counted on what the router sends
-// (before policy): past it the session is shut down (state
-// "max-prefix-exceeded", an error log) until the next change of that
-// session's config or a restart.
+// max_prefixes is counted on what the router sends (before policy), by the
+// speaker from GoBGP's pre-policy update events rather than by GoBGP's own
+// prefix limit, which recounts the whole Adj-RIB-In on every UPDATE (a
+// burst of 100,000 prefixes went quadratic). A warning is logged past 80%;
+// past the limit the session is shut down with a Cease naming the limit
+// (state "max-prefix-exceeded", an error log) until the next change of that
+// session's config or a restart, and its routes are withdrawn.
 //
 // # Failure detection and restart
 //

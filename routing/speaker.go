@@ -336,9 +336,6 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 		Config:            &api.AfiSafiConfig{Family: familyV4, Enabled: true},
 		MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
 	}
-	if p.maxPrefixes > 0 {
-		af.PrefixLimits = &api.PrefixLimit{Family: familyV4, MaxPrefixes: p.maxPrefixes, ShutdownThresholdPct: 80}
-	}
 	peer := &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: p.addr.String(),

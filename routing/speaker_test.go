@@ -505,6 +505,11 @@ func TestMaxPrefixes(t *testing.T) {
 		return st.Sessions[0].State == "max-prefix-exceeded"
 	})
 	waitFor(t, 10*time.Second, "routes of the tripped session withdrawn", func() bool { return len(a.s.Routes()) == 0 })
+	// It stays down (until its config changes or a restart).
+	time.Sleep(2 * time.Second)
+	if st, _ := a.s.Status(context.Background()); st.Sessions[0].State != "max-prefix-exceeded" || len(a.s.Routes()) != 0 {
+		t.Errorf("two seconds after the trip: state %s, %d routes", st.Sessions[0].State, len(a.s.Routes()))
+	}
 }
 
 func TestValidate(t *testing.T) {

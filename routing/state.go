@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
@@ -74,10 +75,15 @@ type ribEntry struct {
 }
 
 type sessionInfo struct {
-	state       bgp.FSMState
-	since       time.Time
-	lastError   string
-	maxPrefix   bool
+	state     bgp.FSMState
+	since     time.Time
+	lastError string
+	maxPrefix bool
+	// received holds what a VBR router with max_prefixes has announced
+	// (before policy, as the limit counts), while its session is up;
+	// warned says the 80% warning was logged.
+	received    map[netip.Prefix]struct{}
+	warned      bool
 	rejected    map[Reason]uint64
 	hasSeenUp   bool
 	lastLogTime time.Time
@@ -458,6 +464,7 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 			continue
 		}
 		peer := p.PeerAddress
+		st.countReceived(peer, pfx, p.Withdrawal)
 		rej := st.rejected[peer]
 		if p.Withdrawal {
 			delete(rej, pfx)
@@ -514,6 +521,55 @@ func (st *state) sessionName(addr netip.Addr) string {
 	return addr.String()
 }
 
+// countReceived enforces max_prefixes on what a VBR router announced.
+//
+// The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
+// whole Adj-RIB-In on every UPDATE, which made a burst of 100,000 prefixes
+// quadratic (some 6 s of the routing pipeline benchmark's 14). Past the
+// limit the session is shut down with a Cease (RFC 4486) naming the limit
+// and stays down until its config changes or the agent restarts; its
+// routes go with it.
+func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal bool) {
+	v := st.f.vbrs[peer]
+	if v == nil || v.MaxPrefixes == 0 {
+		return
+	}
+	si := st.session(peer)
+	if withdrawal {
+		delete(si.received, pfx)
+		return
+	}
+	if si.maxPrefix {
+		return
+	}
+	if si.received == nil {
+		si.received = map[netip.Prefix]struct{}{}
+	}
+	si.received[pfx] = struct{}{}
+	n := len(si.received)
+	if !si.warned && n > int(v.MaxPrefixes)*8/10 {
+		si.warned = true
+		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "received", n, "max_prefixes", v.MaxPrefixes)
+	}
+	if n <= int(v.MaxPrefixes) {
+		return
+	}
+	si.maxPrefix, si.received = true, nil
+	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "max_prefixes", v.MaxPrefixes)
+	st.wakeSessions()
+	if srv := st.srv; srv != nil {
+		// Not from this callback: GoBGP serves the request from the loop
+		// that delivers these events.
+		go func() {
+			err := srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: peer.String(),
+				Communication: fmt.Sprintf("max_prefixes %d exceeded", v.MaxPrefixes)})
+			if err != nil {
+				st.log.Error("shutting down a session past max_prefixes", "neighbor", peer, "err", err)
+			}
+		}()
+	}
+}
+
 func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
 	addr := ev.Peer.State.NeighborAddress
 	if !addr.IsValid() {
@@ -540,10 +596,11 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 	switch {
 	case si.state == bgp.BGP_FSM_ESTABLISHED && old != bgp.BGP_FSM_ESTABLISHED:
 		si.hasSeenUp = true
-		si.maxPrefix = false
+		si.maxPrefix, si.received, si.warned = false, nil, false
 		si.lastError = ""
 		st.log.Info("bgp session up", "session", name, "neighbor", addr)
 	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
+		si.received = nil
 		delete(st.rejected, addr)
 		delete(st.eor, addr)
 		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),

@@ -107,6 +107,11 @@ type Shaper struct {
 	ids       map[string]uint32       // region id -> bucket index
 	cfgs      map[uint32]bpfBucketCfg // as last Set, by bucket index
 	bal       balancer                // shares of the devices (ModeQueue, several devices)
+	// What the prefix tries hold, as this Shaper wrote them; nil until
+	// read from the (possibly adopted) maps. Only the Shaper writes them,
+	// so a Set diffs against memory rather than dumping 100,000 entries.
+	lpm4 map[bpfLpm4Key]bpfLpmVal
+	lpm6 map[bpfLpm6Key]bpfLpmVal
 }
 
 // shaperObjects are the objects of the first load. The .bss section
@@ -451,31 +456,39 @@ func (s *Shaper) setPrefixes(d Desired) []error {
 		}
 		put(netip.PrefixFrom(a, a.BitLen()), v)
 	}
-	errs = append(errs, syncMap(s.objs.OcshPrefix4, want4, "ipv4 prefix")...)
-	errs = append(errs, syncMap(s.objs.OcshPrefix6, want6, "ipv6 prefix")...)
+	errs = append(errs, syncMap(s.objs.OcshPrefix4, want4, &s.lpm4, "ipv4 prefix")...)
+	errs = append(errs, syncMap(s.objs.OcshPrefix6, want6, &s.lpm6, "ipv6 prefix")...)
 	return errs
 }
 
-// syncMap makes m hold exactly want, writing only the differences.
-func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V, what string) []error {
+// syncMap makes m hold exactly want, writing only the differences from
+// *mirror, what m is known to hold (read from m when nil). After a failed
+// write the mirror is dropped, and the next sync reads m again.
+func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V, mirror *map[K]V, what string) []error {
 	var errs []error
-	have := map[K]V{}
-	var k K
-	var v V
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
+	if *mirror == nil {
+		have := map[K]V{}
+		var k K
+		var v V
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			have[k] = v
+		}
+		if err := it.Err(); err != nil {
+			return []error{fmt.Errorf("read %ss: %w", what, err)}
+		}
+		*mirror = have
 	}
-	if err := it.Err(); err != nil {
-		errs = append(errs, fmt.Errorf("read %ss: %w", what, err))
-	}
+	have := *mirror
 	for k, v := range want {
 		if h, ok := have[k]; ok && h == v {
 			continue
 		}
 		if err := m.Update(k, v, ebpf.UpdateAny); err != nil {
 			errs = append(errs, fmt.Errorf("set %s: %w", what, err))
+			continue
 		}
+		have[k] = v
 	}
 	for k := range have {
 		if _, ok := want[k]; ok {
@@ -483,7 +496,12 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V, what string)
 		}
 		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", what, err))
+			continue
 		}
+		delete(have, k)
+	}
+	if len(errs) > 0 {
+		*mirror = nil
 	}
 	return errs
 }

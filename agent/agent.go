@@ -84,7 +84,7 @@ type Agent struct {
 	kick    chan struct{}
 	// grow asks for a reconcile that only adds routes: paced, so that
 	// a burst of learned routes is taken in few large reconciles.
-	grow chan struct{}
+	grow    chan struct{}
 	metrics *metrics
 }
 

@@ -268,11 +268,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// A reconcile costs time in proportion to the whole table (it computes
 	// and diffs the complete desired state). While a burst of new routes
 	// pours in, one that only adds routes waits as long as the last one
-	// took, so that the agent spends at most half its time reconciling
-	// and each reconcile takes a large batch: 100,000 routes arriving in
-	// thousands of small batches would otherwise cost a reconcile of the
-	// growing table per batch, starving BGP and BFD of CPU. Withdrawals,
-	// session changes and reloads (kick) never wait.
+	// took (up to maxPace), so that the agent spends at most about half
+	// its time reconciling and each reconcile takes a large batch:
+	// 100,000 routes arriving in thousands of small batches would
+	// otherwise cost a reconcile of the growing table per batch, starving
+	// BGP and BFD of CPU. Withdrawals, session changes and reloads (kick)
+	// never wait.
+	const maxPace = 500 * time.Millisecond
 	var paceUntil time.Time
 	for {
 		select {
@@ -302,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err := a.reconcile(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("reconcile incomplete", "err", err)
 		}
-		paceUntil = time.Now().Add(time.Since(start))
+		paceUntil = time.Now().Add(min(time.Since(start), maxPace))
 	}
 }
 

@@ -29,13 +29,19 @@ func wantFastRoutes(p plan, idx, table int) []netlink.Route {
 	if len(p.sources) == 0 {
 		return nil
 	}
-	var out []netlink.Route
+	n := 0
+	for _, r := range p.routes {
+		if r.home.IsValid() {
+			n++
+		}
+	}
+	out := make([]netlink.Route, 0, n) // a route is large: no regrowth
+	arena := newIPArena(n)
 	for _, r := range p.routes {
 		if !r.home.IsValid() {
 			continue
 		}
-		dst := prefixToIPNet(r.prefix)
-		rt := netlink.Route{Dst: &dst, Protocol: RouteProtocol, Table: table, Family: netlink.FAMILY_V4}
+		rt := netlink.Route{Dst: arena.ipnet(r.prefix), Protocol: RouteProtocol, Table: table, Family: netlink.FAMILY_V4}
 		if r.homeUp {
 			rt.LinkIndex, rt.Type, rt.Scope = idx, unix.RTN_UNICAST, netlink.SCOPE_LINK
 		} else {

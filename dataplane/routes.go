@@ -82,17 +82,18 @@ func wantRoutes(p plan, idx, ovl, table int, addrs []netip.Prefix) []netlink.Rou
 		}
 	}
 	out := make([]netlink.Route, 0, len(p.routes))
+	arena := newIPArena(len(p.routes))
 	for _, r := range p.routes {
-		dst := prefixToIPNet(r.prefix)
+		dst := arena.ipnet(r.prefix)
 		if len(r.direct) > 0 {
-			out = append(out, directRoute(dst, r.direct, table))
+			out = append(out, directRoute(dst, r.direct, table, arena))
 			continue
 		}
 		if len(r.vias) > 0 {
-			out = append(out, overlayRoute(dst, r.vias, ovl, table, src4))
+			out = append(out, overlayRoute(dst, r.vias, ovl, table, src4, arena))
 			continue
 		}
-		rt := netlink.Route{LinkIndex: idx, Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
+		rt := netlink.Route{LinkIndex: idx, Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
 		if r.prefix.Addr().Is4() {
 			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
 		} else {
@@ -106,32 +107,32 @@ func wantRoutes(p plan, idx, ovl, table int, addrs []netip.Prefix) []netlink.Rou
 // overlayRoute is `dst via V dev OVL onlink src SRC`, or with several
 // gateways one multipath route with a nexthop per gateway (the kernel
 // hashes flows across them: fib_multipath_hash_policy=1).
-func overlayRoute(dst net.IPNet, vias []netip.Addr, ovl, table int, src net.IP) netlink.Route {
-	rt := netlink.Route{Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST,
+func overlayRoute(dst *net.IPNet, vias []netip.Addr, ovl, table int, src net.IP, arena *ipArena) netlink.Route {
+	rt := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST,
 		Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4, Src: src}
 	if len(vias) == 1 {
-		rt.LinkIndex, rt.Gw, rt.Flags = ovl, vias[0].AsSlice(), int(netlink.FLAG_ONLINK)
+		rt.LinkIndex, rt.Gw, rt.Flags = ovl, arena.ip(vias[0]), int(netlink.FLAG_ONLINK)
 		return rt
 	}
 	for _, v := range vias {
-		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: ovl, Gw: v.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: ovl, Gw: arena.ip(v), Flags: int(netlink.FLAG_ONLINK)})
 	}
 	return rt
 }
 
 // directRoute is a route via routers on a connected network; the kernel
 // picks the interface for each.
-func directRoute(dst net.IPNet, via []netip.Addr, table int) netlink.Route {
-	rt := netlink.Route{Dst: &dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST, Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4}
+func directRoute(dst *net.IPNet, via []netip.Addr, table int, arena *ipArena) netlink.Route {
+	rt := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST, Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4}
 	if via[0].Is6() {
 		rt.Family = netlink.FAMILY_V6
 	}
 	if len(via) == 1 {
-		rt.Gw = via[0].AsSlice()
+		rt.Gw = arena.ip(via[0])
 		return rt
 	}
 	for _, v := range via {
-		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{Gw: v.AsSlice()})
+		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{Gw: arena.ip(v)})
 	}
 	return rt
 }

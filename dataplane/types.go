@@ -233,7 +233,12 @@ func resolve(d Desired) (plan, error) {
 	}
 	neigh := map[netip.Addr]bool{}
 	keys := map[wgtypes.Key]string{}
-	owner := map[netip.Prefix]string{}
+	n := len(d.Routes) + len(d.DirectRoutes)
+	for _, peer := range d.Peers {
+		n += len(peer.AllowedIPs) + 1
+	}
+	owner := make(map[netip.Prefix]string, n)
+	p.routes = make([]plannedRoute, 0, n)
 	ranges := map[netip.Prefix]string{} // home ranges
 	for i, peer := range d.Peers {
 		name := peer.Name

@@ -167,6 +167,22 @@
 // retried. Large route sets are written by several netlink sockets in
 // parallel (Options.RouteWorkers).
 //
+// A Set diffs the main and fast tables against what the last one installed
+// (a fingerprint per prefix), not against a dump: the agent calls Set for
+// every batch of learned routes, and dumping 100,000 routes per batch cost
+// more than the writes. The kernel stays the truth: the watchers' events
+// that may mean drift (one of our routes or fast-path rules deleted, any
+// link going down or address removed, which take routes with them without
+// a notification each, a lost notification), a failed write and the
+// periodic resync each make the next reconcile dump and repair.
+//
+// Peer.HomeRanges are ranges every address of which is homed at the peer
+// (the agent passes a VBR accept range only that peer's VBRs may announce
+// into): one AllowedIPs entry for the range, no route of its own, and the
+// home routes inside it add no AllowedIPs entries. Without them every
+// learned on-premises prefix was an AllowedIPs entry, rewritten through the
+// UAPI on each batch.
+//
 // # Sysctls
 //
 // A gateway forwards between its tunnel and its VPC/VBR interfaces, so Set
@@ -190,29 +206,29 @@
 // # Numbers
 //
 // Measured with `make bench-dataplane` on a shared 2-core machine,
-// userspace WireGuard (no kernel module), interleaved 2 s iperf3 runs,
-// best of five each:
+// userspace WireGuard (no kernel module), interleaved iperf3 runs:
 //
 //   - TCP throughput VPC to VPC on the fast path, against a plain
 //     wireguard-go device set up by hand between the same namespaces
-//     (target 0.95, judged on the median of the paired runs' ratios,
-//     since one lucky run decides a best-against-best ratio on a shared
-//     machine): two runs, medians 1.053 and 0.998; best against best
-//     2022/1983 Mbit/s (1.020) and 2645/2859 Mbit/s (0.925).
+//     (target 0.95, judged on the median of 9 paired 3 s runs, since one
+//     lucky run decides a best-against-best ratio on a shared machine;
+//     with 5 pairs of 2 s runs the median moved between 0.92 and 1.05):
+//     two runs, medians 0.987 and 1.059; best against best 2841/2750
+//     Mbit/s (1.033) and 2751/2631 Mbit/s (1.045).
 //   - The same through the overlay (traffic entering at a home's twin):
-//     371 and 404 Mbit/s, 0.187 and 0.141 of plain wireguard-go. The
+//     339 and 382 Mbit/s, 0.123 and 0.145 of plain wireguard-go. The
 //     cost is the overlay on a TUN: the kernel cannot hand a
 //     VXLAN-encapsulated TCP super-packet (UDP-tunnel GSO) to a TUN, so
 //     it segments it and wireguard-go reads, encrypts and sends every
 //     1350-byte segment on its own, where a plain device gets 64 KB TCP
 //     super-packets. (Kernel WireGuard, which takes GSO packets inside
 //     the kernel, could not be measured here: no module.)
-//   - Installing 100,000 IPv4 routes `via GW dev OVERLAY onlink`: 0.78
-//     and 0.81 s, against 1.16 and 1.24 s for `ip -batch` of the same
-//     routes (speed ratio 1.49 and 1.53; target 0.8); in the make bench
-//     run, 0.747 s against 1.18 s (1.58).
+//   - Installing 100,000 IPv4 routes `via GW dev OVERLAY onlink`: 0.84 s
+//     against 1.22 s for `ip -batch` of the same routes (speed ratio
+//     1.45; target 0.8); earlier runs 1.49 to 1.58.
 //   - A whole Set of 100,000 prefixes homed on one peer (overlay routes,
 //     fast-table routes and 100,000 AllowedIPs through the userspace
-//     device's UAPI): 2.62 s; the same Set again (reads and diffs,
-//     writes nothing): 0.99 s.
+//     device's UAPI): 2.19 s; the same Set again (diffs against the
+//     route caches, reads the device, writes nothing): 0.21 s, where a
+//     dump of both tables per Set took 0.69 to 0.99 s.
 package dataplane

@@ -132,7 +132,7 @@ func plainDevice(tb testing.TB, l *lab) (dst netip.Addr) {
 		// CPU share, so on a busy host a baseline left in the test's
 		// session measured 5-15% apart from the very same code.
 		startBackground(tb, "setsid", "ip", "netns", "exec", g.ns, os.Args[0], "plain-wireguard-go", names[i])
-		sock := filepath.Join(uapiDir, names[i]+".sock")
+		sock := filepath.Join(UAPIDir, names[i]+".sock")
 		tb.Cleanup(func() { _ = os.Remove(sock) })
 		eventually(tb, 10*time.Second, "plain wireguard-go socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	}

@@ -19,8 +19,11 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// uapiDir is where wireguard-go and wgctrl put and look for UAPI sockets.
-const uapiDir = "/var/run/wireguard"
+// UAPIDir is where wireguard-go and wgctrl put and look for UAPI sockets.
+// UAPIDir is where userspace WireGuard devices' UAPI sockets live, one
+// folder for every namespace of the host.
+const UAPIDir = "/var/run/wireguard"
+
 
 // hostOps is what the dataplane needs from the host besides netlink and
 // WireGuard: helper processes, UAPI socket files and sysctls. The real
@@ -237,7 +240,7 @@ func (h *host) waitExit(pid int, d time.Duration) bool {
 	}
 }
 
-func socketPath(name string) string { return filepath.Join(uapiDir, name+".sock") }
+func socketPath(name string) string { return filepath.Join(UAPIDir, name+".sock") }
 
 func (h *host) socketState(name string) sockState {
 	p := socketPath(name)

@@ -133,7 +133,7 @@ func killHelper(tb testing.TB, stateDir, name string) {
 		tb.Logf("killing leftover helper %d for %s", pid, name)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	_ = os.Remove(filepath.Join(uapiDir, name+".sock"))
+	_ = os.Remove(filepath.Join(UAPIDir, name+".sock"))
 }
 
 func (l *lab) up(ctx context.Context) {

@@ -416,7 +416,7 @@ func TestCloseCleanupLeavesNothing(t *testing.T) {
 			t.Errorf("opencen routes left (%s):\n%s", fam, out)
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(uapiDir, dev+".sock")); !os.IsNotExist(err) {
+	if _, err := os.Lstat(filepath.Join(UAPIDir, dev+".sock")); !os.IsNotExist(err) {
 		t.Errorf("uapi socket left behind: %v", err)
 	}
 	if st.HelperPID != 0 && processAlive(st.HelperPID) {
@@ -459,8 +459,8 @@ func TestSetRejectsBadInput(t *testing.T) {
 // listening) does not stop the device from coming up.
 func TestStaleSocketReplaced(t *testing.T) {
 	l := newLab(t, 1)
-	sock := filepath.Join(uapiDir, l.device(0)+".sock")
-	if err := os.MkdirAll(uapiDir, 0o755); err != nil {
+	sock := filepath.Join(UAPIDir, l.device(0)+".sock")
+	if err := os.MkdirAll(UAPIDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})

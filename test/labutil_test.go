@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/dataplane"
 	"github.com/opencen/opencen/test/lab"
 )
 
@@ -30,7 +32,7 @@ func requireRoot(t testing.TB) {
 
 // upLab builds a lab of the config with a cend per gateway, in namespaces
 // named for this test alone, and removes it all when the test ends.
-func upLab(t testing.TB, config string) (*lab.Lab, lab.Options) {
+func upLab(t testing.TB, configFile string) (*lab.Lab, lab.Options) {
 	t.Helper()
 	requireRoot(t)
 	suffix := make([]byte, 3)
@@ -40,7 +42,7 @@ func upLab(t testing.TB, config string) (*lab.Lab, lab.Options) {
 		t.Fatal(err)
 	}
 	opts := lab.Options{
-		Config:   config,
+		Config:   configFile,
 		StateDir: filepath.Join(t.TempDir(), "lab"),
 		Cend:     binary(t, "cend"),
 		Prefix:   "ocl-e" + hex.EncodeToString(suffix) + "-",
@@ -55,6 +57,16 @@ func upLab(t testing.TB, config string) (*lab.Lab, lab.Options) {
 		}
 		if err := lab.Down(context.Background(), opts); err != nil {
 			t.Errorf("lab down: %v", err)
+		}
+		// Nothing of the lab's left in the host-wide UAPI folder, a killed
+		// gateway's included.
+		if cfg, err := config.Load(configFile); err == nil {
+			for _, g := range cfg.Gateways {
+				sock := filepath.Join(dataplane.UAPIDir, dataplane.DeviceName(cfg.Instance.Name+"/"+g.Name)+".sock")
+				if _, err := os.Stat(sock); err == nil {
+					t.Errorf("lab down left %s's uapi socket %s", g.Name, sock)
+				}
+			}
 		}
 	})
 	if err != nil {

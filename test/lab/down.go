@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/dataplane"
 )
 
 // Down removes a lab: every process in its namespaces and every agent or
@@ -116,6 +118,15 @@ func Down(ctx context.Context, opts Options) error {
 		}
 	}
 
+	// A gateway killed outright (as the demo's failover does) leaves its
+	// WireGuard helper's UAPI socket in the host-wide folder; the device
+	// went with its namespace. Remove the lab's dead ones.
+	for _, sock := range deadUAPISockets(o) {
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove stale uapi socket: %w", err))
+		}
+	}
+
 	// Agents' bpffs mounts (and their pins) under the state dir.
 	for _, m := range mountsUnder(o.StateDir) {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
@@ -134,6 +145,39 @@ func Down(ctx context.Context, opts Options) error {
 		o.Logger.Info("lab down", "namespaces", len(nss), "processes", len(pids))
 	}
 	return errors.Join(errs...)
+}
+
+// deadUAPISockets are the UAPI sockets of the lab's gateways' devices (named
+// from the instance and gateway, as the agent names them) that nothing
+// answers any more.
+func deadUAPISockets(o Options) []string {
+	var cfgs []*config.Config
+	if l, err := readState(o.StateDir); err == nil {
+		if cfg, err := config.Load(l.ConfigFile); err == nil {
+			cfgs = append(cfgs, cfg)
+		}
+	}
+	if cfg, err := config.Load(o.Config); err == nil {
+		cfgs = append(cfgs, cfg)
+	}
+	var out []string
+	for _, cfg := range cfgs {
+		for _, g := range cfg.Gateways {
+			sock := filepath.Join(dataplane.UAPIDir, dataplane.DeviceName(cfg.Instance.Name+"/"+g.Name)+".sock")
+			if slices.Contains(out, sock) {
+				continue
+			}
+			if _, err := os.Stat(sock); err != nil {
+				continue
+			}
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				continue // a live device: not ours to touch
+			}
+			out = append(out, sock)
+		}
+	}
+	return out
 }
 
 // mountsUnder lists mount points below dir, deepest first.

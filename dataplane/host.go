@@ -24,7 +24,6 @@ import (
 // folder for every namespace of the host.
 const UAPIDir = "/var/run/wireguard"
 
-
 // hostOps is what the dataplane needs from the host besides netlink and
 // WireGuard: helper processes, UAPI socket files and sysctls. The real
 // implementation is *host; tests use a stateful fake.

@@ -34,7 +34,11 @@ func TestFailoverUnderOneSecond(t *testing.T) {
 			return nil
 		})
 		// Both gateways must be carrying traffic (their sessions up, the
-		// host's neighbour entries valid) before one dies.
+		// host's neighbour entries valid) before one dies: a ping proves
+		// one path only, and a twin whose session with the remote region
+		// is still connecting has no routes to take over with (CI once
+		// killed gw-a1 4 s before gw-a2's session with gw-b1 came up).
+		waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 		time.Sleep(2 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		f, err := l.FailoverTrial(ctx, "gw-a1", "vpc-b", "vpc-a", lab.ProbeOptions{}, t.Logf)

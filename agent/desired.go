@@ -145,21 +145,28 @@ func (h homes) soleRanges(cfg *config.Config, self netip.Addr) []netip.Prefix {
 // anything inside a.
 func (h homes) alone(a netip.Prefix, self netip.Addr) bool {
 	for _, v := range h.vbrs {
-		if v.addr == self {
-			continue
-		}
-		for _, e := range v.ent.VBRs {
-			if e.Any {
-				return false
-			}
-			for _, b := range e.Accept {
-				if b.Overlaps(a) {
-					return false
-				}
-			}
+		if v.addr != self && mayAnnounceInto(v.ent.VBRs, a) {
+			return false
 		}
 	}
 	return true
+}
+
+// mayAnnounceInto reports whether one of vbrs may announce a prefix
+// inside a: one without an accept list, or one whose accept list
+// overlaps a.
+func mayAnnounceInto(vbrs []config.VBREntitlement, a netip.Prefix) bool {
+	for _, e := range vbrs {
+		if e.Any {
+			return true
+		}
+		for _, b := range e.Accept {
+			if b.Overlaps(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func overlapsVPC(cfg *config.Config, a netip.Prefix) bool {
@@ -329,18 +336,8 @@ func regionRanges(cfg *config.Config) map[netip.Prefix]string {
 	}
 	othersReach := func(a netip.Prefix, region string) bool {
 		for _, h := range holders {
-			if h.region == region {
-				continue
-			}
-			for _, v := range h.vbrs {
-				if v.Any {
-					return true
-				}
-				for _, b := range v.Accept {
-					if b.Overlaps(a) {
-						return true
-					}
-				}
+			if h.region != region && mayAnnounceInto(h.vbrs, a) {
+				return true
 			}
 		}
 		return false

@@ -3,12 +3,12 @@ package routing
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/fibbench"
 )
 
 func birdBulkConf(n int) string {
@@ -65,20 +65,11 @@ func birdReceive(b *testing.B, n int, plain bool) helperState {
 // kernel side a gateway's dataplane adds on top of routing.
 func ipBatch(b *testing.B, n int) time.Duration {
 	l := newLab(b)
-	ns := l.netns("fib")
-	var sb strings.Builder
-	for _, p := range benchPrefixList(n) {
-		fmt.Fprintf(&sb, "route add blackhole %s proto 250\n", p)
-	}
-	f := filepath.Join(b.TempDir(), "routes.batch")
-	if err := os.WriteFile(f, []byte(sb.String()), 0o600); err != nil {
+	d, err := fibbench.IPBatch(l.netns("fib"), benchPrefixList(n), b.TempDir())
+	if err != nil {
 		b.Fatal(err)
 	}
-	t0 := time.Now()
-	if out, err := exec.Command("ip", "-n", ns, "-batch", f).CombinedOutput(); err != nil {
-		b.Fatalf("ip -batch: %v: %s", err, out)
-	}
-	return time.Since(t0)
+	return d
 }
 
 // BenchmarkBIRD100k: BIRD 2 announces 100,000 prefixes to the Speaker

@@ -5,13 +5,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netlink"
+
+	"github.com/opencen/opencen/internal/fibbench"
 )
 
 const pipelinePrefixes = 100_000
@@ -65,11 +66,16 @@ func countRoutes(tb testing.TB, namespace string) int {
 		tb.Fatal(err)
 	}
 	defer h.Close()
-	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	rs, err := opencenRoutes(h)
 	if err != nil {
 		return -1 // an interrupted dump: try again
 	}
 	return len(rs)
+}
+
+// opencenRoutes lists opencen's IPv4 routes (proto 79) in the main table.
+func opencenRoutes(h *netlink.Handle) ([]netlink.Route, error) {
+	return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 }
 
 // ipBatchInstall times `ip -batch` installing the prefixes in a fresh
@@ -81,19 +87,11 @@ func ipBatchInstall(tb testing.TB, prefixes []netip.Prefix) time.Duration {
 		tb.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
-	var sb strings.Builder
-	for _, p := range prefixes {
-		fmt.Fprintf(&sb, "route add blackhole %s proto 250\n", p)
-	}
-	f := filepath.Join(tb.TempDir(), "routes.batch")
-	if err := os.WriteFile(f, []byte(sb.String()), 0o600); err != nil {
+	d, err := fibbench.IPBatch(ns, prefixes, tb.TempDir())
+	if err != nil {
 		tb.Fatal(err)
 	}
-	t0 := time.Now()
-	if out, err := exec.Command("ip", "-n", ns, "-batch", f).CombinedOutput(); err != nil {
-		tb.Fatalf("ip -batch: %v: %s", err, out)
-	}
-	return time.Since(t0)
+	return d
 }
 
 // BenchmarkPipeline100k is the whole routing pipeline with real cend

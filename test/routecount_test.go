@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -71,7 +70,7 @@ func watchRoutes(tb testing.TB, namespace string) *routeWatch {
 		tb.Fatal(err)
 	}
 	defer h.Close()
-	rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	rs, err := opencenRoutes(h)
 	if err != nil {
 		tb.Fatalf("list routes in %s: %v", namespace, err)
 	}

@@ -41,7 +41,9 @@
 // The default, and for now the only mode built, is a full mesh: n gateways
 // hold n-1 sessions each. That matches the WireGuard mesh, which is full
 // anyway, and is cheap into the low tens of gateways (each session costs a
-// keepalive every 3s and one BFD packet every 100ms each way).
+// keepalive every 3s and one BFD packet every 100ms each way). Of two
+// gateways, only the one with the lower tunnel address dials; the other
+// listens (passive), so the two never open colliding connections.
 //
 // Switch to route reflection when the mesh stops being cheap: past roughly
 // 30 gateways (over 400 sessions), or when the data plane itself becomes

@@ -364,6 +364,13 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 	}
 	if p.kind == KindVPC {
 		peer.Transport.RemotePort = uint32(s.opts.Port)
+		// Between gateways only the lower address dials: when both dial
+		// at once (both agents starting, or both resetting on a BFD
+		// event) GoBGP's collision handling could cycle through
+		// OpenConfirm for tens of seconds (seen in CI between twins).
+		if p.local.IsValid() && p.local.Compare(p.addr) > 0 {
+			peer.Transport.PassiveMode = true
+		}
 	} else if p.port != 0 {
 		peer.Transport.RemotePort = uint32(p.port)
 	}

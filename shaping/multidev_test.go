@@ -235,8 +235,18 @@ func (p *splitPath) run(t *testing.T, s *Shaper, secs int) splitResult {
 		}
 		return n
 	}
+	// The path is up before traffic is measured; the WireGuard leg's
+	// first packets wait for a handshake, which a loaded machine may take
+	// seconds to complete.
 	for _, addr := range []string{"10.221.0.1", "10.221.0.2"} {
-		if out, err := p.src.run("ping -c 2 -i 0.2 -W 2 " + addr); err != nil {
+		var out string
+		var err error
+		for try := 0; try < 5; try++ {
+			if out, err = p.src.run("ping -c 2 -i 0.2 -W 2 " + addr); err == nil {
+				break
+			}
+		}
+		if err != nil {
 			t.Fatalf("ping %s: %v\n%s", addr, err, out)
 		}
 	}

@@ -217,6 +217,9 @@ func TestDesiredTranslation(t *testing.T) {
 	if fmt.Sprint(dp.Sources) != "[10.1.0.0/16 192.168.0.0/16]" {
 		t.Errorf("fast-path sources = %v, want the VPC and the VBR's accept range (IPv4 only)", dp.Sources)
 	}
+	if !dp.SourcesComplete {
+		t.Error("a, its region's only gateway and alone in its VBR's accept range, is not the home of all it sends")
+	}
 
 	rd := routingDesired(cfg, d, a.sec)
 	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
@@ -364,6 +367,25 @@ networks:
 	}
 	if r := regionRanges(cross); fmt.Sprint(r) != "map[172.16.0.0/12:us-west-1]" {
 		t.Errorf("shaper ranges with a VBR of another region reaching in = %v, want only b's own 172.16.0.0/12", r)
+	}
+	// Only a region's sole gateway is the home of everything it sends,
+	// and only while no other gateway's VBR may announce what its VBRs do.
+	complete := func(c *config.Config, gw string) bool {
+		t.Helper()
+		d, err := c.Desired(gw, config.DesiredOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dataplaneDesired(c, d, secrets{}, learned{}).SourcesComplete
+	}
+	for _, tc := range []struct {
+		cfg  *config.Config
+		gw   string
+		want bool
+	}{{cfg, "a1", false}, {cfg, "a2", false}, {cfg, "b", true}, {shared, "b", true}, {cross, "b", false}} {
+		if got := complete(tc.cfg, tc.gw); got != tc.want {
+			t.Errorf("%s: %s SourcesComplete = %v, want %v", tc.cfg.File, tc.gw, got, tc.want)
+		}
 	}
 	h := newHomes(cfg)
 	a1, a2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")

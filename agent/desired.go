@@ -58,6 +58,7 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 	// VPC CIDR, homes everything inside it here: one rule covers it.
 	sole := h.soleRanges(cfg, self)
 	out.Sources = append(out.Sources, sole...)
+	out.SourcesComplete = h.homesAllLocal(d, self)
 	for _, r := range sortedRoutes(routes) {
 		if r.Direct {
 			out.DirectRoutes = append(out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: slices.Clone(r.NextHops)})
@@ -139,6 +140,39 @@ func (h homes) soleRanges(cfg *config.Config, self netip.Addr) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// homesAllLocal reports whether self is the home of everything it may
+// send into the CEN from: every IPv4 VPC CIDR of its region, and every
+// prefix its VBRs may announce (no other gateway's VBR may announce the
+// same). Then its dataplane needs no fast-path rules (see
+// dataplane.Desired.SourcesComplete): true of a region's only gateway
+// unless VBR accept lists overlap across gateways.
+func (h homes) homesAllLocal(d *config.Desired, self netip.Addr) bool {
+	if !self.Is4() {
+		return false
+	}
+	for _, o := range d.Originate {
+		if o.Prefix.Addr().Is4() && h.of(o.Prefix) != self {
+			return false
+		}
+	}
+	for _, v := range d.VBRs {
+		if v.AcceptAny {
+			for _, other := range h.vbrs {
+				if other.addr != self {
+					return false
+				}
+			}
+			continue
+		}
+		for _, a := range v.Accept {
+			if a.Addr().Is4() && !h.alone(a, self) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // alone reports whether no VBR of a gateway other than self may announce

@@ -392,14 +392,14 @@ func (d *Dataplane) ownedRoutes() ([]netlink.Route, error) {
 }
 
 func (d *Dataplane) syncRoutes(p plan, idx, ovl int, addrs []netip.Prefix) error {
-	want := wantRoutes(p, idx, ovl, d.opts.Table, addrs)
+	want := mainSpec(p, idx, ovl, d.opts.Table, addrs)
 	add, del, gen, err := d.mainCache.diff(d.drift.Load(), d.opts.Table, want, d.ownedRoutes)
 	if err != nil {
 		return err
 	}
 	if len(add)+len(del) > 0 {
 		d.log.Info("syncing routes", "install", len(add), "delete", len(del))
-		err = applyRoutes(d.writers, add, del)
+		err = applyRoutes(d.writers, want.routes(add), del)
 	}
 	d.mainCache.applied(gen, want, add, del, err)
 	return err

@@ -24,36 +24,52 @@ const FastRulePriority = 7900
 // rule (the main table's overlay routes) decides. Every route of the main
 // table that a fast route could shadow is in the fast table too, one way
 // or the other, so the longest match is the same in both. Without sources
-// (no rule points here) the table stays empty.
+// (no rule points here), or with the fast path in the main table
+// (plainMain), the table stays empty.
 func wantFastRoutes(p plan, idx, table int) []netlink.Route {
-	if len(p.sources) == 0 {
-		return nil
-	}
-	n := 0
-	for _, r := range p.routes {
-		if r.home.IsValid() {
-			n++
-		}
-	}
-	out := make([]netlink.Route, 0, n) // a route is large: no regrowth
-	arena := newIPArena(n)
-	for _, r := range p.routes {
-		if !r.home.IsValid() {
-			continue
-		}
-		rt := netlink.Route{Dst: arena.ipnet(r.prefix), Protocol: RouteProtocol, Table: table, Family: netlink.FAMILY_V4}
-		if r.homeUp {
-			rt.LinkIndex, rt.Type, rt.Scope = idx, unix.RTN_UNICAST, netlink.SCOPE_LINK
-		} else {
-			rt.Type, rt.Scope = unix.RTN_THROW, netlink.SCOPE_UNIVERSE
-		}
-		out = append(out, rt)
-	}
-	return out
+	return fastSpec(p, idx, table).all()
 }
 
-// wantFastRules is one rule per source: `from SOURCE lookup FAST`.
+// fastSpec is wantFastRoutes as a routeSpec.
+func fastSpec(p plan, idx, table int) routeSpec {
+	var homed []int // indices into p.routes
+	if len(p.sources) > 0 && !p.plainMain {
+		for i := range p.routes {
+			if p.routes[i].home.IsValid() {
+				homed = append(homed, i)
+			}
+		}
+	}
+	return routeSpec{
+		n:   len(homed),
+		key: func(i int) netip.Prefix { return p.routes[homed[i]].prefix },
+		fp: func(i int) uint64 {
+			if !p.routes[homed[i]].homeUp {
+				return newRouteHash('t').Sum64()
+			}
+			h := newRouteHash('f')
+			h.int(idx)
+			return h.Sum64()
+		},
+		build: func(i int, arena *ipArena) netlink.Route {
+			r := &p.routes[homed[i]]
+			rt := netlink.Route{Dst: arena.ipnet(r.prefix), Protocol: RouteProtocol, Table: table, Family: netlink.FAMILY_V4}
+			if r.homeUp {
+				rt.LinkIndex, rt.Type, rt.Scope = idx, unix.RTN_UNICAST, netlink.SCOPE_LINK
+			} else {
+				rt.Type, rt.Scope = unix.RTN_THROW, netlink.SCOPE_UNIVERSE
+			}
+			return rt
+		},
+	}
+}
+
+// wantFastRules is one rule per source: `from SOURCE lookup FAST`; none
+// when the main table holds the fast path (plainMain).
 func wantFastRules(p plan, table int) []netlink.Rule {
+	if p.plainMain {
+		return nil
+	}
 	out := make([]netlink.Rule, 0, len(p.sources))
 	for _, s := range p.sources {
 		r := netlink.NewRule()
@@ -82,7 +98,7 @@ func ruleSource(r *netlink.Rule) netip.Prefix {
 // table that is still being filled, and rules go away before their routes.
 func (d *Dataplane) syncFast(p plan, idx int) error {
 	table := d.opts.FastTable
-	want := wantFastRoutes(p, idx, table)
+	want := fastSpec(p, idx, table)
 	add, del, gen, err := d.fastCache.diff(d.drift.Load(), table, want, func() ([]netlink.Route, error) { return d.tableRoutes(table) })
 	if err != nil {
 		return err
@@ -90,7 +106,7 @@ func (d *Dataplane) syncFast(p plan, idx int) error {
 	var errAdd, errDel error
 	if len(add) > 0 {
 		d.log.Info("syncing fast-path routes", "install", len(add), "delete", len(del))
-		errAdd = applyRoutes(d.writers, add, nil)
+		errAdd = applyRoutes(d.writers, want.routes(add), nil)
 	}
 	errRules := d.syncRules(wantFastRules(p, table))
 	if len(del) > 0 {

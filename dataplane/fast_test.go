@@ -134,6 +134,83 @@ func TestFastPathPlan(t *testing.T) {
 	}
 }
 
+// TestFastPathInMainTable: with SourcesComplete the main table carries
+// the fast path itself (a prefix whose home is up routed plain on the
+// WireGuard device, the others through the overlay) and there are no
+// rules and no fast table; turning it off brings them back.
+func TestFastPathInMainTable(t *testing.T) {
+	k := newFakeKernel()
+	dp := newFakeDataplane(k, "wg-test")
+	f := newFixture(t)
+	d := fastDesired(f)
+	d.SourcesComplete = true
+	if err := dp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	wg := int(dp.linkIndex.Load())
+	main := func() map[netip.Prefix]netlink.Route {
+		out := map[netip.Prefix]netlink.Route{}
+		for id, r := range k.routes {
+			if id.table == unix.RT_TABLE_MAIN {
+				out[id.dst] = r
+			}
+		}
+		return out
+	}
+	fastRoutes := func() int {
+		n := 0
+		for id := range k.routes {
+			if id.table == DefaultFastTable {
+				n++
+			}
+		}
+		return n
+	}
+	rs := main()
+	if r := rs[netip.MustParsePrefix("10.2.0.0/16")]; r.LinkIndex != wg || r.Gw != nil || len(r.MultiPath) != 0 || r.Scope != netlink.SCOPE_LINK {
+		t.Errorf("10.2.0.0/16 (home up): %+v, want plain on the wireguard device (index %d)", r, wg)
+	}
+	for _, p := range []string{"10.3.0.0/16", "10.4.0.0/16"} {
+		if r := rs[netip.MustParsePrefix(p)]; r.LinkIndex == wg || r.Gw == nil {
+			t.Errorf("%s (home down or none): %+v, want via a gateway on the overlay", p, r)
+		}
+	}
+	if len(k.rules) != 0 || fastRoutes() != 0 {
+		t.Errorf("with the fast path in the main table: rules %+v and %d fast-table routes, want none", k.rules, fastRoutes())
+	}
+	before := k.writes
+	if err := dp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if k.writes != before {
+		t.Errorf("second Set wrote %d times: %v", k.writes-before, k.ops)
+	}
+
+	// A second gateway joins the region: rules and the fast table come
+	// back, and the main table sends 10.2.0.0/16 through the overlay.
+	d.SourcesComplete = false
+	if err := dp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if r := main()[netip.MustParsePrefix("10.2.0.0/16")]; r.LinkIndex == wg || len(r.MultiPath) != 2 {
+		t.Errorf("10.2.0.0/16 without SourcesComplete: %+v, want two overlay nexthops", r)
+	}
+	if len(k.rules) != 1 || fastRoutes() != 2 {
+		t.Errorf("without SourcesComplete: rules %+v and %d fast-table routes, want 1 and 2", k.rules, fastRoutes())
+	}
+	// And back.
+	d.SourcesComplete = true
+	if err := dp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if r := main()[netip.MustParsePrefix("10.2.0.0/16")]; r.LinkIndex != wg || len(r.MultiPath) != 0 {
+		t.Errorf("10.2.0.0/16 with SourcesComplete again: %+v, want plain", r)
+	}
+	if len(k.rules) != 0 || fastRoutes() != 0 {
+		t.Errorf("SourcesComplete again: rules %+v and %d fast-table routes, want none", k.rules, fastRoutes())
+	}
+}
+
 func TestFastPathRejectsBadHome(t *testing.T) {
 	k := newFakeKernel()
 	dp := newFakeDataplane(k, "wg-test")
@@ -271,5 +348,75 @@ func TestFastPath(t *testing.T) {
 	}
 	if out := run(t, "ip", "-n", gw0.ns, "route", "show", "table", "79"); strings.TrimSpace(out) != "" {
 		t.Errorf("fast table left after Close(true):\n%s", out)
+	}
+}
+
+// TestFastPathInMainTableForwards is TestFastPath's gw0 alone in its
+// region (SourcesComplete): its VPC's and its own traffic to a prefix
+// whose home is up goes plain WireGuard from the main table and is
+// answered, with no rule and no fast table; with the home down it goes
+// through the overlay via the other twin.
+func TestFastPathInMainTableForwards(t *testing.T) {
+	l := newLab(t, 3)
+	shared := netip.MustParsePrefix("10.99.0.0/16")
+	host := sharedVPC(t, l, 1, 2)
+	twins := []netip.Addr{l.gws[1].tunnel, l.gws[2].tunnel}
+	home := PickGateway(shared, twins)
+	homeIdx, otherIdx := 1, 2
+	if home == l.gws[2].tunnel {
+		homeIdx, otherIdx = 2, 1
+	}
+	for _, g := range l.gws {
+		run(t, "ip", "netns", "exec", g.ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+	}
+	desired := func(i int, via ...netip.Addr) Desired {
+		d := l.desired(i)
+		if i == 0 {
+			d.Routes = append(d.Routes, Route{Prefix: shared, Via: via, Home: home})
+			d.SourcesComplete = true
+		}
+		if i == homeIdx {
+			d.Sources = append(d.Sources, shared)
+		}
+		return d
+	}
+	for i := range l.gws {
+		if err := l.open(i).Set(ctx, desired(i, twins...)); err != nil {
+			t.Fatalf("gw%d: Set: %v", i, err)
+		}
+	}
+	l.pingMesh()
+	gw0, src := l.gws[0], lanHost(l.gws[0])
+	for _, back := range []string{gw0.lan.String(), gw0.tunnel.String()} {
+		run(t, "ip", "-n", host, "route", "replace", back, "via", fmt.Sprintf("10.99.0.%d", homeIdx))
+	}
+	if out := run(t, "ip", "-n", gw0.ns, "rule", "show"); strings.Contains(out, "lookup 79") {
+		t.Errorf("gw0 has fast-path rules with SourcesComplete:\n%s", out)
+	}
+	if out := run(t, "ip", "-n", gw0.ns, "route", "show", shared.String()); !strings.Contains(out, "dev "+gw0.dp.Device()) {
+		t.Errorf("gw0's route to %s with its home up: %q, want it on %s", shared, out, gw0.dp.Device())
+	}
+	const count = 20
+	target := netip.MustParseAddr("10.99.0.10")
+	for _, from := range []*pinger{newPingerFrom(t, gw0.ns, src), newPinger(t, gw0.ns)} {
+		ovl0, wg0 := devPackets(t, gw0.ns, gw0.dp.Overlay()), devPackets(t, gw0.ns, gw0.dp.Device())
+		if got, err := from.ping(target, count, 10*time.Millisecond, time.Second); err != nil || got != count {
+			t.Errorf("gw0 -> VPC host: %d of %d answered (%v)", got, count, err)
+		}
+		if ovl, wg := devPackets(t, gw0.ns, gw0.dp.Overlay())-ovl0, devPackets(t, gw0.ns, gw0.dp.Device())-wg0; ovl > 2 || wg < count {
+			t.Errorf("gw0 -> VPC host, home up: overlay sent %d packets and wireguard %d for %d echoes, want all plain", ovl, wg, count)
+		}
+	}
+
+	if err := gw0.dp.Set(ctx, desired(0, l.gws[otherIdx].tunnel)); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", host, "route", "replace", gw0.lan.String(), "via", fmt.Sprintf("10.99.0.%d", otherIdx))
+	ovl0 := devPackets(t, gw0.ns, gw0.dp.Overlay())
+	if got, err := newPingerFrom(t, gw0.ns, src).ping(target, count, 10*time.Millisecond, time.Second); err != nil || got != count {
+		t.Errorf("home down: %s -> VPC host: %d of %d answered (%v)", src, got, count, err)
+	}
+	if n := devPackets(t, gw0.ns, gw0.dp.Overlay()) - ovl0; n < count {
+		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
 	}
 }

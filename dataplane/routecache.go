@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"hash/maphash"
 	"net"
 	"net/netip"
 
@@ -16,68 +15,38 @@ import (
 // link or address change, a missed notification, the periodic resync)
 // bumps Dataplane.drift, and the next reconcile dumps the table again.
 //
-// It holds a fingerprint of each route as it was wanted, not the route:
-// a dumped route differs in form from the wanted one (a direct route's
-// device resolved, a type filled in) even when sameRoute says they match.
+// It holds a fingerprint of each route as it was wanted (routeSpec.fp),
+// not the route: a dumped route differs in form from the wanted one (a
+// direct route's device resolved, a type filled in) even when sameRoute
+// says they match, and building 100,000 routes to compare them cost more
+// than hashing what they are built from.
 type routeCache struct {
 	valid bool
 	gen   uint64 // Dataplane.drift when the cache was last known right
 	fp    map[netip.Prefix]uint64
 }
 
-var fingerprintSeed = maphash.MakeSeed()
-
-// fingerprint hashes what sameRoute compares.
-func fingerprint(r *netlink.Route) uint64 {
-	var h maphash.Hash
-	h.SetSeed(fingerprintSeed)
-	// Only wanted routes are hashed, all built alike: raw bytes will do.
-	h.Write(r.Src)
-	h.WriteByte(0xfe)
-	h.WriteByte(byte(r.Scope))
-	h.WriteByte(byte(r.Type))
-	nexthop := func(gw net.IP, link int, onlink bool) {
-		h.Write(gw)
-		h.WriteByte(byte(link))
-		h.WriteByte(byte(link >> 8))
-		h.WriteByte(byte(link >> 16))
-		if onlink {
-			h.WriteByte(1)
-		}
-		h.WriteByte(0xff)
-	}
-	const onlink = int(netlink.FLAG_ONLINK)
-	if len(r.MultiPath) == 0 {
-		nexthop(r.Gw, r.LinkIndex, r.Flags&onlink != 0)
-		return h.Sum64()
-	}
-	for _, nh := range nexthops(r) { // sorted
-		nexthop(nh.gw.AsSlice(), nh.link, nh.onlink)
-	}
-	return h.Sum64()
-}
-
-// diff returns what to write and delete for want. It dumps the table
-// only when the cache is not known right; gen is the drift generation the
-// result is valid for, to pass to applied.
-func (c *routeCache) diff(drift uint64, table int, want []netlink.Route, dump func() ([]netlink.Route, error)) (add, del []netlink.Route, gen uint64, err error) {
+// diff returns which routes of want to write, by index, and what to
+// delete. It dumps the table only when the cache is not known right; gen
+// is the drift generation the result is valid for, to pass to applied.
+func (c *routeCache) diff(drift uint64, table int, want routeSpec, dump func() ([]netlink.Route, error)) (add []int, del []netlink.Route, gen uint64, err error) {
 	if c.valid && c.gen == drift {
 		// want has unique prefixes: when every cached one is among them,
 		// nothing is to be deleted and no set of want is needed.
 		found := 0
-		for i := range want {
-			fp, ok := c.fp[routeKey(&want[i])]
+		for i := range want.n {
+			fp, ok := c.fp[want.key(i)]
 			if ok {
 				found++
 			}
-			if !ok || fp != fingerprint(&want[i]) {
-				add = append(add, want[i])
+			if !ok || fp != want.fp(i) {
+				add = append(add, i)
 			}
 		}
 		if found < len(c.fp) {
-			keep := make(map[netip.Prefix]bool, len(want))
-			for i := range want {
-				keep[routeKey(&want[i])] = true
+			keep := make(map[netip.Prefix]bool, want.n)
+			for i := range want.n {
+				keep[want.key(i)] = true
 			}
 			for k := range c.fp {
 				if !keep[k] {
@@ -91,7 +60,7 @@ func (c *routeCache) diff(drift uint64, table int, want []netlink.Route, dump fu
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	add, del = diffRoutes(have, want)
+	add, del = diffRoutes(have, want.all())
 	return add, del, drift, nil
 }
 
@@ -105,24 +74,24 @@ func ownedRoute(p netip.Prefix, table int) netlink.Route {
 	return netlink.Route{Dst: &net.IPNet{IP: dst.IP, Mask: dst.Mask}, Table: table, Protocol: RouteProtocol, Family: fam}
 }
 
-// applied records the outcome of writing add and deleting del. After a
-// failure nothing is assumed: the next diff dumps.
-func (c *routeCache) applied(gen uint64, want, add, del []netlink.Route, err error) {
+// applied records the outcome of writing the routes of want at add and
+// deleting del. After a failure nothing is assumed: the next diff dumps.
+func (c *routeCache) applied(gen uint64, want routeSpec, add []int, del []netlink.Route, err error) {
 	if err != nil {
 		c.invalidate()
 		return
 	}
 	if !c.valid || c.gen != gen {
 		// Filled from a dump: the kernel now matches want.
-		c.fp = make(map[netip.Prefix]uint64, len(want))
-		for i := range want {
-			c.fp[routeKey(&want[i])] = fingerprint(&want[i])
+		c.fp = make(map[netip.Prefix]uint64, want.n)
+		for i := range want.n {
+			c.fp[want.key(i)] = want.fp(i)
 		}
 		c.valid, c.gen = true, gen
 		return
 	}
-	for i := range add {
-		c.fp[routeKey(&add[i])] = fingerprint(&add[i])
+	for _, i := range add {
+		c.fp[want.key(i)] = want.fp(i)
 	}
 	for i := range del {
 		delete(c.fp, routeKey(&del[i]))

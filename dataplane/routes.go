@@ -1,8 +1,10 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"slices"
@@ -68,40 +70,135 @@ func gone(err error) bool {
 		errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.ENODEV)
 }
 
+// routeSpec is one table's wanted routes, described cheaply and built on
+// demand: a Set usually changes few of up to 100,000 routes, so the route
+// cache compares fingerprints and only the routes written are built.
+type routeSpec struct {
+	n   int
+	key func(i int) netip.Prefix
+	// fp hashes everything sameRoute compares of route i.
+	fp    func(i int) uint64
+	build func(i int, arena *ipArena) netlink.Route
+}
+
+// all builds every route.
+func (s routeSpec) all() []netlink.Route {
+	out := make([]netlink.Route, 0, s.n) // a route is large: no regrowth
+	arena := newIPArena(s.n)
+	for i := range s.n {
+		out = append(out, s.build(i, arena))
+	}
+	return out
+}
+
+// routes builds the routes at idx.
+func (s routeSpec) routes(idx []int) []netlink.Route {
+	out := make([]netlink.Route, 0, len(idx))
+	arena := newIPArena(len(idx))
+	for _, i := range idx {
+		out = append(out, s.build(i, arena))
+	}
+	return out
+}
+
+var fingerprintSeed = maphash.MakeSeed()
+
+// routeHash builds a route fingerprint.
+type routeHash struct{ maphash.Hash }
+
+func newRouteHash(kind byte) *routeHash {
+	h := &routeHash{}
+	h.SetSeed(fingerprintSeed)
+	h.WriteByte(kind)
+	return h
+}
+
+func (h *routeHash) addr(a netip.Addr) {
+	b := a.As16()
+	h.Write(b[:])
+}
+
+func (h *routeHash) int(v int) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(v))
+	h.Write(b[:])
+}
+
 // wantRoutes builds the kernel routes of a plan: peers' own prefixes and
 // IPv6 routes on the WireGuard device (link index idx), IPv4 routes via
 // their gateways on the overlay (link index ovl), onlink, with one nexthop
-// per gateway.
+// per gateway; with plainMain, an IPv4 route whose home is up goes plain
+// on the WireGuard device instead (the fast path without rules).
 func wantRoutes(p plan, idx, ovl, table int, addrs []netip.Prefix) []netlink.Route {
-	var src4, src6 net.IP
+	return mainSpec(p, idx, ovl, table, addrs).all()
+}
+
+// mainSpec is wantRoutes as a routeSpec.
+func mainSpec(p plan, idx, ovl, table int, addrs []netip.Prefix) routeSpec {
+	var own4, own6 netip.Addr
 	for _, a := range addrs {
-		if a.Addr().Is4() && src4 == nil {
-			src4 = a.Addr().AsSlice()
-		} else if a.Addr().Is6() && src6 == nil {
-			src6 = a.Addr().AsSlice()
+		if a.Addr().Is4() && !own4.IsValid() {
+			own4 = a.Addr()
+		} else if a.Addr().Is6() && !own6.IsValid() {
+			own6 = a.Addr()
 		}
 	}
-	out := make([]netlink.Route, 0, len(p.routes))
-	arena := newIPArena(len(p.routes))
-	for _, r := range p.routes {
-		dst := arena.ipnet(r.prefix)
-		if len(r.direct) > 0 {
-			out = append(out, directRoute(dst, r.direct, table, arena))
-			continue
+	src := func(a netip.Addr) net.IP {
+		if a.IsValid() {
+			return a.AsSlice()
 		}
-		if len(r.vias) > 0 {
-			out = append(out, overlayRoute(dst, r.vias, ovl, table, src4, arena))
-			continue
-		}
-		rt := netlink.Route{LinkIndex: idx, Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
-		if r.prefix.Addr().Is4() {
-			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
-		} else {
-			rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V6, netlink.SCOPE_UNIVERSE, src6
-		}
-		out = append(out, rt)
+		return nil
 	}
-	return out
+	src4, src6 := src(own4), src(own6)
+	plain := func(r *plannedRoute) bool { return len(r.vias) == 0 || (p.plainMain && r.homeUp) }
+	return routeSpec{
+		n:   len(p.routes),
+		key: func(i int) netip.Prefix { return p.routes[i].prefix },
+		fp: func(i int) uint64 {
+			r := &p.routes[i]
+			switch {
+			case len(r.direct) > 0:
+				h := newRouteHash('d')
+				for _, v := range r.direct {
+					h.addr(v)
+				}
+				return h.Sum64()
+			case !plain(r):
+				h := newRouteHash('o')
+				h.int(ovl)
+				h.addr(own4)
+				for _, v := range r.vias {
+					h.addr(v)
+				}
+				return h.Sum64()
+			}
+			h := newRouteHash('w')
+			h.int(idx)
+			if r.prefix.Addr().Is4() {
+				h.addr(own4)
+			} else {
+				h.addr(own6)
+			}
+			return h.Sum64()
+		},
+		build: func(i int, arena *ipArena) netlink.Route {
+			r := &p.routes[i]
+			dst := arena.ipnet(r.prefix)
+			if len(r.direct) > 0 {
+				return directRoute(dst, r.direct, table, arena)
+			}
+			if !plain(r) {
+				return overlayRoute(dst, r.vias, ovl, table, src4, arena)
+			}
+			rt := netlink.Route{LinkIndex: idx, Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
+			if r.prefix.Addr().Is4() {
+				rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
+			} else {
+				rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V6, netlink.SCOPE_UNIVERSE, src6
+			}
+			return rt
+		},
+	}
 }
 
 // overlayRoute is `dst via V dev OVL onlink src SRC`, or with several
@@ -195,22 +292,23 @@ func nexthops(r *netlink.Route) []nexthop {
 	return out
 }
 
-// diffRoutes returns what to write (new or changed) and what to delete
-// (owned by opencen, in the table, and no longer wanted).
-func diffRoutes(have, want []netlink.Route) (add, del []netlink.Route) {
+// diffRoutes returns which of want to write (new or changed), by index,
+// and what to delete (owned by opencen, in the table, and no longer
+// wanted).
+func diffRoutes(have, want []netlink.Route) (add []int, del []netlink.Route) {
 	cur := make(map[netip.Prefix]*netlink.Route, len(have))
 	for i := range have {
 		cur[routeKey(&have[i])] = &have[i]
 	}
 	keep := make(map[netip.Prefix]bool, len(want))
 	if len(have) == 0 {
-		add = make([]netlink.Route, 0, len(want))
+		add = make([]int, 0, len(want))
 	}
 	for i := range want {
 		k := routeKey(&want[i])
 		keep[k] = true
 		if h, ok := cur[k]; !ok || !sameRoute(h, &want[i]) {
-			add = append(add, want[i])
+			add = append(add, i)
 		}
 	}
 	for i := range have {

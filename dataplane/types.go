@@ -63,6 +63,14 @@ type Desired struct {
 	// (the fast path, see the package docs). IPv6 entries are ignored:
 	// IPv6 always travels plain.
 	Sources []netip.Prefix
+	// SourcesComplete says that every IPv4 packet this gateway sends into
+	// the CEN comes from one of Sources or from its own tunnel address
+	// (a region with one gateway, whose VBRs announce nothing another
+	// gateway's VBRs may announce too). The fast path then needs no
+	// policy rules and no table of its own: the main table routes a
+	// prefix whose home is up plain on the WireGuard device, one route
+	// per prefix where the rules cost two.
+	SourcesComplete bool
 }
 
 // DirectRoute is a prefix behind a directly connected router. The kernel
@@ -181,6 +189,9 @@ type plan struct {
 	// sources are Desired.Sources, IPv4 only, sorted: each gets a policy
 	// rule to the fast-path table. Without any, no fast table is built.
 	sources []netip.Prefix
+	// plainMain is Desired.SourcesComplete with an overlay: routes whose
+	// home is up are plain in the main table, and there is no fast table.
+	plainMain bool
 }
 
 type plannedPeer struct {
@@ -407,6 +418,7 @@ func resolve(d Desired) (plan, error) {
 		}
 	}
 	slices.SortFunc(p.sources, comparePrefix)
+	p.plainMain = d.SourcesComplete && p.own4.IsValid()
 	if len(p.sources) > 0 && !p.own4.IsValid() {
 		errs = append(errs, errors.New("sources: need an ipv4 tunnel address in addresses"))
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
@@ -84,8 +85,9 @@ type Agent struct {
 	kick    chan struct{}
 	// grow asks for a reconcile that only adds routes: paced, so that
 	// a burst of learned routes is taken in few large reconciles.
-	grow    chan struct{}
-	metrics *metrics
+	grow     chan struct{}
+	lastGrow atomic.Int64 // when growReconcile was last called, unix ns
+	metrics  *metrics
 }
 
 // Subsystem names, as status and metrics label them.
@@ -274,7 +276,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// otherwise cost a reconcile of the growing table per batch, starving
 	// BGP and BFD of CPU. Withdrawals, session changes and reloads (kick)
 	// never wait.
+	// A burst has ended when no new routes came for quietAfter (the
+	// speaker hands over a batch every 100 ms while they pour in): then
+	// the pace has nothing left to protect and the last routes are
+	// installed at once.
 	const maxPace = 500 * time.Millisecond
+	const quietAfter = 200 * time.Millisecond
 	var paceUntil time.Time
 	for {
 		select {
@@ -282,16 +289,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return nil
 		case <-a.kick:
 		case <-a.grow:
-			if wait := time.Until(paceUntil); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				case <-a.kick:
-				case <-t.C:
-				}
-				t.Stop()
+			if !a.paceGrowth(ctx, paceUntil, quietAfter) {
+				return nil
 			}
 		case <-resync.C:
 		}
@@ -308,9 +307,38 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 }
 
+// paceGrowth waits before a reconcile that only adds routes: until
+// paceUntil, or until the routes stopped coming for quiet, or a kick. It
+// returns false when ctx ended.
+func (a *Agent) paceGrowth(ctx context.Context, paceUntil time.Time, quiet time.Duration) bool {
+	quietAt := func() time.Time { return time.Unix(0, a.lastGrow.Load()).Add(quiet) }
+	for {
+		until := paceUntil
+		if q := quietAt(); q.Before(until) {
+			until = q
+		}
+		wait := time.Until(until)
+		if wait <= 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-a.kick:
+			t.Stop()
+			return true
+		case <-t.C:
+			// The quiet deadline may have moved: more routes came.
+		}
+	}
+}
+
 // growReconcile asks the loop for a paced reconcile: only routes were
 // added.
 func (a *Agent) growReconcile() {
+	a.lastGrow.Store(time.Now().UnixNano())
 	select {
 	case a.grow <- struct{}{}:
 	default:
@@ -351,16 +379,27 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return err
 	}
 	a.desired = d
-	routes := make(learned, len(a.routes)+len(a.stale))
-	if !a.synced {
-		for p, r := range a.stale {
+	now := time.Now()
+	a.expireHeld(now)
+	routes := a.routes
+	if (!a.synced && len(a.stale) > 0) || len(a.held) > 0 {
+		// After a restart or a failover: the learned routes with those
+		// kept or held. Otherwise the learned routes are used as they
+		// are, under a.mu (a copy of 100,000 routes per reconcile cost
+		// more than building the desired state from them).
+		routes = make(learned, len(a.routes)+len(a.stale))
+		if !a.synced {
+			for p, r := range a.stale {
+				routes[p] = r
+			}
+		}
+		for p, r := range a.routes {
 			routes[p] = r
 		}
+		a.addHeld(routes, now)
 	}
-	for p, r := range a.routes {
-		routes[p] = r
-	}
-	a.addHeld(routes, time.Now())
+	dpWant := dataplaneDesired(cfg, d, sec, routes)
+	shWant := shapingDesired(cfg, d, routes)
 	a.mu.Unlock()
 
 	var errs []error
@@ -380,13 +419,13 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 	}
 	if a.dp != nil {
-		apply(subDataplane, func() error { return a.dp.Set(ctx, dataplaneDesired(cfg, d, sec, routes)) })
+		apply(subDataplane, func() error { return a.dp.Set(ctx, dpWant) })
 	}
 	if a.rt != nil {
 		apply(subRouting, func() error { return a.rt.Set(ctx, routingDesired(cfg, d, sec)) })
 	}
 	if a.sh != nil {
-		apply(subShaping, func() error { return a.sh.Set(shapingDesired(cfg, d, routes)) })
+		apply(subShaping, func() error { return a.sh.Set(shWant) })
 	}
 	return errors.Join(errs...)
 }

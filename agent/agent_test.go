@@ -460,3 +460,50 @@ func TestOnlyNewPrefixesArePaced(t *testing.T) {
 		}
 	}
 }
+
+// TestPaceEndsWhenRoutesStopComing: a reconcile that only adds routes
+// waits out the pace while routes keep coming, but not once they stopped.
+func TestPaceEndsWhenRoutesStopComing(t *testing.T) {
+	a := &Agent{kick: make(chan struct{}, 1), grow: make(chan struct{}, 1)}
+	ctx := context.Background()
+	const quiet = 50 * time.Millisecond
+
+	// The last routes came long ago: no wait, however far the pace.
+	a.lastGrow.Store(time.Now().Add(-time.Second).UnixNano())
+	start := time.Now()
+	if !a.paceGrowth(ctx, time.Now().Add(5*time.Second), quiet) {
+		t.Fatal("paceGrowth reported a cancelled context")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("waited %v after the routes stopped coming", d)
+	}
+
+	// Routes keep coming: the pace holds.
+	a.growReconcile()
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(quiet / 5):
+				a.growReconcile()
+			}
+		}
+	}()
+	start = time.Now()
+	a.paceGrowth(ctx, time.Now().Add(300*time.Millisecond), quiet)
+	close(stop)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("waited only %v of a 300 ms pace while routes kept coming", d)
+	}
+
+	// A kick (a withdrawal, a session change) never waits.
+	a.lastGrow.Store(time.Now().UnixNano())
+	a.kickReconcile()
+	start = time.Now()
+	a.paceGrowth(ctx, time.Now().Add(5*time.Second), time.Hour)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a kick waited %v", d)
+	}
+}

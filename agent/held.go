@@ -40,14 +40,20 @@ func holdable(r routing.LearnedRoute, established map[netip.Addr]bool) bool {
 	return true
 }
 
-// addHeld adds the held routes still within their time to routes, unless a
-// learned route covers them; a.mu is held.
-func (a *Agent) addHeld(routes learned, now time.Time) {
+// expireHeld forgets the held routes past their time; a.mu is held.
+func (a *Agent) expireHeld(now time.Time) {
 	for p, h := range a.held {
 		if now.After(h.until) {
 			delete(a.held, p)
-			continue
 		}
+	}
+}
+
+// addHeld adds the held routes to routes, unless a learned route covers
+// them; a.mu is held.
+func (a *Agent) addHeld(routes learned, now time.Time) {
+	a.expireHeld(now)
+	for p, h := range a.held {
 		if _, ok := routes[p]; ok || covered(routes, p) {
 			continue
 		}

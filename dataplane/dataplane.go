@@ -253,14 +253,32 @@ func cloneDesired(in Desired) Desired {
 		out.Peers[i].AllowedIPs = slices.Clone(in.Peers[i].AllowedIPs)
 		out.Peers[i].HomeRanges = slices.Clone(in.Peers[i].HomeRanges)
 	}
+	// One backing array for all the Via lists: 100,000 routes are not
+	// 100,000 allocations.
+	n := 0
+	for _, r := range in.Routes {
+		n += len(r.Via)
+	}
+	for _, r := range in.DirectRoutes {
+		n += len(r.Via)
+	}
+	vias := make([]netip.Addr, 0, n)
+	cloneVia := func(v []netip.Addr) []netip.Addr {
+		if v == nil {
+			return nil
+		}
+		start := len(vias)
+		vias = append(vias, v...)
+		return vias[start:len(vias):len(vias)]
+	}
 	out.Routes = slices.Clone(in.Routes)
 	for i := range out.Routes {
-		out.Routes[i].Via = slices.Clone(in.Routes[i].Via)
+		out.Routes[i].Via = cloneVia(in.Routes[i].Via)
 	}
 	out.Sources = slices.Clone(in.Sources)
 	out.DirectRoutes = slices.Clone(in.DirectRoutes)
 	for i := range out.DirectRoutes {
-		out.DirectRoutes[i].Via = slices.Clone(in.DirectRoutes[i].Via)
+		out.DirectRoutes[i].Via = cloneVia(in.DirectRoutes[i].Via)
 	}
 	return out
 }

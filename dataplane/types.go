@@ -323,9 +323,7 @@ func resolve(d Desired) (plan, error) {
 		}
 		if r.Prefix.Addr().Is4() {
 			// IPv4 goes through the overlay: every Via is a nexthop.
-			vias := slices.Clone(r.Via)
-			slices.SortFunc(vias, netip.Addr.Compare)
-			vias = slices.Compact(vias)
+			vias := sortedUnique(r.Via)
 			peer, ok := "", true
 			for _, v := range vias {
 				if !v.Is4() {
@@ -393,9 +391,7 @@ func resolve(d Desired) (plan, error) {
 			errs = append(errs, fmt.Errorf("direct route %s: already routed to peer %s", r.Prefix, other))
 			continue
 		}
-		vias := slices.Clone(r.Via)
-		slices.SortFunc(vias, netip.Addr.Compare)
-		vias = slices.Compact(vias)
+		vias := sortedUnique(r.Via)
 		ok := len(vias) > 0
 		for _, v := range vias {
 			if !v.IsValid() || v.BitLen() != r.Prefix.Addr().BitLen() {
@@ -513,4 +509,18 @@ func keepalive(p Peer) time.Duration {
 		return 0
 	}
 	return p.Keepalive
+}
+
+// sortedUnique returns addrs sorted without duplicates: addrs itself when
+// it already is (one gateway, the usual case, costs no allocation), else
+// a sorted copy. The plan never modifies it.
+func sortedUnique(addrs []netip.Addr) []netip.Addr {
+	for i := 1; i < len(addrs); i++ {
+		if addrs[i-1].Compare(addrs[i]) >= 0 {
+			out := slices.Clone(addrs)
+			slices.SortFunc(out, netip.Addr.Compare)
+			return slices.Compact(out)
+		}
+	}
+	return addrs
 }

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -151,10 +152,15 @@ func (st *state) setDesired(d *Desired, f *filter, names *nameTable) {
 		f = newFilter(&Desired{})
 		names = &nameTable{regions: map[uint32]string{}, networks: map[uint32]string{}}
 	}
+	same := d != nil && st.d != nil && reflect.DeepEqual(d, st.d)
 	st.d, st.f, st.names = d, f, names
-	// Origins may be named differently now: recompute every route.
-	for p := range st.rib {
-		st.dirty[p] = struct{}{}
+	if !same {
+		// Origins may be named differently now: recompute every route.
+		// (The agent sets the same state on every reconcile; recomputing
+		// 100,000 routes each time cost more than the reconcile.)
+		for p := range st.rib {
+			st.dirty[p] = struct{}{}
+		}
 	}
 	for addr := range st.sessions {
 		if f.gateways[addr] == nil && f.vbrs[addr] == nil {

@@ -270,8 +270,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// A reconcile costs time in proportion to the whole table (it computes
 	// and diffs the complete desired state). While a burst of new routes
 	// pours in, one that only adds routes waits as long as the last one
-	// took (up to maxPace), so that the agent spends at most about half
-	// its time reconciling and each reconcile takes a large batch:
+	// took (at least minPace, at most maxPace), so that the agent spends
+	// at most about half its time reconciling and each reconcile takes a
+	// large batch:
 	// 100,000 routes arriving in thousands of small batches would
 	// otherwise cost a reconcile of the growing table per batch, starving
 	// BGP and BFD of CPU. Withdrawals, session changes and reloads (kick)
@@ -280,7 +281,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// speaker hands over a batch every 100 ms while they pour in): then
 	// the pace has nothing left to protect and the last routes are
 	// installed at once.
-	const maxPace = 500 * time.Millisecond
+	const minPace, maxPace = 250 * time.Millisecond, 500 * time.Millisecond
 	const quietAfter = 200 * time.Millisecond
 	var paceUntil time.Time
 	for {
@@ -303,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err := a.reconcile(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("reconcile incomplete", "err", err)
 		}
-		paceUntil = time.Now().Add(min(time.Since(start), maxPace))
+		paceUntil = time.Now().Add(min(max(time.Since(start), minPace), maxPace))
 	}
 }
 

@@ -339,6 +339,21 @@ func TestFastPath(t *testing.T) {
 		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
 	}
 
+	// The home back, then the prefix withdrawn: its fast route (on the
+	// device, link scope) goes at once, not at the next resync.
+	if err := gw0.dp.Set(ctx, desired(0, twins...)); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, "ip", "-n", gw0.ns, "route", "show", "table", "79"); !strings.Contains(out, shared.String()+" dev "+gw0.dp.Device()) {
+		t.Errorf("fast table with the home back:\n%s", out)
+	}
+	if err := gw0.dp.Set(ctx, l.desired(0)); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, "ip", "-n", gw0.ns, "route", "show", "table", "79"); strings.Contains(out, shared.String()) {
+		t.Errorf("fast table after %s was withdrawn:\n%s", shared, out)
+	}
+
 	// Cleanup removes rules and the fast table.
 	if err := gw0.dp.Close(true); err != nil {
 		t.Fatal(err)
@@ -418,5 +433,19 @@ func TestFastPathInMainTableForwards(t *testing.T) {
 	}
 	if n := devPackets(t, gw0.ns, gw0.dp.Overlay()) - ovl0; n < count {
 		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
+	}
+
+	// The home back, then the prefix withdrawn: its plain route (link
+	// scope) goes at once, not at the next resync.
+	if err := gw0.dp.Set(ctx, desired(0, twins...)); err != nil {
+		t.Fatal(err)
+	}
+	d := l.desired(0)
+	d.SourcesComplete = true
+	if err := gw0.dp.Set(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, "ip", "-n", gw0.ns, "route", "show", shared.String()); strings.TrimSpace(out) != "" {
+		t.Errorf("route to %s after it was withdrawn: %q", shared, out)
 	}
 }

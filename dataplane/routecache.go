@@ -71,7 +71,9 @@ func ownedRoute(p netip.Prefix, table int) netlink.Route {
 	if p.Addr().Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	return netlink.Route{Dst: &net.IPNet{IP: dst.IP, Mask: dst.Mask}, Table: table, Protocol: RouteProtocol, Family: fam}
+	// Any scope: the kernel matches a deletion's scope unless it is
+	// "nowhere", and a route on the WireGuard device is link-scoped.
+	return netlink.Route{Dst: &net.IPNet{IP: dst.IP, Mask: dst.Mask}, Table: table, Protocol: RouteProtocol, Family: fam, Scope: netlink.SCOPE_NOWHERE}
 }
 
 // applied records the outcome of writing the routes of want at add and

@@ -118,17 +118,21 @@ func New(opts Options) (*Dataplane, error) {
 		}
 		d.closers = append(d.closers, ns.Close)
 	}
-	for i := range opts.RouteWorkers {
-		h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("open netlink in %s: %w", nsName(opts.NetNS), err)
+	}
+	d.closers = append(d.closers, func() error { h.Close(); return nil })
+	d.nl = h
+	for range opts.RouteWorkers {
+		s, err := openRouteSocket(opts.NetNS)
 		if err != nil {
 			d.closeAll()
 			return nil, fmt.Errorf("open netlink in %s: %w", nsName(opts.NetNS), err)
 		}
-		d.closers = append(d.closers, func() error { h.Close(); return nil })
-		if i == 0 {
-			d.nl = h
-		}
-		d.writers = append(d.writers, h)
+		d.closers = append(d.closers, s.Close)
+		d.writers = append(d.writers, s)
 	}
 	// wgctrl's generic netlink socket must live in the namespace for the
 	// kernel module; the UAPI path is the same from everywhere.

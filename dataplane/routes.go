@@ -333,26 +333,23 @@ const parallelThreshold = 512
 // traffic never falls through a gap), keeps going past failures and
 // returns them joined. Deleting an absent route is success.
 func applyRoutes(writers []routeWriter, add, del []netlink.Route) error {
-	errAdd := forEachRoute(writers, add, func(w routeWriter, r *netlink.Route) error {
-		if err := w.RouteReplace(r); err != nil {
-			return fmt.Errorf("install route %s: %w", routeKey(r), err)
-		}
-		return nil
-	})
-	errDel := forEachRoute(writers, del, func(w routeWriter, r *netlink.Route) error {
-		if err := w.RouteDel(r); err != nil && !gone(err) {
-			return fmt.Errorf("delete route %s: %w", routeKey(r), err)
-		}
-		return nil
-	})
-	return errors.Join(errAdd, errDel)
+	return errors.Join(forEachRoute(writers, add, false), forEachRoute(writers, del, true))
+}
+
+// routeBatchWriter is a routeWriter that writes many routes per netlink
+// message (routeSocket).
+type routeBatchWriter interface {
+	routeWriter
+	writeRoutes(del bool, routes []netlink.Route, fail func(i int, err error))
 }
 
 // maxReportedErrors caps the errors kept from one batch so a failure on
 // 100,000 routes does not build a 100,000-line error.
 const maxReportedErrors = 20
 
-func forEachRoute(writers []routeWriter, routes []netlink.Route, fn func(routeWriter, *netlink.Route) error) error {
+// forEachRoute replaces (or with del deletes) routes, spread over the
+// writers when there are many.
+func forEachRoute(writers []routeWriter, routes []netlink.Route, del bool) error {
 	n := len(writers)
 	if len(routes) < parallelThreshold || n > len(routes) {
 		n = 1
@@ -363,6 +360,22 @@ func forEachRoute(writers []routeWriter, routes []netlink.Route, fn func(routeWr
 		dropped int
 		wg      sync.WaitGroup
 	)
+	report := func(r *netlink.Route, err error) {
+		if del && gone(err) {
+			return
+		}
+		what := "install"
+		if del {
+			what = "delete"
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) < maxReportedErrors {
+			errs = append(errs, fmt.Errorf("%s route %s: %w", what, routeKey(r), err))
+		} else {
+			dropped++
+		}
+	}
 	chunk := (len(routes) + n - 1) / n
 	for w := range n {
 		lo, hi := w*chunk, min((w+1)*chunk, len(routes))
@@ -372,15 +385,19 @@ func forEachRoute(writers []routeWriter, routes []netlink.Route, fn func(routeWr
 		wg.Add(1)
 		go func(wr routeWriter, part []netlink.Route) {
 			defer wg.Done()
+			if bw, ok := wr.(routeBatchWriter); ok {
+				bw.writeRoutes(del, part, func(i int, err error) { report(&part[i], err) })
+				return
+			}
 			for i := range part {
-				if err := fn(wr, &part[i]); err != nil {
-					mu.Lock()
-					if len(errs) < maxReportedErrors {
-						errs = append(errs, err)
-					} else {
-						dropped++
-					}
-					mu.Unlock()
+				var err error
+				if del {
+					err = wr.RouteDel(&part[i])
+				} else {
+					err = wr.RouteReplace(&part[i])
+				}
+				if err != nil {
+					report(&part[i], err)
 				}
 			}
 		}(writers[w], routes[lo:hi])

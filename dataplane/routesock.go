@@ -146,7 +146,6 @@ func (s *routeSocket) flush(last uint32, fail func(i int, err error)) {
 	}
 }
 
-
 // appendRouteRequest appends one route request, built as netlink.Handle's
 // RouteReplace and RouteDel build it for the fields opencen sets (a
 // deletion matches any scope, see ownedRoute).

@@ -106,7 +106,9 @@
 // so slow consumers cannot starve keepalives. The speaker folds best-path
 // events into its own table and hands OnRoutes one batch per Coalesce
 // interval (and never two at once); a burst of 100,000 updates becomes a
-// handful of batches.
+// handful of batches. Speaker.Set with an unchanged Desired (the agent
+// calls it on every reconcile) recomputes nothing; a changed one
+// recomputes every learned route, since origins may be named anew.
 //
 // IPv4 only for now: IPv6 CIDRs are rejected by Validate with a clear error.
 package routing

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 )
 
@@ -400,7 +401,47 @@ func (l *Lab) failover(ctx context.Context, o DemoOptions, say func(string, ...a
 	if to.Name == "" || from.Name == "" {
 		return nil, errors.New("need a VPC host behind the gateway and one elsewhere")
 	}
+	// The twin takes over only with its sessions up: one still connecting
+	// when the victim dies would be measured as a slow failover.
+	if err := l.WaitEstablished(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
 	return l.FailoverTrial(ctx, victim, from.Name, to.Name, ProbeOptions{}, say)
+}
+
+// WaitEstablished waits until every BGP session of every gateway of the
+// lab is established, at most timeout.
+func (l *Lab) WaitEstablished(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pending := ""
+		for _, g := range l.Gateways {
+			peers, err := api.NewClient(g.Socket).Peers(ctx)
+			if err != nil {
+				pending = fmt.Sprintf("%s: %v", g.Name, err)
+				break
+			}
+			for _, p := range peers {
+				if p.BGPState != "established" {
+					pending = fmt.Sprintf("%s's session with %s is %s", g.Name, p.Name, p.BGPState)
+					break
+				}
+			}
+			if pending != "" {
+				break
+			}
+		}
+		if pending == "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("sessions not all established after %v: %s", timeout, pending)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // FailoverTrial kills gateway (KillGateway: a host failure) one second

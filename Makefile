@@ -37,8 +37,12 @@ bench:
 bench-dataplane:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./dataplane/...
 
+# The speaker's benchmarks, then the whole routing pipeline with real cend
+# processes (100k prefixes from BIRD to a remote gateway's FIB; make bench
+# reports it with the agent's, beside this area's GoBGP baseline).
 bench-routing:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./routing/...
+	$(GO) test -count=1 -run '^$$' -bench 'Pipeline100k' -benchtime 1x ./test/
 
 bench-shaping:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./shaping/...

@@ -227,12 +227,14 @@ func iperfServer(t testing.TB, ns *testNS, port int) {
 }
 
 // iperf runs an iperf3 TCP client for secs seconds with flows streams and
-// returns the receiver's goodput in bits/s.
+// returns the receiver's goodput in bits/s. The sender uses cubic, Linux's
+// default, whatever the host's default is (test/lab's IperfOptions says
+// why).
 func iperf(ns *testNS, addr string, port, secs, flows int) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "iperf3", "-c", addr, "-p", fmt.Sprint(port),
-		"-t", fmt.Sprint(secs), "-P", fmt.Sprint(flows), "-J").Output()
+		"-t", fmt.Sprint(secs), "-P", fmt.Sprint(flows), "-C", "cubic", "-J").Output()
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 -c %s: %w: %.300s", addr, err, out)
 	}

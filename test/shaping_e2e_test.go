@@ -66,10 +66,10 @@ func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (floa
 }
 
 // TestShapingThroughTheTunnel measures TCP goodput through real opencen
-// tunnels against the allocation (SPEC section 2, rules 3 to 5): 10 and
-// 100 Mbps with one and four flows, 10 s each (500 Mbps measured and
-// logged); two regions shaped at
-// once; a rate changed live; ping on the 1 Kbps default. With one gateway
+// tunnels against the allocation (SPEC section 2, rules 3 to 5): 10, 100
+// and 500 Mbps with one and four flows, 10 s each (TCP cubic, see
+// lab.IperfOptions; BBR at 500 Mbps measured and logged); two regions
+// shaped at once; a rate changed live; ping on the 1 Kbps default. With one gateway
 // per region, VPC-to-VPC traffic takes the dataplane's fast path (plain
 // WireGuard), so the shaper's buckets are charged at the WireGuard
 // device's egress; the overlay's egress shares the same buckets.
@@ -96,7 +96,7 @@ func TestShapingThroughTheTunnel(t *testing.T) {
 		}
 		return 0
 	}
-	for _, mbps := range []int{10, 100} {
+	for _, mbps := range []int{10, 100, 500} {
 		setRates(t, l, mbps, 10)
 		for _, flows := range []int{1, 4} {
 			// A run short of 0.95 is measured once more, and both are
@@ -122,17 +122,19 @@ func TestShapingThroughTheTunnel(t *testing.T) {
 		}
 	}
 
-	// 500 Mbps is measured and logged, not asserted: through this
-	// machine's userspace WireGuard it reaches 0.947 to 0.956 of the
-	// allocation, with no shaper drop and no TCP retransmission; the
-	// per-second goodput is 0.964 but for one dip of 10-15% about ten
-	// seconds into every flow (with and without the share balancer, with
-	// larger TCP buffers, with GOGC=400), which the 0.95 bar cannot
-	// absorb. Its cause is open (see the README's known limits).
-	setRates(t, l, 500, 10)
+	// BBR (this machine's default congestion control) is measured and
+	// logged at 500 Mbps, not asserted: every 10 s its ProbeRTT phase
+	// holds a flow to 4 packets for about 200 ms, and at 500 Mbps the
+	// shaper's standing queue (a few ms: BBR keeps little) cannot cover
+	// that, so the link idles once per 10 s, 2 to 3% of the goodput.
+	// That is BBR against any shallow bottleneck, not the shaper: with
+	// cubic the same path holds 0.96 every second.
 	for _, flows := range []int{1, 4} {
-		got := goodput(t, l, "vpc-x", "vpc-y", "5201", 10, flows)
-		t.Logf("500 Mbps, %d flow(s), measured only: goodput %.2f Mbps, ratio %.4f", flows, got/1e6, got/500e6)
+		bps, err := l.Goodput(context.Background(), "vpc-x", "vpc-y", lab.IperfOptions{Port: "5201", Seconds: 10, Streams: flows, Omit: 1, Congestion: "bbr"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("500 Mbps, %d flow(s), bbr, measured only: goodput %.2f Mbps, ratio %.4f", flows, bps/1e6, bps/500e6)
 	}
 
 	t.Run("two regions at once", func(t *testing.T) {
@@ -174,7 +176,7 @@ func TestShapingThroughTheTunnel(t *testing.T) {
 		srv.Start()
 		defer func() { srv.Process.Kill(); srv.Wait() }()
 		time.Sleep(300 * time.Millisecond)
-		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "6", "-P", "2")
+		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "6", "-P", "2", "-C", "cubic")
 		client.Start()
 		defer func() { client.Process.Kill(); client.Wait() }()
 		time.Sleep(2 * time.Second)

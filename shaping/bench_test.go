@@ -2,6 +2,7 @@ package shaping
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"math/rand/v2"
@@ -242,55 +243,64 @@ func BenchmarkProgramCost(b *testing.B) {
 }
 
 // BenchmarkUnlimitedOverhead: iperf3 throughput with the program attached
-// and the destination region unlimited, against no program, alternating
-// runs so load changes on the shared machine hit both alike.
+// and the destination region unlimited, against no program. One flow
+// forwarded over veth runs at about 30 Gbit/s here and moves by 10% from
+// one 4 s run to the next with the shared machine's load (the mean of 4
+// alternating pairs measured 0.906 and 1.074 in two runs a minute apart),
+// so the figure is the median of 9 pairs' ratios, each pair measured back
+// to back in alternating order.
 func BenchmarkUnlimitedOverhead(b *testing.B) {
 	requireRoot(b)
 	p := newPath(b)
 	iperfServer(b, p.dst, 5201)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		var with, without float64
-		const rounds = 4
-		measureWithout := func() {
-			bps, err := iperf(p.src, "10.201.0.1", 5201, 4, 1)
+		measureWithout := func() float64 {
+			bps, err := iperf(p.src, "10.201.0.1", 5201, 3, 1)
 			if err != nil {
 				b.Fatal(err)
 			}
-			without += bps / rounds
+			return bps
 		}
-		measureWith := func() {
+		measureWith := func() float64 {
 			s := benchShaper(b, p, ModeQueue)
 			defer s.Close(true)
 			if err := s.Set(pathDesired(0, 0)); err != nil {
 				b.Fatal(err)
 			}
-			bps, err := iperf(p.src, "10.201.0.1", 5201, 4, 1)
+			bps, err := iperf(p.src, "10.201.0.1", 5201, 3, 1)
 			if err != nil {
 				b.Fatal(err)
 			}
-			with += bps / rounds
 			c, _ := s.Counters()
 			if c["r-a"].PassedPackets == 0 {
 				b.Fatal("the program saw none of the traffic")
 			}
+			return bps
 		}
-		// ABBA order so a trend in the machine's load hits both alike.
-		for r := 0; r < rounds; r++ {
+		const pairs = 9
+		var ratios []float64
+		var with, without float64
+		for r := range pairs {
+			var w, wo float64
 			if r%2 == 0 {
-				measureWithout()
-				measureWith()
+				wo = measureWithout()
+				w = measureWith()
 			} else {
-				measureWith()
-				measureWithout()
+				w = measureWith()
+				wo = measureWithout()
 			}
+			with, without = with+w/pairs, without+wo/pairs
+			ratios = append(ratios, w/wo)
 		}
-		ratio := with / without
+		slices.Sort(ratios)
+		ratio := ratios[pairs/2]
 		verdict := "ok"
 		if ratio < 0.95 {
 			verdict = "MISSED"
 		}
-		b.Logf("unlimited: with program %.0f Mbps, without %.0f Mbps, ratio %.3f (target >= 0.95) %s", with/1e6, without/1e6, ratio, verdict)
+		b.Logf("unlimited: with program %.0f Mbps, without %.0f Mbps (means of %d pairs); median pair ratio %.3f (target >= 0.95) %s; pair ratios %.3f",
+			with/1e6, without/1e6, pairs, ratio, verdict, ratios)
 		b.ReportMetric(ratio, "ratio")
 	}
 }

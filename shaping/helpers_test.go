@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -230,13 +231,27 @@ func iperfServer(t testing.TB, ns *testNS, port int) {
 // returns the receiver's goodput in bits/s. The sender uses cubic, Linux's
 // default, whatever the host's default is (test/lab's IperfOptions says
 // why).
+//
+// The server serves one test at a time and may still be closing the last
+// one (a policed run's final exchange can wait on a retransmission): a
+// "busy" answer is retried for up to 10 s.
 func iperf(ns *testNS, addr string, port, secs, flows int) (float64, error) {
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		bps, err := iperfOnce(ns, addr, port, secs, flows)
+		if err == nil || !strings.Contains(err.Error(), "server is busy") || time.Now().After(deadline) {
+			return bps, err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func iperfOnce(ns *testNS, addr string, port, secs, flows int) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "iperf3", "-c", addr, "-p", fmt.Sprint(port),
 		"-t", fmt.Sprint(secs), "-P", fmt.Sprint(flows), "-C", "cubic", "-J").Output()
-	if err != nil {
-		return 0, fmt.Errorf("iperf3 -c %s: %w: %.300s", addr, err, out)
+	if err != nil && len(out) == 0 {
+		return 0, fmt.Errorf("iperf3 -c %s: %w", addr, err)
 	}
 	var res struct {
 		End struct {
@@ -246,11 +261,14 @@ func iperf(ns *testNS, addr string, port, secs, flows int) (float64, error) {
 		} `json:"end"`
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("parse iperf3 output: %w", err)
+	if jerr := json.Unmarshal(out, &res); jerr != nil {
+		return 0, fmt.Errorf("iperf3 -c %s: %v: %.300s", addr, errors.Join(err, jerr), out)
 	}
 	if res.Error != "" {
 		return 0, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 -c %s: %w: %.300s", addr, err, out)
 	}
 	return res.End.SumReceived.BitsPerSecond, nil
 }

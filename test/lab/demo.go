@@ -138,9 +138,12 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 	deadline := time.Now().Add(o.ConvergeTimeout)
 	for {
 		rep.Reachability = l.reachability(ctx, 3)
+		// Until every echo of every pair is answered: a pair whose
+		// sessions came up during the round answers only its last
+		// echoes, and is converged only in the next round.
 		missing := 0
 		for _, r := range rep.Reachability {
-			if r.Received == 0 {
+			if r.Received < r.Sent || r.Sent == 0 {
 				missing++
 			}
 		}

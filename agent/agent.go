@@ -78,6 +78,7 @@ type Agent struct {
 	rates    *rateTracker
 
 	applyMu sync.Mutex // serialises reconciles
+	dpBuf   desiredBuf // under applyMu
 	dp      *dataplane.Dataplane
 	rt      *routing.Speaker
 	sh      shaping.Enforcer
@@ -399,7 +400,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.addHeld(routes, now)
 	}
-	dpWant := dataplaneDesired(cfg, d, sec, routes)
+	dpWant := dataplaneDesiredInto(cfg, d, sec, routes, &a.dpBuf)
 	shWant := shapingDesired(cfg, d, routes)
 	a.mu.Unlock()
 

@@ -94,6 +94,7 @@ type Dataplane struct {
 	// trusted while drift has not moved (see routeCache).
 	mainCache, fastCache routeCache
 	drift                atomic.Uint64
+	scratch              planScratch // for resolve, under mu
 
 	linkIndex atomic.Int32
 	ovlIndex  atomic.Int32
@@ -239,7 +240,7 @@ func (d *Dataplane) Set(ctx context.Context, want Desired) error {
 		d.lastErr = err
 		return err
 	}
-	p, err := resolve(want)
+	p, err := resolveWith(want, &d.scratch)
 	if err != nil {
 		return fmt.Errorf("invalid desired state: %w", err)
 	}

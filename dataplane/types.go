@@ -219,7 +219,19 @@ type plannedRoute struct {
 
 // resolve validates d and computes the plan. Every problem is reported,
 // each naming the offending value.
-func resolve(d Desired) (plan, error) {
+func resolve(d Desired) (plan, error) { return resolveWith(d, nil) }
+
+// planScratch keeps a plan's largest parts between reconciles, for the
+// next resolve to fill again: with 100,000 routes they were 25 MB of
+// garbage per Set, which the agent calls for every batch of learned
+// routes. The plan resolved with it is valid until the next use.
+type planScratch struct {
+	routes []plannedRoute
+	owner  map[netip.Prefix]string
+}
+
+// resolveWith is resolve, filling scratch's memory when it is not nil.
+func resolveWith(d Desired, scratch *planScratch) (plan, error) {
 	var errs []error
 	if d.PrivateKey == (wgtypes.Key{}) {
 		errs = append(errs, errors.New("private key: missing"))
@@ -248,8 +260,22 @@ func resolve(d Desired) (plan, error) {
 	for _, peer := range d.Peers {
 		n += len(peer.AllowedIPs) + 1
 	}
-	owner := make(map[netip.Prefix]string, n)
-	p.routes = make([]plannedRoute, 0, n)
+	var owner map[netip.Prefix]string
+	if scratch != nil && scratch.owner != nil {
+		owner = scratch.owner
+		clear(owner)
+	} else {
+		owner = make(map[netip.Prefix]string, n)
+	}
+	if scratch != nil && cap(scratch.routes) >= n {
+		clear(scratch.routes[:cap(scratch.routes)]) // drop the old plan's references
+		p.routes = scratch.routes[:0]
+	} else {
+		p.routes = make([]plannedRoute, 0, n)
+	}
+	if scratch != nil {
+		defer func() { scratch.routes, scratch.owner = p.routes, owner }()
+	}
 	ranges := map[netip.Prefix]string{} // home ranges
 	for i, peer := range d.Peers {
 		name := peer.Name

@@ -150,7 +150,7 @@ func (d *Dataplane) repair() {
 	if d.closed || !d.have {
 		return
 	}
-	p, err := resolve(d.desired)
+	p, err := resolveWith(d.desired, &d.scratch)
 	if err != nil {
 		return // Set never stores an invalid state
 	}

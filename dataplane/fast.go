@@ -18,7 +18,7 @@ const DefaultFastTable = 79
 // (`from SOURCE lookup 79`), ahead of the main table's 32766.
 const FastRulePriority = 7900
 
-// wantFastRoutes builds the fast table: for every IPv4 route with a home,
+// fastSpec is the fast table: for every IPv4 route with a home,
 // `PREFIX dev WG` while the home is one of its gateways, else `throw
 // PREFIX`, which ends the lookup in this table without a match so the next
 // rule (the main table's overlay routes) decides. Every route of the main
@@ -26,11 +26,6 @@ const FastRulePriority = 7900
 // or the other, so the longest match is the same in both. Without sources
 // (no rule points here), or with the fast path in the main table
 // (plainMain), the table stays empty.
-func wantFastRoutes(p plan, idx, table int) []netlink.Route {
-	return fastSpec(p, idx, table).all()
-}
-
-// fastSpec is wantFastRoutes as a routeSpec.
 func fastSpec(p plan, idx, table int) routeSpec {
 	var homed []int // indices into p.routes
 	if len(p.sources) > 0 && !p.plainMain {

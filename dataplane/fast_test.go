@@ -242,42 +242,78 @@ func devPackets(t *testing.T, ns, dev string) int {
 	return n
 }
 
+// twinLab is a three-gateway lab whose gw1 and gw2 are twins sharing the
+// VPC 10.99.0.0/16 (homed on one of them), with strict reverse-path
+// filtering host-wide (Debian's default is loose: the dataplane's
+// per-device setting must still let both paths in), every gateway Set
+// with both twins up and the mesh pinged. gw0 routes the shared VPC.
+type twinLab struct {
+	lab               *lab
+	shared            netip.Prefix
+	host              string // the shared VPC's host namespace
+	twins             []netip.Addr
+	home              netip.Addr
+	homeIdx, otherIdx int
+	sourcesComplete   bool // gw0's Desired.SourcesComplete
+}
+
+func newTwinLab(t *testing.T, sourcesComplete bool) *twinLab {
+	l := newLab(t, 3)
+	x := &twinLab{lab: l, shared: netip.MustParsePrefix("10.99.0.0/16"), host: sharedVPC(t, l, 1, 2),
+		twins: []netip.Addr{l.gws[1].tunnel, l.gws[2].tunnel}, homeIdx: 1, otherIdx: 2, sourcesComplete: sourcesComplete}
+	x.home = PickGateway(x.shared, x.twins)
+	if x.home == l.gws[2].tunnel {
+		x.homeIdx, x.otherIdx = 2, 1
+	}
+	for _, g := range l.gws {
+		run(t, "ip", "netns", "exec", g.ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+	}
+	for i := range l.gws {
+		if err := l.open(i).Set(ctx, x.desired(i, x.twins...)); err != nil {
+			t.Fatalf("gw%d: Set: %v", i, err)
+		}
+	}
+	l.pingMesh()
+	return x
+}
+
+// desired is gateway i's state with the shared VPC carried by via.
+func (x *twinLab) desired(i int, via ...netip.Addr) Desired {
+	d := x.lab.desired(i)
+	if i == 0 {
+		d.Routes = append(d.Routes, Route{Prefix: x.shared, Via: via, Home: x.home})
+		d.SourcesComplete = x.sourcesComplete
+	}
+	if i == x.homeIdx {
+		d.Sources = append(d.Sources, x.shared)
+	}
+	return d
+}
+
+// pingThroughOverlay: with gw0's route through the other twin only (the
+// home down), count echoes from gw0's VPC address to the shared VPC's
+// host are all answered, and all leave gw0 through the overlay.
+func (x *twinLab) pingThroughOverlay(t *testing.T, count int) {
+	t.Helper()
+	gw0, src := x.lab.gws[0], lanHost(x.lab.gws[0])
+	run(t, "ip", "-n", x.host, "route", "replace", gw0.lan.String(), "via", fmt.Sprintf("10.99.0.%d", x.otherIdx))
+	ovl0 := devPackets(t, gw0.ns, gw0.dp.Overlay())
+	if got, err := newPingerFrom(t, gw0.ns, src).ping(netip.MustParseAddr("10.99.0.10"), count, 10*time.Millisecond, time.Second); err != nil || got != count {
+		t.Errorf("home down: %s -> VPC host: %d of %d answered (%v)", src, got, count, err)
+	}
+	if n := devPackets(t, gw0.ns, gw0.dp.Overlay()) - ovl0; n < count {
+		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
+	}
+}
+
 // TestFastPath sends between VPCs through a region with two gateways:
 // traffic from a source whose home is the sending gateway goes plain
 // WireGuard (the overlay's counter does not move), traffic through the
 // other twin goes through the overlay, both are answered, and with the
 // home down the fast table throws the prefix back to the overlay.
 func TestFastPath(t *testing.T) {
-	l := newLab(t, 3)
-	shared := netip.MustParsePrefix("10.99.0.0/16")
-	host := sharedVPC(t, l, 1, 2)
-	twins := []netip.Addr{l.gws[1].tunnel, l.gws[2].tunnel}
-	home := PickGateway(shared, twins)
-	homeIdx, otherIdx := 1, 2
-	if home == l.gws[2].tunnel {
-		homeIdx, otherIdx = 2, 1
-	}
-	// Strict reverse-path filtering host-wide (Debian's default is loose):
-	// the dataplane's per-device setting must still let both paths in.
-	for _, g := range l.gws {
-		run(t, "ip", "netns", "exec", g.ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
-	}
-	desired := func(i int, via ...netip.Addr) Desired {
-		d := l.desired(i)
-		if i == 0 {
-			d.Routes = append(d.Routes, Route{Prefix: shared, Via: via, Home: home})
-		}
-		if i == homeIdx {
-			d.Sources = append(d.Sources, shared)
-		}
-		return d
-	}
-	for i := range l.gws {
-		if err := l.open(i).Set(ctx, desired(i, twins...)); err != nil {
-			t.Fatalf("gw%d: Set: %v", i, err)
-		}
-	}
-	l.pingMesh()
+	x := newTwinLab(t, false)
+	l, shared, host, twins, homeIdx, otherIdx, desired := x.lab, x.shared, x.host, x.twins, x.homeIdx, x.otherIdx, x.desired
 	gw0, src := l.gws[0], lanHost(l.gws[0])
 	if out := run(t, "ip", "-n", gw0.ns, "rule", "show"); !strings.Contains(out, fmt.Sprintf("%d:\tfrom %s lookup %d", FastRulePriority, gw0.lan, DefaultFastTable)) {
 		t.Errorf("gw0 has no fast-path rule for its VPC:\n%s", out)
@@ -330,14 +366,7 @@ func TestFastPath(t *testing.T) {
 	if out := run(t, "ip", "-n", gw0.ns, "route", "show", "table", "79"); !strings.Contains(out, "throw "+shared.String()) {
 		t.Errorf("fast table with the home down:\n%s", out)
 	}
-	run(t, "ip", "-n", host, "route", "replace", gw0.lan.String(), "via", fmt.Sprintf("10.99.0.%d", otherIdx))
-	ovl0 = devPackets(t, gw0.ns, gw0.dp.Overlay())
-	if got, err := newPingerFrom(t, gw0.ns, src).ping(netip.MustParseAddr("10.99.0.10"), count, 10*time.Millisecond, time.Second); err != nil || got != count {
-		t.Errorf("home down: %s -> VPC host: %d of %d answered (%v)", src, got, count, err)
-	}
-	if n := devPackets(t, gw0.ns, gw0.dp.Overlay()) - ovl0; n < count {
-		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
-	}
+	x.pingThroughOverlay(t, count)
 
 	// The home back, then the prefix withdrawn: its fast route (on the
 	// device, link scope) goes at once, not at the next resync.
@@ -372,35 +401,8 @@ func TestFastPath(t *testing.T) {
 // answered, with no rule and no fast table; with the home down it goes
 // through the overlay via the other twin.
 func TestFastPathInMainTableForwards(t *testing.T) {
-	l := newLab(t, 3)
-	shared := netip.MustParsePrefix("10.99.0.0/16")
-	host := sharedVPC(t, l, 1, 2)
-	twins := []netip.Addr{l.gws[1].tunnel, l.gws[2].tunnel}
-	home := PickGateway(shared, twins)
-	homeIdx, otherIdx := 1, 2
-	if home == l.gws[2].tunnel {
-		homeIdx, otherIdx = 2, 1
-	}
-	for _, g := range l.gws {
-		run(t, "ip", "netns", "exec", g.ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
-	}
-	desired := func(i int, via ...netip.Addr) Desired {
-		d := l.desired(i)
-		if i == 0 {
-			d.Routes = append(d.Routes, Route{Prefix: shared, Via: via, Home: home})
-			d.SourcesComplete = true
-		}
-		if i == homeIdx {
-			d.Sources = append(d.Sources, shared)
-		}
-		return d
-	}
-	for i := range l.gws {
-		if err := l.open(i).Set(ctx, desired(i, twins...)); err != nil {
-			t.Fatalf("gw%d: Set: %v", i, err)
-		}
-	}
-	l.pingMesh()
+	x := newTwinLab(t, true)
+	l, shared, host, twins, homeIdx, otherIdx, desired := x.lab, x.shared, x.host, x.twins, x.homeIdx, x.otherIdx, x.desired
 	gw0, src := l.gws[0], lanHost(l.gws[0])
 	for _, back := range []string{gw0.lan.String(), gw0.tunnel.String()} {
 		run(t, "ip", "-n", host, "route", "replace", back, "via", fmt.Sprintf("10.99.0.%d", homeIdx))
@@ -426,14 +428,7 @@ func TestFastPathInMainTableForwards(t *testing.T) {
 	if err := gw0.dp.Set(ctx, desired(0, l.gws[otherIdx].tunnel)); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "ip", "-n", host, "route", "replace", gw0.lan.String(), "via", fmt.Sprintf("10.99.0.%d", otherIdx))
-	ovl0 := devPackets(t, gw0.ns, gw0.dp.Overlay())
-	if got, err := newPingerFrom(t, gw0.ns, src).ping(target, count, 10*time.Millisecond, time.Second); err != nil || got != count {
-		t.Errorf("home down: %s -> VPC host: %d of %d answered (%v)", src, got, count, err)
-	}
-	if n := devPackets(t, gw0.ns, gw0.dp.Overlay()) - ovl0; n < count {
-		t.Errorf("home down: gw0 sent %d overlay packets for %d echoes, want all through the overlay", n, count)
-	}
+	x.pingThroughOverlay(t, count)
 
 	// The home back, then the prefix withdrawn: its plain route (link
 	// scope) goes at once, not at the next resync.

@@ -29,8 +29,8 @@ func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes
 }
 
 // desiredBuf keeps the route lists of the last dataplane desired state for
-// the next one to fill (dataplane.Set copies what it keeps): with 100,000
-// routes they were 7 MB of garbage per reconcile.
+// the next one to fill (dataplane.Set copies what it keeps): one entry
+// per learned route, rebuilt on every reconcile.
 type desiredBuf struct {
 	routes []dataplane.Route
 	direct []dataplane.DirectRoute

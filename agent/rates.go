@@ -18,6 +18,13 @@ type rateTracker struct {
 	counters map[string]shaping.Counters
 }
 
+// rateSample is what the tracker last observed.
+type rateSample struct {
+	counters map[string]shaping.Counters
+	rates    map[string]float64
+	at       time.Time // when the counters were read
+}
+
 func newRateTracker() *rateTracker {
 	return &rateTracker{last: map[string]shaping.Counters{}, rate: map[string]float64{}, counters: map[string]shaping.Counters{}}
 }
@@ -44,14 +51,14 @@ func (t *rateTracker) observe(now time.Time, c map[string]shaping.Counters) {
 	t.last, t.lastAt, t.counters = c, now, c
 }
 
-func (t *rateTracker) snapshot() (map[string]shaping.Counters, map[string]float64) {
+func (t *rateTracker) snapshot() rateSample {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	rates := make(map[string]float64, len(t.rate))
 	for k, v := range t.rate {
 		rates[k] = v
 	}
-	return t.counters, rates
+	return rateSample{counters: t.counters, rates: rates, at: t.lastAt}
 }
 
 func (a *Agent) sampleRates(ctx context.Context) {
@@ -61,13 +68,16 @@ func (a *Agent) sampleRates(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
 			c, err := a.sh.Counters()
 			if err != nil {
 				a.log.Debug("read shaper counters", "err", err)
 				continue
 			}
-			a.rates.observe(now, c)
+			// The time of the read, not of the tick: on a busy host the
+			// read may come tens of milliseconds late, and a rate over the
+			// tick times would be off by as much.
+			a.rates.observe(time.Now(), c)
 		}
 	}
 }

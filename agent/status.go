@@ -225,7 +225,8 @@ func networkKind(cfg *config.Config, name string) config.NetworkType {
 
 // Bandwidth lists this gateway's egress per destination region.
 func (a *Agent) Bandwidth() []api.Bandwidth {
-	counters, rates := a.rates.snapshot()
+	sample := a.rates.snapshot()
+	counters, rates := sample.counters, sample.rates
 	a.mu.Lock()
 	d := a.desired
 	a.mu.Unlock()
@@ -237,6 +238,9 @@ func (a *Agent) Bandwidth() []api.Bandwidth {
 			Source: e.Source, Package: e.Package, RateBps: rates[e.Region],
 			PassedBytes: c.PassedBytes, PassedPackets: c.PassedPackets,
 			DroppedBytes: c.DroppedBytes, DroppedPackets: c.DroppedPackets,
+		}
+		if !sample.at.IsZero() {
+			b.SampledAt = sample.at.UTC()
 		}
 		if e.Rate > 0 {
 			b.Utilisation = b.RateBps / float64(e.Rate)

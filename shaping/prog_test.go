@@ -418,6 +418,50 @@ func TestProgLiveRateChange(t *testing.T) {
 	}
 }
 
+// TestProgExcessBound drives a greedy sender of mixed sizes, with idle
+// gaps that refill the bucket, and checks MaxExcessBytes over every window
+// between two packets: what the program admits never exceeds rate*T by
+// more, and from a full bucket it comes within a packet of burst plus
+// queue (the rest of the bound is one oversize GSO packet, which this
+// schedule does not send).
+func TestProgExcessBound(t *testing.T) {
+	f := newFixture(t, true, ModeQueue)
+	const rate = Mbps
+	f.set(Desired{Regions: map[string]Rate{"r-a": rate}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}})
+	type admitted struct{ at, bytes uint64 }
+	var log []admitted
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := uint64(time.Second)
+	for i := 0; i < 3000; i++ {
+		size := 64 + rng.IntN(1500-64+1)
+		if ret, _ := f.run(pkt{src: "10.100.0.1", dst: "10.0.0.1", size: size}, now); ret == retNext {
+			log = append(log, admitted{now, uint64(size)})
+		}
+		now += uint64(rng.IntN(1_000_000)) // up to 1 ms: several times the rate
+		if i%1000 == 999 {
+			now += uint64(200 * time.Millisecond) // idle: the bucket fills
+		}
+	}
+	bound := MaxExcessBytes(rate, 1500, DefaultQueueDelay)
+	var worst int64
+	for i := range log {
+		var sum uint64
+		for j := i; j < len(log); j++ {
+			sum += log[j].bytes
+			earned := uint64(rate) / 8 * (log[j].at - log[i].at) / uint64(time.Second)
+			worst = max(worst, int64(sum)-int64(earned))
+		}
+	}
+	t.Logf("%d packets admitted; worst excess over rate*T %d bytes, bound %d", len(log), worst, bound)
+	if worst > int64(bound) {
+		t.Fatalf("admitted %d bytes beyond rate*T in one window, more than MaxExcessBytes %d", worst, bound)
+	}
+	// Burst plus queue, less at most one packet that no longer fit.
+	if tight := int64(BurstBytes(rate, 1500) + QueueBytes(rate, DefaultQueueDelay) - 1500); worst < tight {
+		t.Fatalf("worst excess %d bytes, want at least %d from a full bucket", worst, tight)
+	}
+}
+
 func mustLinkID(t *testing.T, f *fixture) link.ID {
 	t.Helper()
 	info, err := f.s.devs[0].link.Info()

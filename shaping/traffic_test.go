@@ -97,7 +97,7 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	slack := BurstBytes(newRate, s.mtu) + QueueBytes(newRate, DefaultQueueDelay) + maxOversize
+	slack := MaxExcessBytes(newRate, s.mtu, DefaultQueueDelay)
 	most := float64(newRate) + float64(slack)*8/window
 	t.Logf("IP rate before: %.1f Mbps at 100 Mbps; from %v after the change to 20 Mbps, over %.2f s: %.2f Mbps (bucket bound %.2f Mbps)",
 		before/1e6, t1.Sub(changed).Round(time.Millisecond), window, after/1e6, most/1e6)

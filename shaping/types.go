@@ -141,6 +141,15 @@ func QueueBytes(rate Rate, delay time.Duration) uint64 {
 	return uint64(float64(rate) / 8 * delay.Seconds())
 }
 
+// MaxExcessBytes bounds what a bucket may admit beyond rate*T over any
+// window T: it may start the window full (burst), end it in debt (queue,
+// in ModeQueue; pass 0 otherwise) and admit one oversize GSO packet past
+// that debt. A rate measured from the counters over T can exceed the
+// allocation by this much divided by T, and no more.
+func MaxExcessBytes(rate Rate, maxPacket int, queueDelay time.Duration) uint64 {
+	return BurstBytes(rate, maxPacket) + QueueBytes(rate, queueDelay) + maxOversize
+}
+
 // maxRegionName is the longest region id, in bytes.
 const maxRegionName = 63
 

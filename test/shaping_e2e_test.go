@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/shaping"
 	"github.com/opencen/opencen/test/lab"
 )
 
@@ -176,29 +177,49 @@ func TestShapingThroughTheTunnel(t *testing.T) {
 		srv.Start()
 		defer func() { srv.Process.Kill(); srv.Wait() }()
 		time.Sleep(300 * time.Millisecond)
-		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "6", "-P", "2", "-C", "cubic")
+		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "9", "-P", "2", "-C", "cubic")
 		client.Start()
 		defer func() { client.Process.Kill(); client.Wait() }()
 		time.Sleep(2 * time.Second)
 		setRates(t, l, 20, 10)
 		changed := time.Now()
-		// From one second after the change, the gateway's measured rate
-		// toward us-west-1 is within the new allocation.
+		// From one second after the change, what the gateway passed toward
+		// us-west-1 is within the new allocation: over the agent's own
+		// sample times, at most 20 Mbps plus what the bucket may hold and
+		// owe (shaping.MaxExcessBytes). The old 100 Mbps for even 100 ms
+		// of the window would overshoot that more than twice.
 		time.Sleep(time.Second)
-		var worst float64
-		for i := 0; i < 4; i++ {
-			time.Sleep(time.Second)
+		toY := func() api.Bandwidth {
 			var bw []api.Bandwidth
 			cenctlJSON(t, x.Socket, &bw, "bandwidth")
 			for _, b := range bw {
 				if b.Region == "us-west-1" {
-					worst = max(worst, b.RateBps)
+					return b
 				}
 			}
+			t.Fatalf("gw-x shows no bandwidth toward us-west-1: %+v", bw)
+			return api.Bandwidth{}
 		}
-		t.Logf("rate toward us-west-1 from 1s after the change to 20 Mbps (at %s): at most %.2f Mbps", changed.Format(time.TimeOnly), worst/1e6)
-		if worst > 20e6*1.05 || worst < 20e6*0.5 {
-			t.Errorf("rate after the change = %.2f Mbps, want about 20", worst/1e6)
+		first := toY()
+		var live []string
+		for i := 0; i < 4; i++ {
+			time.Sleep(time.Second)
+			live = append(live, fmt.Sprintf("%.2f", toY().RateBps/1e6))
+		}
+		last := toY()
+		window := last.SampledAt.Sub(first.SampledAt).Seconds()
+		if window < 3 || first.SampledAt.Before(changed) {
+			t.Fatalf("counters sampled at %s and %s, change at %s: want a window of 3 s or more after the change", first.SampledAt, last.SampledAt, changed)
+		}
+		if last.AllocationBps != 20e6 {
+			t.Fatalf("gw-x's allocation toward us-west-1 %d bps after the reload, want 20 Mbps", last.AllocationBps)
+		}
+		rate := float64(last.PassedBytes-first.PassedBytes) * 8 / window
+		most := 20e6 + float64(shaping.MaxExcessBytes(20*shaping.Mbps, 1500, shaping.DefaultQueueDelay))*8/window
+		t.Logf("toward us-west-1 from 1s after the change to 20 Mbps (at %s): %.2f Mbps over %.2f s (bucket bound %.2f Mbps); cenctl's live rate each second: %s Mbps",
+			changed.Format(time.TimeOnly), rate/1e6, window, most/1e6, strings.Join(live, ", "))
+		if rate > most || rate < 20e6*0.5 {
+			t.Errorf("rate after the change = %.2f Mbps, want about 20 and at most %.2f", rate/1e6, most/1e6)
 		}
 	})
 

@@ -179,7 +179,20 @@ func TestShapingThroughTheTunnel(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		client, _ := l.Command(ctx, "vpc-x", "iperf3", "-c", h.Address.Addr().String(), "-p", "5204", "-t", "9", "-P", "2", "-C", "cubic")
 		client.Start()
-		defer func() { client.Process.Kill(); client.Wait() }()
+		// The flow ends on its own (9 s covers the measurement): a killed
+		// client leaves its socket orphaned, retransmitting full-size
+		// segments into the next subtest's 1 Kbps bucket, which then has
+		// no room for a ping for seconds.
+		defer func() {
+			exited := make(chan struct{})
+			go func() { client.Wait(); close(exited) }()
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				client.Process.Kill()
+				<-exited
+			}
+		}()
 		time.Sleep(2 * time.Second)
 		setRates(t, l, 20, 10)
 		changed := time.Now()

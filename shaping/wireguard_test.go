@@ -2,6 +2,7 @@ package shaping
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func wgDevice(t *testing.T, ns *testNS, name string, key wgtypes.Key, port int, 
 		if err != nil {
 			return fmt.Errorf("create tun: %w", err)
 		}
-		dev = device.NewDevice(td, conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+		dev = device.NewDevice(td, nsBind{conn.NewDefaultBind(), ns}, device.NewLogger(device.LogLevelSilent, ""))
 		cfg := fmt.Sprintf("private_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\n", hex.EncodeToString(key[:]), port, hex.EncodeToString(peer[:]), endpoint)
 		for _, a := range splitComma(allowed) {
 			cfg += "allowed_ip=" + a + "\n"
@@ -40,6 +41,25 @@ func wgDevice(t *testing.T, ns *testNS, name string, key wgtypes.Key, port int, 
 		t.Fatalf("wireguard device %s: %v", name, err)
 	}
 	t.Cleanup(dev.Close)
+}
+
+// nsBind opens wireguard-go's UDP sockets in the test's namespace. The
+// device opens them again whenever the TUN goes down and up, from its own
+// event goroutine, on whatever thread that runs: in the host namespace,
+// where the peer never sends (the flake this fixes: a tunnel that never
+// completed a handshake in 11 s). The agent's helper is a process of its
+// own inside the namespace and does not need this.
+type nsBind struct {
+	conn.Bind
+	ns *testNS
+}
+
+func (b nsBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
+	nsErr := b.ns.do(func() error {
+		fns, actual, err = b.Bind.Open(port)
+		return nil
+	})
+	return fns, actual, errors.Join(nsErr, err)
 }
 
 func splitComma(s string) []string {

@@ -11,11 +11,10 @@ import (
 // rateTracker turns the shaper's cumulative counters into a current rate
 // per destination region, sampled once a second.
 type rateTracker struct {
-	mu       sync.Mutex
-	last     map[string]shaping.Counters
-	lastAt   time.Time
-	rate     map[string]float64 // bits per second over the last interval
-	counters map[string]shaping.Counters
+	mu     sync.Mutex
+	last   map[string]shaping.Counters
+	lastAt time.Time
+	rate   map[string]float64 // bits per second over the last interval
 }
 
 // rateSample is what the tracker last observed.
@@ -26,7 +25,7 @@ type rateSample struct {
 }
 
 func newRateTracker() *rateTracker {
-	return &rateTracker{last: map[string]shaping.Counters{}, rate: map[string]float64{}, counters: map[string]shaping.Counters{}}
+	return &rateTracker{last: map[string]shaping.Counters{}, rate: map[string]float64{}}
 }
 
 func (t *rateTracker) observe(now time.Time, c map[string]shaping.Counters) {
@@ -48,7 +47,7 @@ func (t *rateTracker) observe(now time.Time, c map[string]shaping.Counters) {
 			delete(t.rate, region)
 		}
 	}
-	t.last, t.lastAt, t.counters = c, now, c
+	t.last, t.lastAt = c, now
 }
 
 func (t *rateTracker) snapshot() rateSample {
@@ -58,7 +57,7 @@ func (t *rateTracker) snapshot() rateSample {
 	for k, v := range t.rate {
 		rates[k] = v
 	}
-	return rateSample{counters: t.counters, rates: rates, at: t.lastAt}
+	return rateSample{counters: t.last, rates: rates, at: t.lastAt}
 }
 
 func (a *Agent) sampleRates(ctx context.Context) {

@@ -226,21 +226,18 @@ func networkKind(cfg *config.Config, name string) config.NetworkType {
 // Bandwidth lists this gateway's egress per destination region.
 func (a *Agent) Bandwidth() []api.Bandwidth {
 	sample := a.rates.snapshot()
-	counters, rates := sample.counters, sample.rates
 	a.mu.Lock()
 	d := a.desired
 	a.mu.Unlock()
 	var out []api.Bandwidth
 	for _, e := range d.Egress {
-		c := counters[e.Region]
+		c := sample.counters[e.Region]
 		b := api.Bandwidth{
 			Region: e.Region, AllocationBps: uint64(e.Rate), PairBps: uint64(e.PairRate),
-			Source: e.Source, Package: e.Package, RateBps: rates[e.Region],
+			Source: e.Source, Package: e.Package, RateBps: sample.rates[e.Region],
 			PassedBytes: c.PassedBytes, PassedPackets: c.PassedPackets,
 			DroppedBytes: c.DroppedBytes, DroppedPackets: c.DroppedPackets,
-		}
-		if !sample.at.IsZero() {
-			b.SampledAt = sample.at.UTC()
+			SampledAt: sample.at.UTC(), // zero before the first sample: omitted
 		}
 		if e.Rate > 0 {
 			b.Utilisation = b.RateBps / float64(e.Rate)

@@ -265,11 +265,11 @@ func (s *Shaper) Set(d Desired) error {
 		if r == 0 {
 			continue
 		}
-		q := uint64(0)
+		var delay time.Duration // no queue outside ModeQueue
 		if s.opts.Mode == ModeQueue {
-			q = QueueBytes(r, s.opts.QueueDelay)
+			delay = s.opts.QueueDelay
 		}
-		if BurstBytes(r, s.mtu)+q+maxOversize > maxCreditBytes {
+		if MaxExcessBytes(r, s.mtu, delay) > maxCreditBytes {
 			return fmt.Errorf("invalid desired state: region %q: rate %s with a %v queue needs more than %d bytes of bucket", name, r, s.opts.QueueDelay, maxCreditBytes)
 		}
 	}

@@ -53,8 +53,13 @@ type Options struct {
 	// PinPath is the bpffs folder for the shaper's pinned objects; default
 	// /sys/fs/bpf/opencen/DEVICE.
 	PinPath string
-	// WireGuardMode forces kernel or userspace WireGuard; default detect.
+	// WireGuardMode forces kernel or userspace WireGuard; default detect
+	// (userspace whenever Shaper is).
 	WireGuardMode dataplane.Mode
+	// Shaper is how the gateway shapes (cend --shaper): shaping.PathTCX,
+	// PathTC, PathUserspace, or PathAuto (default), which takes the first
+	// of those the host supports. Prepare refuses a path the host lacks.
+	Shaper shaping.Path
 }
 
 // Agent runs one gateway.
@@ -81,9 +86,14 @@ type Agent struct {
 	dpBuf   desiredBuf // under applyMu
 	dp      *dataplane.Dataplane
 	rt      *routing.Speaker
-	sh      shaping.Enforcer
-	shMode  string
-	kick    chan struct{}
+	sh      shaper
+	// shPath is the shaping path Prepare chose, shDevices where the
+	// shaper acts once started (both set under mu); bpffsMounted whether
+	// this agent mounted /sys/fs/bpf.
+	shPath       shaping.Path
+	shDevices    []string
+	bpffsMounted bool
+	kick         chan struct{}
 	// grow asks for a reconcile that only adds routes: paced, so that
 	// a burst of learned routes is taken in few large reconciles.
 	grow     chan struct{}
@@ -190,6 +200,9 @@ func (a *Agent) gracefulMarker() string { return filepath.Join(a.opts.StateDir, 
 // stops it (keeping or removing its state as Options.Cleanup says).
 func (a *Agent) Run(ctx context.Context) (err error) {
 	a.started = time.Now()
+	if err := a.Prepare(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(a.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -201,13 +214,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.stale = loadRoutes(a.routesFile(), a.log)
 	defer func() { err = errors.Join(err, a.close()) }()
 
+	if err := a.mountBPFFS(); err != nil {
+		return err
+	}
 	cfg := a.snapshotConfig()
 	a.dp, err = dataplane.New(dataplane.Options{
 		Logger:        a.log.With("subsystem", subDataplane),
 		ID:            cfg.Instance.Name + "/" + a.opts.Gateway,
 		StateDir:      filepath.Join(a.opts.StateDir, "dataplane"),
 		HelperCommand: a.opts.HelperCommand,
-		Mode:          a.opts.WireGuardMode,
+		Mode:          a.wireGuardMode(),
 	})
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
@@ -217,27 +233,38 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	firstErr := a.reconcile(ctx)
 	st, _ := a.dp.Status()
 	if st.Mode == "" {
-		return fmt.Errorf("no tunnel device: %w", firstErr)
+		err := fmt.Errorf("no tunnel device: %w", firstErr)
+		a.logLeftInPlace(err)
+		return err
 	}
 	if firstErr != nil {
 		a.log.Error("first reconcile incomplete; retrying in the loop", "err", firstErr)
 	}
 	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device, "overlay", a.dp.Overlay())
 
-	// CEN traffic leaves through the WireGuard device (the fast path, and
-	// IPv6) and through the overlay (IPv4 entering at a home's twin), both
-	// with its real destinations visible: one shaper, one set of buckets,
-	// at the egress of both, so a region pair's rate holds for the sum.
-	a.sh, err = shaping.Start(shaping.Options{Interfaces: []string{a.dp.Overlay(), a.dp.Device()}, PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
-	if err != nil {
-		return fmt.Errorf("shaping: %w", err)
+	if err := a.startShaper(st.Mode == dataplane.ModeUserspace); err != nil {
+		err = fmt.Errorf("shaping: %w", err)
+		a.logLeftInPlace(err)
+		return err
 	}
-	a.shMode = "ebpf"
-	if _, ok := a.sh.(*shaping.Limiter); ok {
-		a.shMode = "userspace"
-	}
-	a.log.Info("shaping path", "mode", a.shMode)
+	a.mu.Lock()
+	a.shDevices = a.shapedDevices()
+	a.mu.Unlock()
+	a.log.Info("shaping path", "mode", a.shPath, "devices", a.shDevices)
 
+	if err := a.startRouting(ctx, restarting); err != nil {
+		a.logLeftInPlace(err)
+		return err
+	}
+	if err := a.reconcile(ctx); err != nil {
+		a.log.Error("reconcile incomplete; retrying in the loop", "err", err)
+	}
+	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
+	return a.loop(ctx)
+}
+
+// startRouting starts the BGP speaker.
+func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
 	a.rt, err = routing.New(routing.Options{
 		Logger:     a.log.With("subsystem", subRouting),
 		Port:       a.opts.BGPPort,
@@ -256,11 +283,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("register routing metrics: %w", err)
 		}
 	}
-	if err := a.reconcile(ctx); err != nil {
-		a.log.Error("reconcile incomplete; retrying in the loop", "err", err)
-	}
-	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
+	return nil
+}
 
+// loop keeps the gateway reconciled until ctx is done.
+func (a *Agent) loop(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.sampleRates(ctx) }()
@@ -549,11 +576,14 @@ func (a *Agent) close() error {
 	}
 	if a.sh != nil {
 		errs = append(errs, a.sh.Close(a.opts.Cleanup))
-		if a.opts.Cleanup && a.opts.PinPath == "" && a.dp != nil {
-			// The default pin folder's parent is ours too; leave it if
-			// another gateway's shaper still pins there.
-			_ = os.Remove(filepath.Dir(a.pinPath()))
-		}
+	} else if a.opts.Cleanup {
+		errs = append(errs, a.removeShaper())
+	}
+	if a.opts.Cleanup && a.opts.PinPath == "" && a.dp != nil {
+		// The default pin folder's parent is ours too; leave it if
+		// another gateway's shaper still pins there.
+		_ = os.Remove(filepath.Dir(a.pinPath()))
+		errs = append(errs, a.releaseBPFFS())
 	}
 	if a.dp != nil {
 		errs = append(errs, a.dp.Close(a.opts.Cleanup))
@@ -575,14 +605,6 @@ func (a *Agent) close() error {
 		_ = os.Remove(a.opts.StateDir) // if it is now empty
 	}
 	return errors.Join(errs...)
-}
-
-// pinPath is the bpffs folder of this gateway's shaper.
-func (a *Agent) pinPath() string {
-	if a.opts.PinPath != "" {
-		return a.opts.PinPath
-	}
-	return filepath.Join("/sys/fs/bpf/opencen", a.dp.Overlay())
 }
 
 func (a *Agent) routesFile() string { return filepath.Join(a.opts.StateDir, "learned-routes.json") }

@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/opencen/opencen/shaping"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +17,7 @@ type metrics struct {
 	reloads         *prometheus.CounterVec
 
 	shaperBytes, shaperPackets, allocation, rate  *prometheus.Desc
+	shaperMode                                    *prometheus.Desc
 	bgpState                                      *prometheus.Desc
 	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
 }
@@ -34,6 +36,7 @@ func newMetrics(a *Agent) *metrics {
 		shaperPackets: prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
 		allocation:    prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
 		rate:          prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
+		shaperMode:    prometheus.NewDesc("opencen_shaper_mode", "How the gateway shapes (cend --shaper): 1 for the mode in use, 0 for the others.", []string{"mode"}, nil),
 		bgpState:      prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
 		handshakeAge:  prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
 		tunnelBytes:   prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
@@ -45,7 +48,7 @@ func newMetrics(a *Agent) *metrics {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.reconcileErrors.Describe(ch)
 	m.reloads.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG} {
+	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG} {
 		ch <- d
 	}
 }
@@ -55,9 +58,18 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.reloads.Collect(ch)
 	a := m.a
 	a.mu.Lock()
-	d, gen := a.desired, a.gen
+	d, gen, mode := a.desired, a.gen, a.shPath
 	a.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(m.configG, prometheus.GaugeValue, float64(gen))
+	// Every mode has a series, so a dashboard sees a mode change as one
+	// series going to 0 and another to 1.
+	for _, p := range []shaping.Path{shaping.PathTCX, shaping.PathTC, shaping.PathUserspace} {
+		v := 0.0
+		if p == mode {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.shaperMode, prometheus.GaugeValue, v, string(p))
+	}
 
 	for _, b := range a.Bandwidth() {
 		src, dst := d.Region, b.Region

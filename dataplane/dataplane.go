@@ -48,8 +48,9 @@ type Options struct {
 	// StateDir holds the helper's pid and log files. Default
 	// /run/opencen/dataplane.
 	StateDir string
-	// HelperCommand is the argv prefix that runs RunHelper; the dataplane
-	// appends "--device NAME --mtu N". Default
+	// HelperCommand is the argv prefix that runs the helper (cend's
+	// wireguard-device subcommand); the dataplane appends "--device NAME
+	// --mtu N". Default
 	// [/proc/self/exe wireguard-device].
 	HelperCommand []string
 	// Mode picks kernel or userspace WireGuard; default auto-detect.

@@ -142,7 +142,7 @@
 //
 // The kernel module is detected by trying to create a wireguard link in the
 // target namespace. Where it is missing, the device is wireguard-go on a
-// TUN, served by a helper process ([RunHelper] / [ServeUserspaceDevice])
+// TUN, served by a helper process ([ServeUserspaceDevice])
 // that the dataplane starts detached (own session and process group, stdio
 // to StateDir/DEVICE.log), so the device outlives the agent: stopping the
 // agent without cleanup keeps forwarding, and the next [Dataplane] for the
@@ -155,8 +155,9 @@
 //
 // Helper argv contract: the dataplane runs Options.HelperCommand (default
 // [/proc/self/exe wireguard-device]) followed by "--device NAME --mtu N";
-// the agent's hidden "wireguard-device" subcommand passes its arguments to
-// [RunHelper] unparsed.
+// cend's hidden "wireguard-device" subcommand parses them and serves the
+// device with [ServeUserspaceDevice], its TUN wrapped by the userspace
+// shaper (HelperOptions.Wrap).
 //
 // UAPI sockets live in /var/run/wireguard, one folder for every namespace
 // of the host, so device names must be unique per host, not per namespace:

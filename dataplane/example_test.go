@@ -13,8 +13,8 @@ import (
 // How the agent wires the dataplane: one Dataplane per gateway, Set on
 // every config or route change, Close(false) on a plain stop so traffic
 // keeps flowing, Close(true) for --cleanup. The hidden subcommand
-// `cend wireguard-device ARGS...` calls dataplane.RunHelper(ctx, ARGS,
-// os.Stderr).
+// `cend wireguard-device --device NAME --mtu N` parses its flags and calls
+// dataplane.ServeUserspaceDevice.
 func Example() {
 	key, _ := wgtypes.GeneratePrivateKey() // the gateway's private_key_file
 	peerKey, _ := wgtypes.GeneratePrivateKey()

@@ -2,14 +2,9 @@ package dataplane
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -27,10 +22,16 @@ type HelperOptions struct {
 	MTU int
 	// Logger receives the device's log lines; nil discards them.
 	Logger *slog.Logger
+	// Wrap, when set, is handed the TUN once the device's UAPI socket is
+	// ours and returns the tun.Device wireguard-go runs on, e.g. one that
+	// shapes what it reads (shaping.TUN). On error the TUN is closed and
+	// the helper stops.
+	Wrap func(tun.Device) (tun.Device, error)
 }
 
 // ServeUserspaceDevice creates a wireguard-go device on a new TUN in the
-// calling process's network namespace, serves its UAPI socket, and blocks
+// calling process's network namespace (on opts.Wrap's device when set),
+// serves its UAPI socket, and blocks
 // until ctx is cancelled, the TUN link is deleted, or the UAPI socket file
 // is removed. The device starts with no key and no peers: the dataplane
 // configures it over UAPI. A stale socket with the same name (no process
@@ -56,6 +57,15 @@ func ServeUserspaceDevice(ctx context.Context, opts HelperOptions) error {
 	if err != nil {
 		tdev.Close()
 		return fmt.Errorf("open uapi socket for %s: %w", opts.Device, err)
+	}
+	if opts.Wrap != nil {
+		w, err := opts.Wrap(tdev)
+		if err != nil {
+			uapiFile.Close()
+			tdev.Close()
+			return fmt.Errorf("wrap tun %s: %w", opts.Device, err)
+		}
+		tdev = w
 	}
 	dev := device.NewDevice(tdev, conn.NewDefaultBind(), &device.Logger{
 		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
@@ -93,41 +103,4 @@ func ServeUserspaceDevice(ctx context.Context, opts HelperOptions) error {
 		log.Info("uapi socket gone, stopping", "err", err)
 		return nil
 	}
-}
-
-// RunHelper is the main of the helper process that owns a userspace
-// device; the agent's hidden subcommand calls it with its arguments.
-//
-// Argv contract: the dataplane runs Options.HelperCommand followed by
-//
-//	--device NAME --mtu N
-//
-// e.g. [/proc/self/exe wireguard-device --device ocw1a2b3c4d5e6f --mtu 1420].
-// RunHelper parses those flags, logs to stderr (the dataplane points it at
-// StateDir/NAME.log), stops on SIGTERM or SIGINT, ignores SIGHUP, and
-// returns nil on an orderly stop.
-func RunHelper(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("wireguard-device", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	name := fs.String("device", "", "TUN interface name")
-	mtu := fs.Int("mtu", defaultMTU, "initial MTU")
-	verbose := fs.Bool("verbose", false, "log wireguard-go debug lines")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("wireguard-device: %w", err)
-	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("wireguard-device: unexpected argument %q", fs.Arg(0))
-	}
-	if *name == "" {
-		return errors.New("wireguard-device: --device is required")
-	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	signal.Ignore(syscall.SIGHUP)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return ServeUserspaceDevice(ctx, HelperOptions{Device: *name, MTU: *mtu, Logger: logger})
 }

@@ -2,8 +2,12 @@ package dataplane
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 )
 
@@ -16,11 +20,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "wireguard-device":
-			if err := RunHelper(context.Background(), os.Args[2:], os.Stderr); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				os.Exit(1)
-			}
-			os.Exit(0)
+			os.Exit(testHelper(os.Args[2:]))
 		case "plain-wireguard-go":
 			os.Exit(plainWireguardGo(os.Args[2:]))
 		}
@@ -29,4 +29,25 @@ func TestMain(m *testing.M) {
 		os.Exit(adoptChild(f))
 	}
 	os.Exit(m.Run())
+}
+
+// testHelper is the helper process of the tests: the argv contract of
+// Options.HelperCommand ("--device NAME --mtu N"), served as cend serves
+// it, without a shaper, until SIGTERM or SIGINT.
+func testHelper(args []string) int {
+	fs := flag.NewFlagSet("wireguard-device", flag.ContinueOnError)
+	name := fs.String("device", "", "")
+	mtu := fs.Int("mtu", defaultMTU, "")
+	if err := fs.Parse(args); err != nil || *name == "" {
+		fmt.Fprintln(os.Stderr, "wireguard-device: --device NAME [--mtu N]")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := ServeUserspaceDevice(ctx, HelperOptions{Device: *name, MTU: *mtu, Logger: log}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }

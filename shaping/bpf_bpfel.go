@@ -23,6 +23,7 @@ type bpfBucketCfg struct {
 	ClassidSmall uint32
 	Flags        uint32
 	Pad          uint32
+	Region       [64]int8
 }
 
 type bpfBucketState struct {
@@ -57,11 +58,6 @@ type bpfLpmVal struct {
 	Flags  uint32
 }
 
-type bpfRegionName struct {
-	_    structs.HostLayout
-	Name [64]int8
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -69,7 +65,6 @@ const (
 	bpfMapOcshCfg         = "ocsh_cfg"
 	bpfMapOcshPrefix4     = "ocsh_prefix4"
 	bpfMapOcshPrefix6     = "ocsh_prefix6"
-	bpfMapOcshRegions     = "ocsh_regions"
 	bpfMapOcshState       = "ocsh_state"
 	bpfMapOcshStats       = "ocsh_stats"
 	bpfProgOcshClockProbe = "ocsh_clock_probe"
@@ -137,7 +132,6 @@ type bpfMapSpecs struct {
 	OcshCfg     *ebpf.MapSpec `ebpf:"ocsh_cfg"`
 	OcshPrefix4 *ebpf.MapSpec `ebpf:"ocsh_prefix4"`
 	OcshPrefix6 *ebpf.MapSpec `ebpf:"ocsh_prefix6"`
-	OcshRegions *ebpf.MapSpec `ebpf:"ocsh_regions"`
 	OcshState   *ebpf.MapSpec `ebpf:"ocsh_state"`
 	OcshStats   *ebpf.MapSpec `ebpf:"ocsh_stats"`
 }
@@ -177,7 +171,6 @@ type bpfMaps struct {
 	OcshCfg     *ebpf.Map `ebpf:"ocsh_cfg"`
 	OcshPrefix4 *ebpf.Map `ebpf:"ocsh_prefix4"`
 	OcshPrefix6 *ebpf.Map `ebpf:"ocsh_prefix6"`
-	OcshRegions *ebpf.Map `ebpf:"ocsh_regions"`
 	OcshState   *ebpf.Map `ebpf:"ocsh_state"`
 	OcshStats   *ebpf.Map `ebpf:"ocsh_stats"`
 }
@@ -187,7 +180,6 @@ func (m *bpfMaps) Close() error {
 		m.OcshCfg,
 		m.OcshPrefix4,
 		m.OcshPrefix6,
-		m.OcshRegions,
 		m.OcshState,
 		m.OcshStats,
 	)

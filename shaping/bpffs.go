@@ -19,12 +19,18 @@ func isBPFFS(path string) (bool, error) {
 	return uint32(st.Type) == bpffsMagic, nil
 }
 
-// ensureBPFFS makes dir exist on a bpf filesystem. When dir is not on one
-// (`ip netns exec` remounts /sys, so /sys/fs/bpf can be a plain directory)
-// it mounts a bpffs on dir itself. It reports whether it mounted.
-func ensureBPFFS(dir string) (bool, error) {
+// BPFFSRoot is where a bpf filesystem is expected.
+const BPFFSRoot = "/sys/fs/bpf"
+
+// EnsureBPFFS makes dir exist on a bpf filesystem. When dir is not on one
+// it mounts a bpffs on dir itself, as Cilium's agent does on /sys/fs/bpf:
+// `ip netns exec` gives a process a fresh /sys whose fs/bpf is a plain
+// sysfs directory. Such a mount lives in the caller's mount namespace and
+// goes with it, which is why nothing of the shaper depends on pins. It
+// reports whether it mounted.
+func EnsureBPFFS(dir string) (bool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, fmt.Errorf("create pin directory: %w", err)
+		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
 	ok, err := isBPFFS(dir)
 	if err != nil || ok {
@@ -40,9 +46,10 @@ func ensureBPFFS(dir string) (bool, error) {
 // (CONFIG_BPF_PRELOAD iterators); they are not pins.
 var bpffsPreloaded = map[string]bool{"maps.debug": true, "progs.debug": true}
 
-// releaseBPFFS unmounts dir when it is a bpffs mounted on its own (as
-// ensureBPFFS does) and nothing but the kernel's own files is left in it.
-func releaseBPFFS(dir string) error {
+// ReleaseBPFFS unmounts dir when it is a bpffs mounted on its own (as
+// EnsureBPFFS does) and nothing but the kernel's own files is left in it.
+// Call it only for a mount of the caller's own.
+func ReleaseBPFFS(dir string) error {
 	ok, err := isBPFFS(dir)
 	if err != nil || !ok {
 		return nil

@@ -231,9 +231,9 @@ func (d *egress) htbClasses(id uint32, c bpfBucketCfg, share float64) []*netlink
 	}
 }
 
-func (s *Shaper) rootQdisc(ifindex int) (netlink.Qdisc, error) {
+func (k *kernel) rootQdisc(ifindex int) (netlink.Qdisc, error) {
 	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
-	qs, err := s.nl.QdiscList(lk)
+	qs, err := k.nl.QdiscList(lk)
 	if err != nil {
 		return nil, fmt.Errorf("list qdiscs: %w", err)
 	}
@@ -269,16 +269,17 @@ func (s *Shaper) ensureQdisc(d *egress) error {
 	return nil
 }
 
-// deleteQdisc removes the root qdisc of the device if it is ours.
-func (s *Shaper) deleteQdisc(ifindex int) error {
-	q, err := s.rootQdisc(ifindex)
+// deleteQdisc removes the root qdisc of the device if it is ours (it
+// carries our handle).
+func (k *kernel) deleteQdisc(ifindex int) error {
+	q, err := k.rootQdisc(ifindex)
 	if err != nil || q == nil {
 		return err
 	}
 	if q.Attrs().Handle != netlink.MakeHandle(htbMajor, 0) {
 		return nil
 	}
-	if err := s.nl.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := k.nl.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete htb root qdisc: %w", err)
 	}
 	return nil

@@ -1,7 +1,6 @@
 package shaping
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,24 +8,29 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// Limiter is the userspace fallback of the shaper, for hosts without eBPF
-// or TCX. It cannot see the kernel's packets: it shapes only what a
-// userspace forwarding path (e.g. a wireguard-go device) hands it through
-// Admit. Its semantics are the program's: the same classification, a
-// golang.org/x/time/rate bucket per destination region with the same rate
-// and burst, the same debt bound in ModeQueue (the caller delays the packet
-// by the returned duration instead of a qdisc doing it).
+// Limiter is the shaper's decision in userspace: the program's
+// classification (longest prefix match on the destination, the gateways'
+// own traffic exempt) and a golang.org/x/time/rate bucket per destination
+// region with the program's rate, burst and debt bound (ModeQueue). It
+// sees only the packets it is handed: [TUN] hands it every packet the
+// userspace WireGuard device reads from its TUN, and applies the delay it
+// returns. It is safe for concurrent use.
 type Limiter struct {
-	mu       sync.Mutex
-	mode     Mode
-	delay    time.Duration
+	mode  Mode
+	delay time.Duration
+	log   *slog.Logger
+	// idle is set while no region is counted: Admit has nothing to do,
+	// and TUN skips it without taking the lock.
+	idle atomic.Bool
+
+	mu       sync.Mutex // guards the fields below
 	mtu      int
-	log      *slog.Logger
 	table    prefixTable
 	control  map[netip.Addr]bool
 	buckets  map[string]*bucket
@@ -35,6 +39,7 @@ type Limiter struct {
 
 type bucket struct {
 	rate  Rate
+	burst int
 	lim   *rate.Limiter // events are bytes
 	queue float64       // bytes of debt allowed
 }
@@ -52,7 +57,7 @@ type LimiterOptions struct {
 
 // NewLimiter returns an empty Limiter: everything passes until Set.
 func NewLimiter(opts LimiterOptions) (*Limiter, error) {
-	o := Options{Interface: "-", PinPath: "-", Mode: opts.Mode, QueueDelay: opts.QueueDelay, Logger: opts.Logger}
+	o := Options{Interface: "-", Mode: opts.Mode, QueueDelay: opts.QueueDelay, Logger: opts.Logger}
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -62,15 +67,26 @@ func NewLimiter(opts LimiterOptions) (*Limiter, error) {
 	if opts.MTU == 0 {
 		opts.MTU = 1420
 	}
-	return &Limiter{
+	l := &Limiter{
 		mode: o.Mode, delay: o.QueueDelay, mtu: opts.MTU, log: o.Logger,
 		control: map[netip.Addr]bool{}, buckets: map[string]*bucket{}, counters: map[string]*Counters{},
-	}, nil
+	}
+	l.idle.Store(true)
+	return l, nil
 }
 
-// Set replaces what the Limiter enforces. A region whose rate is unchanged
-// keeps its bucket; a changed rate keeps the bucket's tokens, as the
-// program does.
+// setMTU changes the burst floor; the next Set applies it.
+func (l *Limiter) setMTU(mtu int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if mtu > 0 {
+		l.mtu = mtu
+	}
+}
+
+// Set replaces what the Limiter enforces. A region whose rate and burst
+// are unchanged keeps its bucket; a changed rate keeps the bucket's
+// tokens, as the program does. Counters of a region kept are kept.
 func (l *Limiter) Set(d Desired) error {
 	if err := d.validate(); err != nil {
 		return fmt.Errorf("invalid desired state: %w", err)
@@ -89,16 +105,19 @@ func (l *Limiter) Set(d Desired) error {
 			b = &bucket{}
 			l.buckets[name] = b
 		}
-		if b.lim != nil && b.rate == r {
+		if l.counters[name] == nil {
+			l.counters[name] = &Counters{}
+		}
+		burst := int(min(BurstBytes(r, l.mtu), math.MaxInt32))
+		if b.rate == r && (r == 0 || b.lim != nil && b.burst == burst) {
 			continue
 		}
-		b.rate = r
+		b.rate, b.burst = r, burst
 		if r == 0 {
 			b.lim = nil
 			continue
 		}
 		limit := rate.Limit(float64(r) / 8)
-		burst := int(min(BurstBytes(r, l.mtu), math.MaxInt32))
 		if b.lim == nil {
 			b.lim = rate.NewLimiter(limit, burst)
 		} else {
@@ -109,9 +128,6 @@ func (l *Limiter) Set(d Desired) error {
 		if l.mode == ModeQueue {
 			b.queue = float64(QueueBytes(r, l.delay))
 		}
-		if l.counters[name] == nil {
-			l.counters[name] = &Counters{}
-		}
 	}
 	for name := range l.buckets {
 		if _, ok := d.Regions[name]; !ok {
@@ -119,11 +135,7 @@ func (l *Limiter) Set(d Desired) error {
 			delete(l.counters, name)
 		}
 	}
-	for name := range d.Regions {
-		if l.counters[name] == nil {
-			l.counters[name] = &Counters{}
-		}
-	}
+	l.idle.Store(len(l.buckets) == 0)
 	return nil
 }
 
@@ -131,43 +143,53 @@ func (l *Limiter) Set(d Desired) error {
 // header) leaving at now: ok false means drop it; otherwise send it after
 // delay (always 0 in ModePolice).
 func (l *Limiter) Admit(packet []byte, now time.Time) (delay time.Duration, ok bool) {
-	h, err := parseIP(packet)
+	_, delay, ok = l.admit(packet, now)
+	return delay, ok
+}
+
+// admit is Admit, also naming the region whose bucket decided: "" when no
+// bucket did (the packet is not shaped).
+func (l *Limiter) admit(packet []byte, now time.Time) (region string, delay time.Duration, ok bool) {
+	if l.idle.Load() {
+		return "", 0, true
+	}
+	src, dst, err := parseIP(packet)
 	if err != nil {
-		return 0, true // not IP: not CEN traffic
+		return "", 0, true // not IP: not CEN traffic
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	region, found := l.table.lookup(h.dst)
+	region, found := l.table.lookup(dst)
 	if !found {
-		return 0, true
+		return "", 0, true
 	}
 	b := l.buckets[region]
 	if b == nil {
-		return 0, true
+		return "", 0, true
 	}
 	c := l.counters[region]
 	size := len(packet)
-	if h.control || l.control[h.src] && l.control[h.dst] || b.lim == nil {
+	if l.control[src] && l.control[dst] || b.lim == nil {
 		c.PassedBytes += uint64(size)
 		c.PassedPackets++
-		return 0, true
+		return "", 0, true
 	}
 	// The program's test: the bucket refilled to now, minus the packet,
 	// stays at or above -queue. TokensAt is x/time/rate's own refill.
 	if b.lim.TokensAt(now)-float64(size) < -b.queue {
 		c.DroppedBytes += uint64(size)
 		c.DroppedPackets++
-		return 0, false
+		return region, 0, false
 	}
 	r := b.lim.ReserveN(now, size)
 	if !r.OK() { // larger than the burst
 		c.DroppedBytes += uint64(size)
 		c.DroppedPackets++
-		return 0, false
+		return region, 0, false
 	}
 	c.PassedBytes += uint64(size)
 	c.PassedPackets++
-	return r.DelayFrom(now), true
+	return region, r.DelayFrom(now), true
 }
 
 // Counters returns the totals per region with a rate entry.
@@ -181,75 +203,27 @@ func (l *Limiter) Counters() (map[string]Counters, error) {
 	return out, nil
 }
 
-// Close forgets everything; the Limiter holds no kernel state.
-func (l *Limiter) Close(cleanup bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buckets = map[string]*bucket{}
-	l.counters = map[string]*Counters{}
-	l.table = prefixTable{}
-	return nil
-}
-
-type ipHeader struct {
-	src, dst netip.Addr
-	control  bool // BGP or BFD
-}
-
 var errNotIP = errors.New("not an ip packet")
 
-// parseIP reads what the program reads: addresses and, for the first
-// fragment of TCP/UDP, the ports.
-func parseIP(p []byte) (ipHeader, error) {
-	var h ipHeader
+// parseIP reads what classification needs: the source and destination
+// addresses of an IPv4 or IPv6 packet.
+func parseIP(p []byte) (src, dst netip.Addr, err error) {
 	if len(p) < 1 {
-		return h, errNotIP
+		return src, dst, errNotIP
 	}
-	var proto byte
-	var l4 []byte
 	switch p[0] >> 4 {
 	case 4:
 		if len(p) < 20 {
-			return h, errNotIP
+			return src, dst, errNotIP
 		}
-		ihl := int(p[0]&0xf) * 4
-		h.src = netip.AddrFrom4([4]byte(p[12:16]))
-		h.dst = netip.AddrFrom4([4]byte(p[16:20]))
-		proto = p[9]
-		if binary.BigEndian.Uint16(p[6:8])&0x1fff == 0 && len(p) >= ihl {
-			l4 = p[ihl:]
-		}
+		return netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])), nil
 	case 6:
 		if len(p) < 40 {
-			return h, errNotIP
+			return src, dst, errNotIP
 		}
-		h.src = netip.AddrFrom16([16]byte(p[8:24]))
-		h.dst = netip.AddrFrom16([16]byte(p[24:40]))
-		proto = p[6]
-		l4 = p[40:]
-	default:
-		return h, errNotIP
+		return netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40])), nil
 	}
-	if len(l4) >= 4 {
-		sport := binary.BigEndian.Uint16(l4[0:2])
-		dport := binary.BigEndian.Uint16(l4[2:4])
-		h.control = isControlPort(proto, sport, dport)
-	}
-	return h, nil
-}
-
-func isControlPort(proto byte, sport, dport uint16) bool {
-	switch proto {
-	case 6: // TCP: BGP
-		return sport == 179 || dport == 179
-	case 17: // UDP: BFD single-hop, multi-hop, echo
-		for _, p := range []uint16{3784, 3785, 4784} {
-			if sport == p || dport == p {
-				return true
-			}
-		}
-	}
-	return false
+	return src, dst, errNotIP
 }
 
 // prefixTable is a longest-prefix-match table: one map per prefix length

@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 // Return codes of the program (TCX_NEXT, TCX_DROP) as BPF_PROG_TEST_RUN
@@ -23,9 +23,10 @@ const (
 type skbCtx [48]uint32
 
 const (
-	ctxPriority = 8
-	ctxGSOSegs  = 41
-	ctxGSOSize  = 44
+	ctxPriority       = 8
+	ctxIngressIfindex = 9
+	ctxGSOSegs        = 41
+	ctxGSOSize        = 44
 )
 
 // fixture is a Shaper attached to a device of its own namespace, driven
@@ -330,6 +331,12 @@ func TestProgGSO(t *testing.T) {
 	}
 }
 
+// TestProgControlExempt: only the gateways' own traffic is exempt: both
+// ends gateway addresses, and sent by this host (at egress a forwarded
+// packet carries the device it came in on). A tenant's TCP and UDP on the
+// ports of the gateways' protocols, a packet with one gateway end, and a
+// forwarded packet that claims a gateway's address as its source are all
+// charged: with the bucket empty they are dropped.
 func TestProgControlExempt(t *testing.T) {
 	f := newFixture(t, false, ModePolice)
 	d := Desired{
@@ -344,30 +351,34 @@ func TestProgControlExempt(t *testing.T) {
 	if ret, _ := f.run(pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 100}, now); ret != retDrop {
 		t.Fatal("ordinary packet passed an empty bucket")
 	}
-	exempt := []pkt{
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 6, sport: 40000, dport: 179, size: 1400},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 6, sport: 179, dport: 40000, size: 1400},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 49152, dport: 3784, size: 60},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 49152, dport: 3785, size: 60},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 49152, dport: 4784, size: 60},
-		{src: "10.0.0.1", dst: "10.0.0.2", proto: 17, sport: 1, dport: 2, size: 1400},
-		{src: "fd00::1", dst: "fd00::2", proto: 1, size: 1400},
-		{src: "fd00:100::1", dst: "fd00::9", proto: 6, sport: 179, dport: 50000, size: 1400},
-	}
-	for _, p := range exempt {
-		if ret, _ := f.run(p, now); ret != retNext {
-			t.Errorf("control packet %+v dropped", p)
-		}
-	}
-	// Only one end in the set is not control traffic; neither is TCP 180.
+	local, forwarded := skbCtx{}, skbCtx{}
+	forwarded[ctxIngressIfindex] = 7
 	for _, p := range []pkt{
-		{src: "10.100.0.1", dst: "10.0.0.2", proto: 17, sport: 1, dport: 2, size: 100},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 6, sport: 40000, dport: 180, size: 100},
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 49152, dport: 3786, size: 100},
+		{src: "10.0.0.1", dst: "10.0.0.2", proto: 17, sport: 4784, dport: 4784, size: 1400},
+		{src: "10.0.0.2", dst: "10.0.0.1", proto: 6, sport: 40000, dport: 179, size: 1400},
+		{src: "10.0.0.1", dst: "10.0.0.2", proto: 6, sport: 5201, dport: 5201, size: 1400},
+		{src: "fd00::1", dst: "fd00::2", proto: 1, size: 1400},
 	} {
-		if ret, _ := f.run(p, now); ret != retDrop {
-			t.Errorf("non-control packet %+v passed an empty bucket", p)
+		if ret, _ := f.runCtx(f.frame(p), now, local); ret != retNext {
+			t.Errorf("gateway-to-gateway packet %+v dropped", p)
 		}
+		if ret, _ := f.runCtx(f.frame(p), now, forwarded); ret != retDrop {
+			t.Errorf("forwarded packet with gateway addresses %+v passed an empty bucket", p)
+		}
+	}
+	charged := append(tenantPackets(100),
+		pkt{src: "10.100.0.1", dst: "10.0.0.2", proto: 17, sport: 4784, dport: 4784, size: 100},
+		pkt{src: "10.0.0.1", dst: "10.5.0.1", proto: 6, sport: 179, dport: 40000, size: 100},
+		pkt{src: "fd00:100::1", dst: "fd00::9", proto: 6, sport: 179, dport: 50000, size: 100},
+		pkt{src: "fd00:100::1", dst: "fd00::9", proto: 17, sport: 50000, dport: 3784, size: 100},
+	)
+	for _, p := range charged {
+		if ret, _ := f.runCtx(f.frame(p), now, local); ret != retDrop {
+			t.Errorf("tenant packet %+v passed an empty bucket", p)
+		}
+	}
+	if c := f.counters()["r-a"]; c.DroppedPackets != uint64(1+4+len(charged)) {
+		t.Errorf("dropped %d packets, want %d", c.DroppedPackets, 1+4+len(charged))
 	}
 }
 
@@ -391,7 +402,7 @@ func TestProgLiveRateChange(t *testing.T) {
 	if err := f.s.objs.OcshState.Lookup(f.s.ids["r-b"], &stateB); err != nil {
 		t.Fatal(err)
 	}
-	linkID := mustLinkID(t, f)
+	progs := attachedIDs(t, f)
 
 	d.Regions["r-a"] = 10 * Mbps // 1.25 MB/s, burst 12500
 	f.set(d)
@@ -413,8 +424,8 @@ func TestProgLiveRateChange(t *testing.T) {
 	if ret, _ := f.run(pb, now); ret != retDrop {
 		t.Fatal("r-b's bucket was reset by the change")
 	}
-	if id := mustLinkID(t, f); id != linkID {
-		t.Fatalf("link replaced (%d -> %d) by a rate change", linkID, id)
+	if ids := attachedIDs(t, f); !slices.Equal(ids, progs) || len(ids) != 1 {
+		t.Fatalf("program replaced (%v -> %v) by a rate change", progs, ids)
 	}
 }
 
@@ -462,13 +473,10 @@ func TestProgExcessBound(t *testing.T) {
 	}
 }
 
-func mustLinkID(t *testing.T, f *fixture) link.ID {
+// attachedIDs are the programs at the egress of the fixture's device.
+func attachedIDs(t *testing.T, f *fixture) []ebpf.ProgramID {
 	t.Helper()
-	info, err := f.s.devs[0].link.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.ID
+	return tcxEgress(t, f.ns, f.s.devs[0].name)
 }
 
 // TestProgMatchesRateModel drives the program and the x/time/rate based

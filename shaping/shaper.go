@@ -16,28 +16,54 @@ import (
 )
 
 // ErrUnsupported is returned by New when the host cannot run the eBPF
-// shaper (no BPF, no TCX, not enough privilege); Start then falls back to
-// the userspace Limiter.
+// shaper at the hook asked for (no BPF, no TCX, no clsact or cls_bpf, not
+// enough privilege). [Probe] says which hooks a host has before anything
+// is changed.
 var ErrUnsupported = errors.New("ebpf shaping unsupported on this host")
 
 // maxRegions matches MAX_REGIONS in bpf/shaper.c; id 0 is never used.
 const maxRegions = 1024
 
+// Path is how a gateway shapes: the eBPF program at TCX or at tc, or the
+// userspace WireGuard helper (see [TUN]).
+type Path string
+
+// The shaping paths of `cend --shaper`.
+const (
+	// PathAuto picks the first of TCX, tc and userspace that the host
+	// supports.
+	PathAuto Path = "auto"
+	// PathTCX attaches the program at TCX egress (Linux 6.6 and later).
+	PathTCX Path = "tcx"
+	// PathTC attaches the program as a direct-action cls_bpf filter on a
+	// clsact qdisc's egress, for kernels without TCX.
+	PathTC Path = "tc"
+	// PathUserspace shapes in the userspace WireGuard helper, on the
+	// packets it reads from its TUN.
+	PathUserspace Path = "userspace"
+)
+
+// Paths lists the values of Path, PathAuto first.
+var Paths = []Path{PathAuto, PathTCX, PathTC, PathUserspace}
+
 // Options configure a Shaper.
 type Options struct {
 	// Interfaces are the devices whose egress is shaped, all with one set
 	// of buckets: a region's rate holds for the sum of what leaves through
-	// all of them (e.g. the VXLAN overlay and the WireGuard device).
-	// Ethernet and L3 devices may be mixed. Required, unless Interface is
-	// set.
+	// all of them. Ethernet and L3 devices may be mixed. Required, unless
+	// Interface is set.
 	Interfaces []string
 	// Interface is the shorthand for a single device: Interfaces
 	// []string{Interface}. Setting both is an error unless they say the
 	// same.
 	Interface string
-	// PinPath is the bpffs directory that holds this shaper's programs,
-	// links and maps (e.g. /sys/fs/bpf/opencen/shaping). If it is not on a
-	// bpffs, New mounts one there. Required.
+	// Attach is the hook: PathTCX (default) or PathTC.
+	Attach Path
+	// PinPath is a bpffs directory where the maps and programs are pinned
+	// for inspection (bpftool), e.g. /sys/fs/bpf/opencen/DEVICE; if it is
+	// not on a bpffs, New mounts one there. Nothing depends on the pins:
+	// New finds a running shaper by what is attached to the devices.
+	// Empty: no pins.
 	PinPath string
 	// Mode is ModeQueue (default) or ModePolice.
 	Mode Mode
@@ -45,8 +71,7 @@ type Options struct {
 	// DefaultQueueDelay).
 	QueueDelay time.Duration
 	// PreciseClock makes the program read bpf_ktime_get_ns instead of the
-	// tick-resolution bpf_ktime_get_coarse_ns. See the package doc for what
-	// each costs and measured.
+	// tick-resolution jiffies. See the package doc for what each costs.
 	PreciseClock bool
 	// Logger receives lifecycle messages (default: discard).
 	Logger *slog.Logger
@@ -73,8 +98,12 @@ func (o *Options) defaults() error {
 		}
 		seen[name] = true
 	}
-	if o.PinPath == "" {
-		return errors.New("options: pin path is required")
+	switch o.Attach {
+	case "":
+		o.Attach = PathTCX
+	case PathTCX, PathTC:
+	default:
+		return fmt.Errorf("options: attach %q: want tcx or tc", o.Attach)
 	}
 	if o.Mode != ModeQueue && o.Mode != ModePolice {
 		return fmt.Errorf("options: unknown mode %d", int(o.Mode))
@@ -94,15 +123,14 @@ func (o *Options) defaults() error {
 // Shaper is the eBPF shaper of a gateway's egress devices. It is safe for
 // concurrent use.
 type Shaper struct {
+	*kernel // the namespace of the devices, where New was called
+
 	mu        sync.Mutex
 	closeOnce sync.Once
 	opts      Options
-	log       *slog.Logger
 	objs      shaperObjects // the maps, and the programs built for devs[0]
 	devs      []*egress     // in Options.Interfaces order
-	nl        *netlink.Handle
-	mtu       int // the largest MTU of the devices: the burst floor
-	mounted   bool
+	mtu       int           // the largest MTU of the devices: the burst floor
 	closed    bool
 	ids       map[string]uint32       // region id -> bucket index
 	cfgs      map[uint32]bpfBucketCfg // as last Set, by bucket index
@@ -129,25 +157,29 @@ func (o *shaperObjects) Close() {
 	}
 }
 
-// New loads (or adopts) the shaper of opts.Interfaces. It must run in the
-// network namespace of the interfaces. When PinPath already holds a
-// shaper, its maps (buckets, counters, region ids) are reused and each
-// pinned TCX link of a device still listed is updated in place to the
-// program of this binary: never a second attachment, no moment without
-// one. Links of devices no longer listed are detached.
+// New starts (or adopts) the shaper of opts.Interfaces. It must run in the
+// network namespace of the interfaces. It looks at what the kernel has
+// attached to the namespace's devices, not at pins: where a device runs
+// the shaper already (at TCX or tc, attached by an agent that was killed,
+// whose bpffs may have gone with its mount namespace), its maps (buckets,
+// counters, region ids) are reused and its program is replaced in one step
+// by this binary's, at the same hook: never a second attachment, no moment
+// without one. A device shaped at the other hook is detached there first,
+// then attached at opts.Attach. Programs of ours on devices not listed are
+// detached (with their HTB).
 func New(opts Options) (*Shaper, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	nl, err := netlink.NewHandle()
+	k, err := openKernel(opts.Logger.With("interfaces", opts.Interfaces, "attach", string(opts.Attach)))
 	if err != nil {
-		return nil, fmt.Errorf("netlink handle: %w", err)
+		return nil, err
 	}
-	s := &Shaper{opts: opts, log: opts.Logger.With("interfaces", opts.Interfaces), nl: nl}
+	s := &Shaper{kernel: k, opts: opts}
 	s.bal.shares = map[uint32][]float64{}
 	if err := s.open(); err != nil {
 		s.closeFDs()
-		nl.Close()
+		k.close()
 		return nil, err
 	}
 	s.startBalancer()
@@ -163,16 +195,30 @@ func (s *Shaper) open() error {
 		s.devs = append(s.devs, d)
 		s.mtu = max(s.mtu, d.mtu)
 	}
-	if err := s.load(); err != nil {
+	found, err := s.scan()
+	if err != nil {
 		return err
 	}
-	return s.attach()
+	defer closeAll(found)
+	adopted, from := s.adoptMaps(found)
+	defer func() {
+		for _, m := range adopted {
+			m.Close()
+		}
+	}()
+	if err := s.load(adopted, from); err != nil {
+		return err
+	}
+	if err := s.attach(found); err != nil {
+		return err
+	}
+	return s.pin()
 }
 
 // load loads the programs, one per device (each knows its device's
-// link-layer header length), all on the same maps: the pinned ones when
-// there are.
-func (s *Shaper) load() error {
+// link-layer header length), all on the same maps: the adopted ones when
+// there are and they fit this binary's layout.
+func (s *Shaper) load(adopted map[string]*ebpf.Map, from *attachment) error {
 	spec, err := loadBpf()
 	if err != nil {
 		return fmt.Errorf("load program spec: %w", err)
@@ -193,22 +239,18 @@ func (s *Shaper) load() error {
 	if err := spec.Variables["precise_clock"].Set(precise); err != nil {
 		return fmt.Errorf("set precise_clock: %w", err)
 	}
-	mounted, err := ensureBPFFS(s.opts.PinPath)
-	if err != nil {
-		return err
-	}
-	s.mounted = mounted
-	if mounted {
-		s.log.Info("mounted a bpffs for the shaper's pins", "path", s.opts.PinPath)
-	}
 	for i, d := range s.devs {
 		if err := spec.Variables["l2_len"].Set(uint32(d.l2)); err != nil {
 			return fmt.Errorf("set l2_len: %w", err)
 		}
 		if i == 0 {
-			err = spec.LoadAndAssign(&s.objs, &ebpf.CollectionOptions{
-				Maps: ebpf.MapOptions{PinPath: s.opts.PinPath},
-			})
+			err = spec.LoadAndAssign(&s.objs, &ebpf.CollectionOptions{MapReplacements: adopted})
+			if errors.Is(err, ebpf.ErrMapIncompatible) {
+				s.log.Warn("the running shaper's maps have another layout: starting with fresh buckets and counters", "from", from.String(), "err", err)
+				err = spec.LoadAndAssign(&s.objs, nil)
+			} else if err == nil && from != nil {
+				s.log.Info("adopted the running shaper's buckets and counters", "from", from.String())
+			}
 			d.prog = s.objs.OcshShape
 		} else {
 			var o struct {
@@ -224,17 +266,25 @@ func (s *Shaper) load() error {
 			return fmt.Errorf("load program for %q: %w", d.name, err)
 		}
 	}
+	return s.readIDs()
+}
+
+// readIDs learns which bucket index is which region from the (possibly
+// adopted) configuration array.
+func (s *Shaper) readIDs() error {
 	s.ids = map[string]uint32{}
-	var name bpfRegionName
 	var id uint32
-	it := s.objs.OcshRegions.Iterate()
-	for it.Next(&name, &id) {
-		s.ids[cString(name.Name[:])] = id
+	var c bpfBucketCfg
+	it := s.objs.OcshCfg.Iterate()
+	for it.Next(&id, &c) {
+		if name := cString(c.Region[:]); name != "" && id > 0 {
+			s.ids[name] = id
+		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read region ids: %w", err)
 	}
-	return s.pinProgs()
+	return nil
 }
 
 // sharedMaps are the maps every device's program uses: all but .rodata,
@@ -246,7 +296,6 @@ func (s *Shaper) sharedMaps() map[string]*ebpf.Map {
 		bpfMapOcshCfg:     s.objs.OcshCfg,
 		bpfMapOcshState:   s.objs.OcshState,
 		bpfMapOcshStats:   s.objs.OcshStats,
-		bpfMapOcshRegions: s.objs.OcshRegions,
 		".bss":            s.objs.Bss,
 	}
 }
@@ -295,18 +344,16 @@ func (s *Shaper) Set(d Desired) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, s.setCfgs(cfgs)...)
+	// Add before delete: the buckets first, then the prefixes that lead
+	// to them, then the ids no longer named anywhere are released (their
+	// entries back to zero) once no prefix leads to them.
+	errs = append(errs, s.setCfgs(cfgs, false)...)
 	errs = append(errs, s.setPrefixes(d)...)
-	// Deletes last: ids no longer named anywhere.
+	errs = append(errs, s.setCfgs(cfgs, true)...)
 	for name := range s.ids {
-		if keep[name] {
-			continue
+		if !keep[name] {
+			delete(s.ids, name)
 		}
-		if err := s.objs.OcshRegions.Delete(regionKey(name)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("release region %q: %w", name, err))
-			continue
-		}
-		delete(s.ids, name)
 	}
 	return errors.Join(errs...)
 }
@@ -339,7 +386,8 @@ func (s *Shaper) allocIDs(d Desired) (map[string]bool, error) {
 		if err := s.objs.OcshStats.Update(id, zero, ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("reset counters of region %q: %w", name, err)
 		}
-		if err := s.objs.OcshRegions.Update(regionKey(name), id, ebpf.UpdateAny); err != nil {
+		// The entry names the region from now on, shaped or not.
+		if err := s.objs.OcshCfg.Update(id, bpfBucketCfg{Region: regionKey(name)}, ebpf.UpdateAny); err != nil {
 			return nil, fmt.Errorf("record region %q: %w", name, err)
 		}
 		s.ids[name] = id
@@ -354,13 +402,18 @@ func classID(id uint32) uint32      { return netlink.MakeHandle(htbMajor, uint16
 func smallClassID(id uint32) uint32 { return netlink.MakeHandle(htbMajor, uint16(0x1000|id)) }
 func bulkClassID(id uint32) uint32  { return netlink.MakeHandle(htbMajor, uint16(0x2000|id)) }
 
-// desiredCfgs is the bucket configuration of every region with an entry in
-// d.Regions, by bucket index.
+// desiredCfgs is the bucket configuration of every region d names, by
+// bucket index: its name, and for a region with an entry in d.Regions its
+// bucket.
 func (s *Shaper) desiredCfgs(d Desired) map[uint32]bpfBucketCfg {
 	out := map[uint32]bpfBucketCfg{}
-	for name, rate := range d.Regions {
+	for _, name := range d.regionNames() {
 		id := s.ids[name]
-		c := bpfBucketCfg{Rate: uint64(rate), Flags: cfgPresent}
+		c := bpfBucketCfg{Region: regionKey(name)}
+		rate, ok := d.Regions[name]
+		if ok {
+			c.Rate, c.Flags = uint64(rate), cfgPresent
+		}
 		if rate > 0 {
 			c.Burst = BurstBytes(rate, s.mtu) * unitsPerByte
 			if s.opts.Mode == ModeQueue {
@@ -384,14 +437,16 @@ const maxOversize = 1 << 17
 // unitsPerByte matches UNITS_PER_BYTE in bpf/shaper.c.
 const unitsPerByte = 8_000_000_000
 
-func (s *Shaper) setCfgs(want map[uint32]bpfBucketCfg) []error {
+// setCfgs writes the configuration entries that differ from want; with
+// release, entries want does not hold go back to zero (a released id).
+func (s *Shaper) setCfgs(want map[uint32]bpfBucketCfg, release bool) []error {
 	var errs []error
 	var k uint32
 	var v bpfBucketCfg
 	it := s.objs.OcshCfg.Iterate()
 	for it.Next(&k, &v) {
-		w := want[k] // zero (absent) for regions without a bucket
-		if v == w {
+		w, ok := want[k]
+		if v == w || (!ok && !release) {
 			continue
 		}
 		if w.Rate > 0 && v.Rate == 0 {
@@ -517,10 +572,12 @@ func lpm6(p netip.Prefix) bpfLpm6Key {
 	return bpfLpm6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
 }
 
-func regionKey(name string) bpfRegionName {
-	var k bpfRegionName
-	for i := 0; i < len(name) && i < len(k.Name)-1; i++ {
-		k.Name[i] = int8(name[i])
+// regionKey is a region id as the configuration array holds it: 63 bytes
+// at most (maxRegionName, checked by Desired.validate) and a NUL.
+func regionKey(name string) [64]int8 {
+	var k [64]int8
+	for i := 0; i < len(name) && i < len(k)-1; i++ {
+		k[i] = int8(name[i])
 	}
 	return k
 }
@@ -562,11 +619,11 @@ func (s *Shaper) Counters() (map[string]Counters, error) {
 	return out, nil
 }
 
-// Close releases the shaper. Without cleanup the pinned programs, links,
-// maps and qdiscs stay, so traffic keeps being shaped and the next New
-// adopts them with their buckets intact. With cleanup it detaches the
-// program from every device, removes the qdiscs it installed and every
-// pin.
+// Close releases the shaper. Without cleanup everything stays attached and
+// in the kernel, so traffic keeps being shaped and the next New adopts it
+// with its buckets intact; only this process's descriptors go. With
+// cleanup it detaches every program of ours in the namespace (both hooks),
+// removes its HTB qdiscs, clsact qdiscs it left empty, and its pins.
 func (s *Shaper) Close(cleanup bool) error {
 	s.closeOnce.Do(s.stopBalancer)
 	s.mu.Lock()
@@ -577,47 +634,19 @@ func (s *Shaper) Close(cleanup bool) error {
 	s.closed = true
 	var errs []error
 	if cleanup {
-		for _, d := range s.devs {
-			if d.link != nil {
-				// Closing the last descriptor below detaches it.
-				if err := d.link.Unpin(); err != nil {
-					errs = append(errs, fmt.Errorf("unpin link of %q: %w", d.name, err))
-				}
-			}
-			if err := s.deleteQdisc(d.index); err != nil {
-				errs = append(errs, fmt.Errorf("%q: %w", d.name, err))
-			}
-			if err := d.prog.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpin program of %q: %w", d.name, err))
-			}
-		}
-		for _, m := range []*ebpf.Map{s.objs.OcshPrefix4, s.objs.OcshPrefix6, s.objs.OcshCfg, s.objs.OcshState, s.objs.OcshStats, s.objs.OcshRegions} {
-			if err := m.Unpin(); err != nil {
-				errs = append(errs, fmt.Errorf("unpin map: %w", err))
-			}
-		}
+		errs = append(errs, s.removeAll())
 	}
 	s.closeFDs()
 	if cleanup {
-		if err := releaseBPFFS(s.opts.PinPath); err != nil {
-			errs = append(errs, err)
-		}
-		if err := os.Remove(s.opts.PinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-			// A directory that still holds others' pins stays.
-			s.log.Debug("pin directory kept", "path", s.opts.PinPath, "err", err)
-		}
+		errs = append(errs, removePins(s.opts.PinPath, s.log))
 		s.log.Info("shaper removed")
 	}
-	s.nl.Close()
+	s.kernel.close()
 	return errors.Join(errs...)
 }
 
 func (s *Shaper) closeFDs() {
 	for _, d := range s.devs {
-		if d.link != nil {
-			d.link.Close()
-			d.link = nil
-		}
 		if d.ownProg && d.prog != nil {
 			d.prog.Close()
 		}

@@ -126,19 +126,18 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("packet dropped after 4 ms of refill at 1 Mbps")
 	}
 	for _, p := range []pkt{
-		{src: "10.100.0.1", dst: "10.1.0.1", size: 1400},                                     // home region
-		{src: "10.100.0.1", dst: "192.168.0.1", size: 1400},                                  // not CEN
-		{src: "10.0.0.1", dst: "10.0.0.2", size: 1400},                                       // gateways
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 6, sport: 40000, dport: 179, size: 1400}, // BGP
-		{src: "10.100.0.1", dst: "10.5.0.1", proto: 17, sport: 50000, dport: 3784, size: 60}, // BFD
+		{src: "10.100.0.1", dst: "10.1.0.1", size: 1400},                                   // home region
+		{src: "10.100.0.1", dst: "192.168.0.1", size: 1400},                                // not CEN
+		{src: "10.0.0.1", dst: "10.0.0.2", size: 1400},                                     // gateways
+		{src: "10.0.0.2", dst: "10.0.0.1", proto: 6, sport: 179, dport: 40000, size: 1400}, // gateways' BGP
 	} {
 		if _, ok := l.Admit(p.ip(), t0.Add(4*time.Millisecond)); !ok {
 			t.Errorf("untouched or exempt packet %+v dropped", p)
 		}
 	}
 	c, _ := l.Counters()
-	if c["r-a"].DroppedPackets != 1 || c["r-a"].PassedPackets != 5 {
-		t.Fatalf("counters %+v, want 5 passed (2 shaped, 3 exempt) and 1 dropped", c["r-a"])
+	if c["r-a"].DroppedPackets != 1 || c["r-a"].PassedPackets != 4 {
+		t.Fatalf("counters %+v, want 4 passed (2 shaped, 2 exempt) and 1 dropped", c["r-a"])
 	}
 
 	q, err := NewLimiter(LimiterOptions{MTU: 1500}) // ModeQueue, 100 ms
@@ -165,6 +164,63 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
+// tenantPorts are the ports of the gateways' own protocols (BGP, BFD,
+// micro-BFD and echo, VXLAN, WireGuard): a tenant's traffic on them is
+// charged like any other.
+var tenantPorts = []uint16{179, 3784, 3785, 4784, 4789, 51820}
+
+// tenantPackets are TCP and UDP packets of a tenant toward 10.5.0.1 with
+// each of tenantPorts as destination and as source port.
+func tenantPackets(size int) []pkt {
+	var out []pkt
+	for _, port := range tenantPorts {
+		for _, proto := range []byte{6, 17} {
+			out = append(out,
+				pkt{src: "10.100.0.1", dst: "10.5.0.1", proto: proto, sport: 40000, dport: port, size: size},
+				pkt{src: "10.100.0.1", dst: "10.5.0.1", proto: proto, sport: port, dport: 40000, size: size})
+		}
+	}
+	return out
+}
+
+// TestLimiterTenantPorts: with the bucket empty, a tenant's TCP and UDP on
+// every port of the gateways' own protocols is dropped, and only traffic
+// between two gateways passes, whatever its port.
+func TestLimiterTenantPorts(t *testing.T) {
+	l, err := NewLimiter(LimiterOptions{Mode: ModePolice, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Set(Desired{
+		Regions:      map[string]Rate{"r-a": Kbps},
+		Prefixes:     map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"},
+		ControlAddrs: []netip.Addr{mustAddr("10.0.0.1"), mustAddr("10.0.0.2")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1000, 0)
+	if _, ok := l.Admit(pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 1500}.ip(), t0); !ok {
+		t.Fatal("a full bucket dropped its first packet")
+	}
+	for _, p := range tenantPackets(100) {
+		if _, ok := l.Admit(p.ip(), t0); ok {
+			t.Errorf("tenant packet %+v passed an empty bucket", p)
+		}
+	}
+	for _, port := range tenantPorts {
+		for _, proto := range []byte{6, 17} {
+			p := pkt{src: "10.0.0.1", dst: "10.0.0.2", proto: proto, sport: port, dport: port, size: 1400}
+			if _, ok := l.Admit(p.ip(), t0); !ok {
+				t.Errorf("gateway-to-gateway packet %+v dropped", p)
+			}
+		}
+	}
+	c, _ := l.Counters()
+	if want := uint64(len(tenantPackets(100))); c["r-a"].DroppedPackets != want || c["r-a"].PassedPackets != 1+12 {
+		t.Fatalf("counters %+v, want %d dropped and 13 passed", c["r-a"], want)
+	}
+}
+
 func TestLimiterPing1Kbps(t *testing.T) {
 	l, err := NewLimiter(LimiterOptions{})
 	if err != nil {
@@ -184,7 +240,8 @@ func TestLimiterPing1Kbps(t *testing.T) {
 func TestOptionsErrors(t *testing.T) {
 	for _, o := range []Options{
 		{PinPath: "/x"},
-		{Interface: "wg0"},
+		{Interface: "wg0", Attach: "xdp"},
+		{Interface: "wg0", Attach: PathUserspace},
 		{Interface: "wg0", PinPath: "/x", Mode: 7},
 		{Interface: "wg0", PinPath: "/x", QueueDelay: -time.Second},
 		{Interfaces: []string{}, PinPath: "/x"},

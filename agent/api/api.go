@@ -29,10 +29,13 @@ type Status struct {
 	// being 1.
 	ConfigGeneration int       `json:"config_generation"`
 	StartedAt        time.Time `json:"started_at"`
-	// WireGuard is "kernel" or "userspace"; Shaping is "ebpf" or
-	// "userspace" (the x/time/rate fallback).
-	WireGuard string `json:"wireguard"`
-	Shaping   string `json:"shaping"`
+	// WireGuard is "kernel" or "userspace". Shaping is how cross-region
+	// traffic is shaped (cend --shaper): "tcx" or "tc" (the eBPF program
+	// at that hook of ShapedDevices' egress) or "userspace" (the
+	// WireGuard helper, on what it reads from its TUN, ShapedDevices).
+	WireGuard     string   `json:"wireguard"`
+	Shaping       string   `json:"shaping"`
+	ShapedDevices []string `json:"shaped_devices,omitempty"`
 	// Device is the WireGuard device; Overlay the VXLAN device inside it
 	// that carries IPv4 CEN traffic entering at a home's twin. The
 	// shaper charges one set of buckets at the egress of both.

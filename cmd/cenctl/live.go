@@ -178,12 +178,23 @@ utilisation and the shaper's drops. With --watch the view refreshes every
 
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
+// shapingWhere says how and where the gateway shapes.
+func shapingWhere(s api.Status) string {
+	switch {
+	case len(s.ShapedDevices) == 0:
+		return s.Shaping + ", not started"
+	case s.Shaping == "userspace":
+		return "userspace, in the WireGuard helper of " + strings.Join(s.ShapedDevices, ", ")
+	}
+	return s.Shaping + ", at the egress of " + strings.Join(s.ShapedDevices, ", ")
+}
+
 func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "gateway %s (region %s) of instance %s\n", s.Gateway, s.Region, s.Instance)
 	fmt.Fprintf(w, "  config      %s, generation %d, loaded %s\n", s.ConfigFile, s.ConfigGeneration, ago(s.ConfigLoadedAt))
 	fmt.Fprintf(w, "  up since    %s\n", ago(s.StartedAt))
 	fmt.Fprintf(w, "  tunnel      %s on %s (%s WireGuard), overlay %s\n", s.TunnelAddress, s.Device, s.WireGuard, s.Overlay)
-	fmt.Fprintf(w, "  shaping     %s, at the egress of %s\n", s.Shaping, s.Overlay)
+	fmt.Fprintf(w, "  shaping     %s\n", shapingWhere(s))
 	fmt.Fprintf(w, "  peers       %d of %d established\n", s.PeersUp, s.PeersTotal)
 	fmt.Fprintf(w, "  routes      %d of %d installed\n", s.RoutesActive, s.RoutesTotal)
 	fmt.Fprintf(w, "  conflicts   %d\n", s.Conflicts)

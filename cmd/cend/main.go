@@ -14,13 +14,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/opencen/opencen/agent"
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/shaping"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,8 +41,8 @@ func main() {
 }
 
 type flags struct {
-	config, gateway, socket, metricsAddr, stateDir, logFormat string
-	cleanup                                                   bool
+	config, gateway, socket, metricsAddr, stateDir, logFormat, shaper string
+	cleanup                                                           bool
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -74,17 +75,11 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 	fl.StringVar(&f.stateDir, "state-dir", "", "folder for state that outlives this process (default /var/lib/opencen/GATEWAY)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "on exit, remove everything this gateway installed instead of keeping it for a restart")
+	fl.StringVar(&f.shaper, "shaper", string(shaping.PathAuto), "how cross-region traffic is shaped: auto, tcx (Linux 6.6+), tc (clsact + cls_bpf) or userspace (in the userspace WireGuard device)")
 
 	// The userspace WireGuard device lives in a helper process of its own so
 	// that tunnels outlive the agent; this hidden command is that helper.
-	root.AddCommand(&cobra.Command{
-		Use:                "wireguard-device",
-		Hidden:             true,
-		DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return dataplane.RunHelper(cmd.Context(), args, stderr)
-		},
-	})
+	root.AddCommand(helperCommand(stderr))
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
 	var list config.ErrorList
@@ -124,6 +119,9 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if !slices.Contains(shaping.Paths, shaping.Path(f.shaper)) {
+		return usageError{fmt.Errorf("--shaper %q: use auto, tcx, tc or userspace", f.shaper)}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -140,6 +138,7 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 		// a whole instance without relabelling.
 		Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"gateway": f.gateway}, reg),
 		HelperCommand: []string{self, "wireguard-device"},
+		Shaper:        shaping.Path(f.shaper),
 	})
 	if err != nil {
 		return err
@@ -148,6 +147,11 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	// when run by hand without root.
 	if os.Geteuid() != 0 {
 		return errors.New("cend manages tunnels, routes and eBPF programs: run it as root")
+	}
+	// How to shape is decided before anything is touched: a host on
+	// which no shaper can enforce gets nothing.
+	if err := a.Prepare(); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// opencen shaper: a token bucket per destination region at TCX egress of a
-// gateway's tunnel device. See ../doc.go for the design and the
-// measurements behind it.
+// opencen shaper: a token bucket per destination region at the egress of a
+// gateway's tunnel device, attached at TCX or as a direct-action cls_bpf
+// filter on clsact. See ../doc.go for the design and the measurements
+// behind it.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -16,8 +17,11 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-#define TCX_NEXT -1
-#define TCX_DROP 2
+// Verdicts, the same at TCX and at a direct-action tc filter: -1 is
+// ACT_NEXT and TC_ACT_UNSPEC (go on: the packet is sent), 2 is ACT_DROP and
+// TC_ACT_SHOT.
+#define ACT_NEXT -1
+#define ACT_DROP 2
 
 #define MAX_REGIONS 1024
 #define MAX_PREFIXES 262144
@@ -59,10 +63,10 @@ struct lpm6_key {
 	__u8 addr[16];
 };
 
-// What a prefix leads to. Gateways' tunnel addresses are host entries
-// with FLAG_CONTROL (and the region of the prefix that covers them, if
-// any): testing "both ends are gateways" costs nothing extra on the
-// common path, where the destination is no gateway.
+// What a prefix leads to. Gateways' addresses are host entries with
+// FLAG_CONTROL (and the region of the prefix that covers them, if any):
+// testing "both ends are gateways" costs nothing extra on the common path,
+// where the destination is no gateway.
 struct lpm_val {
 	__u32 region; // bucket index, 0 = not CEN traffic
 	__u32 flags;
@@ -82,6 +86,11 @@ struct bucket_cfg {
 	__u32 classid_small; // HTB class for small packets: served first
 	__u32 flags;         // CFG_PRESENT: the region is counted (and shaped if rate)
 	__u32 _pad;
+	// The region id this bucket index belongs to, NUL-terminated; set for
+	// every index in use, with or without CFG_PRESENT. Only userspace
+	// reads it: a restarted agent finds the map through the attached
+	// program and learns from it which index is which region.
+	char region[64];
 };
 
 // Packets up to this many IP bytes (and not GSO) go to the region's
@@ -110,17 +119,12 @@ struct counters {
 	__u64 drop_packets;
 };
 
-struct region_name {
-	char name[64];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, MAX_PREFIXES);
 	__type(key, struct lpm4_key);
 	__type(value, struct lpm_val);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ocsh_prefix4 SEC(".maps");
 
 struct {
@@ -129,7 +133,6 @@ struct {
 	__uint(max_entries, MAX_PREFIXES);
 	__type(key, struct lpm6_key);
 	__type(value, struct lpm_val);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ocsh_prefix6 SEC(".maps");
 
 struct {
@@ -137,7 +140,6 @@ struct {
 	__uint(max_entries, MAX_REGIONS);
 	__type(key, __u32);
 	__type(value, struct bucket_cfg);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ocsh_cfg SEC(".maps");
 
 struct {
@@ -145,7 +147,6 @@ struct {
 	__uint(max_entries, MAX_REGIONS);
 	__type(key, __u32);
 	__type(value, struct bucket_state);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ocsh_state SEC(".maps");
 
 struct {
@@ -153,52 +154,38 @@ struct {
 	__uint(max_entries, MAX_REGIONS);
 	__type(key, __u32);
 	__type(value, struct counters);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ocsh_stats SEC(".maps");
-
-// Region name -> region id. Used only by userspace, pinned so a restarted
-// agent finds the ids (and so the buckets and counters) it handed out.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, struct region_name);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ocsh_regions SEC(".maps");
 
 struct pkt {
 	__u32 region;
 	__u32 hdr_len; // IP header + transport header length (for GSO)
-	__u8 control;  // exempt from shaping
+	__u8 control;  // exempt from shaping: a gateway's own traffic
 };
 
-static __always_inline int control_ports(__u8 proto, __u16 sport, __u16 dport)
-{
-	if (proto == IPPROTO_TCP)
-		return sport == bpf_htons(179) || dport == bpf_htons(179);
-	if (proto == IPPROTO_UDP)
-		return dport == bpf_htons(3784) || dport == bpf_htons(3785) ||
-		       dport == bpf_htons(4784) || sport == bpf_htons(3784) ||
-		       sport == bpf_htons(3785) || sport == bpf_htons(4784);
-	return 0;
-}
-
-// transport reads the ports and header length of TCP/UDP at l4.
+// transport adds the header length of TCP/UDP at l4 (what every segment
+// of a GSO packet repeats). Ports decide nothing: a tenant's traffic is
+// charged whatever its protocol or port.
 static __always_inline void transport(void *l4, void *end, __u8 proto, struct pkt *p)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if ((void *)(th + 1) > end)
 			return;
-		p->control |= control_ports(proto, th->source, th->dest);
 		p->hdr_len += th->doff * 4;
 	} else if (proto == IPPROTO_UDP) {
-		struct udphdr *uh = l4;
-		if ((void *)(uh + 1) > end)
+		if (l4 + sizeof(struct udphdr) > end)
 			return;
-		p->control |= control_ports(proto, uh->source, uh->dest);
-		p->hdr_len += sizeof(*uh);
+		p->hdr_len += sizeof(struct udphdr);
 	}
+}
+
+// gateway_origin reports whether the packet was sent by this host, not
+// forwarded: at egress a forwarded packet carries the device it arrived
+// on. Only a packet the gateway itself sends may be its control traffic;
+// a tenant that puts a gateway's address in its source is charged.
+static __always_inline int gateway_origin(struct __sk_buff *skb)
+{
+	return skb->ingress_ifindex == 0;
 }
 
 // headers makes the first n bytes of the packet directly readable.
@@ -256,7 +243,7 @@ static __always_inline int classify(struct __sk_buff *skb, struct pkt *p, int lp
 		p->region = v->region;
 		if (lpm_only)
 			return 0;
-		if (v->flags & FLAG_CONTROL) {
+		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
 			k.addr = ip->saddr;
 			v = bpf_map_lookup_elem(&ocsh_prefix4, &k);
 			if (v && (v->flags & FLAG_CONTROL))
@@ -264,7 +251,7 @@ static __always_inline int classify(struct __sk_buff *skb, struct pkt *p, int lp
 		}
 		ihl = ip->ihl * 4;
 		p->hdr_len = ihl;
-		// Only the first fragment carries ports.
+		// Only the first fragment carries the transport header.
 		if (!(ip->frag_off & bpf_htons(0x1fff)) && ihl >= sizeof(*ip) && ihl <= 60)
 			transport((void *)ip + ihl, end, ip->protocol, p);
 		return 0;
@@ -284,15 +271,15 @@ static __always_inline int classify(struct __sk_buff *skb, struct pkt *p, int lp
 		p->region = v->region;
 		if (lpm_only)
 			return 0;
-		if (v->flags & FLAG_CONTROL) {
+		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
 			__builtin_memcpy(k.addr, &ip->saddr, 16);
 			v = bpf_map_lookup_elem(&ocsh_prefix6, &k);
 			if (v && (v->flags & FLAG_CONTROL))
 				p->control = 1;
 		}
 		p->hdr_len = sizeof(*ip);
-		// Extension headers are not walked: BGP and BFD between
-		// gateways never carry them.
+		// Extension headers are not walked: a GSO packet's segments
+		// are then charged the base header only.
 		transport(ip + 1, end, ip->nexthdr, p);
 		return 0;
 	}
@@ -406,27 +393,27 @@ int ocsh_shape(struct __sk_buff *skb)
 
 	if (classify(skb, &p, 0) < 0) {
 		forget_class(skb);
-		return TCX_NEXT; // not CEN traffic: untouched
+		return ACT_NEXT; // not CEN traffic: untouched
 	}
 	cfg = bpf_map_lookup_elem(&ocsh_cfg, &p.region);
 	if (!cfg || !(cfg->flags & CFG_PRESENT)) {
 		forget_class(skb);
-		return TCX_NEXT; // same region, or a region without a bucket
+		return ACT_NEXT; // same region, or a region without a bucket
 	}
 	bytes = wire_bytes(skb, &p);
 	if (p.control || !cfg->rate) {
 		forget_class(skb);
 		count(p.region, bytes, 1);
-		return TCX_NEXT;
+		return ACT_NEXT;
 	}
 	if (!admit(p.region, cfg, bytes * UNITS_PER_BYTE)) {
 		count(p.region, bytes, 0);
-		return TCX_DROP;
+		return ACT_DROP;
 	}
 	count(p.region, bytes, 1);
 	if (cfg->classid)
 		skb->priority = (bytes <= SMALL_PACKET && skb->gso_segs <= 1) ? cfg->classid_small : cfg->classid;
-	return TCX_NEXT;
+	return ACT_NEXT;
 }
 
 // ocsh_lpm_only does the same parsing and prefix lookup and nothing else:
@@ -437,8 +424,8 @@ int ocsh_lpm_only(struct __sk_buff *skb)
 	struct pkt p = {};
 
 	if (classify(skb, &p, 1) < 0)
-		return TCX_NEXT;
-	return p.region ? TCX_NEXT : TCX_DROP;
+		return ACT_NEXT;
+	return p.region ? ACT_NEXT : ACT_DROP;
 }
 
 // ocsh_clock_probe samples both clocks; never attached.
@@ -447,5 +434,5 @@ int ocsh_clock_probe(struct __sk_buff *skb)
 {
 	probe_jiffies = bpf_jiffies64();
 	probe_ns = bpf_ktime_get_ns();
-	return TCX_NEXT;
+	return ACT_NEXT;
 }

@@ -176,8 +176,8 @@ func newSplitPath(t *testing.T, wg bool) *splitPath {
 	p.devs[1] = wgA
 	keyA, _ := wgtypes.GeneratePrivateKey()
 	keyB, _ := wgtypes.GeneratePrivateKey()
-	wgDevice(t, gw, wgA, keyA, 51820, keyB.PublicKey(), "172.16.220.2:51820", "10.221.0.2/32,100.64.220.2/32")
-	wgDevice(t, dst, wgB, keyB, 51820, keyA.PublicKey(), "172.16.220.1:51820", "10.220.0.0/16,100.64.220.1/32")
+	wgDevice(t, gw, wgA, keyA, 51820, keyB.PublicKey(), "172.16.220.2:51820", "10.221.0.2/32,100.64.220.2/32", nil)
+	wgDevice(t, dst, wgB, keyB, 51820, keyA.PublicKey(), "172.16.220.1:51820", "10.220.0.0/16,100.64.220.1/32", nil)
 	gw.sh(t, "ip addr add 100.64.220.1/32 dev "+wgA)
 	gw.sh(t, "ip link set "+wgA+" up")
 	gw.sh(t, "ip route add 100.64.220.2/32 dev "+wgA)

@@ -225,6 +225,8 @@ func (r *Remote) Counters() (map[string]Counters, error) {
 	defer r.mu.Unlock()
 	resp, err := r.call(request{Op: "counters"})
 	if err != nil {
+		// Whatever answers next may be another helper: Set sends again.
+		r.instance = ""
 		return nil, err
 	}
 	if r.last != nil && resp.Instance != r.instance {

@@ -15,14 +15,20 @@ import (
 
 // wgDevice starts a wireguard-go device on a TUN named name inside ns,
 // configured through its UAPI (IpcSet, the protocol wgctrl speaks), and
-// closes it at cleanup.
-func wgDevice(t *testing.T, ns *testNS, name string, key wgtypes.Key, port int, peer wgtypes.Key, endpoint, allowed string) {
+// closes it at cleanup. With wrap, the device runs on what wrap makes of
+// the TUN (the userspace shaper).
+func wgDevice(t testing.TB, ns *testNS, name string, key wgtypes.Key, port int, peer wgtypes.Key, endpoint, allowed string, wrap func(tun.Device) (tun.Device, error)) {
 	t.Helper()
 	var dev *device.Device
 	err := ns.do(func() error {
 		td, err := tun.CreateTUN(name, 1420)
 		if err != nil {
 			return fmt.Errorf("create tun: %w", err)
+		}
+		if wrap != nil {
+			if td, err = wrap(td); err != nil {
+				return err
+			}
 		}
 		dev = device.NewDevice(td, nsBind{conn.NewDefaultBind(), ns}, device.NewLogger(device.LogLevelSilent, ""))
 		cfg := fmt.Sprintf("private_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\n", hex.EncodeToString(key[:]), port, hex.EncodeToString(peer[:]), endpoint)
@@ -74,18 +80,24 @@ func splitComma(s string) []string {
 	return out
 }
 
-// TestWireGuardTunnel shapes a real WireGuard tunnel (wireguard-go on TUN:
-// an L3 device, no Ethernet header) between two gateway namespaces, with
-// traffic forwarded from a source namespace into the tunnel.
-func TestWireGuardTunnel(t *testing.T) {
-	requireRoot(t)
-	if testing.Short() {
-		t.Skip("skipping: 10 s of iperf3 in -short mode")
-	}
-	src, gwA, gwB := newNS(t), newNS(t), newNS(t)
+// tunnelPath is a WireGuard tunnel (wireguard-go on TUN: an L3 device, no
+// Ethernet header) between two gateway namespaces, with traffic forwarded
+// from a source namespace into it: src (10.210.1.2) -> gwA -> wgA ->
+// gwB, which owns 10.212.0.1 (region r-b). wgA is gwA's tunnel device.
+type tunnelPath struct {
+	src, gwA, gwB *testNS
+	wgA           string
+}
+
+// newTunnelPath builds the path; wrap, when set, wraps gwA's TUN.
+func newTunnelPath(t testing.TB, wrap func(tun.Device) (tun.Device, error)) *tunnelPath {
+	t.Helper()
+	p := &tunnelPath{src: newNS(t), gwA: newNS(t), gwB: newNS(t)}
+	src, gwA, gwB := p.src, p.gwA, p.gwB
 	sfx := randSuffix()
 	a, b, c, d := "ocsh"+sfx+"a", "ocsh"+sfx+"b", "ocsh"+sfx+"c", "ocsh"+sfx+"d"
 	wgA, wgB := "ocsh"+sfx+"w", "ocsh"+sfx+"x"
+	p.wgA = wgA
 	src.sh(t, "ip link add "+a+" type veth peer name "+b+" netns "+gwA.name)
 	gwA.sh(t, "ip link add "+c+" type veth peer name "+d+" netns "+gwB.name)
 	src.sh(t, "ip addr add 10.210.1.2/24 dev "+a)
@@ -102,8 +114,8 @@ func TestWireGuardTunnel(t *testing.T) {
 
 	keyA, _ := wgtypes.GeneratePrivateKey()
 	keyB, _ := wgtypes.GeneratePrivateKey()
-	wgDevice(t, gwA, wgA, keyA, 51820, keyB.PublicKey(), "172.16.210.2:51820", "10.212.0.0/16,100.64.210.2/32")
-	wgDevice(t, gwB, wgB, keyB, 51820, keyA.PublicKey(), "172.16.210.1:51820", "10.210.0.0/16,100.64.210.1/32")
+	wgDevice(t, gwA, wgA, keyA, 51820, keyB.PublicKey(), "172.16.210.2:51820", "10.212.0.0/16,100.64.210.2/32", wrap)
+	wgDevice(t, gwB, wgB, keyB, 51820, keyA.PublicKey(), "172.16.210.1:51820", "10.210.0.0/16,100.64.210.1/32", nil)
 	gwA.sh(t, "ip addr add 100.64.210.1/32 dev "+wgA)
 	gwA.sh(t, "ip link set "+wgA+" up")
 	gwA.sh(t, "ip route add 10.212.0.0/16 dev "+wgA)
@@ -112,12 +124,46 @@ func TestWireGuardTunnel(t *testing.T) {
 	gwB.sh(t, "ip link set "+wgB+" up")
 	gwB.sh(t, "ip route add 10.210.0.0/16 dev "+wgB)
 	gwB.sh(t, "ip route add 100.64.210.1/32 dev "+wgB)
+	return p
+}
 
+// tunnelDesired shapes r-b (the tunnel's far side) at rate.
+func tunnelDesired(rate Rate) Desired {
+	return Desired{
+		Regions:      map[string]Rate{"r-b": rate},
+		Prefixes:     map[netipPrefix]string{mustPrefix("10.212.0.0/16"): "r-b", mustPrefix("10.210.0.0/16"): "r-a"},
+		ControlAddrs: []netipAddr{mustAddr("100.64.210.1"), mustAddr("100.64.210.2")},
+	}
+}
+
+// up waits for the tunnel's first handshake: under a loaded machine that
+// has taken over a second (all pings lost).
+func (p *tunnelPath) up(t testing.TB) {
+	t.Helper()
+	var out string
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if out, err = p.src.run("ping -c 1 -W 1 10.212.0.1"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("ping through the tunnel for 10 s: %v\n%s", err, out)
+	}
+}
+
+// TestWireGuardTunnel shapes a real WireGuard tunnel with the program on
+// wgA's egress.
+func TestWireGuardTunnel(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("skipping: 10 s of iperf3 in -short mode")
+	}
+	p := newTunnelPath(t, nil)
 	var s *Shaper
-	dir := pinDir(t)
-	if err := gwA.do(func() error {
+	if err := p.gwA.do(func() error {
 		var err error
-		s, err = New(Options{Interface: wgA, PinPath: dir})
+		s, err = New(Options{Interface: p.wgA, PinPath: pinDir(t)})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -127,27 +173,12 @@ func TestWireGuardTunnel(t *testing.T) {
 		t.Fatalf("wireguard device taken for Ethernet (l2 %d)", s.devs[0].l2)
 	}
 	const rate = 50 * Mbps
-	err := s.Set(Desired{
-		Regions:      map[string]Rate{"r-b": rate},
-		Prefixes:     map[netipPrefix]string{mustPrefix("10.212.0.0/16"): "r-b", mustPrefix("10.210.0.0/16"): "r-a"},
-		ControlAddrs: []netipAddr{mustAddr("100.64.210.1"), mustAddr("100.64.210.2")},
-	})
-	if err != nil {
+	if err := s.Set(tunnelDesired(rate)); err != nil {
 		t.Fatal(err)
 	}
-	// The tunnel is usable once its first handshake is done: under a
-	// loaded machine that has taken over a second (all pings lost).
-	var out string
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if out, err = src.run("ping -c 1 -W 1 10.212.0.1"); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("ping through the tunnel for 10 s: %v\n%s", err, out)
-	}
-	iperfServer(t, gwB, 5201)
-	bps, err := iperf(src, "10.212.0.1", 5201, 10, 1)
+	p.up(t)
+	iperfServer(t, p.gwB, 5201)
+	bps, err := iperf(p.src, "10.212.0.1", 5201, 10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,5 +187,42 @@ func TestWireGuardTunnel(t *testing.T) {
 	t.Logf("wireguard tunnel at %s: goodput %.2f Mbps, ratio %.4f; shaper %+v", rate, bps/1e6, ratio, cnt["r-b"])
 	if ratio < 0.95 || ratio > 1.0 {
 		t.Errorf("goodput ratio %.4f outside 0.95-1.00", ratio)
+	}
+}
+
+// TestUserspaceTunnel shapes the same tunnel in userspace: gwA's
+// wireguard-go device runs on the shaper's TUN, as the helper's does, and
+// TCP goodput through it holds 0.95-1.00 of the allocation.
+func TestUserspaceTunnel(t *testing.T) {
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("skipping: 16 s of iperf3 in -short mode")
+	}
+	var shaped *TUN
+	p := newTunnelPath(t, func(d tun.Device) (tun.Device, error) {
+		var err error
+		shaped, err = NewTUN(d, LimiterOptions{})
+		return shaped, err
+	})
+	p.up(t)
+	iperfServer(t, p.gwB, 5201)
+	for _, c := range []struct {
+		rate  Rate
+		flows int
+	}{{10 * Mbps, 1}, {100 * Mbps, 4}} {
+		if err := shaped.Set(tunnelDesired(c.rate)); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := shaped.Counters()
+		bps, err := iperf(p.src, "10.212.0.1", 5201, 8, c.flows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _ := shaped.Counters()
+		ratio := bps / float64(c.rate)
+		t.Logf("userspace shaper at %s, %d flow(s): goodput %.2f Mbps, ratio %.4f; dropped %d packets", c.rate, c.flows, bps/1e6, ratio, after["r-b"].DroppedPackets-before["r-b"].DroppedPackets)
+		if ratio < 0.95 || ratio > 1.0 {
+			t.Errorf("%s, %d flow(s): goodput ratio %.4f outside 0.95-1.00", c.rate, c.flows, ratio)
+		}
 	}
 }

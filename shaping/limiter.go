@@ -112,21 +112,28 @@ func (l *Limiter) Set(d Desired) error {
 		if b.rate == r && (r == 0 || b.lim != nil && b.burst == burst) {
 			continue
 		}
+		down := r < b.rate
 		b.rate, b.burst = r, burst
 		if r == 0 {
 			b.lim = nil
 			continue
 		}
 		limit := rate.Limit(float64(r) / 8)
-		if b.lim == nil {
-			b.lim = rate.NewLimiter(limit, burst)
-		} else {
-			b.lim.SetLimitAt(now, limit)
-			b.lim.SetBurstAt(now, burst)
-		}
 		b.queue = 0
 		if l.mode == ModeQueue {
 			b.queue = float64(QueueBytes(r, l.delay))
+		}
+		if b.lim == nil {
+			b.lim = rate.NewLimiter(limit, burst)
+			continue
+		}
+		b.lim.SetLimitAt(now, limit)
+		b.lim.SetBurstAt(now, burst)
+		if down && b.lim.TokensAt(now) < -b.queue {
+			// As the program does: the debt run up at the old rate is cut
+			// to the new bound, or a region lowered from 20 Mbps to 1 Kbps
+			// would pay 100 ms of 20 Mbps back for half an hour.
+			b.lim = limiterAt(limit, burst, now, -b.queue)
 		}
 	}
 	for name := range l.buckets {
@@ -137,6 +144,18 @@ func (l *Limiter) Set(d Desired) error {
 	}
 	l.idle.Store(len(l.buckets) == 0)
 	return nil
+}
+
+// limiterAt is a limiter whose bucket holds tokens (at most burst,
+// possibly negative) at now: a full one, with tokens-burst reserved.
+func limiterAt(limit rate.Limit, burst int, now time.Time, tokens float64) *rate.Limiter {
+	lim := rate.NewLimiter(limit, burst)
+	for debt := float64(burst) - tokens; debt >= 1; {
+		n := int(min(debt, float64(burst)))
+		lim.ReserveN(now, n)
+		debt -= float64(n)
+	}
+	return lim
 }
 
 // Admit decides the fate of one IP packet (IPv4 or IPv6, no link-layer

@@ -221,6 +221,37 @@ func TestLimiterTenantPorts(t *testing.T) {
 	}
 }
 
+// TestLimiterRateDecreaseDropsOldDebt: as TestProgRateDecreaseDropsOldDebt
+// for the program, a bucket deep in debt at 10 Mbps lets a ping through
+// right after its rate drops to 1 Kbps, and not more than the new bound.
+func TestLimiterRateDecreaseDropsOldDebt(t *testing.T) {
+	l, err := NewLimiter(LimiterOptions{MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Desired{Regions: map[string]Rate{"r-a": 10 * Mbps}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}}
+	if err := l.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	bulk := pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 1500}.ip()
+	for i := 0; i < 200; i++ { // run up the debt: 125 KB at 10 Mbps
+		l.Admit(bulk, now)
+	}
+	d.Regions["r-a"] = Kbps
+	if err := l.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	tokens := l.buckets["r-a"].lim.TokensAt(now)
+	if tokens < -12.5-1 || tokens > 0 {
+		t.Fatalf("bucket at %.1f bytes after the drop to 1 Kbps, want the new debt bound, -12.5", tokens)
+	}
+	ping := pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 84}.ip()
+	if _, ok := l.Admit(ping, now.Add(time.Second)); !ok {
+		t.Fatal("a ping waits for debt run up at the old, higher rate")
+	}
+}
+
 func TestLimiterPing1Kbps(t *testing.T) {
 	l, err := NewLimiter(LimiterOptions{})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/shaping"
 	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -292,7 +293,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Run the agent once more with --cleanup, then stop it.
-		cmd := exec.Command("ip", "netns", "exec", g.Namespace, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS,
+		cmd := exec.Command("ip", "netns", "exec", g.Namespace,
 			opts.Cend, "--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket, "--metrics-addr", "",
 			"--state-dir", g.StateDir, "--cleanup")
 		logf, _ := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -410,16 +411,21 @@ func leftovers(t *testing.T, g lab.Gateway, device string) {
 	if strings.TrimSpace(string(out)) != "" {
 		t.Errorf("helper of %s still runs: pids %s", device, out)
 	}
-	entries, _ := os.ReadDir(g.BPFFS)
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".debug") { // the kernel's own files
-			t.Errorf("pinned object left in the gateway's bpffs: %s", e.Name())
+	if _, err := os.Stat(shaping.SocketPath(device)); err == nil {
+		t.Errorf("shaper socket of %s left", device)
+	}
+	// cend's bpffs lived in the mount namespace ip netns exec gave it;
+	// none of the gateway's may show on the host.
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, m := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(m, " - bpf ") && (strings.Contains(m, g.StateDir) || strings.Contains(m, "/opencen/"+device)) {
+			t.Errorf("bpffs mount of the gateway left: %s", m)
 		}
 	}
-	// The lab's own files (the agent's log, the bpffs mount point) stay.
-	entries, _ = os.ReadDir(g.StateDir)
+	// The lab's own file (the agent's log) stays.
+	entries, _ := os.ReadDir(g.StateDir)
 	for _, e := range entries {
-		if e.Name() != "cend.log" && e.Name() != "bpf" {
+		if e.Name() != "cend.log" {
 			t.Errorf("state left in %s: %s", g.StateDir, e.Name())
 		}
 	}

@@ -160,7 +160,7 @@ func TestRoutingEndToEnd(t *testing.T) {
 		if err := l.StopAgent(ctx, "gw-a2", syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("ip", "netns", "exec", a2.Namespace, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, a2.BPFFS,
+		cmd := exec.Command("ip", "netns", "exec", a2.Namespace,
 			opts.Cend, "--config", roguePath, "--gateway", a2.Name, "--socket", a2.Socket, "--metrics-addr", "",
 			"--state-dir", a2.StateDir)
 		logf, err := os.OpenFile(a2.LogFile, os.O_WRONLY|os.O_APPEND, 0)

@@ -20,10 +20,9 @@
 // the shell scripts of scripts/lab, which the VM lab (Vagrantfile) runs
 // too: a person can replay any step by hand.
 //
-// Agents run through ip netns exec (their own mount namespace and /sys),
-// each with a bpffs of its gateway's own bound over /sys/fs/bpf, mounted
-// under the state dir so pinned objects survive an agent restart. Agents
-// and BIRD are detached (own session, logs in the state dir) and outlive
+// Agents run as an operator runs them, through ip netns exec (their own
+// mount namespace and /sys, where cend mounts a bpffs of its own), with
+// nothing prepared for them. Agents and BIRD are detached (own session, logs in the state dir) and outlive
 // the process that called Up. A Lab's methods are not safe for concurrent
 // use.
 package lab
@@ -67,6 +66,8 @@ type Options struct {
 	Cend string
 	// CendLogFormat is passed as --log-format; default text.
 	CendLogFormat string
+	// CendShaper is passed as --shaper when set (tcx, tc, userspace).
+	CendShaper string
 	// Logger receives progress (info) and every command run (debug).
 	Logger *slog.Logger
 	// Prefix starts every namespace name; default "ocl-". Tests use

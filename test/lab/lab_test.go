@@ -38,12 +38,11 @@ func TestMain(m *testing.M) {
 }
 
 type fakeReport struct {
-	Gateway, Metrics, LogFormat string
-	Addrs                       []string
-	// Runs is how many agents of this gateway have left a mark in its
-	// /sys/fs/bpf, this one included: more than one proves the bpffs
-	// outlives an agent.
-	Runs int
+	Gateway, Metrics, LogFormat, Shaper string
+	Addrs                               []string
+	// BPFFS is whether /sys/fs/bpf was a bpf filesystem when the agent
+	// started: the lab prepares nothing an operator would not.
+	BPFFS bool
 }
 
 func fakeCend(args []string) int {
@@ -54,6 +53,7 @@ func fakeCend(args []string) int {
 	metrics := fs.String("metrics-addr", "", "")
 	stateDir := fs.String("state-dir", "", "")
 	logFormat := fs.String("log-format", "", "")
+	shaper := fs.String("shaper", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,17 +72,8 @@ func fakeCend(args []string) int {
 		return 1
 	}
 	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
-		fmt.Fprintln(os.Stderr, "fake cend: /sys/fs/bpf is not a bpffs:", err)
-		return 1
-	}
-	marks := "/sys/fs/bpf/opencen/" + *gw
-	if err := os.MkdirAll(filepath.Join(marks, fmt.Sprint("run-", os.Getpid())), 0o700); err != nil {
-		fmt.Fprintln(os.Stderr, "fake cend:", err)
-		return 1
-	}
-	runs, _ := os.ReadDir(marks)
-	rep := fakeReport{Gateway: *gw, Metrics: *metrics, LogFormat: *logFormat, Runs: len(runs)}
+	rep := fakeReport{Gateway: *gw, Metrics: *metrics, LogFormat: *logFormat, Shaper: *shaper,
+		BPFFS: unix.Statfs("/sys/fs/bpf", &st) == nil && st.Type == unix.BPF_FS_MAGIC}
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
 		rep.Addrs = append(rep.Addrs, a.String())
@@ -333,6 +324,7 @@ func TestUpWithAgents(t *testing.T) {
 	}
 	t.Setenv("OCL_FAKE_CEND", "1")
 	o.Cend = self
+	o.CendShaper = "tc"
 	o.StartTimeout = 10 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -349,8 +341,11 @@ func TestUpWithAgents(t *testing.T) {
 		if err := json.Unmarshal(b, &rep); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Gateway != g.Name || rep.Metrics != "127.0.0.1:9469" || rep.LogFormat != "text" {
+		if rep.Gateway != g.Name || rep.Metrics != "127.0.0.1:9469" || rep.LogFormat != "text" || rep.Shaper != "tc" {
 			t.Errorf("%s: agent flags %+v", g.Name, rep)
+		}
+		if rep.BPFFS {
+			t.Errorf("%s: the agent found a bpffs the lab prepared at /sys/fs/bpf", g.Name)
 		}
 		if !strings.Contains(strings.Join(rep.Addrs, " "), g.UnderlayAddr.String()) {
 			t.Errorf("%s: agent runs outside its namespace: addresses %v", g.Name, rep.Addrs)
@@ -368,20 +363,18 @@ func TestUpWithAgents(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 
-	// Restart one agent: the new one finds its predecessor's bpffs.
+	// Restart one agent: it gets the flags the lab was brought up with.
 	if err := l.StopAgent(ctx, "gw-shanghai-1", syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	sh, _ := l.Gateway("gw-shanghai-1")
+	os.Remove(filepath.Join(sh.StateDir, "fake.json"))
 	if err := l.StartAgent(ctx, "gw-shanghai-1", self); err != nil {
 		t.Fatal(err)
 	}
-	sh, _ := l.Gateway("gw-shanghai-1")
 	var rep fakeReport
-	if b, err := os.ReadFile(filepath.Join(sh.StateDir, "fake.json")); err != nil || json.Unmarshal(b, &rep) != nil || rep.Runs != 2 {
-		t.Errorf("restarted agent saw %d runs in its bpffs, want 2 (%v)", rep.Runs, err)
-	}
-	if runs, err := os.ReadDir(filepath.Join(sh.BPFFS, "opencen", "gw-shanghai-1")); err != nil || len(runs) != 2 {
-		t.Errorf("gateway bpffs %s: %d runs (%v)", sh.BPFFS, len(runs), err)
+	if b, err := os.ReadFile(filepath.Join(sh.StateDir, "fake.json")); err != nil || json.Unmarshal(b, &rep) != nil || rep.Shaper != "tc" || rep.BPFFS {
+		t.Errorf("restarted agent: %+v (%v), want --shaper tc and no bpffs prepared", rep, err)
 	}
 
 	// Kill a gateway the way the demo does.

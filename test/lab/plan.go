@@ -48,8 +48,10 @@ type Lab struct {
 	SourceConfig string // the config the lab was built from
 	ConfigFile   string // the lab's own copy, with the lab's fresh keys
 	Scripts      string // the scripts/lab folder the lab was built with
-	// AgentLogFormat is cend's --log-format, kept for StartAgent.
+	// AgentLogFormat is cend's --log-format, AgentShaper its --shaper
+	// (empty: cend's default), kept for StartAgent.
 	AgentLogFormat string `json:",omitempty"`
+	AgentShaper    string `json:",omitempty"`
 	Underlay       string // namespace holding the underlay bridge
 	// UnderlayDelays is the one-way delay added toward each region's
 	// gateways on the underlay (netem), by region; empty when the kernel has
@@ -90,12 +92,7 @@ type Gateway struct {
 	StateDir    string
 	LogFile     string
 	KeyFile     string // private key, mode 0600
-	// BPFFS is a bpf filesystem mounted for this gateway alone and bound
-	// over /sys/fs/bpf in its agent's mount namespace, so pinned shaper
-	// objects survive an agent restart (ip netns exec alone would give each
-	// run an empty /sys/fs/bpf) and never collide between gateways.
-	BPFFS string
-	PID   int `json:",omitempty"`
+	PID         int    `json:",omitempty"`
 }
 
 // Host is a VPC host or an on-premises host.
@@ -221,7 +218,6 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 			StateDir:     gdir,
 			LogFile:      filepath.Join(gdir, "cend.log"),
 			KeyFile:      filepath.Join(stateDir, "keys", g.Name+".key"),
-			BPFFS:        filepath.Join(gdir, "bpf"),
 		})
 	}
 

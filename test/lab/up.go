@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/opencen/opencen/config"
 )
 
@@ -112,6 +110,7 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	}
 	if o.Cend != "" {
 		l.AgentLogFormat = o.CendLogFormat
+		l.AgentShaper = o.CendShaper
 		for i := range l.Gateways {
 			if err := l.startAgent(ctx, o.Cend, o.CendLogFormat, &l.Gateways[i]); err != nil {
 				return fail(err)
@@ -413,39 +412,19 @@ func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway
 		return fmt.Errorf("gateway %s: %w", g.Name, err)
 	}
 	_ = os.Remove(g.Socket)
-	if err := ensureBPFFS(g.BPFFS); err != nil {
-		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	// As an operator starts it: ip netns exec, nothing prepared (cend
+	// mounts its own bpffs in the fresh /sys ip netns exec gives it).
+	args := []string{cend, "--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket,
+		"--metrics-addr", g.MetricsAddr, "--state-dir", g.StateDir, "--log-format", logFormat}
+	if l.AgentShaper != "" {
+		args = append(args, "--shaper", l.AgentShaper)
 	}
-	// ip netns exec gives the agent a mount namespace of its own with a
-	// fresh /sys; the gateway's bpffs is bound over its /sys/fs/bpf there,
-	// then sh execs cend (same PID).
-	pid, err := l.spawn(g.Namespace, g.LogFile, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS, cend,
-		"--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket,
-		"--metrics-addr", g.MetricsAddr, "--state-dir", g.StateDir, "--log-format", logFormat)
+	pid, err := l.spawn(g.Namespace, g.LogFile, args...)
 	if err != nil {
 		return fmt.Errorf("gateway %s: start cend: %w", g.Name, err)
 	}
 	g.PID = pid
 	l.r.log.Info("cend started", "gateway", g.Name, "pid", pid, "socket", g.Socket)
-	return nil
-}
-
-// ensureBPFFS mounts a bpf filesystem on dir (in the root mount
-// namespace, where it outlives any agent) unless one is there.
-func ensureBPFFS(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("bpffs folder: %w", err)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	if st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
-	}
 	return nil
 }
 

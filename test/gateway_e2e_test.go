@@ -289,36 +289,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 		g := gw("gw-b1")
 		var st api.Status
 		cenctlJSON(t, g.Socket, &st, "status")
-		if err := l.StopAgent(ctx, "gw-b1", syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		// Run the agent once more with --cleanup, then stop it.
-		cmd := exec.Command("ip", "netns", "exec", g.Namespace,
-			opts.Cend, "--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket, "--metrics-addr", "",
-			"--state-dir", g.StateDir, "--cleanup")
-		logf, _ := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, 20*time.Second, "cend --cleanup up", func() error {
-			_, err := os.Stat(g.Socket)
-			return err
-		})
-		time.Sleep(time.Second)
-		cmd.Process.Signal(syscall.SIGTERM)
-		waitErr := make(chan error, 1)
-		go func() { waitErr <- cmd.Wait() }()
-		select {
-		case err := <-waitErr:
-			if err != nil {
-				t.Errorf("cend --cleanup exited with %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Fatal("cend --cleanup did not stop")
-		}
-		logf.Close()
+		runCleanup(t, l, opts, g)
 		leftovers(t, g, st.Device)
 	})
 

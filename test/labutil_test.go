@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +36,13 @@ func requireRoot(t testing.TB) {
 // named for this test alone, and removes it all when the test ends.
 func upLab(t testing.TB, configFile string) (*lab.Lab, lab.Options) {
 	t.Helper()
+	return upLabShaper(t, configFile, "")
+}
+
+// upLabShaper is upLab with every cend started with --shaper shaper (its
+// default when empty).
+func upLabShaper(t testing.TB, configFile, shaper string) (*lab.Lab, lab.Options) {
+	t.Helper()
 	requireRoot(t)
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
@@ -42,11 +51,12 @@ func upLab(t testing.TB, configFile string) (*lab.Lab, lab.Options) {
 		t.Fatal(err)
 	}
 	opts := lab.Options{
-		Config:   configFile,
-		StateDir: filepath.Join(t.TempDir(), "lab"),
-		Cend:     binary(t, "cend"),
-		Prefix:   "ocl-e" + hex.EncodeToString(suffix) + "-",
-		Logger:   slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Config:     configFile,
+		StateDir:   filepath.Join(t.TempDir(), "lab"),
+		Cend:       binary(t, "cend"),
+		Prefix:     "ocl-e" + hex.EncodeToString(suffix) + "-",
+		CendShaper: shaper,
+		Logger:     slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -164,4 +174,82 @@ func cenctlJSON(t testing.TB, socket string, out any, args ...string) {
 	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
 		t.Fatalf("cenctl %v: %v\n%s", args, err, r.stdout)
 	}
+}
+
+// runCleanup stops a gateway's agent and runs cend --cleanup in its place,
+// as an operator would (ip netns exec, extra flags appended), until it is
+// up, then stops it and wants it to exit 0.
+func runCleanup(t *testing.T, l *lab.Lab, opts lab.Options, g lab.Gateway, extra ...string) {
+	t.Helper()
+	if err := l.StopAgent(context.Background(), g.Name, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"netns", "exec", g.Namespace, opts.Cend, "--config", l.ConfigFile, "--gateway", g.Name,
+		"--socket", g.Socket, "--metrics-addr", "", "--state-dir", g.StateDir, "--cleanup"}, extra...)
+	cmd := exec.Command("ip", args...)
+	logf, _ := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cmd.Process.Kill()
+			<-waitErr
+		}
+	}()
+	eventually(t, 20*time.Second, "cend --cleanup up", func() error {
+		var st api.Status
+		r := runCenctl(t, "--socket", g.Socket, "status", "-o", "json")
+		if r.code != 0 {
+			return fmt.Errorf("status: %s", r.stderr)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			return err
+		}
+		for _, s := range st.Subsystems {
+			if s.LastApplied.IsZero() {
+				return fmt.Errorf("%s not applied yet", s.Name)
+			}
+		}
+		return nil
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-waitErr:
+		stopped = true
+		if err != nil {
+			t.Errorf("cend --cleanup exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("cend --cleanup did not stop")
+	}
+}
+
+// ownInstance writes a copy of a lab config whose instance has a name of
+// this run's own: WireGuard device names derive from it and must be
+// unique on the host, so two labs of the same config (another package's
+// tests, a second checkout's) can run at once.
+func ownInstance(t testing.TB, configFile string) string {
+	t.Helper()
+	b, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sfx := make([]byte, 3)
+	rand.Read(sfx)
+	re := regexp.MustCompile(`(?m)^(instance:\n  name: )(\S+)$`)
+	if !re.Match(b) {
+		t.Fatalf("%s: no instance name on the second line", configFile)
+	}
+	out := re.ReplaceAll(b, []byte("${1}${2}-"+hex.EncodeToString(sfx)))
+	path := filepath.Join(t.TempDir(), filepath.Base(configFile))
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -99,6 +99,9 @@ type Agent struct {
 	grow     chan struct{}
 	lastGrow atomic.Int64 // when growReconcile was last called, unix ns
 	metrics  *metrics
+	// probe finds what the host supports for shaping (probeHost; tests
+	// replace it).
+	probe func(device string) hostSupport
 }
 
 // Subsystem names, as status and metrics label them.
@@ -152,6 +155,7 @@ func New(opts Options) (*Agent, error) {
 		grow:     make(chan struct{}, 1),
 		rates:    newRateTracker(),
 	}
+	a.probe = a.probeHost
 	for _, name := range []string{subDataplane, subRouting, subShaping} {
 		a.subsys[name] = &api.SubsystemStatus{Name: name}
 	}

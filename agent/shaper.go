@@ -107,7 +107,7 @@ func (a *Agent) Prepare() error {
 	}
 	cfg := a.snapshotConfig()
 	device := dataplane.DeviceName(cfg.Instance.Name + "/" + a.opts.Gateway)
-	p, err := chooseShaper(a.opts.Shaper, a.probeHost(device))
+	p, err := chooseShaper(a.opts.Shaper, a.probe(device))
 	if err != nil {
 		return err
 	}

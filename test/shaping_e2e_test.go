@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -129,11 +130,65 @@ func shapingMode(t *testing.T, mode string) {
 		reach(t, l)
 	})
 	t.Run("the 1 Kbps default passes ping and no bulk, on any port", func(t *testing.T) { oneKbps(t, l) })
+	if mode == "userspace" {
+		t.Run("a failed start leaves the tunnel in place for cend --cleanup", func(t *testing.T) {
+			failedStartThenCleanup(t, l, opts, x, st.Device)
+		})
+		return
+	}
 	t.Run("cleanup leaves nothing", func(t *testing.T) {
 		runCleanup(t, l, opts, x, "--shaper", mode)
 		leftovers(t, x, st.Device)
 		noShaperLeft(t, x)
 	})
+}
+
+// failedStartThenCleanup makes a restarted cend fail after its tunnel is
+// up (the helper's shaper socket is gone, as with a helper an older cend
+// started): it logs what it leaves in place, exits non-zero and leaves the
+// tunnel running; cend --cleanup, which cannot start either, removes it
+// all on its way out.
+func failedStartThenCleanup(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Gateway, device string) {
+	if err := l.StopAgent(context.Background(), x.Name, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(shaping.SocketPath(device)); err != nil {
+		t.Fatal(err)
+	}
+	// The control socket opens before the start fails: StartAgent may see
+	// it, or the exit.
+	_ = l.StartAgent(context.Background(), x.Name, opts.Cend)
+	pid := gatewayOf(t, l, x.Name).PID
+	eventually(t, 15*time.Second, "the failed cend exits", func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil && pid != 0 {
+			return fmt.Errorf("pid %d still runs", pid)
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(x.LogFile)
+	tail := string(b[max(0, len(b)-4000):])
+	for _, want := range []string{"start failed; left in place", "WireGuard device " + device, "has no userspace shaper"} {
+		if !strings.Contains(tail, want) {
+			t.Errorf("the failed start's log does not say %q:\n%s", want, tail)
+		}
+	}
+	h, err := netlinkHandle(x.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.LinkByName(device); err != nil {
+		t.Fatalf("the tunnel device is gone after a failed start: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", x.Namespace, opts.Cend, "--config", l.ConfigFile, "--gateway", x.Name,
+		"--socket", x.Socket, "--metrics-addr", "", "--state-dir", x.StateDir, "--shaper", "userspace", "--cleanup").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "has no userspace shaper") {
+		t.Errorf("cend --cleanup on a gateway that cannot start: %v, want exit 1 naming why:\n%s", err, out)
+	}
+	leftovers(t, x, device)
+	noShaperLeft(t, x)
 }
 
 // reach waits until vpc-x reaches vpc-y and vpc-z.

@@ -69,6 +69,7 @@ type Agent struct {
 	loadedAt time.Time
 	sec      secrets
 	routes   learned
+	handoffs learned // the twins' handoff addresses (LearnedRoute.Handoff)
 	stale    learned // routes kept from before a restart until BGP is synced
 	held     map[netip.Prefix]heldRoute
 	synced   bool
@@ -135,6 +136,7 @@ func New(opts Options) (*Agent, error) {
 		loadedAt: time.Now(),
 		sec:      sec,
 		routes:   learned{},
+		handoffs: learned{},
 		held:     map[netip.Prefix]heldRoute{},
 		down:     map[string]bool{},
 		subsys:   map[string]*api.SubsystemStatus{},
@@ -222,13 +224,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if firstErr != nil {
 		a.log.Error("first reconcile incomplete; retrying in the loop", "err", firstErr)
 	}
-	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device, "overlay", a.dp.Overlay())
+	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device)
 
-	// CEN traffic leaves through the WireGuard device (the fast path, and
-	// IPv6) and through the overlay (IPv4 entering at a home's twin), both
-	// with its real destinations visible: one shaper, one set of buckets,
-	// at the egress of both, so a region pair's rate holds for the sum.
-	a.sh, err = shaping.Start(shaping.Options{Interfaces: []string{a.dp.Overlay(), a.dp.Device()}, PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
+	// All CEN traffic leaves through the WireGuard device with its real
+	// destinations visible: the shaper's buckets sit at its egress.
+	a.sh, err = shaping.Start(shaping.Options{Interfaces: []string{a.dp.Device()}, PinPath: a.pinPath(), Logger: a.log.With("subsystem", subShaping)})
 	if err != nil {
 		return fmt.Errorf("shaping: %w", err)
 	}
@@ -400,9 +400,23 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.addHeld(routes, now)
 	}
-	dpWant := dataplaneDesiredInto(cfg, d, sec, routes, &a.dpBuf)
+	v := view{routes: routes, down: a.down, lan: a.lanAddrs()}
+	dpWant := dataplaneDesiredInto(cfg, d, sec, v, &a.dpBuf)
 	shWant := shapingDesired(cfg, d, routes)
+	missing := missingHandoffs(cfg, d, v)
 	a.mu.Unlock()
+	rtWant := routingDesired(cfg, d, sec)
+	if a.dp != nil {
+		local, err := a.dp.LocalAddresses()
+		if err != nil {
+			a.log.Warn("reading the gateway's addresses", "err", err)
+		}
+		rtWant.Connected, rtWant.HandoffAddresses = connectedAndHandoff(d, local)
+	}
+	if len(missing) > 0 {
+		a.log.Warn("twin gateways with no known LAN address: traffic from their prefixes that enters here cannot be handed to them",
+			"twins", missing)
+	}
 
 	var errs []error
 	apply := func(name string, fn func() error) {
@@ -424,7 +438,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		apply(subDataplane, func() error { return a.dp.Set(ctx, dpWant) })
 	}
 	if a.rt != nil {
-		apply(subRouting, func() error { return a.rt.Set(ctx, routingDesired(cfg, d, sec)) })
+		apply(subRouting, func() error { return a.rt.Set(ctx, rtWant) })
 	}
 	if a.sh != nil {
 		apply(subShaping, func() error { return a.sh.Set(shWant) })
@@ -447,15 +461,23 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 			gone[p] = r
 		}
 		a.routes = learned{}
+		a.handoffs = learned{}
 	}
 	for _, p := range b.Withdraw {
 		if r, ok := a.routes[p]; ok {
 			gone[p] = r
 		}
 		delete(a.routes, p)
+		delete(a.handoffs, p)
 	}
 	onlyNew := a.onlyNewPrefixes(b)
 	for _, r := range b.Upsert {
+		if r.Handoff {
+			a.handoffs[r.Prefix] = r
+			delete(a.routes, r.Prefix)
+			continue
+		}
+		delete(a.handoffs, r.Prefix)
 		a.routes[r.Prefix] = r
 		delete(gone, r.Prefix)
 		delete(a.held, r.Prefix)
@@ -582,7 +604,7 @@ func (a *Agent) pinPath() string {
 	if a.opts.PinPath != "" {
 		return a.opts.PinPath
 	}
-	return filepath.Join("/sys/fs/bpf/opencen", a.dp.Overlay())
+	return filepath.Join("/sys/fs/bpf/opencen", a.dp.Device())
 }
 
 func (a *Agent) routesFile() string { return filepath.Join(a.opts.StateDir, "learned-routes.json") }

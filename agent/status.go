@@ -53,7 +53,6 @@ func (a *Agent) Status() api.Status {
 		WireGuard:        string(ds.Mode),
 		Shaping:          a.shMode,
 		Device:           ds.Device,
-		Overlay:          a.overlayName(),
 		TunnelAddress:    a.desired.TunnelAddress.String(),
 		PeersTotal:       len(rs.Sessions),
 		Conflicts:        conflicts(rs),
@@ -74,13 +73,6 @@ func (a *Agent) Status() api.Status {
 		}
 	}
 	return s
-}
-
-func (a *Agent) overlayName() string {
-	if a.dp == nil {
-		return ""
-	}
-	return a.dp.Overlay()
 }
 
 func conflicts(rs routing.Status) int {

@@ -33,11 +33,9 @@ type Status struct {
 	// "userspace" (the x/time/rate fallback).
 	WireGuard string `json:"wireguard"`
 	Shaping   string `json:"shaping"`
-	// Device is the WireGuard device; Overlay the VXLAN device inside it
-	// that carries IPv4 CEN traffic entering at a home's twin. The
-	// shaper charges one set of buckets at the egress of both.
+	// Device is the WireGuard device: all CEN traffic leaves through it,
+	// and the shaper's buckets sit at its egress.
 	Device        string            `json:"device"`
-	Overlay       string            `json:"overlay"`
 	TunnelAddress string            `json:"tunnel_address"`
 	Subsystems    []SubsystemStatus `json:"subsystems"`
 	PeersUp       int               `json:"peers_up"`

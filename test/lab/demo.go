@@ -223,10 +223,11 @@ const MinGoodputRatio = 0.95
 var rttAvg = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 
 // pingFrom runs a bounded ping in a host's namespace.
-func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interval time.Duration) (sent, received int, rtt float64) {
+func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interval time.Duration, extra ...string) (sent, received int, rtt float64) {
 	deadline := int(time.Duration(count)*interval/time.Second) + 2
-	out, _ := l.Exec(ctx, from, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
-		"-W", "1", "-w", strconv.Itoa(deadline), addr)
+	argv := append([]string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+		"-W", "1", "-w", strconv.Itoa(deadline)}, extra...)
+	out, _ := l.Exec(ctx, from, append(argv, addr)...)
 	if m := pingSummaryRE.FindStringSubmatch(string(out)); m != nil {
 		sent, _ = strconv.Atoi(m[1])
 		received, _ = strconv.Atoi(m[2])

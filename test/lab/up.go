@@ -240,8 +240,10 @@ func (l *Lab) build(ctx context.Context, o Options, scripts string) error {
 				return err
 			}
 			k++
-			if err := r.ip(ctx, h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN); err != nil {
-				return err
+			for _, a := range append([]netip.Prefix{h.Address}, h.Extra...) {
+				if err := r.ip(ctx, h.Namespace, "addr", "add", a.String(), "dev", ifLAN); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -71,12 +71,15 @@ type Agent struct {
 	routes   learned
 	handoffs learned // the twins' handoff addresses (LearnedRoute.Handoff)
 	stale    learned // routes kept from before a restart until BGP is synced
-	held     map[netip.Prefix]heldRoute
-	synced   bool
-	down     map[string]bool
-	subsys   map[string]*api.SubsystemStatus
-	started  time.Time
-	rates    *rateTracker
+	// staleHandoffs are the handoff addresses kept from before a restart,
+	// used until BGP is synced.
+	staleHandoffs learned
+	held          map[netip.Prefix]heldRoute
+	synced        bool
+	down          map[string]bool
+	subsys        map[string]*api.SubsystemStatus
+	started       time.Time
+	rates         *rateTracker
 
 	applyMu sync.Mutex // serialises reconciles
 	dpBuf   desiredBuf // under applyMu
@@ -128,21 +131,22 @@ func New(opts Options) (*Agent, error) {
 		opts.BGPPort = 179
 	}
 	a := &Agent{
-		opts:     opts,
-		log:      opts.Logger.With("gateway", opts.Gateway),
-		cfg:      cfg,
-		desired:  d,
-		gen:      1,
-		loadedAt: time.Now(),
-		sec:      sec,
-		routes:   learned{},
-		handoffs: learned{},
-		held:     map[netip.Prefix]heldRoute{},
-		down:     map[string]bool{},
-		subsys:   map[string]*api.SubsystemStatus{},
-		kick:     make(chan struct{}, 1),
-		grow:     make(chan struct{}, 1),
-		rates:    newRateTracker(),
+		opts:          opts,
+		log:           opts.Logger.With("gateway", opts.Gateway),
+		cfg:           cfg,
+		desired:       d,
+		gen:           1,
+		loadedAt:      time.Now(),
+		sec:           sec,
+		routes:        learned{},
+		handoffs:      learned{},
+		staleHandoffs: learned{},
+		held:          map[netip.Prefix]heldRoute{},
+		down:          map[string]bool{},
+		subsys:        map[string]*api.SubsystemStatus{},
+		kick:          make(chan struct{}, 1),
+		grow:          make(chan struct{}, 1),
+		rates:         newRateTracker(),
 	}
 	for _, name := range []string{subDataplane, subRouting, subShaping} {
 		a.subsys[name] = &api.SubsystemStatus{Name: name}
@@ -201,6 +205,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		os.Remove(a.gracefulMarker())
 	}
 	a.stale = loadRoutes(a.routesFile(), a.log)
+	for p, r := range a.stale {
+		if r.Handoff {
+			a.staleHandoffs[p] = r
+			delete(a.stale, p)
+		}
+	}
 	defer func() { err = errors.Join(err, a.close()) }()
 
 	cfg := a.snapshotConfig()
@@ -403,7 +413,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	v := view{routes: routes, down: a.down, lan: a.lanAddrs()}
 	dpWant := dataplaneDesiredInto(cfg, d, sec, v, &a.dpBuf)
 	shWant := shapingDesired(cfg, d, routes)
-	missing := missingHandoffs(cfg, d, v)
+	missing := missingHandoffs(d, v)
 	a.mu.Unlock()
 	rtWant := routingDesired(cfg, d, sec)
 	if a.dp != nil {
@@ -414,7 +424,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		rtWant.Connected, rtWant.HandoffAddresses = connectedAndHandoff(d, local)
 	}
 	if len(missing) > 0 {
-		a.log.Warn("twin gateways with no known LAN address: traffic from their prefixes that enters here cannot be handed to them",
+		a.log.Warn("twin gateways up but with no LAN address known: they cannot be handed traffic, so they are home of nothing here",
 			"twins", missing)
 	}
 
@@ -490,7 +500,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 	if b.Synced && !a.synced {
 		a.synced = true
 		a.log.Info("bgp synced: sweeping routes kept from before the restart", "kept", len(a.stale))
-		a.stale = nil
+		a.stale, a.staleHandoffs = nil, nil
 	}
 	a.mu.Unlock()
 	if onlyNew {
@@ -582,7 +592,13 @@ func (a *Agent) close() error {
 	}
 	if graceful {
 		a.mu.Lock()
-		routes := a.routes
+		routes := make(learned, len(a.routes)+len(a.handoffs))
+		for p, r := range a.routes {
+			routes[p] = r
+		}
+		for p, r := range a.handoffs {
+			routes[p] = r
+		}
 		a.mu.Unlock()
 		errs = append(errs, saveRoutes(a.routesFile(), routes))
 		errs = append(errs, os.WriteFile(a.gracefulMarker(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600))

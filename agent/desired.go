@@ -184,10 +184,17 @@ func (b *desiredBuilder) onPremCandidates(r routing.LearnedRoute) []netip.Addr {
 	return out
 }
 
-// twinUp reports whether a is a gateway of this region that is up.
+// twinUp reports whether a is this gateway or a twin that can be a home:
+// one whose handoff addresses BGP carries. Those routes, like the VPC
+// CIDRs the other regions see, stay while the twin's agent restarts
+// (graceful restart keeps them, its tunnels keep forwarding) and go when
+// it dies, so every gateway agrees on who is up.
 func (b *desiredBuilder) twinUp(a netip.Addr) bool {
+	if a == b.d.TunnelAddress {
+		return true
+	}
 	g, ok := b.h.byAddr[a]
-	return ok && g.region == b.d.Region && (a == b.d.TunnelAddress || !b.v.down[g.name])
+	return ok && g.region == b.d.Region && len(b.v.lan[a]) > 0
 }
 
 // homeLocal homes a local prefix among candidates: at a twin it goes
@@ -236,14 +243,14 @@ func (b *desiredBuilder) finish() dataplane.Desired {
 	return b.out
 }
 
-// missingHandoffs names the twins that are home of local prefixes but
-// whose LAN addresses are not known.
-func missingHandoffs(cfg *config.Config, d *config.Desired, v view) []string {
-	b := newDesiredBuilder(cfg, d, secrets{}, v)
-	b.localPrefixes()
+// missingHandoffs names the twins whose BGP session is up but which
+// announce no LAN address: they cannot be handed their prefixes' traffic,
+// so this gateway takes them for down (and their receivers drop what they
+// send for the prefixes the config deals them).
+func missingHandoffs(d *config.Desired, v view) []string {
 	var out []string
 	for _, p := range d.Peers {
-		if len(b.handoff[p.TunnelAddress]) > 0 && len(v.lan[p.TunnelAddress]) == 0 {
+		if p.Region == d.Region && !v.down[p.Name] && len(v.lan[p.TunnelAddress]) == 0 {
 			out = append(out, p.Name)
 		}
 	}
@@ -317,9 +324,21 @@ func overlapsVPC(cfg *config.Config, a netip.Prefix) bool {
 // held.
 func (a *Agent) lanAddrs() map[netip.Addr][]netip.Addr {
 	out := map[netip.Addr][]netip.Addr{}
-	for p, r := range a.handoffs {
+	add := func(p netip.Prefix, r routing.LearnedRoute) {
 		for _, nh := range r.NextHops {
-			out[nh] = append(out[nh], p.Addr())
+			if !slices.Contains(out[nh], p.Addr()) {
+				out[nh] = append(out[nh], p.Addr())
+			}
+		}
+	}
+	for p, r := range a.handoffs {
+		add(p, r)
+	}
+	if !a.synced {
+		// After a restart, the addresses kept until BGP has them again:
+		// the handoffs in place stay.
+		for p, r := range a.staleHandoffs {
+			add(p, r)
 		}
 	}
 	for _, l := range out {

@@ -123,6 +123,9 @@ func (a *Agent) Peers() []api.Peer {
 			if t.Endpoint.IsValid() {
 				ap.Endpoint = t.Endpoint.String()
 			}
+			for _, a := range t.AllowedIPs {
+				ap.AllowedIPs = append(ap.AllowedIPs, a.String())
+			}
 		}
 		fillSession(&ap, sessions[p.Name])
 		out = append(out, ap)

@@ -497,6 +497,15 @@ func (s *Speaker) startServer(ctx context.Context, d *Desired) error {
 			func(peer netip.Addr) {
 				// As GoBGP's BFD does: close the session now rather than
 				// after the hold time; it reconnects when the peer answers.
+				// Only an established session: one already closed is
+				// either connecting, or kept by graceful restart because
+				// the peer's agent closed it to restart (its tunnels and
+				// routes still forward), and GoBGP would hold the reset
+				// and apply it to the next session that comes up.
+				if !s.state.established(peer) {
+					s.log.Info("bfd down on a session that is not established: nothing to reset", "neighbor", peer)
+					return
+				}
 				if err := srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD is down"}); err != nil {
 					s.log.Warn("bfd down: resetting the bgp session", "neighbor", peer, "error", err)
 				}

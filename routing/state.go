@@ -569,6 +569,14 @@ func (st *state) forgetTwin(twin netip.Addr) {
 	}
 }
 
+// established reports whether the session with addr is established.
+func (st *state) established(addr netip.Addr) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	si := st.sessions[addr]
+	return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED
+}
+
 func (st *state) session(addr netip.Addr) *sessionInfo {
 	si := st.sessions[addr]
 	if si == nil {

@@ -64,6 +64,9 @@ type Peer struct {
 	Address   string `json:"address"` // tunnel address, or the VBR neighbour
 	Endpoint  string `json:"endpoint,omitempty"`
 	PublicKey string `json:"public_key,omitempty"`
+	// AllowedIPs are the prefixes WireGuard takes from and sends to this
+	// gateway: its tunnel address and every prefix it is the home of.
+	AllowedIPs []string `json:"allowed_ips,omitempty"`
 	// LatestHandshake is zero when the tunnel never completed one.
 	LatestHandshake  time.Time `json:"latest_handshake,omitzero"`
 	RxBytes          uint64    `json:"rx_bytes"`

@@ -410,7 +410,7 @@ func (l *Lab) SetAnnouncements(ctx context.Context, router string, prefixes []ne
 }
 
 // startAgent starts cend in its gateway's namespace.
-func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway) error {
+func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway, extra ...string) error {
 	if err := os.MkdirAll(g.StateDir, 0o755); err != nil {
 		return fmt.Errorf("gateway %s: %w", g.Name, err)
 	}
@@ -421,9 +421,10 @@ func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway
 	// ip netns exec gives the agent a mount namespace of its own with a
 	// fresh /sys; the gateway's bpffs is bound over its /sys/fs/bpf there,
 	// then sh execs cend (same PID).
-	pid, err := l.spawn(g.Namespace, g.LogFile, "sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS, cend,
+	argv := append([]string{"sh", "-c", `mount --bind "$0" /sys/fs/bpf && exec "$@"`, g.BPFFS, cend,
 		"--config", l.ConfigFile, "--gateway", g.Name, "--socket", g.Socket,
-		"--metrics-addr", g.MetricsAddr, "--state-dir", g.StateDir, "--log-format", logFormat)
+		"--metrics-addr", g.MetricsAddr, "--state-dir", g.StateDir, "--log-format", logFormat}, extra...)
+	pid, err := l.spawn(g.Namespace, g.LogFile, argv...)
 	if err != nil {
 		return fmt.Errorf("gateway %s: start cend: %w", g.Name, err)
 	}

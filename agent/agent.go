@@ -74,13 +74,17 @@ type Agent struct {
 	loadedAt time.Time
 	sec      secrets
 	routes   learned
+	handoffs learned // the twins' handoff addresses (LearnedRoute.Handoff)
 	stale    learned // routes kept from before a restart until BGP is synced
-	held     map[netip.Prefix]heldRoute
-	synced   bool
-	down     map[string]bool
-	subsys   map[string]*api.SubsystemStatus
-	started  time.Time
-	rates    *rateTracker
+	// staleHandoffs are the handoff addresses kept from before a restart,
+	// used until BGP is synced.
+	staleHandoffs learned
+	held          map[netip.Prefix]heldRoute
+	synced        bool
+	down          map[string]bool
+	subsys        map[string]*api.SubsystemStatus
+	started       time.Time
+	rates         *rateTracker
 
 	applyMu sync.Mutex // serialises reconciles
 	dpBuf   desiredBuf // under applyMu
@@ -140,20 +144,22 @@ func New(opts Options) (*Agent, error) {
 		opts.BGPPort = 179
 	}
 	a := &Agent{
-		opts:     opts,
-		log:      opts.Logger.With("gateway", opts.Gateway),
-		cfg:      cfg,
-		desired:  d,
-		gen:      1,
-		loadedAt: time.Now(),
-		sec:      sec,
-		routes:   learned{},
-		held:     map[netip.Prefix]heldRoute{},
-		down:     map[string]bool{},
-		subsys:   map[string]*api.SubsystemStatus{},
-		kick:     make(chan struct{}, 1),
-		grow:     make(chan struct{}, 1),
-		rates:    newRateTracker(),
+		opts:          opts,
+		log:           opts.Logger.With("gateway", opts.Gateway),
+		cfg:           cfg,
+		desired:       d,
+		gen:           1,
+		loadedAt:      time.Now(),
+		sec:           sec,
+		routes:        learned{},
+		handoffs:      learned{},
+		staleHandoffs: learned{},
+		held:          map[netip.Prefix]heldRoute{},
+		down:          map[string]bool{},
+		subsys:        map[string]*api.SubsystemStatus{},
+		kick:          make(chan struct{}, 1),
+		grow:          make(chan struct{}, 1),
+		rates:         newRateTracker(),
 	}
 	a.probe = a.probeHost
 	for _, name := range []string{subDataplane, subRouting, subShaping} {
@@ -216,6 +222,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		os.Remove(a.gracefulMarker())
 	}
 	a.stale = loadRoutes(a.routesFile(), a.log)
+	for p, r := range a.stale {
+		if r.Handoff {
+			a.staleHandoffs[p] = r
+			delete(a.stale, p)
+		}
+	}
 	defer func() { err = errors.Join(err, a.close()) }()
 
 	if err := a.mountBPFFS(); err != nil {
@@ -244,7 +256,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if firstErr != nil {
 		a.log.Error("first reconcile incomplete; retrying in the loop", "err", firstErr)
 	}
-	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device, "overlay", a.dp.Overlay())
+	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device)
 
 	if err := a.startShaper(st.Mode == dataplane.ModeUserspace); err != nil {
 		err = fmt.Errorf("shaping: %w", err)
@@ -431,9 +443,23 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		}
 		a.addHeld(routes, now)
 	}
-	dpWant := dataplaneDesiredInto(cfg, d, sec, routes, &a.dpBuf)
+	v := view{routes: routes, down: a.down, lan: a.lanAddrs()}
+	dpWant := dataplaneDesiredInto(cfg, d, sec, v, &a.dpBuf)
 	shWant := shapingDesired(cfg, d, routes)
+	missing := missingHandoffs(d, v)
 	a.mu.Unlock()
+	rtWant := routingDesired(cfg, d, sec)
+	if a.dp != nil {
+		local, err := a.dp.LocalAddresses()
+		if err != nil {
+			a.log.Warn("reading the gateway's addresses", "err", err)
+		}
+		rtWant.Connected, rtWant.HandoffAddresses = connectedAndHandoff(d, local)
+	}
+	if len(missing) > 0 {
+		a.log.Warn("twin gateways up but with no LAN address known: they cannot be handed traffic, so they are home of nothing here",
+			"twins", missing)
+	}
 
 	var errs []error
 	apply := func(name string, fn func() error) {
@@ -455,7 +481,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		apply(subDataplane, func() error { return a.dp.Set(ctx, dpWant) })
 	}
 	if a.rt != nil {
-		apply(subRouting, func() error { return a.rt.Set(ctx, routingDesired(cfg, d, sec)) })
+		apply(subRouting, func() error { return a.rt.Set(ctx, rtWant) })
 	}
 	if a.sh != nil {
 		apply(subShaping, func() error { return a.sh.Set(shWant) })
@@ -478,15 +504,23 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 			gone[p] = r
 		}
 		a.routes = learned{}
+		a.handoffs = learned{}
 	}
 	for _, p := range b.Withdraw {
 		if r, ok := a.routes[p]; ok {
 			gone[p] = r
 		}
 		delete(a.routes, p)
+		delete(a.handoffs, p)
 	}
 	onlyNew := a.onlyNewPrefixes(b)
 	for _, r := range b.Upsert {
+		if r.Handoff {
+			a.handoffs[r.Prefix] = r
+			delete(a.routes, r.Prefix)
+			continue
+		}
+		delete(a.handoffs, r.Prefix)
 		a.routes[r.Prefix] = r
 		delete(gone, r.Prefix)
 		delete(a.held, r.Prefix)
@@ -499,7 +533,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 	if b.Synced && !a.synced {
 		a.synced = true
 		a.log.Info("bgp synced: sweeping routes kept from before the restart", "kept", len(a.stale))
-		a.stale = nil
+		a.stale, a.staleHandoffs = nil, nil
 	}
 	a.mu.Unlock()
 	if onlyNew {
@@ -594,7 +628,13 @@ func (a *Agent) close() error {
 	}
 	if graceful {
 		a.mu.Lock()
-		routes := a.routes
+		routes := make(learned, len(a.routes)+len(a.handoffs))
+		for p, r := range a.routes {
+			routes[p] = r
+		}
+		for p, r := range a.handoffs {
+			routes[p] = r
+		}
 		a.mu.Unlock()
 		errs = append(errs, saveRoutes(a.routesFile(), routes))
 		errs = append(errs, os.WriteFile(a.gracefulMarker(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600))

@@ -193,32 +193,26 @@ func TestDesiredTranslation(t *testing.T) {
 		netip.MustParsePrefix("10.9.0.0/16"): {Prefix: netip.MustParsePrefix("10.9.0.0/16"), OriginRegion: "us-west-1", NextHops: []netip.Addr{netip.MustParseAddr("100.64.9.9")}},
 	}
 
-	dp := dataplaneDesired(cfg, d, a.sec, routes)
+	dp := dataplaneDesired(cfg, d, a.sec, view{routes: routes})
 	if dp.PrivateKey != key || dp.ListenPort != 51820 || len(dp.Addresses) != 1 || dp.Addresses[0].String() != "100.64.0.1/32" {
 		t.Errorf("dataplane device = %v", dp)
 	}
-	if len(dp.Peers) != 1 || dp.Peers[0].Name != "b" || dp.Peers[0].AllowedIPs[0].String() != "100.64.0.2/32" || dp.Peers[0].Endpoint.String() != "192.0.2.2:51820" {
+	if len(dp.Peers) != 1 || dp.Peers[0].Name != "b" || fmt.Sprint(dp.Peers[0].TunnelAddresses) != "[100.64.0.2/32]" || dp.Peers[0].Endpoint.String() != "192.0.2.2:51820" {
 		t.Errorf("dataplane peers = %+v", dp.Peers)
 	}
-	if len(dp.Routes) != 1 || dp.Routes[0].Prefix.String() != "10.2.0.0/16" {
-		t.Errorf("tunnel routes = %+v", dp.Routes)
+	// b is its region's only gateway: the home of all of b's VPC, in one
+	// piece.
+	if fmt.Sprint(dp.Peers[0].AllowedIPs) != "[10.2.0.0/16]" {
+		t.Errorf("b's allowed ips = %v, want its VPC whole", dp.Peers[0].AllowedIPs)
+	}
+	if fmt.Sprint(dp.Routes) != "[10.2.0.0/16]" {
+		t.Errorf("tunnel routes = %v", dp.Routes)
 	}
 	if len(dp.DirectRoutes) != 1 || dp.DirectRoutes[0].Via[0].String() != "172.30.0.2" {
 		t.Errorf("direct routes = %+v", dp.DirectRoutes)
 	}
-	// Each region has one gateway: it is the home of everything it
-	// carries, so its VPC and its VBR's prefix are fast-path sources and
-	// b is the home of b's VPC.
-	if dp.Routes[0].Home.String() != "100.64.0.2" {
-		t.Errorf("home of 10.2.0.0/16 = %v, want b (100.64.0.2)", dp.Routes[0].Home)
-	}
-	// The VBR's accept range is one source (no other gateway may announce
-	// into it), not one per learned prefix: each source is a policy rule.
-	if fmt.Sprint(dp.Sources) != "[10.1.0.0/16 192.168.0.0/16]" {
-		t.Errorf("fast-path sources = %v, want the VPC and the VBR's accept range (IPv4 only)", dp.Sources)
-	}
-	if !dp.SourcesComplete {
-		t.Error("a, its region's only gateway and alone in its VBR's accept range, is not the home of all it sends")
+	if len(dp.Handoffs) != 0 {
+		t.Errorf("a region's only gateway hands off %+v", dp.Handoffs)
 	}
 
 	rd := routingDesired(cfg, d, a.sec)
@@ -250,13 +244,15 @@ func TestDesiredTranslation(t *testing.T) {
 		}
 	}
 
-	// From b: a's VBR accept range is a's home range in WireGuard.
+	// From b: a's VBR accept range is one AllowedIPs entry of a's, and
+	// a's VPC whole another.
 	db, err := cfg.Desired("b", config.DesiredOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if peers := dataplaneDesired(cfg, db, a.sec, learned{}).Peers; len(peers) != 1 || fmt.Sprint(peers[0].HomeRanges) != "[192.168.0.0/16]" {
-		t.Errorf("b's peers = %+v, want a with home range 192.168.0.0/16", peers)
+	fromB := view{routes: learned{netip.MustParsePrefix("10.1.0.0/16"): {Prefix: netip.MustParsePrefix("10.1.0.0/16"), NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}}}
+	if peers := dataplaneDesired(cfg, db, a.sec, fromB).Peers; len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[10.1.0.0/16 192.168.0.0/16]" {
+		t.Errorf("b's peers = %+v, want a with 10.1.0.0/16 and its VBR's range 192.168.0.0/16", peers)
 	}
 	if len(sd.ControlAddrs) != 2 {
 		t.Errorf("control addrs = %v", sd.ControlAddrs)
@@ -316,119 +312,6 @@ func TestHeldRoutes(t *testing.T) {
 	}
 	if _, ok := routes[netip.MustParsePrefix("192.168.1.0/24")]; ok {
 		t.Error("a held route shadows a learned less-specific one")
-	}
-}
-
-// TestHomesAgree: in a region with two gateways, both twins and a remote
-// gateway compute the same home for every prefix from the config alone,
-// exactly one twin claims the region's CIDR as a fast-path source, and a
-// prefix nobody may announce has no home.
-func TestHomesAgree(t *testing.T) {
-	keys := make([]wgtypes.Key, 3)
-	for i := range keys {
-		k, _ := wgtypes.GeneratePrivateKey()
-		keys[i] = k
-	}
-	text := `instance: {name: t}
-gateways:
-  - {name: a1, region: cn-beijing, endpoint: "192.0.2.1:51820", public_key: "` + keys[0].PublicKey().String() + `", private_key_file: a.key, tunnel_address: 100.64.0.1}
-  - {name: a2, region: cn-beijing, endpoint: "192.0.2.3:51820", public_key: "` + keys[1].PublicKey().String() + `", private_key_file: a.key, tunnel_address: 100.64.0.3}
-  - {name: b, region: us-west-1, endpoint: "192.0.2.2:51820", public_key: "` + keys[2].PublicKey().String() + `", private_key_file: b.key, tunnel_address: 100.64.0.2}
-networks:
-  - {name: vpc-a, type: vpc, region: cn-beijing, cidrs: [10.1.0.0/16, 10.11.0.0/16, 10.21.0.0/16, 10.31.0.0/16]}
-  - {name: vpc-b, type: vpc, region: us-west-1, cidrs: [10.2.0.0/16]}
-  - {name: idc, type: vbr, region: cn-beijing, gateway: a2, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, accept: [192.168.0.0/16]}}
-`
-	cfg, err := config.Parse("twins.yaml", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// With a second VBR whose accept range overlaps, neither range is one
-	// gateway's alone: sources fall back to the learned prefixes.
-	shared, err := config.Parse("shared.yaml", []byte(text+`  - {name: idc-b, type: vbr, region: cn-beijing, gateway: a1, bgp: {neighbor: 172.30.1.2, peer_asn: 65011, accept: [192.168.5.0/24]}}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, gw := range []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")} {
-		if r := newHomes(shared).soleRanges(shared, gw); len(r) != 0 {
-			t.Errorf("%v: sole ranges %v with overlapping VBRs, want none", gw, r)
-		}
-	}
-	// For the shaper both ranges stay whole: their VBRs are all in one
-	// region. A VBR in another region reaching into one splits it.
-	if r := regionRanges(shared); fmt.Sprint(r) != "map[192.168.0.0/16:cn-beijing 192.168.5.0/24:cn-beijing]" {
-		t.Errorf("shaper ranges with overlapping VBRs of one region = %v", r)
-	}
-	cross, err := config.Parse("cross.yaml", []byte(text+`  - {name: idc-b, type: vbr, region: us-west-1, gateway: b, bgp: {neighbor: 172.30.1.2, peer_asn: 65011, accept: [192.168.5.0/24, 172.16.0.0/12]}}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := regionRanges(cross); fmt.Sprint(r) != "map[172.16.0.0/12:us-west-1]" {
-		t.Errorf("shaper ranges with a VBR of another region reaching in = %v, want only b's own 172.16.0.0/12", r)
-	}
-	// Only a region's sole gateway is the home of everything it sends,
-	// and only while no other gateway's VBR may announce what its VBRs do.
-	complete := func(c *config.Config, gw string) bool {
-		t.Helper()
-		d, err := c.Desired(gw, config.DesiredOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return dataplaneDesired(c, d, secrets{}, learned{}).SourcesComplete
-	}
-	for _, tc := range []struct {
-		cfg  *config.Config
-		gw   string
-		want bool
-	}{{cfg, "a1", false}, {cfg, "a2", false}, {cfg, "b", true}, {shared, "b", true}, {cross, "b", false}} {
-		if got := complete(tc.cfg, tc.gw); got != tc.want {
-			t.Errorf("%s: %s SourcesComplete = %v, want %v", tc.cfg.File, tc.gw, got, tc.want)
-		}
-	}
-	h := newHomes(cfg)
-	a1, a2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.3")
-	homesOf := map[netip.Addr]int{}
-	for _, p := range []string{"10.1.0.0/16", "10.11.0.0/16", "10.21.0.0/16", "10.31.0.0/16"} {
-		home := h.of(netip.MustParsePrefix(p))
-		if home != a1 && home != a2 {
-			t.Errorf("home of %s = %v, want a1 or a2", p, home)
-		}
-		homesOf[home]++
-	}
-	if len(homesOf) != 2 {
-		t.Errorf("four CIDRs all homed on one twin (%v): the hash does not spread", homesOf)
-	}
-	if got := h.of(netip.MustParsePrefix("192.168.7.0/24")); got != a2 {
-		t.Errorf("home of an on-premises prefix = %v, want a2, which holds the VBR", got)
-	}
-	if got := h.of(netip.MustParsePrefix("172.16.0.0/12")); got.IsValid() {
-		t.Errorf("home of a prefix nobody may announce = %v", got)
-	}
-	// Each twin claims exactly the CIDRs homed on it.
-	claimed := map[netip.Prefix]int{}
-	for _, gw := range []string{"a1", "a2"} {
-		d, err := cfg.Desired(gw, config.DesiredOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, src := range dataplaneDesired(cfg, d, secrets{}, learned{}).Sources {
-			if h.of(src) != d.TunnelAddress {
-				t.Errorf("%s claims %s whose home is %v", gw, src, h.of(src))
-			}
-			claimed[src]++
-		}
-	}
-	// The four CIDRs, and a2's VBR accept range as one source: only a2
-	// may announce into it, so it is the home of every prefix inside.
-	if len(claimed) != 5 || claimed[netip.MustParsePrefix("192.168.0.0/16")] != 1 {
-		t.Errorf("claimed sources %v, want each of the four CIDRs and 192.168.0.0/16 once", claimed)
-	}
-	for p, n := range claimed {
-		if n != 1 {
-			t.Errorf("%s claimed by %d twins", p, n)
-		}
 	}
 }
 

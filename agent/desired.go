@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/internal/netipx"
 	"github.com/opencen/opencen/routing"
 	"github.com/opencen/opencen/shaping"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -22,202 +23,272 @@ type secrets struct {
 // learned is the routing layer's table of learned routes, by prefix.
 type learned map[netip.Prefix]routing.LearnedRoute
 
-// dataplaneDesired turns the gateway's desired state and the learned routes
-// into what its WireGuard device and kernel routes should be.
-func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, routes learned) dataplane.Desired {
-	return dataplaneDesiredInto(cfg, d, sec, routes, nil)
+// view is what the agent knows at a reconcile besides the config: the
+// learned routes, which gateways of its region are down, and the twins'
+// LAN addresses (learned over BGP) for handoffs.
+type view struct {
+	routes learned
+	down   map[string]bool
+	lan    map[netip.Addr][]netip.Addr // twin tunnel address -> its LAN addresses
+}
+
+// dataplaneDesired turns the gateway's desired state and what it knows
+// into what its WireGuard device, kernel routes and handoffs should be.
+func dataplaneDesired(cfg *config.Config, d *config.Desired, sec secrets, v view) dataplane.Desired {
+	return dataplaneDesiredInto(cfg, d, sec, v, nil)
 }
 
 // desiredBuf keeps the route lists of the last dataplane desired state for
 // the next one to fill (dataplane.Set copies what it keeps): one entry
 // per learned route, rebuilt on every reconcile.
 type desiredBuf struct {
-	routes []dataplane.Route
+	routes []netip.Prefix
 	direct []dataplane.DirectRoute
 	vias   []netip.Addr
 }
 
 // dataplaneDesiredInto is dataplaneDesired, filling buf's memory when it
 // is not nil; the result is valid until buf's next use.
-func dataplaneDesiredInto(cfg *config.Config, d *config.Desired, sec secrets, routes learned, buf *desiredBuf) dataplane.Desired {
-	out := dataplane.Desired{
+func dataplaneDesiredInto(cfg *config.Config, d *config.Desired, sec secrets, v view, buf *desiredBuf) dataplane.Desired {
+	if buf == nil {
+		buf = &desiredBuf{}
+	}
+	b := newDesiredBuilder(cfg, d, sec, v)
+	b.remoteRoutes(buf)
+	b.localPrefixes()
+	return b.finish()
+}
+
+// desiredBuilder gathers a dataplane.Desired: peers by tunnel address, the
+// prefixes homed at each, and the local prefixes homed at each twin.
+type desiredBuilder struct {
+	cfg     *config.Config
+	d       *config.Desired
+	v       view
+	h       homes
+	out     dataplane.Desired
+	peerIdx map[netip.Addr]int // tunnel address -> index in out.Peers
+	sole    map[netip.Addr][]netip.Prefix
+	vpcs    map[netip.Prefix]string // every VPC CIDR -> its region
+	handoff map[netip.Addr][]netip.Prefix
+}
+
+func newDesiredBuilder(cfg *config.Config, d *config.Desired, sec secrets, v view) *desiredBuilder {
+	b := &desiredBuilder{cfg: cfg, d: d, v: v, h: newHomes(cfg), peerIdx: map[netip.Addr]int{},
+		sole: soleRanges(cfg), vpcs: map[netip.Prefix]string{}, handoff: map[netip.Addr][]netip.Prefix{}}
+	b.out = dataplane.Desired{
 		PrivateKey: sec.privateKey,
 		ListenPort: int(d.ListenPort),
-		Addresses:  []netip.Prefix{netip.PrefixFrom(d.TunnelAddress, d.TunnelAddress.BitLen())},
+		Addresses:  []netip.Prefix{netipx.Host(d.TunnelAddress)},
 	}
-	h := newHomes(cfg)
-	tunnels := map[netip.Addr]bool{}
 	for _, p := range d.Peers {
-		tunnels[p.TunnelAddress] = true
-		out.Peers = append(out.Peers, dataplane.Peer{
-			Name:       p.Name,
-			PublicKey:  wgtypes.Key(p.PublicKey),
-			Endpoint:   p.Endpoint,
-			AllowedIPs: []netip.Prefix{netip.PrefixFrom(p.TunnelAddress, p.TunnelAddress.BitLen())},
+		b.peerIdx[p.TunnelAddress] = len(b.out.Peers)
+		b.out.Peers = append(b.out.Peers, dataplane.Peer{
+			Name:            p.Name,
+			PublicKey:       wgtypes.Key(p.PublicKey),
+			Endpoint:        p.Endpoint,
+			TunnelAddresses: []netip.Prefix{netipx.Host(p.TunnelAddress)},
 			// Everything inside an accept range only the peer's VBRs may
 			// announce into is homed at the peer: one AllowedIPs entry
 			// for the range, not one per learned prefix, so 100,000
 			// on-premises prefixes never rewrite the peer.
-			HomeRanges: h.soleRanges(cfg, p.TunnelAddress),
+			AllowedIPs: slices.Clone(b.sole[p.TunnelAddress]),
 		})
 	}
-	self := d.TunnelAddress
-	for _, o := range d.Originate {
-		if o.Prefix.Addr().Is4() && h.of(o.Prefix) == self {
-			out.Sources = append(out.Sources, o.Prefix)
+	for _, n := range cfg.Networks {
+		if n.Type == config.VPC {
+			for _, c := range n.CIDRs {
+				b.vpcs[c] = n.Region
+			}
 		}
 	}
-	// On-premises prefixes come in thousands: each source is a policy
-	// rule, which the kernel walks in order for every packet. An accept
-	// range that only this gateway's VBRs may announce, and that holds no
-	// VPC CIDR, homes everything inside it here: one rule covers it.
-	sole := h.soleRanges(cfg, self)
-	out.Sources = append(out.Sources, sole...)
-	out.SourcesComplete = h.homesAllLocal(d, self)
-	// In map order: the dataplane's result does not depend on it, and
-	// sorting 100,000 routes per reconcile cost more than building them.
-	// The via lists share one array.
+	return b
+}
+
+// allow homes p at the peer with tunnel address home; nothing for self.
+func (b *desiredBuilder) allow(home netip.Addr, p netip.Prefix) {
+	if i, ok := b.peerIdx[home]; ok {
+		b.out.Peers[i].AllowedIPs = append(b.out.Peers[i].AllowedIPs, p)
+	}
+}
+
+// remoteRoutes turns the learned routes into kernel routes (through the
+// tunnel, or direct to a VBR's router) and homes what they carry.
+func (b *desiredBuilder) remoteRoutes(buf *desiredBuf) {
 	n, direct := 0, 0
-	for _, r := range routes {
+	for _, r := range b.v.routes {
 		n += len(r.NextHops)
 		if r.Direct {
 			direct++
 		}
 	}
-	if buf == nil {
-		buf = &desiredBuf{}
-	}
 	vias := reuse(buf.vias, n)
-	out.Routes = reuse(buf.routes, len(routes)-direct)
-	out.DirectRoutes = reuse(buf.direct, direct)
-	defer func() { buf.routes, buf.direct, buf.vias = out.Routes, out.DirectRoutes, vias }()
-	for _, r := range routes {
+	b.out.Routes = reuse(buf.routes, len(b.v.routes)-direct)
+	b.out.DirectRoutes = reuse(buf.direct, direct)
+	// In map order: the dataplane's result does not depend on it, and
+	// sorting 100,000 routes per reconcile cost more than building them.
+	for _, r := range b.v.routes {
 		if r.Direct {
 			start := len(vias)
 			vias = append(vias, r.NextHops...)
-			out.DirectRoutes = append(out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: vias[start:len(vias):len(vias)]})
-			if r.Prefix.Addr().Is4() && !coveredBy(r.Prefix, sole) && h.of(r.Prefix) == self {
-				out.Sources = append(out.Sources, r.Prefix)
-			}
+			b.out.DirectRoutes = append(b.out.DirectRoutes, dataplane.DirectRoute{Prefix: r.Prefix, Via: vias[start:len(vias):len(vias)]})
+			b.homeLocal(r.Prefix, b.onPremCandidates(r))
 			continue
 		}
 		start := len(vias)
 		for _, nh := range r.NextHops {
-			if tunnels[nh] {
+			if _, ok := b.peerIdx[nh]; ok {
 				vias = append(vias, nh)
 			}
 		}
-		if via := vias[start:len(vias):len(vias)]; len(via) > 0 {
-			rt := dataplane.Route{Prefix: r.Prefix, Via: via}
-			if home := h.of(r.Prefix); tunnels[home] {
-				rt.Home = home
+		via := vias[start:len(vias):len(vias)]
+		if len(via) == 0 {
+			continue
+		}
+		b.out.Routes = append(b.out.Routes, r.Prefix)
+		if region, ok := b.vpcs[r.Prefix]; ok {
+			for _, piece := range b.h.vpcPieces(r.Prefix, region, func(a netip.Addr) bool { return slices.Contains(via, a) }) {
+				b.allow(piece.home, piece.prefix)
 			}
-			out.Routes = append(out.Routes, rt)
+			continue
+		}
+		if b.inSoleRange(r.Prefix, via) {
+			continue
+		}
+		b.allow(b.h.best(r.Prefix, via), r.Prefix)
+	}
+	buf.routes, buf.direct, buf.vias = b.out.Routes, b.out.DirectRoutes, vias
+}
+
+// inSoleRange reports whether p lies in a range only one of via may
+// announce into: that peer's AllowedIPs hold the range already.
+func (b *desiredBuilder) inSoleRange(p netip.Prefix, via []netip.Addr) bool {
+	for _, g := range via {
+		if netipx.CoveredBy(p, b.sole[g]) {
+			return true
+		}
+	}
+	return false
+}
+
+// onPremCandidates are the gateways that may be the home of an
+// on-premises prefix this gateway learned from its own VBR: itself and
+// the twins, up, that announce it too.
+func (b *desiredBuilder) onPremCandidates(r routing.LearnedRoute) []netip.Addr {
+	out := []netip.Addr{b.d.TunnelAddress}
+	for _, g := range r.Gateways {
+		if b.twinUp(g) {
+			out = append(out, g)
 		}
 	}
 	return out
 }
 
-// homes binds every CEN prefix to one gateway, its home, computed from the
-// config alone so that every gateway computes the same one: the prefix
-// sits in the home's WireGuard AllowedIPs everywhere, so traffic from the
-// prefix that enters the CEN at its home can travel plain WireGuard, and
-// only traffic entering through another gateway of the region needs the
-// overlay (see the dataplane docs). A VPC CIDR's candidates are its
-// region's gateways; an on-premises prefix's are the gateways holding a
-// VBR whose accept list admits it. Only IPv4 tunnel addresses take part.
-type homes struct {
-	vpc  map[netip.Prefix][]netip.Addr
-	vbrs []vbrHolder
+// twinUp reports whether a is this gateway or a twin that can be a home:
+// one whose handoff addresses BGP carries. Those routes, like the VPC
+// CIDRs the other regions see, stay while the twin's agent restarts
+// (graceful restart keeps them, its tunnels keep forwarding) and go when
+// it dies, so every gateway agrees on who is up.
+func (b *desiredBuilder) twinUp(a netip.Addr) bool {
+	if a == b.d.TunnelAddress {
+		return true
+	}
+	g, ok := b.h.byAddr[a]
+	return ok && g.region == b.d.Region && len(b.v.lan[a]) > 0
 }
 
-type vbrHolder struct {
-	addr netip.Addr
-	ent  config.Entitlement // VBRs only
+// homeLocal homes a local prefix among candidates: at a twin it goes
+// into the twin's AllowedIPs and is handed off to it.
+func (b *desiredBuilder) homeLocal(p netip.Prefix, candidates []netip.Addr) {
+	home := b.d.TunnelAddress
+	if len(candidates) > 1 {
+		home = b.h.best(p, candidates)
+	}
+	if home != b.d.TunnelAddress {
+		b.allow(home, p)
+		b.handoff[home] = append(b.handoff[home], p)
+	}
 }
 
-func newHomes(cfg *config.Config) homes {
-	h := homes{vpc: map[netip.Prefix][]netip.Addr{}}
+// localPrefixes homes the pieces of the region's own VPC CIDRs.
+func (b *desiredBuilder) localPrefixes() {
+	for _, o := range b.d.Originate {
+		for _, piece := range b.h.vpcPieces(o.Prefix, b.d.Region, b.twinUp) {
+			if piece.home != b.d.TunnelAddress {
+				b.allow(piece.home, piece.prefix)
+				b.handoff[piece.home] = append(b.handoff[piece.home], piece.prefix)
+			}
+		}
+	}
+}
+
+// finish sorts and dedups each peer's AllowedIPs and builds the handoffs
+// of the twins whose LAN addresses are known (without one, a twin's
+// sources take the tunnel from here, which its receivers refuse: the
+// agent reports it).
+func (b *desiredBuilder) finish() dataplane.Desired {
+	for i := range b.out.Peers {
+		a := b.out.Peers[i].AllowedIPs
+		slices.SortFunc(a, netipx.ComparePrefix)
+		b.out.Peers[i].AllowedIPs = slices.Compact(a)
+	}
+	for _, p := range b.d.Peers {
+		srcs := b.handoff[p.TunnelAddress]
+		if len(srcs) == 0 || len(b.v.lan[p.TunnelAddress]) == 0 {
+			continue
+		}
+		slices.SortFunc(srcs, netipx.ComparePrefix)
+		b.out.Handoffs = append(b.out.Handoffs, dataplane.Handoff{Twin: p.Name, Via: b.v.lan[p.TunnelAddress], Sources: slices.Compact(srcs)})
+	}
+	return b.out
+}
+
+// missingHandoffs names the twins whose BGP session is up but which
+// announce no LAN address: they cannot be handed their prefixes' traffic,
+// so this gateway takes them for down (and their receivers drop what they
+// send for the prefixes the config deals them).
+func missingHandoffs(d *config.Desired, v view) []string {
+	var out []string
+	for _, p := range d.Peers {
+		if p.Region == d.Region && !v.down[p.Name] && len(v.lan[p.TunnelAddress]) == 0 {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// soleRanges are, by gateway, the accept prefixes of its VBRs that no
+// other gateway's VBR may announce into and that overlap no VPC CIDR:
+// every prefix inside one has that gateway as its only candidate, hence
+// its home.
+func soleRanges(cfg *config.Config) map[netip.Addr][]netip.Prefix {
+	type holder struct {
+		addr netip.Addr
+		vbrs []config.VBREntitlement
+	}
+	var holders []holder
 	for _, g := range cfg.Gateways {
-		if !g.TunnelAddress.Is4() {
-			continue
-		}
-		e := cfg.Entitlement(g.Name)
-		for _, o := range e.VPCs {
-			h.vpc[o.Prefix] = append(h.vpc[o.Prefix], g.TunnelAddress)
-		}
-		if len(e.VBRs) > 0 {
-			h.vbrs = append(h.vbrs, vbrHolder{addr: g.TunnelAddress, ent: config.Entitlement{VBRs: e.VBRs}})
+		if e := cfg.Entitlement(g.Name); len(e.VBRs) > 0 {
+			holders = append(holders, holder{g.TunnelAddress, e.VBRs})
 		}
 	}
-	return h
-}
-
-// soleRanges are the IPv4 accept prefixes of self's VBRs that no other
-// gateway's VBR may announce into and that overlap no VPC CIDR: every
-// prefix inside one has self as its only candidate, hence its home.
-func (h homes) soleRanges(cfg *config.Config, self netip.Addr) []netip.Prefix {
-	var out []netip.Prefix
-	for _, v := range h.vbrs {
-		if v.addr != self {
-			continue
-		}
-		for _, e := range v.ent.VBRs {
-			if e.Any {
-				continue
-			}
-			for _, a := range e.Accept {
-				if a.Addr().Is4() && h.alone(a, self) && !overlapsVPC(cfg, a) && !slices.Contains(out, a) {
-					out = append(out, a)
+	out := map[netip.Addr][]netip.Prefix{}
+	for _, h := range holders {
+		for _, v := range h.vbrs {
+			for _, a := range v.Accept {
+				alone := true
+				for _, o := range holders {
+					if o.addr != h.addr && mayAnnounceInto(o.vbrs, a) {
+						alone = false
+					}
+				}
+				if alone && !overlapsVPC(cfg, a) && !slices.Contains(out[h.addr], a) {
+					out[h.addr] = append(out[h.addr], a)
 				}
 			}
 		}
 	}
 	return out
-}
-
-// homesAllLocal reports whether self is the home of everything it may
-// send into the CEN from: every IPv4 VPC CIDR of its region, and every
-// prefix its VBRs may announce (no other gateway's VBR may announce the
-// same). Then its dataplane needs no fast-path rules (see
-// dataplane.Desired.SourcesComplete): true of a region's only gateway
-// unless VBR accept lists overlap across gateways.
-func (h homes) homesAllLocal(d *config.Desired, self netip.Addr) bool {
-	if !self.Is4() {
-		return false
-	}
-	for _, o := range d.Originate {
-		if o.Prefix.Addr().Is4() && h.of(o.Prefix) != self {
-			return false
-		}
-	}
-	for _, v := range d.VBRs {
-		if v.AcceptAny {
-			for _, other := range h.vbrs {
-				if other.addr != self {
-					return false
-				}
-			}
-			continue
-		}
-		for _, a := range v.Accept {
-			if a.Addr().Is4() && !h.alone(a, self) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// alone reports whether no VBR of a gateway other than self may announce
-// anything inside a.
-func (h homes) alone(a netip.Prefix, self netip.Addr) bool {
-	for _, v := range h.vbrs {
-		if v.addr != self && mayAnnounceInto(v.ent.VBRs, a) {
-			return false
-		}
-	}
-	return true
 }
 
 // mayAnnounceInto reports whether one of vbrs may announce a prefix
@@ -242,40 +313,60 @@ func overlapsVPC(cfg *config.Config, a netip.Prefix) bool {
 		if n.Type != config.VPC {
 			continue
 		}
-		for _, c := range n.CIDRs {
-			if c.Overlaps(a) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func coveredBy(p netip.Prefix, ranges []netip.Prefix) bool {
-	for _, r := range ranges {
-		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+		if _, ok := netipx.OverlapsAny(a, n.CIDRs); ok {
 			return true
 		}
 	}
 	return false
 }
 
-// of returns prefix's home, or the zero address when no gateway may
-// announce it.
-func (h homes) of(prefix netip.Prefix) netip.Addr {
-	if c, ok := h.vpc[prefix]; ok {
-		return dataplane.PickGateway(prefix, c)
-	}
-	var c []netip.Addr
-	for _, v := range h.vbrs {
-		if _, ok := v.ent.Allows(prefix); ok {
-			c = append(c, v.addr)
+// lanAddrs are the twins' LAN addresses by their tunnel address; a.mu is
+// held.
+func (a *Agent) lanAddrs() map[netip.Addr][]netip.Addr {
+	out := map[netip.Addr][]netip.Addr{}
+	add := func(p netip.Prefix, r routing.LearnedRoute) {
+		for _, nh := range r.NextHops {
+			if !slices.Contains(out[nh], p.Addr()) {
+				out[nh] = append(out[nh], p.Addr())
+			}
 		}
 	}
-	if len(c) == 0 {
-		return netip.Addr{}
+	for p, r := range a.handoffs {
+		add(p, r)
 	}
-	return dataplane.PickGateway(prefix, c)
+	if !a.synced {
+		// After a restart, the addresses kept until BGP has them again:
+		// the handoffs in place stay.
+		for p, r := range a.staleHandoffs {
+			add(p, r)
+		}
+	}
+	for _, l := range out {
+		slices.SortFunc(l, netip.Addr.Compare)
+	}
+	return out
+}
+
+// connectedAndHandoff derives from the gateway's own addresses (outside
+// its tunnel) the subnets connected to it, which are never learned, and
+// its handoff addresses: those inside its region's VPC CIDRs.
+func connectedAndHandoff(d *config.Desired, local []netip.Prefix) (connected []netip.Prefix, handoff []netip.Addr) {
+	for _, a := range local {
+		if !a.Addr().Is4() {
+			continue // BGP carries IPv4 only for now (see routing docs)
+		}
+		if m := a.Masked(); !slices.Contains(connected, m) {
+			connected = append(connected, m)
+		}
+		for _, o := range d.Originate {
+			if o.Prefix.Contains(a.Addr()) && !slices.Contains(handoff, a.Addr()) {
+				handoff = append(handoff, a.Addr())
+			}
+		}
+	}
+	slices.SortFunc(connected, netipx.ComparePrefix)
+	slices.SortFunc(handoff, netip.Addr.Compare)
+	return connected, handoff
 }
 
 // routingDesired is what the gateway's BGP speaker should do.

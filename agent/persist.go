@@ -18,15 +18,18 @@ type savedRoute struct {
 	Network  string       `json:"origin_network"`
 	NextHops []netip.Addr `json:"next_hops"`
 	Direct   bool         `json:"direct,omitempty"`
+	Gateways []netip.Addr `json:"gateways,omitempty"`
+	Handoff  bool         `json:"handoff,omitempty"`
 }
 
-// saveRoutes writes the learned routes so that the next agent keeps their
-// kernel routes until BGP has resynced (graceful restart), instead of
-// flushing them at its first reconcile.
+// saveRoutes writes the learned routes (the twins' handoff addresses
+// among them) so that the next agent keeps their kernel routes and its
+// handoffs until BGP has resynced (graceful restart), instead of flushing
+// them at its first reconcile.
 func saveRoutes(path string, routes learned) error {
 	out := make([]savedRoute, 0, len(routes))
 	for _, r := range sortedRoutes(routes) {
-		out = append(out, savedRoute{r.Prefix, r.OriginRegion, r.OriginNetwork, r.NextHops, r.Direct})
+		out = append(out, savedRoute{r.Prefix, r.OriginRegion, r.OriginNetwork, r.NextHops, r.Direct, r.Gateways, r.Handoff})
 	}
 	data, err := json.Marshal(out)
 	if err != nil {
@@ -57,7 +60,8 @@ func loadRoutes(path string, log *slog.Logger) learned {
 	out := make(learned, len(in))
 	for _, r := range in {
 		if r.Prefix.IsValid() {
-			out[r.Prefix] = routing.LearnedRoute{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops, Direct: r.Direct}
+			out[r.Prefix] = routing.LearnedRoute{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops,
+				Direct: r.Direct, Gateways: r.Gateways, Handoff: r.Handoff}
 		}
 	}
 	return out

@@ -166,10 +166,6 @@ func (a *Agent) startShaper(helper bool) error {
 			return fmt.Errorf("empty the WireGuard helper's shaper: %w", err)
 		}
 	}
-	// CEN traffic leaves through the WireGuard device (the fast path, and
-	// IPv6) and through the overlay (IPv4 entering at a home's twin), both
-	// with its real destinations visible: one shaper, one set of buckets,
-	// at the egress of both, so a region pair's rate holds for the sum.
 	s, err := shaping.New(shaping.Options{Interfaces: a.shapedDevices(), Attach: a.shPath, PinPath: a.pinPath(), Logger: log})
 	if err != nil {
 		return err
@@ -178,14 +174,10 @@ func (a *Agent) startShaper(helper bool) error {
 	return nil
 }
 
-// shapedDevices are the devices whose egress the shaper acts at: the
-// helper's TUN only, for the userspace shaper.
-func (a *Agent) shapedDevices() []string {
-	if a.shPath == shaping.PathUserspace {
-		return []string{a.dp.Device()}
-	}
-	return []string{a.dp.Overlay(), a.dp.Device()}
-}
+// shapedDevices are the devices whose egress the shaper acts at: all CEN
+// traffic leaves through the WireGuard device, with its real destinations
+// visible (for the userspace shaper, the helper's TUN is that device).
+func (a *Agent) shapedDevices() []string { return []string{a.dp.Device()} }
 
 // removeShaper takes away a kernel shaper that the agent did not get to
 // start (a failed start, then --cleanup): Close(true) does it otherwise.

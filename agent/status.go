@@ -54,7 +54,6 @@ func (a *Agent) Status() api.Status {
 		Shaping:          string(a.shPath),
 		ShapedDevices:    a.shDevices,
 		Device:           ds.Device,
-		Overlay:          a.overlayName(),
 		TunnelAddress:    a.desired.TunnelAddress.String(),
 		PeersTotal:       len(rs.Sessions),
 		Conflicts:        conflicts(rs),
@@ -75,13 +74,6 @@ func (a *Agent) Status() api.Status {
 		}
 	}
 	return s
-}
-
-func (a *Agent) overlayName() string {
-	if a.dp == nil {
-		return ""
-	}
-	return a.dp.Overlay()
 }
 
 func conflicts(rs routing.Status) int {
@@ -131,6 +123,9 @@ func (a *Agent) Peers() []api.Peer {
 			ap.RxBytes, ap.TxBytes = uint64(max(t.ReceiveBytes, 0)), uint64(max(t.TransmitBytes, 0))
 			if t.Endpoint.IsValid() {
 				ap.Endpoint = t.Endpoint.String()
+			}
+			for _, a := range t.AllowedIPs {
+				ap.AllowedIPs = append(ap.AllowedIPs, a.String())
 			}
 		}
 		fillSession(&ap, sessions[p.Name])

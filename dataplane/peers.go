@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/opencen/opencen/internal/netipx"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -88,7 +89,7 @@ func ipNetsToPrefixes(nets []net.IPNet) []netip.Prefix {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, netipx.ComparePrefix)
 	return out
 }
 

@@ -73,7 +73,8 @@ func ownedRoute(p netip.Prefix, table int) netlink.Route {
 	}
 	// Any scope: the kernel matches a deletion's scope unless it is
 	// "nowhere", and a route on the WireGuard device is link-scoped.
-	return netlink.Route{Dst: &net.IPNet{IP: dst.IP, Mask: dst.Mask}, Table: table, Protocol: RouteProtocol, Family: fam, Scope: netlink.SCOPE_NOWHERE}
+	return netlink.Route{Dst: &net.IPNet{IP: dst.IP, Mask: dst.Mask}, Table: table, Protocol: RouteProtocol, Family: fam,
+		Scope: netlink.SCOPE_NOWHERE, Priority: routeMetric(p)}
 }
 
 // applied records the outcome of writing the routes of want at add and

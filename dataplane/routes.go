@@ -23,11 +23,7 @@ type netlinkOps interface {
 	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
-	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
-	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
-	NeighAppend(neigh *netlink.Neigh) error
-	NeighSet(neigh *netlink.Neigh) error
-	NeighDel(neigh *netlink.Neigh) error
+	LinkSetGroup(link netlink.Link, group int) error
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
@@ -36,14 +32,15 @@ type netlinkOps interface {
 	RuleList(family int) ([]netlink.Rule, error)
 	RuleAdd(rule *netlink.Rule) error
 	RuleDel(rule *netlink.Rule) error
-	routeWriter
 }
 
-// routeWriter writes single routes; several are used in parallel for large
-// route sets (each is its own netlink socket).
+// routeWriter writes routes many to a netlink message (routeSocket in
+// production, the fakes in tests: both take this one path). Several are
+// used in parallel for large route sets, each its own netlink socket.
 type routeWriter interface {
-	RouteReplace(route *netlink.Route) error
-	RouteDel(route *netlink.Route) error
+	// writeRoutes replaces (or with del deletes) routes, calling fail for
+	// each one the kernel refused.
+	writeRoutes(del bool, routes []netlink.Route, fail func(i int, err error))
 }
 
 // dumpRetries bounds retries of a dump the kernel interrupted because the
@@ -130,50 +127,26 @@ func (h *routeHash) int(v int) { h.word(uint64(v)) }
 
 func (h routeHash) Sum64() uint64 { return uint64(h) }
 
-// wantRoutes builds the kernel routes of a plan: peers' own prefixes and
-// IPv6 routes on the WireGuard device (link index idx), IPv4 routes via
-// their gateways on the overlay (link index ovl), onlink, with one nexthop
-// per gateway; with plainMain, an IPv4 route whose home is up goes plain
-// on the WireGuard device instead (the fast path without rules).
-func wantRoutes(p plan, idx, ovl, table int, addrs []netip.Prefix) []netlink.Route {
-	return mainSpec(p, idx, ovl, table, addrs).all()
-}
-
-// mainSpec is wantRoutes as a routeSpec.
-func mainSpec(p plan, idx, ovl, table int, addrs []netip.Prefix) routeSpec {
-	var own4, own6 netip.Addr
-	for _, a := range addrs {
-		if a.Addr().Is4() && !own4.IsValid() {
-			own4 = a.Addr()
-		} else if a.Addr().Is6() && !own6.IsValid() {
-			own6 = a.Addr()
-		}
-	}
+// mainSpec is the main table's routes of a plan: the peers' tunnel
+// addresses and the CEN routes on the WireGuard device (link index idx),
+// sourced from the gateway's tunnel address of their family, and the
+// direct routes via their routers; each with our protocol and metric.
+func mainSpec(p plan, idx, table int) routeSpec {
 	src := func(a netip.Addr) net.IP {
 		if a.IsValid() {
 			return a.AsSlice()
 		}
 		return nil
 	}
-	src4, src6 := src(own4), src(own6)
-	plain := func(r *plannedRoute) bool { return len(r.vias) == 0 || (p.plainMain && r.homeUp) }
+	src4, src6 := src(p.own4), src(p.own6)
 	return routeSpec{
 		n:   len(p.routes),
 		key: func(i int) netip.Prefix { return p.routes[i].prefix },
 		fp: func(i int) uint64 {
 			r := &p.routes[i]
-			switch {
-			case len(r.direct) > 0:
+			if len(r.direct) > 0 {
 				h := newRouteHash('d')
 				for _, v := range r.direct {
-					h.addr(v)
-				}
-				return h.Sum64()
-			case !plain(r):
-				h := newRouteHash('o')
-				h.int(ovl)
-				h.addr(own4)
-				for _, v := range r.vias {
 					h.addr(v)
 				}
 				return h.Sum64()
@@ -181,9 +154,9 @@ func mainSpec(p plan, idx, ovl, table int, addrs []netip.Prefix) routeSpec {
 			h := newRouteHash('w')
 			h.int(idx)
 			if r.prefix.Addr().Is4() {
-				h.addr(own4)
+				h.addr(p.own4)
 			} else {
-				h.addr(own6)
+				h.addr(p.own6)
 			}
 			return h.Sum64()
 		},
@@ -193,10 +166,8 @@ func mainSpec(p plan, idx, ovl, table int, addrs []netip.Prefix) routeSpec {
 			if len(r.direct) > 0 {
 				return directRoute(dst, r.direct, table, arena)
 			}
-			if !plain(r) {
-				return overlayRoute(dst, r.vias, ovl, table, src4, arena)
-			}
-			rt := netlink.Route{LinkIndex: idx, Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST}
+			rt := netlink.Route{LinkIndex: idx, Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST,
+				Priority: routeMetric(r.prefix)}
 			if r.prefix.Addr().Is4() {
 				rt.Family, rt.Scope, rt.Src = netlink.FAMILY_V4, netlink.SCOPE_LINK, src4
 			} else {
@@ -207,28 +178,13 @@ func mainSpec(p plan, idx, ovl, table int, addrs []netip.Prefix) routeSpec {
 	}
 }
 
-// overlayRoute is `dst via V dev OVL onlink src SRC`, or with several
-// gateways one multipath route with a nexthop per gateway (the kernel
-// hashes flows across them: fib_multipath_hash_policy=1).
-func overlayRoute(dst *net.IPNet, vias []netip.Addr, ovl, table int, src net.IP, arena *ipArena) netlink.Route {
-	rt := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST,
-		Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4, Src: src}
-	if len(vias) == 1 {
-		rt.LinkIndex, rt.Gw, rt.Flags = ovl, arena.ip(vias[0]), int(netlink.FLAG_ONLINK)
-		return rt
-	}
-	for _, v := range vias {
-		rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: ovl, Gw: arena.ip(v), Flags: int(netlink.FLAG_ONLINK)})
-	}
-	return rt
-}
-
 // directRoute is a route via routers on a connected network; the kernel
 // picks the interface for each.
 func directRoute(dst *net.IPNet, via []netip.Addr, table int, arena *ipArena) netlink.Route {
-	rt := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST, Scope: netlink.SCOPE_UNIVERSE, Family: netlink.FAMILY_V4}
+	rt := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: table, Type: unix.RTN_UNICAST, Scope: netlink.SCOPE_UNIVERSE,
+		Family: netlink.FAMILY_V4, Priority: RouteMetric4}
 	if via[0].Is6() {
-		rt.Family = netlink.FAMILY_V6
+		rt.Family, rt.Priority = netlink.FAMILY_V6, RouteMetric6
 	}
 	if len(via) == 1 {
 		rt.Gw = arena.ip(via[0])
@@ -299,26 +255,30 @@ func nexthops(r *netlink.Route) []nexthop {
 }
 
 // diffRoutes returns which of want to write (new or changed), by index,
-// and what to delete (owned by opencen, in the table, and no longer
-// wanted).
+// and what to delete (ours, in the table, and not wanted as it is: a
+// route for a wanted prefix with another metric goes too).
 func diffRoutes(have, want []netlink.Route) (add []int, del []netlink.Route) {
-	cur := make(map[netip.Prefix]*netlink.Route, len(have))
-	for i := range have {
-		cur[routeKey(&have[i])] = &have[i]
+	type key struct {
+		p      netip.Prefix
+		metric int
 	}
-	keep := make(map[netip.Prefix]bool, len(want))
+	cur := make(map[key]*netlink.Route, len(have))
+	for i := range have {
+		cur[key{routeKey(&have[i]), have[i].Priority}] = &have[i]
+	}
+	keep := make(map[key]bool, len(want))
 	if len(have) == 0 {
 		add = make([]int, 0, len(want))
 	}
 	for i := range want {
-		k := routeKey(&want[i])
+		k := key{routeKey(&want[i]), want[i].Priority}
 		keep[k] = true
 		if h, ok := cur[k]; !ok || !sameRoute(h, &want[i]) {
 			add = append(add, i)
 		}
 	}
 	for i := range have {
-		if !keep[routeKey(&have[i])] {
+		if !keep[key{routeKey(&have[i]), have[i].Priority}] {
 			del = append(del, have[i])
 		}
 	}
@@ -334,13 +294,6 @@ const parallelThreshold = 512
 // returns them joined. Deleting an absent route is success.
 func applyRoutes(writers []routeWriter, add, del []netlink.Route) error {
 	return errors.Join(forEachRoute(writers, add, false), forEachRoute(writers, del, true))
-}
-
-// routeBatchWriter is a routeWriter that writes many routes per netlink
-// message (routeSocket).
-type routeBatchWriter interface {
-	routeWriter
-	writeRoutes(del bool, routes []netlink.Route, fail func(i int, err error))
 }
 
 // maxReportedErrors caps the errors kept from one batch so a failure on
@@ -385,21 +338,7 @@ func forEachRoute(writers []routeWriter, routes []netlink.Route, del bool) error
 		wg.Add(1)
 		go func(wr routeWriter, part []netlink.Route) {
 			defer wg.Done()
-			if bw, ok := wr.(routeBatchWriter); ok {
-				bw.writeRoutes(del, part, func(i int, err error) { report(&part[i], err) })
-				return
-			}
-			for i := range part {
-				var err error
-				if del {
-					err = wr.RouteDel(&part[i])
-				} else {
-					err = wr.RouteReplace(&part[i])
-				}
-				if err != nil {
-					report(&part[i], err)
-				}
-			}
+			wr.writeRoutes(del, part, func(i int, err error) { report(&part[i], err) })
 		}(writers[w], routes[lo:hi])
 	}
 	wg.Wait()

@@ -57,20 +57,6 @@ func openRouteSocket(nsPath string) (*routeSocket, error) {
 
 func (s *routeSocket) Close() error { return unix.Close(s.fd) }
 
-// RouteReplace writes one route (routeWriter).
-func (s *routeSocket) RouteReplace(r *netlink.Route) error {
-	var err error
-	s.writeRoutes(false, []netlink.Route{*r}, func(_ int, e error) { err = e })
-	return err
-}
-
-// RouteDel deletes one route (routeWriter).
-func (s *routeSocket) RouteDel(r *netlink.Route) error {
-	var err error
-	s.writeRoutes(true, []netlink.Route{*r}, func(_ int, e error) { err = e })
-	return err
-}
-
 // writeRoutes replaces (or with del deletes) routes, calling fail for each
 // one the kernel refused or that could not be sent.
 func (s *routeSocket) writeRoutes(del bool, routes []netlink.Route, fail func(i int, err error)) {
@@ -204,6 +190,9 @@ func appendRouteRequest(b []byte, del bool, seq uint32, r *netlink.Route) ([]byt
 			binary.NativeEndian.PutUint16(nhs[at:], uint16(len(nhs)-at))
 		}
 		b = appendAttr(b, unix.RTA_MULTIPATH, nhs)
+	}
+	if r.Priority > 0 {
+		b = appendAttr(b, unix.RTA_PRIORITY, binary.NativeEndian.AppendUint32(nil, uint32(r.Priority)))
 	}
 	if r.Table >= 256 {
 		b = appendAttr(b, unix.RTA_TABLE, binary.NativeEndian.AppendUint32(nil, uint32(r.Table)))

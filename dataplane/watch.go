@@ -14,7 +14,7 @@ import (
 const repairDelay = 50 * time.Millisecond
 
 func (d *Dataplane) start(ns netns.NsHandle) {
-	d.loops.Add(5)
+	d.loops.Add(4)
 	go d.repairLoop()
 	nsp := &ns
 	errCb := func(what string) func(error) {
@@ -37,26 +37,26 @@ func (d *Dataplane) start(ns netns.NsHandle) {
 		// Any removal: routes whose source or nexthop it served go with it.
 		return !u.NewAddr
 	})
-	go watchLoop(d, "neigh", func(ch chan netlink.NeighUpdate, done chan struct{}) error {
-		return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{Namespace: nsp, ErrorCallback: errCb("neigh")})
-	}, func(u netlink.NeighUpdate) bool {
-		// The overlay's FDB and neighbour entries are permanent: only a
-		// removal (by hand) needs repair.
-		return u.Type == unix.RTM_DELNEIGH && u.LinkIndex != 0 && int32(u.LinkIndex) == d.ovlIndex.Load()
-	})
 	go watchLoop(d, "route", func(ch chan routeEvent, done chan struct{}) error {
 		return subscribeRoutes(d.opts.NetNS, ch, done)
 	}, func(u routeEvent) bool {
 		// Our own adds echo back as RTM_NEWROUTE; only removals of our
-		// routes (by hand, or with a link going down) need repair.
+		// routes (by hand, or with a link going down) and of rules need
+		// repair.
 		switch u.typ {
 		case unix.RTM_DELROUTE:
-			return u.protocol == RouteProtocol && (u.table == uint32(d.opts.Table) || u.table == uint32(d.opts.FastTable))
+			return u.protocol == RouteProtocol && (u.table == uint32(d.opts.Table) || d.isHandoffTable(u.table))
 		case unix.RTM_DELRULE:
-			return u.table == uint32(d.opts.FastTable)
+			return true
 		}
 		return false
 	})
+}
+
+// isHandoffTable reports whether table is in the handoff tables' range.
+func (d *Dataplane) isHandoffTable(table uint32) bool {
+	base := uint32(d.opts.HandoffTableBase)
+	return table > base && table <= base+1024
 }
 
 // watchLoop keeps one netlink subscription open, resubscribing after a
@@ -150,7 +150,7 @@ func (d *Dataplane) repair() {
 	if d.closed || !d.have {
 		return
 	}
-	p, err := resolveWith(d.desired, &d.scratch)
+	p, err := resolveWith(d.desired, d.opts.HandoffTableBase, &d.scratch)
 	if err != nil {
 		return // Set never stores an invalid state
 	}

@@ -3,6 +3,7 @@ package routing
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -19,6 +20,7 @@ const (
 	ReasonHijack       Reason = "hijack"        // a gateway announcing what it is not entitled to
 	ReasonNotAccepted  Reason = "not-accepted"  // outside the VBR's accept list
 	ReasonUnknownPeer  Reason = "unknown-peer"  // from a session no longer configured
+	ReasonConnected    Reason = "connected"     // overlaps a subnet connected to this gateway
 )
 
 // filter is the import rule set. The same rules are compiled into GoBGP
@@ -29,24 +31,30 @@ const (
 //
 // Order, for a prefix p from peer n:
 //  1. n is a gateway and p is exactly one of its VPC CIDRs: accept.
-//  2. p is a default route, overlaps a protected prefix, or overlaps an
-//     instance CIDR: reject.
-//  3. n is a gateway and p is inside one of its VBR entitlements: accept.
-//  4. n is a VBR and p is inside its accept list (or it has none): accept.
-//  5. reject (RFC 8212 default deny).
+//  2. n is a gateway of this region and p is a host route inside one of
+//     its VPC CIDRs: accept, as its handoff address.
+//  3. p is a default route, overlaps a protected prefix, a connected
+//     subnet or an instance CIDR: reject.
+//  4. n is a gateway and p is inside one of its VBR entitlements: accept.
+//  5. n is a VBR and p is inside its accept list (or it has none): accept.
+//  6. reject (RFC 8212 default deny).
 type filter struct {
+	region    string
 	gateways  map[netip.Addr]*GatewayPeer
 	vbrs      map[netip.Addr]*VBRSession
 	instance  []NamedPrefix
 	protected []netip.Prefix
+	connected []netip.Prefix
 }
 
 func newFilter(d *Desired) *filter {
 	f := &filter{
+		region:    d.Region,
 		gateways:  map[netip.Addr]*GatewayPeer{},
 		vbrs:      map[netip.Addr]*VBRSession{},
 		instance:  d.InstanceCIDRs,
 		protected: d.ProtectedPrefixes,
+		connected: d.Connected,
 	}
 	for i := range d.Gateways {
 		f.gateways[d.Gateways[i].Address] = &d.Gateways[i]
@@ -64,6 +72,8 @@ type verdict struct {
 	network string
 	// with names what the prefix collided with, for conflicts and hijacks.
 	with string
+	// handoff: a twin's handoff address, not a route.
+	handoff bool
 }
 
 func within(p netip.Prefix, list []netip.Prefix) bool {
@@ -80,11 +90,15 @@ func (f *filter) classify(peer netip.Addr, p netip.Prefix) verdict {
 	g := f.gateways[peer]
 	if g != nil {
 		for _, e := range g.Entitled {
-			if e.Kind == KindVPC {
-				for _, c := range e.Prefixes {
-					if c == p {
-						return verdict{region: e.Region, network: e.Network}
-					}
+			if e.Kind != KindVPC {
+				continue
+			}
+			for _, c := range e.Prefixes {
+				if c == p {
+					return verdict{region: e.Region, network: e.Network}
+				}
+				if g.Region == f.region && p.IsSingleIP() && c.Contains(p.Addr()) {
+					return verdict{region: e.Region, network: e.Network, handoff: true}
 				}
 			}
 		}
@@ -99,6 +113,11 @@ func (f *filter) classify(peer netip.Addr, p netip.Prefix) verdict {
 	for _, pp := range f.protected {
 		if pp.Overlaps(p) {
 			return verdict{reason: ReasonProtected, with: pp.String()}
+		}
+	}
+	for _, c := range f.connected {
+		if c.Overlaps(p) {
+			return verdict{reason: ReasonConnected, with: c.String()}
 		}
 	}
 	for _, c := range f.instance {
@@ -124,6 +143,21 @@ func (f *filter) classify(peer netip.Addr, p netip.Prefix) verdict {
 	return verdict{reason: ReasonNotAccepted}
 }
 
+// isTwinVBRPrefix reports whether peer is a gateway of this region and p
+// an on-premises prefix (not one of its VPC CIDRs).
+func (f *filter) isTwinVBRPrefix(peer netip.Addr, p netip.Prefix) bool {
+	g := f.gateways[peer]
+	if g == nil || g.Region != f.region {
+		return false
+	}
+	for _, e := range g.Entitled {
+		if e.Kind == KindVPC && slices.Contains(e.Prefixes, p) {
+			return false
+		}
+	}
+	return true
+}
+
 const (
 	importPolicyName = "opencen-import"
 	exportPolicyName = "opencen-export"
@@ -137,6 +171,12 @@ type policyBuilder struct {
 
 func exact(p netip.Prefix) *api.Prefix {
 	return &api.Prefix{IpPrefix: p.String(), MaskLengthMin: uint32(p.Bits()), MaskLengthMax: uint32(p.Bits())}
+}
+
+// hostsIn matches the host routes inside p.
+func hostsIn(p netip.Prefix) *api.Prefix {
+	n := uint32(p.Addr().BitLen())
+	return &api.Prefix{IpPrefix: p.String(), MaskLengthMin: n, MaskLengthMax: n}
 }
 
 func orLonger(p netip.Prefix) *api.Prefix {
@@ -205,11 +245,12 @@ func buildPolicies(d *Desired) *api.SetPoliciesRequest {
 		gwSets[i] = b.neighborSet(fmt.Sprintf("gw%d", i), g.Address)
 	}
 	for i, g := range d.Gateways {
-		var vpc []*api.Prefix
+		var vpc, hosts []*api.Prefix
 		for _, e := range g.Entitled {
 			if e.Kind == KindVPC {
 				for _, p := range e.Prefixes {
 					vpc = append(vpc, exact(p))
+					hosts = append(hosts, hostsIn(p))
 				}
 			}
 		}
@@ -219,9 +260,18 @@ func buildPolicies(d *Desired) *api.SetPoliciesRequest {
 				PrefixSet:   b.prefixSet(fmt.Sprintf("gw%d-vpc", i), vpc),
 			}, accept)
 		}
+		if len(hosts) > 0 && g.Region == d.Region {
+			b.stmt(fmt.Sprintf("gw%d-handoff", i), &api.Conditions{
+				NeighborSet: gwSets[i],
+				PrefixSet:   b.prefixSet(fmt.Sprintf("gw%d-handoff", i), hosts),
+			}, accept)
+		}
 	}
 	deny := []*api.Prefix{exact(netip.MustParsePrefix("0.0.0.0/0"))}
 	for _, p := range d.ProtectedPrefixes {
+		deny = append(deny, overlapping(p)...)
+	}
+	for _, p := range d.Connected {
 		deny = append(deny, overlapping(p)...)
 	}
 	for _, c := range d.InstanceCIDRs {
@@ -291,6 +341,7 @@ func buildPolicies(d *Desired) *api.SetPoliciesRequest {
 			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_INVERT, Name: "cen-tag"},
 		}, reject)
 	}
+	b.handoffExport(d)
 	exportStmts := b.stmts
 
 	return &api.SetPoliciesRequest{
@@ -300,6 +351,27 @@ func buildPolicies(d *Desired) *api.SetPoliciesRequest {
 			{Name: exportPolicyName, Statements: exportStmts},
 		},
 	}
+}
+
+// handoffExport keeps handoff addresses (ours, and those twins sent) for
+// the gateways of this region: every other session is refused them.
+func (b *policyBuilder) handoffExport(d *Desired) {
+	var twins []netip.Addr
+	for _, g := range d.Gateways {
+		if g.Region == d.Region {
+			twins = append(twins, g.Address)
+		}
+	}
+	b.sets = append(b.sets, &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY,
+		Name:        "handoff-tag",
+		List:        []string{fmt.Sprintf("^%d:%d:[0-9]+$", d.InstanceASN, tagHandoff)},
+	})
+	c := &api.Conditions{LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: "handoff-tag"}}
+	if len(twins) > 0 {
+		c.NeighborSet = &api.MatchSet{Type: api.MatchSet_TYPE_INVERT, Name: b.neighborSet("twins", twins...).Name}
+	}
+	b.stmt("handoff-twins-only", c, reject)
 }
 
 // policyAssignments binds the two policies to the global RIB. GoBGP's

@@ -382,7 +382,8 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 }
 
 // originPath builds the announcement of one VPC CIDR, tagged with its
-// region and network.
+// region and network, or with o.Network empty, of one handoff address,
+// tagged with its region and as a handoff.
 func originPath(d *Desired, o Origin) (*apiutil.Path, error) {
 	nlri, err := bgp.NewIPAddrPrefix(o.Prefix)
 	if err != nil {
@@ -395,9 +396,12 @@ func originPath(d *Desired, o Origin) (*apiutil.Path, error) {
 	if err != nil {
 		return nil, err
 	}
+	second := bgp.NewLargeCommunity(d.InstanceASN, tagNetwork, nameID(o.Network))
+	if o.Network == "" {
+		second = bgp.NewLargeCommunity(d.InstanceASN, tagHandoff, 0)
+	}
 	lc := bgp.NewPathAttributeLargeCommunities([]*bgp.LargeCommunity{
-		bgp.NewLargeCommunity(d.InstanceASN, tagRegion, nameID(o.Region)),
-		bgp.NewLargeCommunity(d.InstanceASN, tagNetwork, nameID(o.Network)),
+		bgp.NewLargeCommunity(d.InstanceASN, tagRegion, nameID(o.Region)), second,
 	})
 	return &apiutil.Path{
 		Family: bgp.RF_IPv4_UC,
@@ -411,6 +415,9 @@ func (s *Speaker) setOrigins(d *Desired) []error {
 	want := map[netip.Prefix]Origin{}
 	for _, o := range d.Originate {
 		want[o.Prefix] = o
+	}
+	for _, a := range d.HandoffAddresses {
+		want[netip.PrefixFrom(a, a.BitLen())] = Origin{Prefix: netip.PrefixFrom(a, a.BitLen()), Region: d.Region}
 	}
 	for p, o := range want {
 		key := fmt.Sprintf("%s|%s|%s", o.Region, o.Network, d.LocalAddress)
@@ -490,6 +497,15 @@ func (s *Speaker) startServer(ctx context.Context, d *Desired) error {
 			func(peer netip.Addr) {
 				// As GoBGP's BFD does: close the session now rather than
 				// after the hold time; it reconnects when the peer answers.
+				// Only an established session: one already closed is
+				// either connecting, or kept by graceful restart because
+				// the peer's agent closed it to restart (its tunnels and
+				// routes still forward), and GoBGP would hold the reset
+				// and apply it to the next session that comes up.
+				if !s.state.established(peer) {
+					s.log.Info("bfd down on a session that is not established: nothing to reset", "neighbor", peer)
+					return
+				}
 				if err := srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD is down"}); err != nil {
 					s.log.Warn("bfd down: resetting the bgp session", "neighbor", peer, "error", err)
 				}

@@ -24,11 +24,18 @@ type LearnedRoute struct {
 	OriginRegion  string
 	OriginNetwork string
 	// NextHops are the tunnel addresses of the gateways announcing the
-	// prefix; several mean equal-cost multipath over gateways of one region.
-	// For a prefix learned straight from a local VBR they are the on-prem
-	// router's address, and Direct is true.
+	// prefix. For a prefix learned straight from a local VBR they are the
+	// on-prem router's address, and Direct is true.
 	NextHops []netip.Addr
 	Direct   bool
+	// Gateways, for a Direct prefix, are the gateways of this region that
+	// announce it too (their own VBRs learned it): the candidates, with
+	// this gateway, for its home.
+	Gateways []netip.Addr
+	// Handoff marks not a route but a gateway of this region telling its
+	// address on a LAN (Prefix, a host route): where to hand it the
+	// packets of the prefixes it is the home of. NextHops is that gateway.
+	Handoff bool
 }
 
 func (r *LearnedRoute) hash() uint64 {
@@ -37,14 +44,24 @@ func (r *LearnedRoute) hash() uint64 {
 	h.Write([]byte{0})
 	h.Write([]byte(r.OriginNetwork))
 	h.Write([]byte{0})
-	if r.Direct {
-		h.Write([]byte{1})
-	}
+	h.Write([]byte{boolByte(r.Direct), boolByte(r.Handoff)})
 	for _, a := range r.NextHops {
 		b := a.As16()
 		h.Write(b[:])
 	}
+	h.Write([]byte{0})
+	for _, a := range r.Gateways {
+		b := a.As16()
+		h.Write(b[:])
+	}
 	return h.Sum64()
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // RouteBatch is one coalesced change of the learned routes.
@@ -111,24 +128,29 @@ type state struct {
 	eor      map[netip.Addr]bool
 	sessions map[netip.Addr]*sessionInfo
 	rejected map[netip.Addr]map[netip.Prefix]Reason
-	counts   map[Reason]uint64
-	kick     chan struct{}
-	sessKick chan struct{} // wakes runSessions (sessions.go)
+	// twinPaths are the on-premises prefixes gateways of this region
+	// announce (accepted, before best-path selection, which prefers a
+	// local VBR's path and so hides them): LearnedRoute.Gateways.
+	twinPaths map[netip.Prefix][]netip.Addr
+	counts    map[Reason]uint64
+	kick      chan struct{}
+	sessKick  chan struct{} // wakes runSessions (sessions.go)
 }
 
 func newState(log *slog.Logger, opts Options) *state {
 	return &state{
-		log:      log,
-		opts:     opts,
-		rib:      map[netip.Prefix]*ribEntry{},
-		dirty:    map[netip.Prefix]struct{}{},
-		full:     true,
-		eor:      map[netip.Addr]bool{},
-		sessions: map[netip.Addr]*sessionInfo{},
-		rejected: map[netip.Addr]map[netip.Prefix]Reason{},
-		counts:   map[Reason]uint64{},
-		kick:     make(chan struct{}, 1),
-		sessKick: make(chan struct{}, 1),
+		log:       log,
+		opts:      opts,
+		rib:       map[netip.Prefix]*ribEntry{},
+		dirty:     map[netip.Prefix]struct{}{},
+		full:      true,
+		eor:       map[netip.Addr]bool{},
+		sessions:  map[netip.Addr]*sessionInfo{},
+		rejected:  map[netip.Addr]map[netip.Prefix]Reason{},
+		twinPaths: map[netip.Prefix][]netip.Addr{},
+		counts:    map[Reason]uint64{},
+		kick:      make(chan struct{}, 1),
+		sessKick:  make(chan struct{}, 1),
 	}
 }
 
@@ -192,6 +214,7 @@ func (st *state) detach() {
 	clear(st.eor)
 	clear(st.sessions)
 	clear(st.rejected)
+	clear(st.twinPaths)
 	st.wake()
 	st.wakeSessions()
 }
@@ -320,6 +343,10 @@ func (st *state) route(pfx netip.Prefix, e *ribEntry) (LearnedRoute, bool) {
 	r.OriginNetwork = st.names.networks[first.netID]
 	if st.f.vbrs[first.src] != nil {
 		r.Direct = true
+		r.Gateways = st.twinPaths[pfx]
+	}
+	if pfx.IsSingleIP() && st.f.classify(first.src, pfx).handoff {
+		r.Handoff = true
 	}
 	if r.OriginRegion == "" || r.OriginNetwork == "" {
 		// Untagged or unknown tag: fall back on what the peer is entitled to.
@@ -474,9 +501,11 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 		rej := st.rejected[peer]
 		if p.Withdrawal {
 			delete(rej, pfx)
+			st.noteTwinPath(peer, pfx, false)
 			continue
 		}
 		v := st.f.classify(peer, pfx)
+		st.noteTwinPath(peer, pfx, v.reason == "" && !v.handoff && st.f.isTwinVBRPrefix(peer, pfx))
 		if v.reason == "" {
 			delete(rej, pfx)
 			continue
@@ -504,6 +533,48 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 				"session", st.sessionName(peer), "neighbor", peer, "overlaps", v.with, "count", n)
 		}
 	}
+}
+
+// noteTwinPath records whether twin announces pfx as an on-premises
+// prefix, and marks pfx for recomputing when that changed.
+func (st *state) noteTwinPath(twin netip.Addr, pfx netip.Prefix, announced bool) {
+	list := st.twinPaths[pfx]
+	i := slices.Index(list, twin)
+	switch {
+	case announced && i < 0:
+		list = append(list, twin)
+		slices.SortFunc(list, netip.Addr.Compare)
+		st.twinPaths[pfx] = list
+	case !announced && i >= 0:
+		if list = slices.Delete(list, i, i+1); len(list) == 0 {
+			delete(st.twinPaths, pfx)
+		} else {
+			st.twinPaths[pfx] = list
+		}
+	default:
+		return
+	}
+	if st.rib[pfx] != nil {
+		st.dirty[pfx] = struct{}{}
+		st.wake()
+	}
+}
+
+// forgetTwin drops every announcement of a twin whose session went down.
+func (st *state) forgetTwin(twin netip.Addr) {
+	for pfx, list := range st.twinPaths {
+		if slices.Contains(list, twin) {
+			st.noteTwinPath(twin, pfx, false)
+		}
+	}
+}
+
+// established reports whether the session with addr is established.
+func (st *state) established(addr netip.Addr) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	si := st.sessions[addr]
+	return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED
 }
 
 func (st *state) session(addr netip.Addr) *sessionInfo {
@@ -607,6 +678,7 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 		st.log.Info("bgp session up", "session", name, "neighbor", addr)
 	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
 		si.received = nil
+		st.forgetTwin(addr)
 		delete(st.rejected, addr)
 		delete(st.eor, addr)
 		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),

@@ -58,6 +58,15 @@ type Desired struct {
 	// ProtectedPrefixes are never learned from anyone, nor anything that
 	// overlaps them: tunnel addresses and underlay endpoints.
 	ProtectedPrefixes []netip.Prefix
+	// Connected are the subnets connected to this gateway (its LANs, VBR
+	// links, underlay): a learned prefix overlapping one would take over
+	// the link's own route, so it is refused (ReasonConnected).
+	Connected []netip.Prefix
+	// HandoffAddresses are this gateway's addresses on its region's LANs
+	// (inside the region's VPC CIDRs). They are announced as host routes
+	// to the gateways of the region only, which hand it the packets of
+	// the prefixes it is the home of (see package dataplane).
+	HandoffAddresses []netip.Addr
 }
 
 // GatewayPeer is another gateway of the instance.
@@ -231,6 +240,12 @@ func (d *Desired) Validate() error {
 	for _, p := range d.ProtectedPrefixes {
 		pfx("protected prefix", p)
 	}
+	for _, p := range d.Connected {
+		pfx("connected subnet", p)
+	}
+	for _, a := range d.HandoffAddresses {
+		v4("handoff address", a)
+	}
 	if len(errs) == 0 {
 		if _, err := newNameTable(d); err != nil {
 			errs = append(errs, err)
@@ -242,9 +257,12 @@ func (d *Desired) Validate() error {
 // Tags: every CEN route carries two BGP large communities,
 // INSTANCE_ASN:1:hash(region) and INSTANCE_ASN:2:hash(network), so any
 // gateway (and cenctl, and the on-prem router) can tell where it came from.
+// A third, INSTANCE_ASN:3:0, marks a gateway's handoff address (a host
+// route only its region's gateways receive).
 const (
 	tagRegion  uint32 = 1
 	tagNetwork uint32 = 2
+	tagHandoff uint32 = 3
 )
 
 // nameID hashes a region or network name into a large community value.
@@ -320,6 +338,8 @@ func (d Desired) clone() Desired {
 	}
 	c.InstanceCIDRs = slices.Clone(d.InstanceCIDRs)
 	c.ProtectedPrefixes = slices.Clone(d.ProtectedPrefixes)
+	c.Connected = slices.Clone(d.Connected)
+	c.HandoffAddresses = slices.Clone(d.HandoffAddresses)
 	return c
 }
 

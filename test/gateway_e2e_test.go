@@ -270,7 +270,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		for _, dev := range []string{st.Overlay, st.Device} {
+		for _, dev := range []string{st.Device} {
 			if progs := tcxPrograms(t, gw("gw-b1").Namespace, dev); progs != 1 {
 				t.Errorf("%d TCX egress programs on %s after kill -9 and restart, want exactly 1", progs, dev)
 			}

@@ -36,12 +36,24 @@ func requireRoot(t testing.TB) {
 // named for this test alone, and removes it all when the test ends.
 func upLab(t testing.TB, configFile string) (*lab.Lab, lab.Options) {
 	t.Helper()
-	return upLabShaper(t, configFile, "")
+	return testLab(t, configFile, true, "")
+}
+
+// upLabAgents is upLab, without starting the agents unless agents is set
+// (opts.Cend still names the binary, for lab.StartAgent).
+func upLabAgents(t testing.TB, configFile string, agents bool) (*lab.Lab, lab.Options) {
+	t.Helper()
+	return testLab(t, configFile, agents, "")
 }
 
 // upLabShaper is upLab with every cend started with --shaper shaper (its
 // default when empty).
 func upLabShaper(t testing.TB, configFile, shaper string) (*lab.Lab, lab.Options) {
+	t.Helper()
+	return testLab(t, configFile, true, shaper)
+}
+
+func testLab(t testing.TB, configFile string, agents bool, shaper string) (*lab.Lab, lab.Options) {
 	t.Helper()
 	requireRoot(t)
 	suffix := make([]byte, 3)
@@ -60,7 +72,11 @@ func upLabShaper(t testing.TB, configFile, shaper string) (*lab.Lab, lab.Options
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := lab.Up(ctx, opts)
+	upOpts := opts
+	if !agents {
+		upOpts.Cend = ""
+	}
+	l, err := lab.Up(ctx, upOpts)
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpLogs(t, opts.StateDir)

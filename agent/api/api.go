@@ -36,11 +36,8 @@ type Status struct {
 	WireGuard     string   `json:"wireguard"`
 	Shaping       string   `json:"shaping"`
 	ShapedDevices []string `json:"shaped_devices,omitempty"`
-	// Device is the WireGuard device; Overlay the VXLAN device inside it
-	// that carries IPv4 CEN traffic entering at a home's twin. The
-	// shaper charges one set of buckets at the egress of both.
+	// Device is the WireGuard device: all CEN traffic leaves through it.
 	Device        string            `json:"device"`
-	Overlay       string            `json:"overlay"`
 	TunnelAddress string            `json:"tunnel_address"`
 	Subsystems    []SubsystemStatus `json:"subsystems"`
 	PeersUp       int               `json:"peers_up"`
@@ -69,6 +66,9 @@ type Peer struct {
 	Address   string `json:"address"` // tunnel address, or the VBR neighbour
 	Endpoint  string `json:"endpoint,omitempty"`
 	PublicKey string `json:"public_key,omitempty"`
+	// AllowedIPs are the prefixes WireGuard takes from and sends to this
+	// gateway: its tunnel address and every prefix it is the home of.
+	AllowedIPs []string `json:"allowed_ips,omitempty"`
 	// LatestHandshake is zero when the tunnel never completed one.
 	LatestHandshake  time.Time `json:"latest_handshake,omitzero"`
 	RxBytes          uint64    `json:"rx_bytes"`

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -100,45 +101,56 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 	return cmd
 }
 
-func printReport(w io.Writer, rep *lab.Report) {
-	fmt.Fprintf(w, "opencen demo: instance %s, %s\n\n", rep.Instance, time.Duration(rep.Duration*float64(time.Second)).Round(time.Second))
-	hosts := []string{}
-	seen := map[string]bool{}
-	ok := map[[2]string]lab.Reach{}
-	for _, r := range rep.Reachability {
-		for _, h := range []string{r.From, r.To} {
-			if !seen[h] {
-				seen[h] = true
-				hosts = append(hosts, h)
-			}
+// printReachability is the matrix of forced paths: a row per source
+// network and the gateway it hands its flows to, a column per destination
+// network.
+func printReachability(w io.Writer, reach []lab.Reach) {
+	var rows, cols []string
+	cell := map[[2]string]lab.Reach{}
+	for _, r := range reach {
+		row := r.From
+		if r.Gateway != "" {
+			row += " via " + r.Gateway
 		}
-		ok[[2]string{r.From, r.To}] = r
+		if !slices.Contains(rows, row) {
+			rows = append(rows, row)
+		}
+		if !slices.Contains(cols, r.To) {
+			cols = append(cols, r.To)
+		}
+		cell[[2]string{row, r.To}] = r
 	}
-	fmt.Fprintln(w, "Reachability (ping, from row to column):")
+	slices.Sort(cols)
+	fmt.Fprintln(w, "Reachability (ping over every path, each forced: from row to column):")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "\t")
-	for _, h := range hosts {
-		fmt.Fprintf(tw, "%s\t", h)
+	for _, c := range cols {
+		fmt.Fprintf(tw, "%s\t", c)
 	}
 	fmt.Fprintln(tw)
-	for _, from := range hosts {
-		fmt.Fprintf(tw, "%s\t", from)
-		for _, to := range hosts {
-			cell := "-"
-			if r, found := ok[[2]string{from, to}]; found {
-				cell = fmt.Sprintf("ok %.1fms", r.RTTms)
-				if r.Received < r.Sent {
-					cell = fmt.Sprintf("FAIL %d/%d", r.Received, r.Sent)
+	for _, row := range rows {
+		fmt.Fprintf(tw, "%s\t", row)
+		for _, c := range cols {
+			text := "-"
+			if r, ok := cell[[2]string{row, c}]; ok {
+				text = fmt.Sprintf("ok %.1fms", r.RTTms)
+				if !r.OK() {
+					text = fmt.Sprintf("FAIL %d/%d", r.Received, r.Sent)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t", cell)
+			fmt.Fprintf(tw, "%s\t", text)
 		}
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+}
+
+func printReport(w io.Writer, rep *lab.Report) {
+	fmt.Fprintf(w, "opencen demo: instance %s, %s\n\n", rep.Instance, time.Duration(rep.Duration*float64(time.Second)).Round(time.Second))
+	printReachability(w, rep.Reachability)
 
 	fmt.Fprintln(w, "\nShaped pairs (iperf3 TCP goodput against the allocation):")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "FROM\tTO\tALLOCATION\tPACKAGE\tGOODPUT\tRATIO")
 	partial := false
 	for _, p := range rep.Pairs {

@@ -17,8 +17,9 @@ func sampleReport() *lab.Report {
 		StartedAt: time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC),
 		Duration:  95,
 		Reachability: []lab.Reach{
-			{From: "vpc-a", To: "vpc-b", Sent: 3, Received: 3, RTTms: 0.5},
-			{From: "vpc-b", To: "vpc-a", Sent: 3, Received: 1, RTTms: 0.6},
+			{From: "vpc-a", Gateway: "gw-a1", To: "vpc-b", Paths: 2, Sent: 6, Received: 6, RTTms: 0.5},
+			{From: "vpc-a", Gateway: "gw-a2", To: "vpc-b", Paths: 2, Sent: 6, Received: 6, RTTms: 0.7},
+			{From: "vpc-b", Gateway: "gw-b1", To: "vpc-a", Paths: 4, Sent: 12, Received: 10, RTTms: 0.6},
 		},
 		Pairs: []lab.PairMeasure{
 			{FromRegion: "cn-beijing", ToRegion: "us-west-1", AllocationBps: 20_000_000, Package: "bwp-china-na", GoodputBps: 19_300_000, Ratio: 0.965},
@@ -36,7 +37,8 @@ func TestReportText(t *testing.T) {
 	printReport(&b, sampleReport())
 	for _, want := range []string{
 		"opencen demo: instance cen-lab, 1m35s",
-		"FAIL 1/3",
+		"vpc-a via gw-a2  -           ok 0.7ms",
+		"vpc-b via gw-b1  FAIL 10/12",
 		"cn-beijing  us-west-1   20Mbps      bwp-china-na  19.30Mbps  0.965",
 		"Default pair eu-central-1 <-> us-west-1 (1 Kbps, no package): ping 3/3 answered; bulk TCP 950bps",
 		"gw-beijing-1 killed under 16 UDP flows vpc-shanghai -> vpc-beijing, 9 of them through it: the worst was cut for 310 ms (lost 31 packets)",

@@ -193,7 +193,7 @@ func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "gateway %s (region %s) of instance %s\n", s.Gateway, s.Region, s.Instance)
 	fmt.Fprintf(w, "  config      %s, generation %d, loaded %s\n", s.ConfigFile, s.ConfigGeneration, ago(s.ConfigLoadedAt))
 	fmt.Fprintf(w, "  up since    %s\n", ago(s.StartedAt))
-	fmt.Fprintf(w, "  tunnel      %s on %s (%s WireGuard), overlay %s\n", s.TunnelAddress, s.Device, s.WireGuard, s.Overlay)
+	fmt.Fprintf(w, "  tunnel      %s on %s (%s WireGuard)\n", s.TunnelAddress, s.Device, s.WireGuard)
 	fmt.Fprintf(w, "  shaping     %s\n", shapingWhere(s))
 	fmt.Fprintf(w, "  peers       %d of %d established\n", s.PeersUp, s.PeersTotal)
 	fmt.Fprintf(w, "  routes      %d of %d installed\n", s.RoutesActive, s.RoutesTotal)

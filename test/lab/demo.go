@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,20 +42,30 @@ type Report struct {
 	StartedAt    time.Time      `json:"started_at"`
 	Duration     float64        `json:"duration_seconds"`
 	Reachability []Reach        `json:"reachability"`
+	// Paths are the forced paths behind Reachability, each with its pings.
+	Paths    []PathResult   `json:"paths"`
 	Pairs        []PairMeasure  `json:"pairs"`
 	Default      *DefaultPair   `json:"default_pair,omitempty"`
 	Failover     *FailoverTrial `json:"failover,omitempty"`
 	Failures     []string       `json:"failures,omitempty"`
 }
 
-// Reach is one ordered pair of hosts and whether pings crossed.
+// Reach is one source network handing its flows to one gateway (its
+// ingress; none for an on-premises network, whose router picks) toward one
+// destination network: the pings of every forced path of the three (each
+// source and destination address, each gateway the answer can take).
 type Reach struct {
 	From     string  `json:"from"`
+	Gateway  string  `json:"gateway,omitempty"`
 	To       string  `json:"to"`
+	Paths    int     `json:"paths"`
 	Sent     int     `json:"sent"`
 	Received int     `json:"received"`
 	RTTms    float64 `json:"rtt_avg_ms"`
 }
+
+// OK reports whether every echo came back.
+func (r Reach) OK() bool { return r.Sent > 0 && r.Received == r.Sent }
 
 // PairMeasure is one direction of a shaped region pair: iperf3 goodput
 // against the pair's allocation.
@@ -135,26 +146,32 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 	defer func() { rep.Duration = time.Since(rep.StartedAt).Seconds() }()
 
 	say("waiting for every host to reach every other (BGP convergence)")
-	deadline := time.Now().Add(o.ConvergeTimeout)
-	for {
-		rep.Reachability = l.reachability(ctx, 3)
-		// Until every echo of every pair is answered: a pair whose
-		// sessions came up during the round answers only its last
-		// echoes, and is converged only in the next round.
-		missing := 0
-		for _, r := range rep.Reachability {
-			if r.Received < r.Sent || r.Sent == 0 {
-				missing++
+	l.converge(ctx, o.ConvergeTimeout)
+	paths := l.Paths()
+	say("pinging %d paths, each forced through its gateways with host routes", len(paths))
+	rep.Paths = l.PingPaths(ctx, paths, 3, 100*time.Millisecond)
+	// A path can miss its first echoes while the last routes and handoff
+	// addresses spread after the sessions came up: the failed ones get
+	// one more round before they count.
+	var again []Path
+	for _, r := range rep.Paths {
+		if !r.OK() {
+			again = append(again, r.Path)
+		}
+	}
+	if len(again) > 0 {
+		time.Sleep(5 * time.Second)
+		retried := l.PingPaths(ctx, again, 3, 100*time.Millisecond)
+		for i, r := range rep.Paths {
+			if j := slices.IndexFunc(retried, func(x PathResult) bool { return x.Path == r.Path }); j >= 0 {
+				rep.Paths[i] = retried[j]
 			}
 		}
-		if missing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Second)
 	}
-	for _, r := range rep.Reachability {
-		if r.Received < r.Sent {
-			rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %d of %d pings answered", r.From, r.To, r.Received, r.Sent))
+	rep.Reachability = reachMatrix(rep.Paths)
+	for _, r := range rep.Paths {
+		if !r.OK() {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %d of %d pings answered%s", r.Path, r.Received, r.Sent, r.Error))
 		}
 	}
 
@@ -223,10 +240,11 @@ const MinGoodputRatio = 0.95
 var rttAvg = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 
 // pingFrom runs a bounded ping in a host's namespace.
-func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interval time.Duration) (sent, received int, rtt float64) {
+func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interval time.Duration, extra ...string) (sent, received int, rtt float64) {
 	deadline := int(time.Duration(count)*interval/time.Second) + 2
-	out, _ := l.Exec(ctx, from, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
-		"-W", "1", "-w", strconv.Itoa(deadline), addr)
+	argv := append([]string{"ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+		"-W", "1", "-w", strconv.Itoa(deadline)}, extra...)
+	out, _ := l.Exec(ctx, from, append(argv, addr)...)
 	if m := pingSummaryRE.FindStringSubmatch(string(out)); m != nil {
 		sent, _ = strconv.Atoi(m[1])
 		received, _ = strconv.Atoi(m[2])
@@ -239,30 +257,65 @@ func (l *Lab) pingFrom(ctx context.Context, from, addr string, count int, interv
 
 var pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
-// reachability pings every ordered pair of hosts, in parallel per source.
-func (l *Lab) reachability(ctx context.Context, count int) []Reach {
-	var (
-		mu  sync.Mutex
-		out []Reach
-		wg  sync.WaitGroup
-	)
-	for _, from := range l.Hosts {
-		wg.Add(1)
-		go func(from Host) {
-			defer wg.Done()
-			for _, to := range l.Hosts {
-				if to.Name == from.Name {
-					continue
+// converge waits until every host reaches every other's primary address
+// along whatever path its routes pick (pings in parallel per source), or
+// timeout: the forced paths are measured on a converged instance.
+func (l *Lab) converge(ctx context.Context, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var missing atomic.Int32
+		var wg sync.WaitGroup
+		for _, from := range l.Hosts {
+			wg.Add(1)
+			go func(from Host) {
+				defer wg.Done()
+				for _, to := range l.Hosts {
+					if to.Name == from.Name {
+						continue
+					}
+					// Every echo: a pair whose sessions came up during the
+					// round answers only its last ones.
+					if s, r, _ := l.pingFrom(ctx, from.Name, to.Address.Addr().String(), 3, 100*time.Millisecond); s == 0 || r < s {
+						missing.Add(1)
+					}
 				}
-				s, r, rtt := l.pingFrom(ctx, from.Name, to.Address.Addr().String(), count, 100*time.Millisecond)
-				mu.Lock()
-				out = append(out, Reach{From: from.Name, To: to.Name, Sent: s, Received: r, RTTms: rtt})
-				mu.Unlock()
-			}
-		}(from)
+			}(from)
+		}
+		wg.Wait()
+		if missing.Load() == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(time.Second)
 	}
-	wg.Wait()
-	slices.SortFunc(out, func(a, b Reach) int { return strings.Compare(a.From+"\x00"+a.To, b.From+"\x00"+b.To) })
+}
+
+// reachMatrix sums the paths' pings per source network, ingress gateway
+// and destination network.
+func reachMatrix(paths []PathResult) []Reach {
+	idx := map[[3]string]int{}
+	var out []Reach
+	rtt := map[[3]string]float64{}
+	for _, p := range paths {
+		k := [3]string{p.From, p.Ingress, p.To}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, Reach{From: p.From, Gateway: p.Ingress, To: p.To})
+		}
+		out[i].Paths++
+		out[i].Sent += p.Sent
+		out[i].Received += p.Received
+		rtt[k] += p.RTTms * float64(p.Received)
+	}
+	for k, i := range idx {
+		if out[i].Received > 0 {
+			out[i].RTTms = rtt[k] / float64(out[i].Received)
+		}
+	}
+	slices.SortFunc(out, func(a, b Reach) int {
+		return strings.Compare(a.From+"\x00"+a.Gateway+"\x00"+a.To, b.From+"\x00"+b.Gateway+"\x00"+b.To)
+	})
 	return out
 }
 

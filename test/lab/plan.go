@@ -103,9 +103,17 @@ type Host struct {
 	Region    string
 	Network   string
 	Address   netip.Prefix // on its LAN
+	// Extra are more addresses of a VPC host in a region with several
+	// gateways: with Address, one in a piece of the VPC's first CIDR dealt
+	// to each gateway (config.VPCPieces), so that every gateway is the
+	// home of one of the host's addresses.
+	Extra []netip.Prefix `json:",omitempty"`
 	// NextHops are where the host sends CEN traffic: its region's gateways
 	// (a multipath route when there are several) or its on-premises router.
 	NextHops []netip.Addr
+	// Gateways name the gateway of each of NextHops; empty for an
+	// on-premises host.
+	Gateways []string `json:",omitempty"`
 	// Routes are the prefixes the host routes via NextHops: every other
 	// network of the instance.
 	Routes []netip.Prefix
@@ -254,6 +262,7 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 				continue
 			}
 			var hops []netip.Addr
+			var names []string
 			for i, g := range gws {
 				a, err := hostAddr(first, uint64(1+i))
 				if err != nil {
@@ -262,6 +271,11 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 				}
 				g.LANAddrs = append(g.LANAddrs, a)
 				hops = append(hops, a.Addr())
+				names = append(names, g.Name)
+			}
+			extra, err := homedAddrs(cfg, first, region, host)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
 			}
 			l.Hosts = append(l.Hosts, Host{
 				Name:      n.Name,
@@ -270,7 +284,9 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 				Region:    region,
 				Network:   n.Name,
 				Address:   host,
+				Extra:     extra,
 				NextHops:  hops,
+				Gateways:  names,
 			})
 		}
 	}
@@ -429,6 +445,28 @@ func commonPrefix(addrs []netip.Addr) (netip.Prefix, error) {
 
 // hostAddr is the n-th address of p with p's length, refusing the
 // network's last address and anything outside p.
+// homedAddrs are a VPC host's addresses besides primary: for every other
+// gateway of the region, host number 10 of the first piece of cidr dealt
+// to it, with cidr's length.
+func homedAddrs(cfg *config.Config, cidr netip.Prefix, region string, primary netip.Prefix) ([]netip.Prefix, error) {
+	seen := map[string]bool{}
+	var out []netip.Prefix
+	for _, p := range cfg.VPCPieces(cidr, region) {
+		if seen[p.Gateway] {
+			continue
+		}
+		seen[p.Gateway] = true
+		a, err := hostAddr(p.Prefix, 10)
+		if err != nil {
+			return nil, err
+		}
+		if a.Addr() != primary.Addr() {
+			out = append(out, netip.PrefixFrom(a.Addr(), cidr.Bits()))
+		}
+	}
+	return out, nil
+}
+
 func hostAddr(p netip.Prefix, n uint64) (netip.Prefix, error) {
 	p = p.Masked()
 	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))

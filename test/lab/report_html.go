@@ -66,8 +66,9 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 {{end}}
 {{with .Default}}<h2>Default pair</h2><p id="default">{{index .Regions 0}} &harr; {{index .Regions 1}} (1 Kbps, no package): ping {{.PingReceived}}/{{.PingSent}} answered; bulk TCP {{printf "%.0f" .GoodputBps}} bps.</p>{{end}}
 {{with .Failover}}<h2>Failover</h2><p id="failover">{{.Gateway}} killed under {{.Flows}} UDP flows {{.From}} &rarr; {{.To}}: {{.Interrupted}} flows crossed it; the worst was cut for {{printf "%.0f" .OutageMs}} ms{{if not .Recovered}} and did not come back{{end}} (lost {{.Lost}} packets).</p>{{end}}
-<h2>Reachability</h2><table id="reachability"><tr><th>from</th><th>to</th><th>answered</th><th>rtt</th></tr>
-{{range .Reachability}}<tr><td>{{.From}}</td><td>{{.To}}</td><td class="{{if lt .Received .Sent}}fail{{else}}ok{{end}}">{{.Received}}/{{.Sent}}</td><td>{{printf "%.2f" .RTTms}} ms</td></tr>
+<h2>Reachability</h2><p>Every path forced with host routes: each source and destination address, each gateway a flow can enter by and its answer leave by.</p>
+<table id="reachability"><tr><th>from</th><th>via</th><th>to</th><th>paths</th><th>answered</th><th>rtt</th></tr>
+{{range .Reachability}}<tr><td>{{.From}}</td><td>{{.Gateway}}</td><td>{{.To}}</td><td>{{.Paths}}</td><td class="{{if lt .Received .Sent}}fail{{else}}ok{{end}}">{{.Received}}/{{.Sent}}</td><td>{{printf "%.2f" .RTTms}} ms</td></tr>
 {{end}}</table>
 </body></html>
 `))

@@ -240,8 +240,8 @@ func (l *Lab) StopAgent(ctx context.Context, gateway string, sig syscall.Signal)
 }
 
 // StartAgent (re)starts a gateway's cend with the binary given, as Up
-// does, and waits for its socket.
-func (l *Lab) StartAgent(ctx context.Context, gateway, cend string) error {
+// does, with extra flags after the lab's own, and waits for its socket.
+func (l *Lab) StartAgent(ctx context.Context, gateway, cend string, extra ...string) error {
 	g := l.gateway(gateway)
 	if g == nil {
 		return fmt.Errorf("no gateway %q in the lab", gateway)
@@ -257,7 +257,7 @@ func (l *Lab) StartAgent(ctx context.Context, gateway, cend string) error {
 		format = "text"
 	}
 	l.r = l.runner()
-	if err := l.startAgent(ctx, cend, format, g); err != nil {
+	if err := l.startAgent(ctx, cend, format, g, extra...); err != nil {
 		return err
 	}
 	if err := l.save(); err != nil {

@@ -239,8 +239,10 @@ func (l *Lab) build(ctx context.Context, o Options, scripts string) error {
 				return err
 			}
 			k++
-			if err := r.ip(ctx, h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN); err != nil {
-				return err
+			for _, a := range append([]netip.Prefix{h.Address}, h.Extra...) {
+				if err := r.ip(ctx, h.Namespace, "addr", "add", a.String(), "dev", ifLAN); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -407,7 +409,7 @@ func (l *Lab) SetAnnouncements(ctx context.Context, router string, prefixes []ne
 }
 
 // startAgent starts cend in its gateway's namespace.
-func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway) error {
+func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway, extra ...string) error {
 	if err := os.MkdirAll(g.StateDir, 0o755); err != nil {
 		return fmt.Errorf("gateway %s: %w", g.Name, err)
 	}
@@ -419,7 +421,7 @@ func (l *Lab) startAgent(ctx context.Context, cend, logFormat string, g *Gateway
 	if l.AgentShaper != "" {
 		args = append(args, "--shaper", l.AgentShaper)
 	}
-	pid, err := l.spawn(g.Namespace, g.LogFile, args...)
+	pid, err := l.spawn(g.Namespace, g.LogFile, append(args, extra...)...)
 	if err != nil {
 		return fmt.Errorf("gateway %s: start cend: %w", g.Name, err)
 	}

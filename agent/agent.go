@@ -228,7 +228,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			delete(a.stale, p)
 		}
 	}
-	defer func() { err = errors.Join(err, a.close()) }()
+	up := false
+	defer func() {
+		if err != nil && !up {
+			a.logLeftInPlace(err)
+		}
+		err = errors.Join(err, a.close())
+	}()
 
 	if err := a.mountBPFFS(); err != nil {
 		return err
@@ -249,9 +255,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	firstErr := a.reconcile(ctx)
 	st, _ := a.dp.Status()
 	if st.Mode == "" {
-		err := fmt.Errorf("no tunnel device: %w", firstErr)
-		a.logLeftInPlace(err)
-		return err
+		return fmt.Errorf("no tunnel device: %w", firstErr)
 	}
 	if firstErr != nil {
 		a.log.Error("first reconcile incomplete; retrying in the loop", "err", firstErr)
@@ -259,23 +263,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("wireguard path", "mode", st.Mode, "device", st.Device)
 
 	if err := a.startShaper(st.Mode == dataplane.ModeUserspace); err != nil {
-		err = fmt.Errorf("shaping: %w", err)
-		a.logLeftInPlace(err)
-		return err
+		return fmt.Errorf("shaping: %w", err)
 	}
-	a.mu.Lock()
-	a.shDevices = a.shapedDevices()
-	a.mu.Unlock()
-	a.log.Info("shaping path", "mode", a.shPath, "devices", a.shDevices)
-
 	if err := a.startRouting(ctx, restarting); err != nil {
-		a.logLeftInPlace(err)
 		return err
 	}
 	if err := a.reconcile(ctx); err != nil {
 		a.log.Error("reconcile incomplete; retrying in the loop", "err", err)
 	}
 	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
+	up = true
 	return a.loop(ctx)
 }
 

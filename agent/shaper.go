@@ -148,6 +148,17 @@ func (a *Agent) mountBPFFS() error {
 // another path left is removed first (a restart may change the path):
 // never two shapers at once.
 func (a *Agent) startShaper(helper bool) error {
+	if err := a.newShaper(helper); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.shDevices = a.shapedDevices()
+	a.mu.Unlock()
+	a.log.Info("shaping path", "mode", a.shPath, "devices", a.shDevices)
+	return nil
+}
+
+func (a *Agent) newShaper(helper bool) error {
 	log := a.log.With("subsystem", subShaping)
 	device := a.dp.Device()
 	remote := shaping.NewRemote(shaping.SocketPath(device))
@@ -206,8 +217,9 @@ func (a *Agent) pinPath() string {
 	return filepath.Join(shaping.BPFFSRoot, "opencen", a.dp.Device())
 }
 
-// logLeftInPlace says, after a failed start, what stays for the next cend
-// to adopt (or cend --cleanup to remove).
+// logLeftInPlace says, after a start that failed once the tunnel was
+// made, what stays for the next cend to adopt (or cend --cleanup to
+// remove).
 func (a *Agent) logLeftInPlace(err error) {
 	if a.dp == nil || a.opts.Cleanup {
 		return

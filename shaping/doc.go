@@ -1,38 +1,63 @@
 // Package shaping enforces a gateway's cross-region bandwidth (SPEC
 // section 2, rules 2 to 5): a token bucket per destination region on the
-// egress of the gateway's CEN devices (the VXLAN overlay and the WireGuard
-// device: one set of buckets for all of them), in eBPF at TCX, with a
-// userspace fallback.
+// egress of the gateway's WireGuard device, by one of three paths, each of
+// which enforces (cend --shaper, [Path]):
+//
+//   - tcx: the eBPF program at TCX egress (Linux 6.6 or later);
+//   - tc: the same program and maps as a direct-action cls_bpf filter on
+//     the egress of a clsact qdisc, for kernels without TCX (Debian 12's
+//     6.1): the same point of the transmit path, before the root qdisc;
+//   - userspace: [TUN], in the userspace WireGuard helper, on every packet
+//     wireguard-go reads from its TUN before it encrypts it, with
+//     golang.org/x/time/rate buckets ([Limiter]) of the program's rate,
+//     burst and debt bound, the same classification and the same counters.
+//
+// [Probe] tells, without changing anything of the host's, which kernel
+// hooks can run the program (it attaches it in a scratch network
+// namespace); the agent refuses to start where no path can enforce.
 //
 // # Input and API
 //
 // The input is plain data, Desired: the rate toward each destination region
 // (this gateway's share, bits/s, 0 = unlimited), every CEN prefix with its
 // region (the gateway's own region included, so the longest match decides),
-// and the gateways' tunnel addresses. [New] loads or adopts the shaper of
-// the devices in Options.Interfaces, [Shaper.Set] applies a Desired
-// idempotently, [Shaper.Counters]
-// reads bytes and packets passed and dropped per region, [Shaper.Close]
-// keeps everything for the next agent or removes it all. [Start] falls back
-// to the userspace [Limiter] when the host has no eBPF/TCX, logging so at
-// error level.
+// and the gateways' addresses. [New] starts or adopts the eBPF shaper of
+// the devices in Options.Interfaces at Options.Attach, [Shaper.Set] applies
+// a Desired idempotently, [Shaper.Counters] reads bytes and packets passed
+// and dropped per region, [Shaper.Close] keeps everything for the next
+// agent or removes it all, and [Remove] takes away what any kernel shaper
+// left. The userspace path has the same three calls on [Remote], the
+// agent's end of the helper's shaper socket (see remote.go for the
+// protocol), served by [Server] over a [TUN].
 //
+// # Exemption: the gateways' own traffic, never a port
+//
+// A packet is exempt from shaping only when its source and destination are
+// both addresses of the instance's gateways (Desired.ControlAddrs) and, in
+// the kernel, the host itself sent it (skb->ingress_ifindex is 0 at
+// egress): the gateways' own BGP, BFD and probes never starve, even on a
+// 1 Kbps pair, while a tenant is charged on any port (179, 3784, 3785,
+// 4784, 4789, 51820 or any other, TCP or UDP), and a tenant that puts a
+// gateway's address in its source is charged too, as a forwarded packet.
+// The userspace helper cannot see where a packet came from; there the
+// dataplane's guard drops forwarded packets with a gateway's source
+// before they reach the TUN. Exempt packets are counted as passed.
+// (WireGuard handshakes travel on the underlay, not through the tunnel
+// device, so no shaper sees them.)
+
 // # The program (bpf/shaper.c)
 //
-// Per packet: parse IPv4 or IPv6 (behind an Ethernet header on veth-like
-// devices such as VXLAN, directly on L3 devices such as WireGuard; the
+// Per packet: parse IPv4 or IPv6 (behind an Ethernet header on Ethernet
+// devices such as veth, directly on L3 devices such as WireGuard; the
 // choice is a constant set at load time from the link type, so each device
 // gets its own copy of the program, all on the same maps), look the
 // destination up
 // in an LPM trie (one for IPv4, one for IPv6) that yields a region index.
 // No match, or a region without a bucket (the gateway's own region), and
 // the packet passes untouched. A region with rate 0 is counted and passes.
-// Control traffic is counted and never charged: TCP port 179 (BGP), UDP
-// 3784/3785/4784 (BFD), and any packet whose source and destination are
-// both gateway tunnel addresses. (WireGuard handshakes travel on the
-// underlay, not through the tunnel device, so the program never sees
-// them.) The tunnel addresses are host entries in the same trie, flagged,
-// so the common case costs no extra lookup.
+// The gateways' own traffic (above) is counted and never charged: the
+// gateways' addresses are host entries in the same trie, flagged, so the
+// common case costs no extra lookup.
 //
 // A packet costs its IP bytes on the wire: for a GSO packet, the headers of
 // every segment are counted as a qdisc counts them. On an Ethernet device
@@ -190,7 +215,8 @@
 // ModePolice needs no qdisc; it is kept for hosts whose qdisc belongs to
 // someone else and for the benchmark.
 //
-// Several devices: every device gets the HTB and the region classes (the
+// Several devices (Options.Interfaces; a gateway has one, its WireGuard
+// device): every device gets the HTB and the region classes (the
 // Ethernet raise only where there is an Ethernet header), each class at
 // the region's full rate. That does not double the allocation: the
 // programs of all devices charge one bucket per region, so what all the
@@ -217,56 +243,85 @@
 // goodput, never the allocation. It runs only in ModeQueue with several
 // devices.
 //
-// # Lifecycle
+// # Lifecycle: found in the kernel, not in pins
 //
-// Options.PinPath (a bpffs directory per gateway; New mounts a bpffs there
-// when the directory is not on one, since `ip netns exec` remounts /sys)
-// holds the maps (pinned by name, shared by the devices) and, per device,
-// the program (ocsh_shape_prog_<device>) and the TCX egress link
-// (ocsh_shape_link_<device>). New with pins present reuses the maps
-// (buckets, counters, region ids) and updates each device's pinned link in
-// place to this binary's program: never a second attachment, no moment
-// without one. A pinned link is matched to a device by the ifindex it is
-// attached to, whatever its name: so the link of the single-device shaper
-// that came before (ocsh_shape_link, ocsh_shape_prog) is adopted for its
-// device and renamed to the per-device name (an atomic rename: the link
-// stays pinned throughout); the old program pin is removed. Then (add
-// before delete) every pinned link not adopted is unpinned and closed,
-// which detaches it: a stale link whose device is gone, a duplicate, the
-// link of a device no longer in Options.Interfaces (whose HTB qdisc, if
-// ours, is removed too). Close(false) closes file descriptors only; the
-// shaper keeps working (the balancer's shares stay in the kernel until
-// the next agent's first Set restores full shares and rebalances).
-// Close(true) detaches every link, removes the HTB qdisc carrying our
-// handle from every device, unpins everything and unmounts the bpffs (one
-// that holds nothing else). Map layouts are part of the pin contract: a
-// binary whose maps differ from the pinned ones fails to load
-// (ebpf.ErrMapIncompatible) until Close(true).
+// The program is attached without a link: at TCX with BPF_PROG_ATTACH
+// (link.RawAttachProgram, attach type TCX egress), at tc as a cls_bpf
+// filter of ours (priority and handle 0xce0, named opencen-shaper). Either
+// stays attached until it is detached or its device goes, whatever becomes
+// of the agent and of its mount namespace: `ip netns exec` gives every
+// cend a fresh /sys where cend mounts a bpffs of its own, which dies with
+// that cend, so nothing may depend on a pin. New therefore looks at the
+// kernel: every device of the namespace is queried (BPF_PROG_QUERY at TCX
+// egress, the tc egress filter dump) for programs named ocsh_shape; the
+// maps of one of them (prog.Info().MapIDs, ebpf.NewMapFromID, matched by
+// name) become the new programs' maps, so buckets, counters and region
+// ids (held in ocsh_cfg) carry over; and each device's running program is
+// replaced in one step by this binary's at the same hook (BPF_F_REPLACE
+// at TCX, a filter replace at tc): never a second attachment, no moment
+// without one. A device shaped at the other hook (a change of --shaper
+// between restarts) is detached there first and then attached at the new
+// hook: a moment without the shaper, never one with two. A TCX link of an
+// agent that pinned its links is detached the same way. Then every other
+// program of ours in the namespace is detached: duplicates, devices no
+// longer listed (with their HTB qdisc). Maps of another layout
+// (ebpf.ErrMapIncompatible) are left to their programs, which are
+// replaced: the buckets start afresh.
 //
-// # Userspace fallback
+// Options.PinPath, where set, gets the maps and each device's program
+// pinned for inspection (bpftool), replacing whatever was pinned there; a
+// bpffs is mounted on it when it is not on one. Close(false) closes file
+// descriptors only; the shaper keeps working (the balancer's shares stay
+// in the kernel until the next agent's first Set restores full shares and
+// rebalances). Close(true), like [Remove], detaches every program of ours
+// in the namespace at both hooks, deletes a clsact qdisc left without
+// filters, removes the HTB qdisc carrying our handle from every device,
+// and removes the pins with the bpffs mounted for them.
 //
-// [Limiter] classifies the same way (prefix table, control addresses,
-// BGP/BFD ports) and keeps one golang.org/x/time/rate limiter per region
-// with the same rate (bytes/s) and burst; its test is the program's:
-// TokensAt(now) - size >= -queue, then ReserveN, whose delay the caller
-// applies (ModeQueue) before sending. It shapes only traffic that a
-// userspace forwarding path hands to Admit. TestProgMatchesRateModel drives
-// the program (BPF_PROG_TEST_RUN, clock override) and the Limiter with the
-// same random schedules in both modes at 1 Kbps, 2 Mbps and 100 Mbps and
-// wants identical verdicts for all 6,000 packets of each.
+// # Userspace: the helper shapes what it forwards
+//
+// [TUN] wraps the helper's tun.Device. Each packet wireguard-go reads goes
+// through [Limiter], which classifies as the program does and keeps one
+// golang.org/x/time/rate limiter per region with the same rate (bytes/s)
+// and burst; its test is the program's, TokensAt(now) - size >= -queue,
+// then ReserveN, whose delay is the packet's wait. A packet that may go
+// now is handed to WireGuard in place, without a copy; one that must wait
+// is copied into its region's FIFO and handed over when its time comes:
+// Read first releases what is due, then sets the TUN file's read deadline
+// to the next due time, so a read blocked on the TUN returns when a
+// queued packet is due (no goroutine, no timer of its own). Each region
+// has its own FIFO, so no region waits behind another's backlog, and small
+// packets (256 bytes or less) are not queued at all, as the kernel's
+// small-packet class serves them first: the queue is the bounded delay of
+// ModeQueue, not a policer, and TCP goodput holds 0.95-1.00 of the
+// allocation (TestUserspaceTunnel, and test/'s TestShapingModes).
+// TestProgMatchesRateModel drives the program (BPF_PROG_TEST_RUN, clock
+// override) and the Limiter with the same random schedules in both modes
+// at 1 Kbps, 2 Mbps and 100 Mbps and wants identical verdicts for all
+// 6,000 packets of each. With no region configured, Read costs one atomic
+// load: the helper wraps its TUN whatever the agent's path, and a gateway
+// shaping at tcx or tc empties it.
+//
+// The buckets live in the helper, which outlives the agent: the agent
+// sets them and reads their counters over the helper's shaper socket
+// (remote.go: SocketPath, one JSON exchange per connection, root only).
+// [Remote] sends a desired state only when it changed, and again to a
+// helper that restarted (each answer names the helper's instance).
 //
 // # Tests
 //
 // Tests marked privileged need root (as CI runs them) and skip with a
 // message otherwise; each makes its own namespaces named ocsh<random> and
 // removes them. Most traffic tests use a three-namespace path (source,
-// forwarding gateway, destination) over veth; TestWireGuardTunnel shapes a
-// wireguard-go device (TUN) between two gateway namespaces, configured
-// through its UAPI, until the dataplane package provides opencen's own
-// tunnel. TestTwoDevicesSplitTraffic sends one region's traffic out of a
-// veth and a wireguard-go device of one gateway (a flow on each) and
-// wants the sum held to the rate; TestProgSharedBucketTwoDevices charges
-// one bucket through both programs at once; TestMultiDeviceLifecycle
-// covers adoption, migration from the single-device pins, a device
-// dropped, a stale link and cleanup.
+// forwarding gateway, destination) over veth; TestWireGuardTunnel and
+// TestUserspaceTunnel shape a wireguard-go device (TUN) between two
+// gateway namespaces, by the program and by TUN. TestTwoDevicesSplitTraffic
+// sends one region's traffic out of a veth and a wireguard-go device of
+// one gateway (a flow on each) and wants the sum held to the rate;
+// TestProgSharedBucketTwoDevices charges one bucket through both programs
+// at once; TestLifecycle covers adoption from the kernel alone (pins and
+// their bpffs gone), a pinned link of an older agent, changes between tcx
+// and tc, a device dropped and cleanup. TestProgControlExempt and
+// TestLimiterTenantPorts charge a tenant's TCP and UDP on the gateways'
+// ports; TestTUNQueues and TestRemote need no root.
 package shaping

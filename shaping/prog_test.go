@@ -611,11 +611,11 @@ func TestProgRateDecreaseDropsOldDebt(t *testing.T) {
 	}
 }
 
-// TestProgForgetsStaleClass: a packet the program does not shape (an
-// overlay's outer VXLAN packet leaving through the WireGuard device, say)
-// arrives with the HTB class the overlay's program gave the inner packet;
-// it must leave with no class of ours, or the second device's HTB would
-// shape it again. A priority that is not ours is left alone.
+// TestProgForgetsStaleClass: a packet the program does not shape that
+// arrives with one of our HTB classes in skb->priority (an encapsulated
+// packet keeping its inner packet's class, a socket's SO_PRIORITY) leaves
+// with none, or HTB would queue it in a region's class. A priority that
+// is not ours is left alone.
 func TestProgForgetsStaleClass(t *testing.T) {
 	f := newFixture(t, true, ModeQueue)
 	f.set(classifyDesired())

@@ -45,7 +45,7 @@ func (r Rate) String() string {
 }
 
 // Desired is everything the shaper of one gateway should enforce on its
-// tunnel device's egress. It is plain data: cmd/cend computes it from the
+// tunnel device's egress. It is plain data: the agent computes it from the
 // config (rates of this gateway's share per destination region) and the
 // routes (which prefix lives in which region).
 type Desired struct {
@@ -61,11 +61,11 @@ type Desired struct {
 	// Prefixes must have no host bits set. Traffic to an address that
 	// matches no prefix is not CEN traffic and passes untouched.
 	Prefixes map[netip.Prefix]string
-	// ControlAddrs are the tunnel addresses of all gateways of the
-	// instance. A packet whose source and destination are both in this set
-	// is control traffic (BGP, BFD, probes) and is never shaped. BGP (TCP
-	// port 179) and BFD (UDP 3784, 3785, 4784) are exempt whatever their
-	// addresses.
+	// ControlAddrs are the addresses of all gateways of the instance
+	// (their tunnel addresses, IPv4 and IPv6). A packet whose source and
+	// destination are both in this set, and which the gateway itself sent,
+	// is its own control traffic (BGP, BFD, probes) and is never shaped.
+	// No port is exempt: a tenant's traffic is charged whatever its port.
 	ControlAddrs []netip.Addr
 }
 

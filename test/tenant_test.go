@@ -2,16 +2,19 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/opencen/opencen/internal/nsdo"
 	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // tenantFlow is a flow a tenant sends across the CEN: TCP (as fast as TCP
@@ -111,11 +114,19 @@ func receive(l *lab.Lab, host string, addr netip.Addr, f tenantFlow, n *atomic.I
 	ap := netip.AddrPortFrom(addr, uint16(f.port)).String()
 	var tl net.Listener
 	var ul net.PacketConn
+	// SO_REUSEPORT: two calls at once may receive on the same port of a
+	// host (flows into it from two others), each with a listener of its
+	// own; the kernel spreads the flows between them.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
 	err := inHost(l, host, func() (err error) {
 		if f.proto == "tcp" {
-			tl, err = net.Listen("tcp", ap)
+			tl, err = lc.Listen(context.Background(), "tcp", ap)
 		} else {
-			ul, err = net.ListenPacket("udp", ap)
+			ul, err = lc.ListenPacket(context.Background(), "udp", ap)
 		}
 		return err
 	})

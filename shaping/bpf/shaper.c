@@ -373,11 +373,11 @@ static __always_inline int admit(__u32 region, struct bucket_cfg *cfg, __u64 cos
 // HTB_MAJOR is the major of the shaper's HTB qdisc (htbMajor in htb.go).
 #define HTB_MAJOR 0xce0
 
-// forget_class clears an HTB class of ours that a packet still carries in
-// skb->priority from an earlier device: the overlay's VXLAN keeps the
-// inner packet's priority on the outer one, which then leaves through the
-// WireGuard device, where that class is the region's too. The inner packet
-// was shaped already; the outer one must take HTB's unshaped direct queue.
+// forget_class clears an HTB class of ours that a packet the program does
+// not shape carries in skb->priority from elsewhere (an encapsulation that
+// keeps an inner packet's priority on the outer one, a local socket's
+// SO_PRIORITY): only the program picks a region's class; anything else
+// takes HTB's unshaped direct queue.
 static __always_inline void forget_class(struct __sk_buff *skb)
 {
 	if ((skb->priority >> 16) == HTB_MAJOR)

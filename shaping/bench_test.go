@@ -115,10 +115,10 @@ func BenchmarkGoodput(b *testing.B) {
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
 
-// pingP99 pings 10.201.0.1 from src every 10 ms, count times, and returns
-// the 99th percentile RTT and the loss.
-func pingP99(b *testing.B, p *path, count int) (time.Duration, float64) {
-	out, _ := p.src.run(fmt.Sprintf("ping -c %d -i 0.01 -W 1 10.201.0.1", count))
+// pingP99 pings addr from src every 10 ms, count times, and returns the
+// 99th percentile RTT and the loss.
+func pingP99(src *testNS, addr string, count int) (time.Duration, float64) {
+	out, _ := src.run(fmt.Sprintf("ping -c %d -i 0.01 -W 1 %s", count, addr))
 	var rtts []float64
 	for _, m := range pingTime.FindAllStringSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(m[1], 64)
@@ -153,7 +153,7 @@ func BenchmarkLatencyUnderLoad(b *testing.B) {
 				done := make(chan error, 1)
 				go func() { _, err := iperf(p.src, "10.201.0.1", 5201, 7, 1); done <- err }()
 				time.Sleep(1500 * time.Millisecond)
-				d, loss := pingP99(b, p, 400)
+				d, loss := pingP99(p.src, "10.201.0.1", 400)
 				if err := <-done; err != nil {
 					b.Fatal(err)
 				}

@@ -91,7 +91,7 @@ func TestParseWholeRun(t *testing.T) {
 	if lg.runs[1].command != "go test -count=1 -run '^$' -bench . -benchtime 1x ./routing/..." {
 		t.Errorf("routing command %q", lg.runs[1].command)
 	}
-	if len(lg.results) != 12 || len(lg.fails) != 0 || len(lg.pkgFails) != 0 {
+	if len(lg.results) != 13 || len(lg.fails) != 0 || len(lg.pkgFails) != 0 {
 		t.Fatalf("%d results, %d fails, %d package fails", len(lg.results), len(lg.fails), len(lg.pkgFails))
 	}
 	// The benchmark's own text (indented figures, --- BENCH logs with

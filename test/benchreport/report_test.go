@@ -84,6 +84,10 @@ func TestReportWholeRun(t *testing.T) {
 		{"p99 RTT under load at 10Mbps", 6.41, 0.2054, 1, "<= htb", met},
 		{"program cost, 100000 prefixes", 88.0, 1.38, 1, "ratio <= 1.5", met},
 		{"throughput with the program, no limit / without", nil, 0.9741, 0, "ratio >= 0.95", met},
+		{"tcx mode: goodput at 100 Mbps, share of allocation", 0.9634, nil, 0, "0.95 to 1", met},
+		{"userspace mode: p99 RTT under load at 100 Mbps", 1.21, 1.21 / 0.41, 1, "", noTarget},
+		{"tc mode: unlimited class, with / without", 1148.0, 0.975, 1, "ratio >= 0.95", met},
+		{"userspace mode: unlimited class, with / without", 1069.0, 0.912, 1, "ratio >= 0.9", met},
 		{"idle cend, 10 peers: CPU of one core", 3.067, nil, 0, "< 1 %", missed},
 		{"idle cend, 10 peers: RSS", 57.15, nil, 0, "< 60 MB", met},
 	} {
@@ -110,7 +114,7 @@ func TestReportWholeRun(t *testing.T) {
 	if want := []string{"10Mbps-1f,", "10Mbps-4f,", "100Mbps-1f,", "100Mbps-4f,", "500Mbps-1f,", "500Mbps-4f,"}; !slices.Equal(goodput, want) {
 		t.Errorf("goodput cases %v, want %v", goodput, want)
 	}
-	want := map[string]int{met: 20, missed: 4, noTarget: 13, missing: 0}
+	want := map[string]int{met: 26, missed: 4, noTarget: 16, missing: 0}
 	for k, v := range want {
 		if rep.Verdicts[k] != v {
 			t.Errorf("verdicts %v, want %v", rep.Verdicts, want)
@@ -186,7 +190,7 @@ func TestReportAbsentArea(t *testing.T) {
 	if f.Verdict != missing || !slices.Equal(f.Missing, []string{"ratio-*", "tbf-ratio-*", "htb-ratio-*"}) {
 		t.Errorf("goodput row %+v", f)
 	}
-	if got := rep.Areas[0].Problems; len(got) != 4 || got[0] != "BenchmarkGoodput did not report (skipped, or the run stopped before it)" {
+	if got := rep.Areas[0].Problems; len(got) != 5 || got[0] != "BenchmarkGoodput did not report (skipped, or the run stopped before it)" {
 		t.Errorf("shaping problems %q", got)
 	}
 	// split.log is from before the pipeline benchmark: only it is absent.
@@ -224,7 +228,7 @@ func TestRunFromLog(t *testing.T) {
 		code int
 		want []string // in standard output
 	}{
-		{[]string{"--from-log", "testdata/all.log"}, 0, []string{"every benchmark ran", "20 met, 4 MISSED"}},
+		{[]string{"--from-log", "testdata/all.log"}, 0, []string{"every benchmark ran", "26 met, 4 MISSED"}},
 		{[]string{"--from-log", "testdata/failed.log"}, 1, []string{"routing: BenchmarkBIRD100k failed", "NOT every benchmark ran"}},
 		{[]string{"--from-log", "testdata/all.log", "--only", "agent"}, 0, []string{"agent  routing pipeline", "idle cend"}},
 		{[]string{"--from-log", "testdata/split.log", "--only", "dataplane"}, 1, []string{"dataplane: BenchmarkThroughput did not report"}},
@@ -285,7 +289,7 @@ func TestJSON(t *testing.T) {
 		!strings.HasPrefix(got.Areas[0].Command, "go test ") || len(got.Areas[0].Problems) != 2 {
 		t.Errorf("report head: %+v", got)
 	}
-	if len(got.Figures) != 23 || got.Verdicts[missing] != 10 || len(got.Unlisted) != 1 {
+	if len(got.Figures) != 32 || got.Verdicts[missing] != 10 || len(got.Unlisted) != 1 {
 		t.Errorf("%d figures, verdicts %v, unlisted %v", len(got.Figures), got.Verdicts, got.Unlisted)
 	}
 	first := got.Figures[0]

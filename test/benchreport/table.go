@@ -137,6 +137,24 @@ var rows = []row{
 	{area: "shaping", bench: "BenchmarkUnlimitedOverhead", figure: "throughput with the program, no limit / without",
 		ratio: "ratio", target: []cond{ratioAtLeast(0.95)}},
 
+	// Shaping, per --shaper mode, on one WireGuard tunnel (wireguard-go on
+	// a TUN): goodput at 100 Mbps, p99 RTT under that load beside the idle
+	// tunnel's, and one flow to an unlimited region with the mode's shaper
+	// against without it (median of paired runs).
+	{area: "shaping", bench: "BenchmarkModes", figure: "* mode: goodput at 100 Mbps, share of allocation",
+		value: "*-goodput-ratio", ratio: noRatio, target: []cond{valueIn(0.95, 1)}},
+	{area: "shaping", bench: "BenchmarkModes", figure: "* mode: p99 RTT under load at 100 Mbps",
+		value: "*-p99ms-load", unit: "ms", baselines: []baseline{{"idle tunnel", "*-p99ms-idle"}}},
+	{area: "shaping", bench: "BenchmarkModes", figure: "tcx mode: unlimited class, with / without",
+		value: "tcx-unlimited-with-Mbps", unit: "Mbit/s", baselines: []baseline{{"without", "tcx-unlimited-without-Mbps"}},
+		ratio: "tcx-unlimited-ratio", target: []cond{ratioAtLeast(0.95)}},
+	{area: "shaping", bench: "BenchmarkModes", figure: "tc mode: unlimited class, with / without",
+		value: "tc-unlimited-with-Mbps", unit: "Mbit/s", baselines: []baseline{{"without", "tc-unlimited-without-Mbps"}},
+		ratio: "tc-unlimited-ratio", target: []cond{ratioAtLeast(0.95)}},
+	{area: "shaping", bench: "BenchmarkModes", figure: "userspace mode: unlimited class, with / without",
+		value: "userspace-unlimited-with-Mbps", unit: "Mbit/s", baselines: []baseline{{"without", "userspace-unlimited-without-Mbps"}},
+		ratio: "userspace-unlimited-ratio", target: []cond{ratioAtLeast(0.90)}},
+
 	// The routing pipeline end to end (issue 4): real cend processes, BIRD
 	// announcing 100k prefixes over a VBR, until all are in a remote
 	// region's gateway's kernel; its baselines are bare GoBGP receiving

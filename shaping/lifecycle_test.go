@@ -10,39 +10,13 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// tcEgress returns the programs of the tc egress filters of dev in ns.
-func tcEgress(t testing.TB, ns *testNS, dev string) []ebpf.ProgramID {
-	t.Helper()
-	var ids []ebpf.ProgramID
-	if err := ns.do(func() error {
-		lk, err := netlink.LinkByName(dev)
-		if err != nil {
-			return err
-		}
-		fs, err := netlink.FilterList(lk, netlink.HANDLE_MIN_EGRESS)
-		if err != nil {
-			return nil // no clsact: no filters
-		}
-		for _, f := range fs {
-			if bf, ok := f.(*netlink.BpfFilter); ok {
-				ids = append(ids, ebpf.ProgramID(bf.Id))
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("tc filters of %s: %v", dev, err)
-	}
-	return ids
-}
 
 // hooks counts the programs at the TCX and tc egress of dev.
 func hooks(t testing.TB, ns *testNS, dev string) (tcx, tc int) {
 	t.Helper()
-	return len(tcxEgress(t, ns, dev)), len(tcEgress(t, ns, dev))
+	return len(tcxEgress(t, ns, dev)), len(egressProgs(t, ns, dev, PathTC))
 }
 
 // legacyLink moves the shaper of dev from its plain TCX attachment to a
@@ -153,10 +127,10 @@ func TestLifecycle(t *testing.T) {
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	before := tcEgress(t, ns, eth)
+	before := egressProgs(t, ns, eth, PathTC)
 	s = open(PathTC, both...)
 	want("tc after the pins are gone", both, 0, 1)
-	if after := tcEgress(t, ns, eth); after[0] == before[0] {
+	if after := egressProgs(t, ns, eth, PathTC); after[0] == before[0] {
 		t.Fatal("the running program was not replaced by the new agent's")
 	}
 	kept("tc after the pins are gone", s)

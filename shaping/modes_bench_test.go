@@ -4,8 +4,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // modeBench is one shaping path on a tunnelPath: the program at tcx or tc
@@ -76,14 +74,7 @@ func (m *modeBench) iperf(secs int) float64 {
 // alternating order.
 func BenchmarkModes(b *testing.B) {
 	requireRoot(b)
-	var shaped *TUN
-	p := newTunnelPath(b, func(d tun.Device) (tun.Device, error) {
-		var err error
-		shaped, err = NewTUN(d, LimiterOptions{})
-		return shaped, err
-	})
-	p.up(b)
-	iperfServer(b, p.gwB, 5201)
+	p, shaped := userspaceTunnel(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		idle, _ := pingP99(p.src, "10.212.0.1", 200)

@@ -18,11 +18,27 @@ import (
 // in ns.
 func tcxEgress(t testing.TB, ns *testNS, dev string) []ebpf.ProgramID {
 	t.Helper()
+	return egressProgs(t, ns, dev, PathTCX)
+}
+
+// egressProgs returns the ids of the programs at the egress of dev in ns
+// at hook: TCX, or tc egress filters (none without a clsact).
+func egressProgs(t testing.TB, ns *testNS, dev string, hook Path) []ebpf.ProgramID {
+	t.Helper()
 	var ids []ebpf.ProgramID
 	if err := ns.do(func() error {
 		lk, err := netlink.LinkByName(dev)
 		if err != nil {
 			return err
+		}
+		if hook == PathTC {
+			fs, _ := netlink.FilterList(lk, netlink.HANDLE_MIN_EGRESS)
+			for _, f := range fs {
+				if bf, ok := f.(*netlink.BpfFilter); ok {
+					ids = append(ids, ebpf.ProgramID(bf.Id))
+				}
+			}
+			return nil
 		}
 		res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
 		if err != nil {
@@ -33,7 +49,7 @@ func tcxEgress(t testing.TB, ns *testNS, dev string) []ebpf.ProgramID {
 		}
 		return nil
 	}); err != nil {
-		t.Fatalf("query tcx egress of %s: %v", dev, err)
+		t.Fatalf("programs at %s egress of %s: %v", hook, dev, err)
 	}
 	return ids
 }

@@ -127,6 +127,21 @@ func newTunnelPath(t testing.TB, wrap func(tun.Device) (tun.Device, error)) *tun
 	return p
 }
 
+// userspaceTunnel is a tunnelPath whose gwA device runs on the userspace
+// shaper, up, with an iperf3 server on gwB.
+func userspaceTunnel(t testing.TB) (*tunnelPath, *TUN) {
+	t.Helper()
+	var shaped *TUN
+	p := newTunnelPath(t, func(d tun.Device) (tun.Device, error) {
+		var err error
+		shaped, err = NewTUN(d, LimiterOptions{})
+		return shaped, err
+	})
+	p.up(t)
+	iperfServer(t, p.gwB, 5201)
+	return p, shaped
+}
+
 // tunnelDesired shapes r-b (the tunnel's far side) at rate.
 func tunnelDesired(rate Rate) Desired {
 	return Desired{
@@ -198,14 +213,7 @@ func TestUserspaceTunnel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping: 16 s of iperf3 in -short mode")
 	}
-	var shaped *TUN
-	p := newTunnelPath(t, func(d tun.Device) (tun.Device, error) {
-		var err error
-		shaped, err = NewTUN(d, LimiterOptions{})
-		return shaped, err
-	})
-	p.up(t)
-	iperfServer(t, p.gwB, 5201)
+	p, shaped := userspaceTunnel(t)
 	for _, c := range []struct {
 		rate  Rate
 		flows int

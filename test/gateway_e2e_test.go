@@ -354,11 +354,7 @@ func tcxPrograms(t *testing.T, namespace, device string) int {
 // sockets, pinned objects.
 func leftovers(t *testing.T, g lab.Gateway, device string) {
 	t.Helper()
-	h, err := netlinkHandle(g.Namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleIn(t, g.Namespace)
 	links, _ := h.LinkList()
 	for _, lk := range links {
 		if strings.HasPrefix(lk.Attrs().Name, "ocw") || strings.HasPrefix(lk.Attrs().Name, "ocv") {

@@ -172,11 +172,7 @@ func failedStartThenCleanup(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Ga
 			t.Errorf("the failed start's log does not say %q:\n%s", want, tail)
 		}
 	}
-	h, err := netlinkHandle(x.Namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleIn(t, x.Namespace)
 	if _, err := h.LinkByName(device); err != nil {
 		t.Fatalf("the tunnel device is gone after a failed start: %v", err)
 	}
@@ -226,11 +222,7 @@ func shapedAs(t *testing.T, g lab.Gateway, mode string) api.Status {
 // egress filters.
 func shaperHooks(t *testing.T, namespace, device string) [2]int {
 	t.Helper()
-	h, err := netlinkHandle(namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleIn(t, namespace)
 	lk, err := h.LinkByName(device)
 	if err != nil {
 		t.Fatalf("device %s: %v", device, err)
@@ -412,11 +404,7 @@ func oneKbps(t *testing.T, l *lab.Lab) {
 // namespace: a program at TCX or tc egress, a clsact or shaper HTB qdisc.
 func noShaperLeft(t *testing.T, g lab.Gateway) {
 	t.Helper()
-	h, err := netlinkHandle(g.Namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleIn(t, g.Namespace)
 	links, _ := h.LinkList()
 	for _, lk := range links {
 		name := lk.Attrs().Name
@@ -430,4 +418,15 @@ func noShaperLeft(t *testing.T, g lab.Gateway) {
 			}
 		}
 	}
+}
+
+// handleIn opens netlink in a lab namespace for the rest of the test.
+func handleIn(t *testing.T, namespace string) *netlink.Handle {
+	t.Helper()
+	h, err := netlinkHandle(namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
 }

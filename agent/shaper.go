@@ -167,7 +167,7 @@ func (a *Agent) newShaper(helper bool) error {
 			return fmt.Errorf("remove the kernel shaper: %w", err)
 		}
 		if _, err := remote.Counters(); err != nil {
-			return fmt.Errorf("the WireGuard helper of %s has no userspace shaper (an older cend started it? cend --cleanup stops it): %w", device, err)
+			return fmt.Errorf("the WireGuard helper of %s has no userspace shaper (a cend without one started it; cend --cleanup stops it): %w", device, err)
 		}
 		a.sh = remote
 		return nil
@@ -235,7 +235,7 @@ func (a *Agent) logLeftInPlace(err error) {
 	if a.sh != nil {
 		parts = append(parts, fmt.Sprintf("the %s shaper of %s", a.shPath, strings.Join(a.shapedDevices(), ", ")))
 	} else if a.shPath != shaping.PathUserspace {
-		parts = append(parts, "any shaper program a previous cend attached")
+		parts = append(parts, "any shaper program attached to its device")
 	}
 	a.log.Error("start failed; left in place for the next cend to adopt, or for cend --cleanup to remove",
 		"left", strings.Join(parts, "; "), "err", err)

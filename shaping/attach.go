@@ -183,8 +183,8 @@ func progPin(dir, dev string) string { return filepath.Join(dir, "ocsh_shape_pro
 
 // pin pins the maps and every device's program under opts.PinPath, in
 // place of whatever was pinned there, for inspection: nothing reads them
-// back. Other files in the folder (pins of devices no longer listed, of
-// older layouts) are removed.
+// back. Other files in the folder (pins of devices not listed, of other
+// layouts) are removed.
 func (s *Shaper) pin() error {
 	dir := s.opts.PinPath
 	if dir == "" {

@@ -320,7 +320,7 @@
 // one gateway (a flow on each) and wants the sum held to the rate;
 // TestProgSharedBucketTwoDevices charges one bucket through both programs
 // at once; TestLifecycle covers adoption from the kernel alone (pins and
-// their bpffs gone), a pinned link of an older agent, changes between tcx
+// their bpffs gone), a pinned TCX link, changes between tcx
 // and tc, a device dropped and cleanup. TestProgControlExempt and
 // TestLimiterTenantPorts charge a tenant's TCP and UDP on the gateways'
 // ports; TestTUNQueues and TestRemote need no root.

@@ -64,7 +64,7 @@ type attachment struct {
 	hook    Path          // PathTCX or PathTC
 	prog    *ebpf.Program // a descriptor of the attached program
 	// linkID is set for a TCX attachment made through a link (as agents
-	// that pinned their links made them); plain attachments have none.
+	// that pin their links make them); plain attachments have none.
 	linkID link.ID
 	filter *netlink.BpfFilter // PathTC: the filter that runs it
 }

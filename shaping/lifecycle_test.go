@@ -19,9 +19,9 @@ func hooks(t testing.TB, ns *testNS, dev string) (tcx, tc int) {
 	return len(tcxEgress(t, ns, dev)), len(egressProgs(t, ns, dev, PathTC))
 }
 
-// legacyLink moves the shaper of dev from its plain TCX attachment to a
-// TCX link pinned in dir, as agents that pinned their links left it.
-func legacyLink(t *testing.T, ns *testNS, s *Shaper, dir string) {
+// pinnedLink moves the shaper of dev from its plain TCX attachment to a
+// TCX link pinned in dir, as agents that pin their links leave it.
+func pinnedLink(t *testing.T, ns *testNS, s *Shaper, dir string) {
 	t.Helper()
 	d := s.devs[0]
 	if err := ns.do(func() error {
@@ -42,8 +42,8 @@ func legacyLink(t *testing.T, ns *testNS, s *Shaper, dir string) {
 // TestLifecycle takes a two-device shaper through what agents do to it,
 // checking after each step that every device has exactly one shaper
 // program, at the hook asked for, and that the buckets and counters are
-// the ones charged at the start: a pinned TCX link of an older agent is
-// replaced by a plain attachment; a restart at tc replaces it (mode
+// the ones charged at the start: a pinned TCX link (as agents that pin
+// their links leave one) is replaced by a plain attachment; a restart at tc replaces it (mode
 // change); a restart at tc after the pins and their bpffs are gone (an
 // agent started with ip netns exec dies with its mount namespace) finds
 // the running filters from the kernel alone; a restart at tcx again; a
@@ -91,11 +91,11 @@ func TestLifecycle(t *testing.T) {
 	if charged["r-a"].PassedPackets != 3 {
 		t.Fatalf("counters %+v, want 3 packets", charged["r-a"])
 	}
-	legacyLink(t, ns, s, dir)
+	pinnedLink(t, ns, s, dir)
 	if err := s.Close(false); err != nil {
 		t.Fatal(err)
 	}
-	want("legacy link", []string{eth}, 1, 0)
+	want("pinned link", []string{eth}, 1, 0)
 
 	kept := func(step string, s *Shaper) {
 		t.Helper()
@@ -109,7 +109,7 @@ func TestLifecycle(t *testing.T) {
 	s = open(PathTCX, both...)
 	want("two devices at tcx", both, 1, 0)
 	if _, err := os.Stat(filepath.Join(dir, "ocsh_shape_link_"+eth)); !os.IsNotExist(err) {
-		t.Fatalf("the legacy link's pin is left: %v", err)
+		t.Fatalf("the pinned link's pin is left: %v", err)
 	}
 	kept("two devices at tcx", s)
 	if err := s.Close(false); err != nil {

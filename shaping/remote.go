@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -245,7 +246,9 @@ func (r *Remote) Counters() (map[string]Counters, error) {
 }
 
 // Close with cleanup empties the helper's shaper; without, it leaves it
-// enforcing for the next agent. A helper already gone is success.
+// enforcing for the next agent. A helper already gone, or one with no
+// shaper socket (nothing of ours listens), is success: there is nothing
+// to empty.
 func (r *Remote) Close(cleanup bool) error {
 	if !cleanup {
 		return nil
@@ -253,7 +256,7 @@ func (r *Remote) Close(cleanup bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	err := r.set(Desired{})
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 		return nil
 	}
 	return err

@@ -203,7 +203,6 @@ func TestRemote(t *testing.T) {
 		t.Fatal("counters read from a helper that is gone")
 	}
 	srv, tn = serve()
-	defer srv.Close()
 	// The agent reads the counters every second: that sets the new
 	// helper's buckets.
 	if c, err := r.Counters(); err != nil || len(c) != 1 {
@@ -217,5 +216,11 @@ func TestRemote(t *testing.T) {
 	}
 	if lc, _ := tn.Counters(); len(lc) != 0 {
 		t.Fatalf("Close(true) left buckets in the helper: %v", lc)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(true); err != nil {
+		t.Fatalf("emptying a helper that is gone: %v", err)
 	}
 }

@@ -129,6 +129,30 @@ func shapingMode(t *testing.T, mode string) {
 		waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
 		reach(t, l)
 	})
+	if mode == "tcx" {
+		t.Run("restarts that change the mode move the shaper, one attachment", func(t *testing.T) {
+			before := toward(t, x, "us-west-1")
+			for _, to := range []string{"tc", "tcx"} {
+				if err := l.StopAgent(context.Background(), "gw-x", syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				// The lab's own --shaper comes first; the last one counts.
+				if err := l.StartAgent(context.Background(), "gw-x", opts.Cend, "--shaper", to); err != nil {
+					t.Fatal(err)
+				}
+				reconciled(t, x)
+				shapedAs(t, x, to)
+			}
+			eventually(t, 5*time.Second, "counters kept across the mode changes", func() error {
+				if after := toward(t, x, "us-west-1"); after.PassedBytes < before.PassedBytes || after.SampledAt.IsZero() {
+					return fmt.Errorf("passed %d bytes, %d before", after.PassedBytes, before.PassedBytes)
+				}
+				return nil
+			})
+			waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
+			reach(t, l)
+		})
+	}
 	t.Run("the 1 Kbps default passes ping and no bulk, on any port", func(t *testing.T) { oneKbps(t, l) })
 	if mode == "userspace" {
 		t.Run("a failed start leaves the tunnel in place for cend --cleanup", func(t *testing.T) {

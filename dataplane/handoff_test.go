@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -217,5 +219,48 @@ func TestHandoffDriftRepaired(t *testing.T) {
 		repairDrift(d)
 		sameLines(t, drift.name+": rules", k.ruleLines(), handoffRules)
 		sameLines(t, drift.name+": handoff table", k.tableLines(), handoffTable)
+	}
+}
+
+// TestHandoff sends from each of the VPC host's addresses through each
+// twin to B's host: every echo is answered; the packets enter the tunnel
+// at their source's home and nowhere else (B receives them from the home
+// only, and answers to it); a flow through the other twin is handed off
+// over the LAN (that twin sends each packet back out on it) and the
+// twin's device carries none of it.
+func TestHandoff(t *testing.T) {
+	x := newTwinLab(t, false)
+	for i := range 2 {
+		want := fmt.Sprintf("from %s lookup %d proto 79", twinPieces[1-i], DefaultHandoffTableBase+1)
+		if out := run(t, "ip", "-n", x.gws[i].ns, "rule"); !strings.Contains(out, want) {
+			t.Errorf("gw%d's rules lack %q:\n%s", i, want, out)
+		}
+	}
+	const count = 20
+	// The pinger's echo is 80 bytes in a WireGuard message (45 padded to
+	// 48, and 32 of header and tag); the twin's share is at most a
+	// keepalive or two, and the last answer's count may lag its arrival.
+	const least, most = count * 80 / 2, count * 80 / 4
+	for _, c := range []struct{ src, in int }{{0, 0}, {0, 1}, {1, 1}, {1, 0}} {
+		home, twin := c.src, 1-c.src
+		what := fmt.Sprintf("from %s (homed at gw%d) in at gw%d", twinHosts[c.src], home, c.in)
+		x.force(remoteHost, c.in)
+		rx0, tx0 := x.peerBytes()
+		lan0, wg0 := counter(t, x.gws[twin].ns, twinLANLink, "tx_packets"), counter(t, x.gws[twin].ns, x.device(twin), "tx_packets")
+		got, err := newPingerFrom(t, x.h, twinHosts[c.src]).ping(remoteHost, count, 10*time.Millisecond, time.Second)
+		if err != nil || got != count {
+			t.Errorf("%s: %d of %d answered (%v)", what, got, count, err)
+		}
+		rx, tx := x.peerBytes()
+		if rx[home]-rx0[home] < least || rx[twin]-rx0[twin] > most || tx[home]-tx0[home] < least || tx[twin]-tx0[twin] > most {
+			t.Errorf("%s: B received %d bytes from the home and %d from the twin, and answered with %d and %d: want all through the home",
+				what, rx[home]-rx0[home], rx[twin]-rx0[twin], tx[home]-tx0[home], tx[twin]-tx0[twin])
+		}
+		if wg := counter(t, x.gws[twin].ns, x.device(twin), "tx_packets") - wg0; wg > count/4 {
+			t.Errorf("%s: the twin gw%d's device sent %d packets, want none of the %d", what, twin, wg, count)
+		}
+		if lan := counter(t, x.gws[twin].ns, twinLANLink, "tx_packets") - lan0; c.in == twin && lan < count {
+			t.Errorf("%s: the twin gw%d sent %d packets out on the LAN, want every one of the %d handed off", what, twin, lan, count)
+		}
 	}
 }

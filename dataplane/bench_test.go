@@ -75,8 +75,7 @@ func iperf3(tb testing.TB, ns string, dst netip.Addr, extra ...string) float64 {
 // once and the baseline twice, back to back in alternating order, and
 // each path's ratio is the median of its rounds' ratios to their own
 // baseline, so one round that a neighbour's load hits does not decide it
-// (with 5 pairs of 2 s runs a median ratio moved between 0.92 and 1.05
-// from one run of the benchmark to the next).
+// on a shared machine.
 const throughputRounds = 7
 
 // throughputPath is one measured path of a two-gateway region.

@@ -107,9 +107,13 @@ func setWritesNothing(t *testing.T, k *fakeKernel, d *Dataplane, want Desired, w
 	}
 }
 
+// TestSetBuildsEverything: a Set of everything (peers, routes, a direct
+// route, a handoff in both families) builds the device, its addresses,
+// the routes with our protocol, metric and source, the rules and the
+// handoff table, the guard, the sysctls and the peers.
 func TestSetBuildsEverything(t *testing.T) {
 	f := newFixture(t)
-	k, _ := setFixture(t, f.desired())
+	k, _ := setHandoffs(t, fullDesired(f))
 	if k.started != 1 {
 		t.Errorf("helpers started: %d, want 1 (no kernel wireguard)", k.started)
 	}
@@ -122,17 +126,16 @@ func TestSetBuildsEverything(t *testing.T) {
 	}
 	// Every tunnel address of a peer and every CEN route is one route on
 	// the device, with our protocol, metric and source of its family.
-	sameLines(t, "routes", k.routeLines(RouteProtocol), fixtureRoutes)
-	if rules := k.ruleLines(); len(rules) != 0 {
-		t.Errorf("rules without handoffs: %v", rules)
-	}
+	sameLines(t, "routes", k.routeLines(RouteProtocol), slices.Concat(fixtureRoutes, handoffTable,
+		[]string{"table 254 192.168.1.0/24 via 10.1.0.9 dev eth1 metric 20 proto 79"}))
+	sameLines(t, "rules", k.ruleLines(), handoffRules)
 	g := k.guards["opencen_ocdptest0"]
 	if g.dev != "ocdptest0" || !slices.Equal(g.addrs, addrs("100.64.0.1", "100.64.0.2", "100.64.0.3", "fd00:64::1", "fd00:64::2")) {
 		t.Errorf("guard %+v: want device ocdptest0 and every gateway's tunnel address", g)
 	}
 	for key, want := range map[string]string{
 		"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1", "net.ipv4.conf.all.send_redirects": "0",
-		"net.ipv4.conf.default.send_redirects": "0", "net.ipv4.conf.ocdptest0.rp_filter": "2",
+		"net.ipv4.conf.default.send_redirects": "0", "net.ipv4.conf.eth1.send_redirects": "0", "net.ipv4.conf.ocdptest0.rp_filter": "2",
 	} {
 		if k.sysctls[key] != want {
 			t.Errorf("sysctl %s = %q, want %q", key, k.sysctls[key], want)
@@ -143,7 +146,7 @@ func TestSetBuildsEverything(t *testing.T) {
 		t.Fatalf("device: %d peers, port %d", len(dev.Peers), dev.ListenPort)
 	}
 	want := map[wgtypes.Key][]netip.Prefix{
-		f.b.PublicKey(): pfxs("10.2.0.0/16", "100.64.0.2/32", "fd00:2::/64", "fd00:64::2/128"),
+		f.b.PublicKey(): pfxs("10.1.128.0/17", "10.2.0.0/16", "100.64.0.2/32", "fd00:1:0:0:8000::/65", "fd00:2::/64", "fd00:64::2/128"),
 		f.c.PublicKey(): pfxs("10.3.0.0/16", "100.64.0.3/32"),
 	}
 	for _, p := range dev.Peers {
@@ -294,7 +297,7 @@ func TestDumpInterruptedIsRetried(t *testing.T) {
 }
 
 // repairDrift does what the netlink watchers do on an event that may mean
-// drift (the fake kernel sends none): the route caches are no longer
+// drift (the fake kernel sends none): the route caches are not
 // trusted, and a repair runs.
 func repairDrift(d *Dataplane) {
 	d.drift.Add(1)
@@ -390,7 +393,7 @@ func TestSetTrustsItsRouteCacheUntilDrift(t *testing.T) {
 }
 
 // TestOurRouteWithAnotherMetricReplaced: a route of ours for a wanted
-// prefix with another metric (an earlier layout's, adopted on start) is
+// prefix with another metric (a legacy layout's, adopted on start) is
 // replaced by one with ours; a foreign route for the prefix stays.
 func TestOurRouteWithAnotherMetricReplaced(t *testing.T) {
 	k := newFakeKernel()

@@ -114,11 +114,11 @@ func TestForeignLinkUntouched(t *testing.T) {
 	}
 }
 
-// TestSweepsEarlierLayoutOnce: the first reconcile of a Dataplane deletes
-// our routes in tables it does not use (the fast table 79 of an earlier
+// TestSweepsLegacyLayoutOnce: the first reconcile of a Dataplane deletes
+// our routes in tables it does not use (the fast table 79 of the legacy
 // layout) and the VXLAN link of that layout; foreign routes there and a
 // foreign link of that name stay, and later reconciles do not sweep.
-func TestSweepsEarlierLayoutOnce(t *testing.T) {
+func TestSweepsLegacyLayoutOnce(t *testing.T) {
 	for _, foreignLink := range []bool{false, true} {
 		k := newFakeKernel()
 		ovl := legacyOverlayName("ocdptest0")

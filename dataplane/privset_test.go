@@ -164,3 +164,35 @@ func mapsEqual(a, b map[wgtypes.Key]time.Time) bool {
 	}
 	return true
 }
+
+// TestLegacyLayoutAdopted: a Dataplane that starts over what a legacy
+// layout left (a route of ours with no metric beside the one with ours, a
+// table 79 of our routes, the VXLAN link) keeps only its own route, sweeps
+// table 79 of ours but not another's route there, deletes the link, and
+// forwards.
+func TestLegacyLayoutAdopted(t *testing.T) {
+	l := newLab(t, 2)
+	l.up(context.Background())
+	ns, dev, lan := l.gws[0].ns, l.device(0), l.gws[1].lan.String()
+	ovl := legacyOverlayName(dev)
+	run(t, "ip", "-n", ns, "route", "add", lan, "dev", dev, "proto", "79")
+	run(t, "ip", "-n", ns, "route", "add", "10.9.0.0/16", "dev", dev, "proto", "79", "table", "79")
+	run(t, "ip", "-n", ns, "route", "add", "10.8.0.0/16", "dev", "ocdpeth0", "proto", "static", "table", "79")
+	run(t, "ip", "-n", ns, "link", "add", ovl, "type", "vxlan", "id", "7344", "dstport", "4789")
+	if err := l.gws[0].dp.Close(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.open(0).Set(context.Background(), l.desired(0)); err != nil {
+		t.Fatal(err)
+	}
+	if out := strings.TrimSpace(run(t, "ip", "-n", ns, "route", "show", "exact", lan)); strings.Count(out, "\n") != 0 || !strings.Contains(out, "metric 20") {
+		t.Errorf("routes to %s: %q, want only ours with metric 20", lan, out)
+	}
+	if out := run(t, "ip", "-n", ns, "route", "show", "table", "79"); strings.Contains(out, "10.9.0.0/16") || !strings.Contains(out, "10.8.0.0/16") {
+		t.Errorf("table 79: %q, want only the static route", out)
+	}
+	if out := run(t, "ip", "-n", ns, "link", "show"); strings.Contains(out, ovl) {
+		t.Errorf("legacy overlay %s still present", ovl)
+	}
+	waitPing(t, ns, lanHost(l.gws[1]), 5*time.Second)
+}

@@ -110,7 +110,7 @@ func batchRoutes(idx int) (routes []netlink.Route, bad map[int]bool) {
 			r.Gw = ip("192.0.2.7")
 		case 3: // a handoff table's route: a table above 255
 			r.Table, r.Gw = 7901, ip("192.0.2.3")
-		case 4: // an earlier layout's route: no metric
+		case 4: // a legacy layout's route: no metric
 			r.LinkIndex, r.Scope, r.Priority = idx, netlink.SCOPE_LINK, 0
 		}
 		routes = append(routes, r)

@@ -126,13 +126,15 @@ func TestSetBuildsEverything(t *testing.T) {
 	}
 	// Every tunnel address of a peer and every CEN route is one route on
 	// the device, with our protocol, metric and source of its family.
-	sameLines(t, "routes", k.routeLines(RouteProtocol), slices.Concat(fixtureRoutes, handoffTable,
-		[]string{"table 254 192.168.1.0/24 via 10.1.0.9 dev eth1 metric 20 proto 79"}))
+	sameLines(t, "main table", k.mainLines(), append(slices.Clone(fixtureRoutes), "table 254 192.168.1.0/24 via 10.1.0.9 dev eth1 metric 20 proto 79"))
+	sameLines(t, "handoff table", k.tableLines(), handoffTable)
 	sameLines(t, "rules", k.ruleLines(), handoffRules)
 	g := k.guards["opencen_ocdptest0"]
 	if g.dev != "ocdptest0" || !slices.Equal(g.addrs, addrs("100.64.0.1", "100.64.0.2", "100.64.0.3", "fd00:64::1", "fd00:64::2")) {
 		t.Errorf("guard %+v: want device ocdptest0 and every gateway's tunnel address", g)
 	}
+	// The LAN a handoff leaves through existed before the Set: its own
+	// send_redirects is what counts there.
 	for key, want := range map[string]string{
 		"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1", "net.ipv4.conf.all.send_redirects": "0",
 		"net.ipv4.conf.default.send_redirects": "0", "net.ipv4.conf.eth1.send_redirects": "0", "net.ipv4.conf.ocdptest0.rp_filter": "2",

@@ -17,7 +17,9 @@ import (
 // sysctls a gateway needs, in the target namespace: it forwards between
 // its tunnel and its LAN and VBR links; it never tells a LAN host to go
 // to a twin directly (a handoff leaves through the LAN it came from, and
-// an ICMP redirect would have the host bypass the gateway it chose).
+// an ICMP redirect would have the host bypass the gateway it chose; the
+// links that exist already are switched off one by one, see
+// noRedirects).
 var sysctls = [][2]string{
 	{"net.ipv4.ip_forward", "1"},
 	{"net.ipv6.conf.all.forwarding", "1"},

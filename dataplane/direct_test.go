@@ -2,87 +2,66 @@ package dataplane
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
 
+// TestDirectRoutes: a direct route is one route via its routers (a
+// multipath route for several), each resolved to the link of its
+// connected subnet, with our protocol and metric; no peer carries it; a
+// reordered Set writes nothing; a withdrawn one goes.
 func TestDirectRoutes(t *testing.T) {
 	k := newFakeKernel()
+	k.addLink("eth1", "172.30.0.1/24", "fd00:30::1/64")
 	d := newFakeDataplane(k, "ocdptest0")
 	want := newFixture(t).desired()
 	want.DirectRoutes = []DirectRoute{
-		{Prefix: netip.MustParsePrefix("192.168.1.0/24"), Via: []netip.Addr{netip.MustParseAddr("172.30.0.2")}},
-		{Prefix: netip.MustParsePrefix("192.168.2.0/24"), Via: []netip.Addr{netip.MustParseAddr("172.30.0.3"), netip.MustParseAddr("172.30.0.2")}},
+		{Prefix: netip.MustParsePrefix("192.168.1.0/24"), Via: addrs("172.30.0.2")},
+		{Prefix: netip.MustParsePrefix("192.168.2.0/24"), Via: addrs("172.30.0.3", "172.30.0.2")},
+		{Prefix: netip.MustParsePrefix("fd00:168::/48"), Via: addrs("fd00:30::2")},
 	}
 	if err := d.Set(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	var single, multi bool
-	for _, r := range k.routes {
-		if r.Dst == nil || r.Protocol != RouteProtocol {
-			continue
-		}
-		switch r.Dst.String() {
-		case "192.168.1.0/24":
-			single = r.LinkIndex == 0 && r.Gw.String() == "172.30.0.2"
-		case "192.168.2.0/24":
-			multi = r.LinkIndex == 0 && r.Gw == nil && len(r.MultiPath) == 2
-		}
+	direct := []string{
+		"table 254 192.168.1.0/24 via 172.30.0.2 dev eth1 metric 20 proto 79",
+		"table 254 192.168.2.0/24 via 172.30.0.2 dev eth1 via 172.30.0.3 dev eth1 metric 20 proto 79",
+		"table 254 fd00:168::/48 via fd00:30::2 dev eth1 metric 1044 proto 79",
 	}
-	if !single || !multi {
-		t.Fatalf("direct routes not installed via their routers: %v", k.routes)
-	}
-	// Not handed to WireGuard: no peer carries them.
+	sameLines(t, "routes", k.routeLines(RouteProtocol), slices.Concat(fixtureRoutes, direct))
 	for _, p := range k.devices["ocdptest0"].Peers {
-		for _, a := range p.AllowedIPs {
-			if strings.HasPrefix(a.String(), "192.168.") {
-				t.Errorf("direct prefix %s in a peer's allowed ips", a.String())
+		for _, a := range ipNetsToPrefixes(p.AllowedIPs) {
+			if strings.HasPrefix(a.String(), "192.168.") || strings.HasPrefix(a.String(), "fd00:168:") {
+				t.Errorf("direct prefix %s in a peer's allowed ips", a)
 			}
 		}
 	}
-	before := k.writes
-	want.DirectRoutes[1].Via[0], want.DirectRoutes[1].Via[1] = want.DirectRoutes[1].Via[1], want.DirectRoutes[1].Via[0]
-	if err := d.Set(ctx, want); err != nil {
-		t.Fatal(err)
-	}
-	if k.writes != before {
-		t.Errorf("an identical Set rewrote %d things", k.writes-before)
-	}
+	slices.Reverse(want.DirectRoutes[1].Via)
+	slices.Reverse(want.DirectRoutes)
+	setWritesNothing(t, k, d, want, "a reordered Set")
 	st, err := d.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
 	installed := 0
 	for _, r := range st.Routes {
-		if strings.HasPrefix(r.Prefix.String(), "192.168.") && r.Installed && r.Peer == "" {
+		if r.Via.IsValid() && r.Installed && r.Peer == "" {
 			installed++
 		}
 	}
-	if installed != 2 {
+	if installed != 3 {
 		t.Errorf("status shows %d direct routes installed: %+v", installed, st.Routes)
 	}
-	want.DirectRoutes = want.DirectRoutes[:1]
+	// The router's link flaps: the kernel drops the routes, a repair
+	// brings them back.
+	k.setDown("eth1")
+	_ = k.LinkSetUp(k.links["eth1"])
+	repairDrift(d)
+	sameLines(t, "routes after the VBR link flapped", k.routeLines(RouteProtocol), slices.Concat(fixtureRoutes, direct))
+	want.DirectRoutes = slices.DeleteFunc(want.DirectRoutes, func(r DirectRoute) bool { return r.Prefix.String() != "192.168.1.0/24" })
 	if err := d.Set(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range k.routes {
-		if r.Dst != nil && r.Dst.String() == "192.168.2.0/24" {
-			t.Error("a withdrawn direct route stayed")
-		}
-	}
-}
-
-func TestDirectRouteValidation(t *testing.T) {
-	want := newFixture(t).desired()
-	want.DirectRoutes = []DirectRoute{
-		{Prefix: netip.MustParsePrefix("10.2.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("172.30.0.2")}}, // already a tunnel route
-		{Prefix: netip.MustParsePrefix("192.168.0.0/16")},                                                    // no router
-		{Prefix: netip.MustParsePrefix("fd00::/48"), Via: []netip.Addr{netip.MustParseAddr("172.30.0.2")}},   // wrong family
-	}
-	_, err := resolve(want)
-	for _, s := range []string{"direct route 10.2.0.0/16: already routed to peer b", "direct route 192.168.0.0/16: via []", "direct route fd00::/48"} {
-		if err == nil || !strings.Contains(err.Error(), s) {
-			t.Errorf("error %v lacks %q", err, s)
-		}
-	}
+	sameLines(t, "routes after withdrawals", k.routeLines(RouteProtocol), slices.Concat(fixtureRoutes, direct[:1]))
 }

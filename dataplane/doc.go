@@ -68,14 +68,16 @@
 // used, per family, and a handoff with none is an error naming the twin.
 // No handoff, no rules: a region's only gateway has none.
 //
-// Set turns net.ipv4.conf.all.send_redirects off: a handed-off packet
-// leaves through the LAN it came in on, and the kernel would otherwise
-// tell the host to use the twin directly. The receiving side sees a local
-// prefix homed at a twin arrive from the tunnel (the twin, as its home,
-// sends it plain to this gateway's VBR), while its route back is the LAN,
-// so Set puts rp_filter=2 (loose) on the device: the kernel applies the
-// larger of the "all" and the device values, so this also wins over
-// all=1.
+// Set turns ICMP redirects off (net.ipv4.conf.*.send_redirects: "all",
+// "default" and each link a handoff leaves through, since the kernel
+// sends them while either "all" or the link's own value is on): a
+// handed-off packet leaves through the LAN it came in on, and the kernel
+// would otherwise tell the host to use the twin directly. The receiving
+// side sees a local prefix homed at a twin arrive from the tunnel (the
+// twin, as its home, sends it plain to this gateway's VBR), while its
+// route back is the LAN, so Set puts rp_filter=2 (loose) on the device:
+// the kernel applies the larger of the "all" and the device values, so
+// this also wins over all=1.
 //
 // One device per peer instead would need a UDP port per peer; the config
 // contract gives each gateway one endpoint that all peers dial. An

@@ -17,7 +17,7 @@ import (
 // dataplane.ServeUserspaceDevice.
 func Example() {
 	key, _ := wgtypes.GeneratePrivateKey() // the gateway's private_key_file
-	peerKey, _ := wgtypes.GeneratePrivateKey()
+	twinKey, _ := wgtypes.GeneratePrivateKey()
 	dp, err := dataplane.New(dataplane.Options{
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		ID:       "cen-demo/gw-beijing-1",
@@ -26,25 +26,31 @@ func Example() {
 	if err != nil {
 		return
 	}
+	// This gateway's twin in the region is the home of the second half of
+	// the region's VPC: a packet from there that reaches this gateway is
+	// handed to the twin over the LAN, and enters the tunnel there.
+	twinHalf := netip.MustParsePrefix("10.10.128.0/17")
 	_ = dp.Set(context.Background(), dataplane.Desired{
 		PrivateKey: key,
 		ListenPort: 51820,
 		Addresses:  []netip.Prefix{netip.MustParsePrefix("100.64.0.1/32")},
 		Peers: []dataplane.Peer{{
-			Name:       "gw-us-west-1",
-			PublicKey:  peerKey.PublicKey(),
-			Endpoint:   netip.MustParseAddrPort("192.0.2.21:51820"),
-			AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")},
+			Name:            "gw-beijing-2",
+			PublicKey:       twinKey.PublicKey(),
+			Endpoint:        netip.MustParseAddrPort("192.0.2.21:51820"),
+			TunnelAddresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")},
+			AllowedIPs:      []netip.Prefix{twinHalf},
 		}},
-		Routes: []dataplane.Route{{
-			Prefix: netip.MustParsePrefix("10.20.0.0/16"),
-			Via:    []netip.Addr{netip.MustParseAddr("100.64.0.2")},
+		Handoffs: []dataplane.Handoff{{
+			Twin:    "gw-beijing-2",
+			Via:     []netip.Addr{netip.MustParseAddr("10.10.0.3")},
+			Sources: []netip.Prefix{twinHalf},
 		}},
 	})
 	st, _ := dp.Status()
 	_ = st.Peers // endpoint, last handshake, bytes per peer
-	// IPv4 CEN traffic crosses the VXLAN overlay with its real addresses:
-	// the shaper attaches there.
-	_ = dp.Overlay()
+	// CEN traffic leaves through the WireGuard device with its real
+	// addresses visible: the shaper attaches there.
+	_ = dp.Device()
 	_ = dp.Close(false)
 }

@@ -8,71 +8,92 @@ import (
 	"slices"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// fakeKernel is a stateful stand-in for rtnetlink, WireGuard and the host
-// in one namespace: links, addresses, routes, devices, helpers, sockets.
-// It counts every write so tests can assert that nothing was written.
+// fakeKernel is a stateful stand-in for rtnetlink, WireGuard, nftables
+// and the host in one namespace: links, addresses, routes in every table,
+// policy rules, devices, helpers, sockets, sysctls and guard tables. It
+// answers as the kernel does where the dataplane relies on it (a route
+// keyed by table, prefix and metric; a router resolved to the link of its
+// connected subnet; routes flushed with their link) and counts every write
+// so tests can assert that nothing was written.
 type fakeKernel struct {
-	mu          sync.Mutex
-	kernelWG    bool // LinkAdd of a wireguard link succeeds
-	underlayMTU int
-	nextIndex   int
-	links       map[string]netlink.Link
-	addrs       map[int][]netip.Prefix
-	routes      map[routeID]netlink.Route
-	devices     map[string]*wgtypes.Device
-	sockets     map[string]sockState
-	helpers     map[string]int
-	sysctls     map[string]string
-	neighs      map[neighID]netlink.Neigh
-	rules       []netlink.Rule
-	guards      map[string]string // nftables guard table -> device its rule names
-	nextPID     int
+	mu        sync.Mutex
+	kernelWG  bool // LinkAdd of a wireguard link succeeds
+	nextIndex int
+	nextPID   int
+	links     map[string]netlink.Link
+	addrs     map[int][]netip.Prefix // link index -> addresses, host bits kept
+	routes    map[routeID]netlink.Route
+	rules     []netlink.Rule
+	devices   map[string]*wgtypes.Device
+	sockets   map[string]sockState
+	helpers   map[string]int
+	sysctls   map[string]string
+	guards    map[string]fakeGuard // nftables table -> its guard
 
-	failRoute      map[netip.Prefix]error // RouteReplace of these fails
+	failRoute      map[netip.Prefix]error // installing these fails
+	failGuard      error                  // ensureGuard fails with it
 	dumpInterrupts int                    // next route dumps to interrupt
+	ruleInterrupts int                    // next rule dumps to interrupt
 	routeDumps     int                    // route dumps served
 
 	writes     int      // any state change
-	ops        []string // route writes in order
+	ops        []string // route and rule writes in order
 	configured []wgtypes.Config
 	started    int
 }
 
-// neighID keys FDB entries by (link, MAC, destination), as a vxlan device
-// keeps several remotes per MAC, and neighbour entries by (link, IP).
-type neighID struct {
-	link   int
-	family int
-	mac    string
-	ip     netip.Addr
-}
-
-func neighKey(n *netlink.Neigh) neighID {
-	id := neighID{link: n.LinkIndex, family: n.Family, ip: ipAddr(n.IP)}
-	if n.Family == syscall.AF_BRIDGE {
-		id.mac = n.HardwareAddr.String()
-	}
-	return id
-}
-
+// routeID is what the kernel tells routes of one table apart by (the
+// type of service aside).
 type routeID struct {
-	table int
-	dst   netip.Prefix
+	table  int
+	dst    netip.Prefix
+	metric int
 }
+
+// fakeGuard is one guard table: the device it exempts and the gateway
+// addresses it drops from elsewhere (as splitFamilies orders them).
+type fakeGuard struct {
+	dev   string
+	addrs []netip.Addr
+}
+
+// The fake's fixed links: lo, and the underlay eth0 (192.0.2.1/24, the
+// peers' endpoints, default route via 192.0.2.254).
+const (
+	fakeLo      = 1
+	fakeEth0    = 2
+	fakeMainTab = unix.RT_TABLE_MAIN
+)
 
 func newFakeKernel() *fakeKernel {
 	k := &fakeKernel{
-		underlayMTU: 1500, nextIndex: 10, nextPID: 1000,
+		nextIndex: 10, nextPID: 1000,
 		links: map[string]netlink.Link{}, addrs: map[int][]netip.Prefix{}, routes: map[routeID]netlink.Route{},
 		devices: map[string]*wgtypes.Device{}, sockets: map[string]sockState{}, helpers: map[string]int{},
-		sysctls: map[string]string{}, failRoute: map[netip.Prefix]error{},
-		neighs: map[neighID]netlink.Neigh{}, guards: map[string]string{},
+		sysctls: map[string]string{}, guards: map[string]fakeGuard{}, failRoute: map[netip.Prefix]error{},
+	}
+	k.links["lo"] = &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: fakeLo, MTU: 65536, Flags: net.FlagUp | net.FlagLoopback}}
+	k.links["eth0"] = &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Index: fakeEth0, MTU: 1500, Flags: net.FlagUp}}
+	k.addrs[fakeLo] = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}
+	k.addrs[fakeEth0] = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}
+	def := netlink.Route{Dst: ipnetOf("0.0.0.0/0"), Gw: net.ParseIP("192.0.2.254").To4(), LinkIndex: fakeEth0,
+		Table: fakeMainTab, Protocol: unix.RTPROT_BOOT, Family: netlink.FAMILY_V4}
+	k.routes[routeID{fakeMainTab, netip.MustParsePrefix("0.0.0.0/0"), 0}] = def
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, r := range [][2]int{{0, unix.RT_TABLE_LOCAL}, {32766, unix.RT_TABLE_MAIN}, {32767, unix.RT_TABLE_DEFAULT}} {
+			if fam == netlink.FAMILY_V6 && r[1] == unix.RT_TABLE_DEFAULT {
+				continue
+			}
+			rule := netlink.NewRule()
+			rule.Family, rule.Priority, rule.Table, rule.Protocol = fam, r[0], r[1], unix.RTPROT_KERNEL
+			k.rules = append(k.rules, *rule)
+		}
 	}
 	return k
 }
@@ -89,7 +110,21 @@ func newFakeDataplane(k *fakeKernel, device string) *Dataplane {
 	return d
 }
 
-// --- netlinkOps ---
+// addLink adds an up veth with addresses, as a LAN or VBR link.
+func (k *fakeKernel) addLink(name string, addrs ...string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.addLinkLocked(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: 1500, Flags: net.FlagUp}})
+	idx := k.links[name].Attrs().Index
+	for _, a := range addrs {
+		k.addrs[idx] = append(k.addrs[idx], netip.MustParsePrefix(a))
+	}
+	return idx
+}
+
+func ipnetOf(s string) *net.IPNet { n := prefixToIPNet(netip.MustParsePrefix(s)); return &n }
+
+// --- netlinkOps: links ---
 
 func (k *fakeKernel) LinkByName(name string) (netlink.Link, error) {
 	k.mu.Lock()
@@ -104,12 +139,19 @@ func (k *fakeKernel) LinkByName(name string) (netlink.Link, error) {
 func (k *fakeKernel) LinkByIndex(idx int) (netlink.Link, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, l := range k.links {
-		if l.Attrs().Index == idx {
-			return l, nil
-		}
+	if l := k.linkLocked(idx); l != nil {
+		return l, nil
 	}
 	return nil, errNoLink
+}
+
+func (k *fakeKernel) linkLocked(idx int) netlink.Link {
+	for _, l := range k.links {
+		if l.Attrs().Index == idx {
+			return l
+		}
+	}
+	return nil
 }
 
 func (k *fakeKernel) addLinkLocked(l netlink.Link) {
@@ -145,16 +187,11 @@ func (k *fakeKernel) delLinkLocked(name string) {
 	delete(k.addrs, idx)
 	delete(k.devices, name)
 	k.flushRoutesLocked(idx)
-	for id := range k.neighs {
-		if id.link == idx {
-			delete(k.neighs, id)
-		}
-	}
 	k.writes++
 }
 
-// flushRoutesLocked drops the routes through link idx, as the kernel does
-// when a link goes down or away.
+// flushRoutesLocked drops the routes through link idx in every table, as
+// the kernel does when a link goes down or away.
 func (k *fakeKernel) flushRoutesLocked(idx int) {
 	for id, r := range k.routes {
 		on := r.LinkIndex == idx
@@ -177,16 +214,29 @@ func (k *fakeKernel) LinkDel(l netlink.Link) error {
 	return nil
 }
 
-func (k *fakeKernel) LinkSetUp(l netlink.Link) error {
+// setLink applies fn to link l's attributes as one write.
+func (k *fakeKernel) setLink(l netlink.Link, fn func(*netlink.LinkAttrs)) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	cur, ok := k.links[l.Attrs().Name]
 	if !ok {
 		return syscall.ENODEV
 	}
-	cur.Attrs().Flags |= net.FlagUp
+	fn(cur.Attrs())
 	k.writes++
 	return nil
+}
+
+func (k *fakeKernel) LinkSetUp(l netlink.Link) error {
+	return k.setLink(l, func(a *netlink.LinkAttrs) { a.Flags |= net.FlagUp })
+}
+
+func (k *fakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {
+	return k.setLink(l, func(a *netlink.LinkAttrs) { a.MTU = mtu })
+}
+
+func (k *fakeKernel) LinkSetGroup(l netlink.Link, group int) error {
+	return k.setLink(l, func(a *netlink.LinkAttrs) { a.Group = uint32(group) })
 }
 
 // setDown is "ip link set down": the kernel flushes the link's routes.
@@ -198,123 +248,23 @@ func (k *fakeKernel) setDown(name string) {
 	k.flushRoutesLocked(l.Attrs().Index)
 }
 
-func (k *fakeKernel) LinkSetHardwareAddr(l netlink.Link, mac net.HardwareAddr) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cur, ok := k.links[l.Attrs().Name]
-	if !ok {
-		return syscall.ENODEV
-	}
-	cur.Attrs().HardwareAddr = slices.Clone(mac)
-	k.writes++
-	return nil
-}
+// --- netlinkOps: addresses ---
 
-func (k *fakeKernel) NeighList(idx, family int) ([]netlink.Neigh, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var out []netlink.Neigh
-	for id, n := range k.neighs {
-		if id.link == idx && id.family == family {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-func (k *fakeKernel) NeighAppend(n *netlink.Neigh) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	id := neighKey(n)
-	if _, ok := k.neighs[id]; ok {
-		return syscall.EEXIST
-	}
-	k.neighs[id] = *n
-	k.writes++
-	return nil
-}
-
-func (k *fakeKernel) NeighSet(n *netlink.Neigh) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.neighs[neighKey(n)] = *n
-	k.writes++
-	return nil
-}
-
-func (k *fakeKernel) NeighDel(n *netlink.Neigh) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	id := neighKey(n)
-	if _, ok := k.neighs[id]; !ok {
-		return syscall.ENOENT
-	}
-	delete(k.neighs, id)
-	k.writes++
-	return nil
-}
-
-// neighsOf returns the FDB (AF_BRIDGE) or neighbour (AF_INET) entries of
-// link name, as "ip mac" strings, sorted.
-func (k *fakeKernel) neighsOf(name string, family int) []string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	l, ok := k.links[name]
-	if !ok {
-		return nil
-	}
-	var out []string
-	for id, n := range k.neighs {
-		if id.link == l.Attrs().Index && id.family == family {
-			out = append(out, fmt.Sprintf("%s %s", ipAddr(n.IP), n.HardwareAddr))
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// --- guardOps ---
-
-func (k *fakeKernel) ensureGuard(table, dev string) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.guards[table] == dev {
-		return false, nil
-	}
-	k.guards[table] = dev
-	k.writes++
-	return true, nil
-}
-
-func (k *fakeKernel) removeGuard(table string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if _, ok := k.guards[table]; ok {
-		delete(k.guards, table)
-		k.writes++
-	}
-	return nil
-}
-
-func (k *fakeKernel) LinkSetMTU(l netlink.Link, mtu int) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cur, ok := k.links[l.Attrs().Name]
-	if !ok {
-		return syscall.ENODEV
-	}
-	cur.Attrs().MTU = mtu
-	k.writes++
-	return nil
-}
-
+// AddrList lists link's addresses, or every link's for a nil link.
 func (k *fakeKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []netlink.Addr
-	for _, p := range k.addrs[l.Attrs().Index] {
-		n := prefixToIPNetHost(p)
-		out = append(out, netlink.Addr{IPNet: &n, LinkIndex: l.Attrs().Index})
+	for idx, ps := range k.addrs {
+		if l != nil && l.Attrs().Index != idx {
+			continue
+		}
+		for _, p := range ps {
+			if family == netlink.FAMILY_ALL || family == familyOf(p.Addr()) {
+				n := prefixToIPNetHost(p)
+				out = append(out, netlink.Addr{IPNet: &n, LinkIndex: idx})
+			}
+		}
 	}
 	return out, nil
 }
@@ -327,8 +277,7 @@ func addrOf(a *netlink.Addr) netip.Prefix {
 func (k *fakeKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	p := addrOf(a)
-	idx := l.Attrs().Index
+	p, idx := addrOf(a), l.Attrs().Index
 	if slices.Contains(k.addrs[idx], p) {
 		return syscall.EEXIST
 	}
@@ -340,8 +289,7 @@ func (k *fakeKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 func (k *fakeKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	p := addrOf(a)
-	idx := l.Attrs().Index
+	p, idx := addrOf(a), l.Attrs().Index
 	i := slices.Index(k.addrs[idx], p)
 	if i < 0 {
 		return syscall.EADDRNOTAVAIL
@@ -350,6 +298,8 @@ func (k *fakeKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	k.writes++
 	return nil
 }
+
+// --- netlinkOps: routes ---
 
 func (k *fakeKernel) RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	k.mu.Lock()
@@ -361,25 +311,169 @@ func (k *fakeKernel) RouteListFiltered(family int, filter *netlink.Route, mask u
 	k.routeDumps++
 	var out []netlink.Route
 	for _, r := range k.routes {
-		if mask&netlink.RT_FILTER_TABLE != 0 && r.Table != filter.Table {
-			continue
+		switch {
+		case family != netlink.FAMILY_ALL && r.Family != family:
+		case mask&netlink.RT_FILTER_TABLE != 0 && filter.Table != unix.RT_TABLE_UNSPEC && r.Table != filter.Table:
+		case mask&netlink.RT_FILTER_PROTOCOL != 0 && r.Protocol != filter.Protocol:
+		default:
+			out = append(out, r)
 		}
-		if mask&netlink.RT_FILTER_PROTOCOL != 0 && r.Protocol != filter.Protocol {
-			continue
-		}
-		out = append(out, r)
 	}
 	return out, nil
 }
 
+// RouteGet answers as `ip route get`: a local address, else the longest
+// match among the connected subnets of the links that are up and the main
+// table's routes (the lowest metric of a prefix).
+func (k *fakeKernel) RouteGet(dst net.IP) ([]netlink.Route, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a := ipAddr(dst)
+	best, bits := netlink.Route{}, -1
+	for idx, ps := range k.addrs {
+		for _, p := range ps {
+			switch {
+			case p.Addr() == a:
+				return []netlink.Route{{LinkIndex: fakeLo, Dst: ipnetOf(netip.PrefixFrom(a, a.BitLen()).String()), Type: unix.RTN_LOCAL}}, nil
+			case k.upLocked(idx) && p.Bits() < a.BitLen() && p.Contains(a) && p.Bits() > bits:
+				best, bits = netlink.Route{LinkIndex: idx, Type: unix.RTN_UNICAST}, p.Bits()
+			}
+		}
+	}
+	for id, r := range k.routes {
+		if id.table != fakeMainTab || !id.dst.Contains(a) || id.dst.Bits() < bits {
+			continue
+		}
+		if id.dst.Bits() > bits || r.Priority < best.Priority {
+			best, bits = r, id.dst.Bits()
+		}
+	}
+	if bits < 0 {
+		return nil, syscall.ENETUNREACH
+	}
+	best.Dst = ipnetOf(netip.PrefixFrom(a, a.BitLen()).String())
+	return []netlink.Route{best}, nil
+}
+
+func (k *fakeKernel) upLocked(idx int) bool {
+	l := k.linkLocked(idx)
+	return l != nil && l.Attrs().Flags&net.FlagUp != 0
+}
+
+// resolveLocked gives a router without a device the link of its connected
+// subnet, as the kernel does; a router on none is unreachable.
+func (k *fakeKernel) resolveLocked(gw net.IP) (int, error) {
+	a := ipAddr(gw)
+	for idx, ps := range k.addrs {
+		for _, p := range ps {
+			if k.upLocked(idx) && p.Bits() < a.BitLen() && p.Contains(a) {
+				return idx, nil
+			}
+		}
+	}
+	return 0, syscall.ENETUNREACH
+}
+
+// writeRoutes is routeWriter: the path production takes, one route at a
+// time.
+func (k *fakeKernel) writeRoutes(del bool, routes []netlink.Route, fail func(i int, err error)) {
+	for i := range routes {
+		var err error
+		if del {
+			err = k.routeDel(&routes[i])
+		} else {
+			err = k.routeReplace(&routes[i])
+		}
+		if err != nil {
+			fail(i, err)
+		}
+	}
+}
+
+func tableOf(r *netlink.Route) int {
+	if r.Table == 0 {
+		return fakeMainTab
+	}
+	return r.Table
+}
+
+func (k *fakeKernel) routeReplace(r *netlink.Route) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key := routeKey(r)
+	k.ops = append(k.ops, fmt.Sprintf("route add %d %s %d", tableOf(r), key, r.Priority))
+	if err := k.failRoute[key]; err != nil {
+		return err
+	}
+	c := *r
+	c.Table, c.Dst, c.Src, c.Gw = tableOf(r), ipnetOf(key.String()), slices.Clone(r.Src), slices.Clone(r.Gw)
+	c.MultiPath = nil
+	var err error
+	if c.Gw != nil && c.LinkIndex == 0 {
+		c.LinkIndex, err = k.resolveLocked(c.Gw)
+	}
+	for _, nh := range r.MultiPath {
+		n := *nh
+		if n.LinkIndex == 0 && err == nil {
+			n.LinkIndex, err = k.resolveLocked(n.Gw)
+		}
+		c.MultiPath = append(c.MultiPath, &n)
+	}
+	if err != nil {
+		return err
+	}
+	k.routes[routeID{c.Table, key, r.Priority}] = c
+	k.writes++
+	return nil
+}
+
+// routeDel deletes the first match as the kernel does: a metric or a
+// protocol of zero matches any, and the lowest metric comes first.
+func (k *fakeKernel) routeDel(r *netlink.Route) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key := routeKey(r)
+	k.ops = append(k.ops, fmt.Sprintf("route del %d %s %d", tableOf(r), key, r.Priority))
+	var found *routeID
+	for id, have := range k.routes {
+		if id.table != tableOf(r) || id.dst != key || (r.Priority != 0 && id.metric != r.Priority) ||
+			(r.Protocol != 0 && have.Protocol != r.Protocol) {
+			continue
+		}
+		if found == nil || id.metric < found.metric {
+			found = &id
+		}
+	}
+	if found == nil {
+		return syscall.ESRCH
+	}
+	delete(k.routes, *found)
+	k.writes++
+	return nil
+}
+
+// --- netlinkOps: rules ---
+
 func (k *fakeKernel) RuleList(family int) ([]netlink.Rule, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return slices.Clone(k.rules), nil
+	if k.ruleInterrupts > 0 {
+		k.ruleInterrupts--
+		return nil, netlink.ErrDumpInterrupted
+	}
+	var out []netlink.Rule
+	for _, r := range k.rules {
+		if family == netlink.FAMILY_ALL || r.Family == family {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
+// sameRule compares what tells two rules apart, as the kernel's rule
+// lookup does.
 func sameRule(a, b *netlink.Rule) bool {
-	return a.Priority == b.Priority && a.Table == b.Table && a.Protocol == b.Protocol && ruleSource(a) == ruleSource(b)
+	return a.Family == b.Family && a.Protocol == b.Protocol && ruleKey(a) == ruleKey(b)
 }
 
 func (k *fakeKernel) RuleAdd(r *netlink.Rule) error {
@@ -390,8 +484,12 @@ func (k *fakeKernel) RuleAdd(r *netlink.Rule) error {
 			return syscall.EEXIST
 		}
 	}
-	k.ops = append(k.ops, fmt.Sprintf("rule add from %s table %d", ruleSource(r), r.Table))
-	k.rules = append(k.rules, *r)
+	k.ops = append(k.ops, "rule add "+fmtRule(r))
+	c := *r
+	if r.Src != nil {
+		c.Src = &net.IPNet{IP: slices.Clone(r.Src.IP), Mask: slices.Clone(r.Src.Mask)}
+	}
+	k.rules = append(k.rules, c)
 	k.writes++
 	return nil
 }
@@ -401,183 +499,11 @@ func (k *fakeKernel) RuleDel(r *netlink.Rule) error {
 	defer k.mu.Unlock()
 	for i := range k.rules {
 		if sameRule(&k.rules[i], r) {
-			k.ops = append(k.ops, fmt.Sprintf("rule del from %s table %d", ruleSource(r), r.Table))
+			k.ops = append(k.ops, "rule del "+fmtRule(r))
 			k.rules = slices.Delete(k.rules, i, i+1)
 			k.writes++
 			return nil
 		}
 	}
 	return syscall.ENOENT
-}
-
-func (k *fakeKernel) RouteGet(dst net.IP) ([]netlink.Route, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return []netlink.Route{{LinkIndex: 2, MTU: k.underlayMTU}}, nil
-}
-
-func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	key := routeKey(r)
-	k.ops = append(k.ops, "replace "+key.String())
-	if err := k.failRoute[key]; err != nil {
-		return err
-	}
-	c := *r
-	if c.Src != nil {
-		c.Src = slices.Clone(c.Src)
-	}
-	k.routes[routeID{r.Table, key}] = c
-	k.writes++
-	return nil
-}
-
-func (k *fakeKernel) RouteDel(r *netlink.Route) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	key := routeKey(r)
-	k.ops = append(k.ops, "delete "+key.String())
-	id := routeID{r.Table, key}
-	if _, ok := k.routes[id]; !ok {
-		return syscall.ESRCH
-	}
-	delete(k.routes, id)
-	k.writes++
-	return nil
-}
-
-// --- wgOps ---
-
-func (k *fakeKernel) Device(name string) (*wgtypes.Device, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	d, ok := k.devices[name]
-	if !ok {
-		return nil, fmt.Errorf("no device %s", name)
-	}
-	c := *d
-	c.Peers = slices.Clone(d.Peers)
-	for i := range c.Peers {
-		c.Peers[i].AllowedIPs = slices.Clone(c.Peers[i].AllowedIPs)
-	}
-	return &c, nil
-}
-
-// handshakeAt is when fake peers "handshook"; a touched peer is given a
-// new handshake, as a reset session would get after traffic.
-var handshakeAt = time.Unix(1_700_000_000, 0)
-
-func (k *fakeKernel) ConfigureDevice(name string, cfg wgtypes.Config) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	d, ok := k.devices[name]
-	if !ok {
-		return fmt.Errorf("no device %s", name)
-	}
-	k.configured = append(k.configured, cfg)
-	k.writes++
-	if cfg.PrivateKey != nil {
-		d.PrivateKey, d.PublicKey = *cfg.PrivateKey, cfg.PrivateKey.PublicKey()
-	}
-	if cfg.ListenPort != nil {
-		d.ListenPort = *cfg.ListenPort
-	}
-	for _, pc := range cfg.Peers {
-		i := slices.IndexFunc(d.Peers, func(p wgtypes.Peer) bool { return p.PublicKey == pc.PublicKey })
-		if pc.Remove {
-			if i >= 0 {
-				d.Peers = slices.Delete(d.Peers, i, i+1)
-			}
-			continue
-		}
-		if i < 0 {
-			if pc.UpdateOnly {
-				continue
-			}
-			d.Peers = append(d.Peers, wgtypes.Peer{PublicKey: pc.PublicKey, LastHandshakeTime: handshakeAt})
-			i = len(d.Peers) - 1
-		} else {
-			d.Peers[i].LastHandshakeTime = d.Peers[i].LastHandshakeTime.Add(time.Minute)
-		}
-		p := &d.Peers[i]
-		if pc.Endpoint != nil {
-			p.Endpoint = pc.Endpoint
-		}
-		if pc.PersistentKeepaliveInterval != nil {
-			p.PersistentKeepaliveInterval = *pc.PersistentKeepaliveInterval
-		}
-		if pc.ReplaceAllowedIPs {
-			p.AllowedIPs = nil
-		}
-		p.AllowedIPs = append(p.AllowedIPs, pc.AllowedIPs...)
-	}
-	return nil
-}
-
-// --- hostOps ---
-
-func (k *fakeKernel) startHelper(name string, mtu int) (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.started++
-	k.nextPID++
-	k.helpers[name] = k.nextPID
-	k.addLinkLocked(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}, Mode: netlink.TUNTAP_MODE_TUN})
-	k.devices[name] = &wgtypes.Device{Name: name, Type: wgtypes.Userspace}
-	k.sockets[name] = sockLive
-	return k.nextPID, nil
-}
-
-func (k *fakeKernel) findHelper(name string) int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.helpers[name]
-}
-
-// crashHelper kills a helper: its TUN goes, its socket stays stale.
-func (k *fakeKernel) crashHelper(name string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.helpers, name)
-	k.delLinkLocked(name)
-	k.sockets[name] = sockStale
-}
-
-func (k *fakeKernel) stopHelper(name string, pid int) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.helpers[name] != pid {
-		return nil
-	}
-	delete(k.helpers, name)
-	k.delLinkLocked(name)
-	delete(k.sockets, name)
-	return nil
-}
-
-func (k *fakeKernel) socketState(name string) sockState {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.sockets[name]
-}
-
-func (k *fakeKernel) removeSocket(name string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.sockets, name)
-	return nil
-}
-
-func (k *fakeKernel) removeState(string) error { return nil }
-func (k *fakeKernel) logTail(string) string    { return "" }
-
-func (k *fakeKernel) setSysctl(key, value string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.sysctls[key] != value {
-		k.sysctls[key] = value
-		k.writes++
-	}
-	return nil
 }

@@ -211,7 +211,7 @@ func zero(a netip.Addr) netip.Addr {
 // returns the next-hop errors with the write errors.
 func (d *Dataplane) syncHandoffs(p plan, wgIndex int) error {
 	hops, hopErr := d.nextHops(p, wgIndex)
-	var errs []error
+	errs := []error{d.noRedirects(hops)}
 	used := map[int]bool{}
 	for _, h := range p.handoffs {
 		used[h.table] = true
@@ -227,6 +227,32 @@ func (d *Dataplane) syncHandoffs(p plan, wgIndex int) error {
 		}
 	}
 	return errors.Join(hopErr, errors.Join(errs...))
+}
+
+// noRedirects turns ICMP redirects off on the links the handoffs leave
+// through: a handed-off packet leaves through the LAN it came in on, and
+// the kernel would tell the host to send to the twin directly, for every
+// source of the host. It sends them while either "all" or the link's own
+// send_redirects is on, and a link's own value is "default" as it was
+// when the link was made, before any Set. (IPv6 has no such switch.)
+func (d *Dataplane) noRedirects(hops map[int]map[int]netip.Addr) error {
+	var errs []error
+	for _, byFamily := range hops {
+		a := byFamily[netlink.FAMILY_V4]
+		if !a.IsValid() {
+			continue
+		}
+		rs, err := d.nl.RouteGet(a.AsSlice())
+		if err != nil || len(rs) == 0 {
+			continue
+		}
+		l, err := d.nl.LinkByIndex(rs[0].LinkIndex)
+		if err != nil {
+			continue
+		}
+		errs = append(errs, d.host.setSysctl("net.ipv4.conf."+l.Attrs().Name+".send_redirects", "0"))
+	}
+	return errors.Join(errs...)
 }
 
 // syncTable makes one of our tables (not main) hold want.

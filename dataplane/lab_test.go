@@ -79,29 +79,28 @@ func (l *lab) options(i int) Options {
 	}
 }
 
-// desired is gateway i's view: every other gateway a peer, their VPCs
-// routed via their tunnel addresses, each gateway the home of its own VPC
-// (so VPC-to-VPC traffic takes the fast path).
+// desired is gateway i's view: every other gateway a peer, the home of
+// its own VPC, which is routed through the tunnel.
 func (l *lab) desired(i int) Desired {
 	g := l.gws[i]
 	d := Desired{
 		PrivateKey: g.key,
 		ListenPort: labPort,
 		Addresses:  []netip.Prefix{netip.PrefixFrom(g.tunnel, 32)},
-		Sources:    []netip.Prefix{g.lan},
 	}
 	for j, o := range l.gws {
 		if j == i {
 			continue
 		}
 		d.Peers = append(d.Peers, Peer{
-			Name:       fmt.Sprintf("gw%d", j),
-			PublicKey:  o.key.PublicKey(),
-			Endpoint:   netip.AddrPortFrom(o.underlay, labPort),
-			AllowedIPs: []netip.Prefix{netip.PrefixFrom(o.tunnel, 32)},
-			Keepalive:  time.Second,
+			Name:            fmt.Sprintf("gw%d", j),
+			PublicKey:       o.key.PublicKey(),
+			Endpoint:        netip.AddrPortFrom(o.underlay, labPort),
+			TunnelAddresses: []netip.Prefix{netip.PrefixFrom(o.tunnel, 32)},
+			AllowedIPs:      []netip.Prefix{o.lan},
+			Keepalive:       time.Second,
 		})
-		d.Routes = append(d.Routes, Route{Prefix: o.lan, Via: []netip.Addr{o.tunnel}, Home: o.tunnel})
+		d.Routes = append(d.Routes, o.lan)
 	}
 	return d
 }
@@ -154,6 +153,30 @@ func (l *lab) pingMesh() {
 			}
 			waitPing(l.tb, g.ns, o.tunnel, 10*time.Second)
 			waitPing(l.tb, g.ns, lanHost(o), 5*time.Second)
+		}
+	}
+}
+
+// underlay6 gives every gateway fd00:172::(i+1)/64 on its underlay link,
+// without duplicate address detection.
+func (l *lab) underlay6() {
+	for i, g := range l.gws {
+		run(l.tb, "ip", "-n", g.ns, "addr", "add", fmt.Sprintf("fd00:172::%d/64", i+1), "dev", "ocdpeth0", "nodad")
+	}
+}
+
+// handoffTo gives d a handoff to gateway j over the underlay (which
+// underlay6 made dual stack): j's VPC and fd00:99:J::/64, homed at j, are
+// handed to j's underlay addresses. The lab's gateways are no twins of a
+// region; this gives a Set every kind of rule and table a handoff makes.
+func (l *lab) handoffTo(d *Desired, j int) {
+	o := l.gws[j]
+	v6 := netip.MustParsePrefix(fmt.Sprintf("fd00:99:%d::/64", j+1))
+	d.Handoffs = append(d.Handoffs, Handoff{Twin: fmt.Sprintf("gw%d", j),
+		Via: []netip.Addr{o.underlay, netip.MustParseAddr(fmt.Sprintf("fd00:172::%d", j+1))}, Sources: []netip.Prefix{o.lan, v6}})
+	for k := range d.Peers {
+		if d.Peers[k].Name == fmt.Sprintf("gw%d", j) {
+			d.Peers[k].AllowedIPs = append(d.Peers[k].AllowedIPs, v6)
 		}
 	}
 }

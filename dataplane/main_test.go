@@ -14,16 +14,10 @@ import (
 // TestMain doubles as the helper binary: the dataplane under test runs
 // [test binary, "wireguard-device", ...] exactly as the agent will run
 // [/proc/self/exe, "wireguard-device", ...]. It also hosts the second
-// process of the adoption test and the hand-built baseline device of the
-// benchmark.
+// process of the adoption test.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "wireguard-device":
-			os.Exit(testHelper(os.Args[2:]))
-		case "plain-wireguard-go":
-			os.Exit(plainWireguardGo(os.Args[2:]))
-		}
+	if len(os.Args) > 1 && os.Args[1] == "wireguard-device" {
+		os.Exit(testHelper(os.Args[2:]))
 	}
 	if f := os.Getenv(adoptEnv); f != "" {
 		os.Exit(adoptChild(f))

@@ -37,40 +37,7 @@ func TestRouteSocketBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	link, err := h.LinkByName("ocdpr0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := link.Attrs().Index
-	a := newIPArena(8)
-	ip := func(s string) net.IP { return a.ip(netip.MustParseAddr(s)) }
-
-	// 3,000 routes (several messages), every form, two refused.
-	var routes []netlink.Route
-	for i := range 3000 {
-		dst := a.ipnet(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>8), byte(i), 0}), 24))
-		r := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Family: netlink.FAMILY_V4, Type: unix.RTN_UNICAST}
-		switch i % 5 {
-		case 0: // overlay-like: via a gateway, onlink, with a source
-			r.LinkIndex, r.Gw, r.Flags, r.Src = idx, ip("100.64.0.2"), int(netlink.FLAG_ONLINK), ip("192.0.2.1")
-		case 1: // multipath
-			r.MultiPath = []*netlink.NexthopInfo{{LinkIndex: idx, Gw: ip("100.64.0.2"), Flags: int(netlink.FLAG_ONLINK)}, {LinkIndex: idx, Gw: ip("100.64.0.3"), Flags: int(netlink.FLAG_ONLINK)}}
-		case 2: // plain on the device, link scope
-			r.LinkIndex, r.Scope, r.Src = idx, netlink.SCOPE_LINK, ip("192.0.2.1")
-		case 3: // direct: a router on a connected network
-			r.Gw = ip("192.0.2.7")
-		case 4: // a high table, a throw
-			r.Table, r.Type = 1079, unix.RTN_THROW
-		}
-		routes = append(routes, r)
-	}
-	v6 := netlink.Route{Dst: a.ipnet(netip.MustParsePrefix("2001:db8:9::/48")), LinkIndex: idx, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Family: netlink.FAMILY_V6, Type: unix.RTN_UNICAST}
-	routes = append(routes, v6)
-	bad := map[int]bool{1500: true, 2999: true}
-	for i := range bad {
-		routes[i].Gw, routes[i].Flags, routes[i].MultiPath = ip("198.51.100.9"), 0, nil // not on a connected network
-		routes[i].LinkIndex, routes[i].Table, routes[i].Type = 0, unix.RT_TABLE_MAIN, unix.RTN_UNICAST
-	}
+	routes, bad := batchRoutes(linkIndex(t, ns, "ocdpr0"))
 	failed := map[int]error{}
 	s.writeRoutes(false, routes, func(i int, err error) { failed[i] = err })
 	if len(failed) != len(bad) {
@@ -81,16 +48,7 @@ func TestRouteSocketBatches(t *testing.T) {
 			t.Errorf("route %d refused with %v", i, err)
 		}
 	}
-	have := map[netip.Prefix]netlink.Route{}
-	for _, table := range []int{unix.RT_TABLE_MAIN, 1079} {
-		rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table, Protocol: RouteProtocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rs {
-			have[routeKey(&r)] = r
-		}
-	}
+	have := ourRoutes(t, h, unix.RT_TABLE_MAIN, 7901)
 	if len(have) != len(routes)-len(bad) {
 		t.Errorf("kernel holds %d routes, want %d", len(have), len(routes)-len(bad))
 	}
@@ -99,17 +57,19 @@ func TestRouteSocketBatches(t *testing.T) {
 		switch {
 		case bad[i] && ok:
 			t.Errorf("refused route %s installed", routeKey(&routes[i]))
-		case !bad[i] && (!ok || !sameRoute(&r, &routes[i]) || r.Table != routes[i].Table):
+		case !bad[i] && (!ok || !sameRoute(&r, &routes[i]) || r.Table != routes[i].Table || r.Priority != routes[i].Priority):
 			t.Errorf("route %d %s: kernel has %+v (%v), want %+v", i, routeKey(&routes[i]), r, ok, routes[i])
 		}
 	}
 
-	// Deleting by prefix alone (any scope), twice: the second time each
-	// is gone, which the caller counts as success.
+	// Deleting by prefix and metric alone (any scope), twice: the second
+	// time each is gone, which the caller counts as success.
 	var del []netlink.Route
 	for i := range routes {
 		if !bad[i] {
-			del = append(del, ownedRoute(routeKey(&routes[i]), routes[i].Table))
+			r := ownedRoute(routeKey(&routes[i]), routes[i].Table)
+			r.Priority = routes[i].Priority
+			del = append(del, r)
 		}
 	}
 	var delErrs []string
@@ -117,7 +77,7 @@ func TestRouteSocketBatches(t *testing.T) {
 	if len(delErrs) != 0 {
 		t.Errorf("deleting: %s", strings.Join(delErrs[:min(5, len(delErrs))], "; "))
 	}
-	if out := run(t, "ip", "-n", ns, "route", "show", "proto", "79"); strings.TrimSpace(out) != "" {
+	if out := run(t, "ip", "-n", ns, "route", "show", "table", "all", "proto", "79"); strings.TrimSpace(out) != "" {
 		t.Errorf("routes left after deleting:\n%s", out)
 	}
 	gones := 0
@@ -129,16 +89,61 @@ func TestRouteSocketBatches(t *testing.T) {
 	if gones != 10 {
 		t.Errorf("deleting 10 absent routes: %d reported gone, want 10", gones)
 	}
-	// One route alone, as routeWriter.
-	if err := s.RouteReplace(&routes[0]); err != nil {
-		t.Errorf("RouteReplace: %v", err)
-	}
-	if err := s.RouteDel(&del[0]); err != nil {
-		t.Errorf("RouteDel: %v", err)
-	}
 }
 
-func mustNS(t *testing.T, name string) netns.NsHandle {
+// batchRoutes are 3,000 IPv4 routes (several messages) of every form
+// opencen writes, on the link idx of 192.0.2.1/24 and 2001:db8::1/64, and
+// two IPv6 ones; bad are the two refused (a router on no connected
+// network).
+func batchRoutes(idx int) (routes []netlink.Route, bad map[int]bool) {
+	a := newIPArena(8)
+	ip := func(s string) net.IP { return a.ip(netip.MustParseAddr(s)) }
+	for i := range 3000 {
+		dst := a.ipnet(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>8), byte(i), 0}), 24))
+		r := netlink.Route{Dst: dst, Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Family: netlink.FAMILY_V4, Type: unix.RTN_UNICAST, Priority: RouteMetric4}
+		switch i % 5 {
+		case 0: // a CEN route: on the device, link scope, with a source
+			r.LinkIndex, r.Scope, r.Src = idx, netlink.SCOPE_LINK, ip("192.0.2.1")
+		case 1: // a direct route via two routers
+			r.MultiPath = []*netlink.NexthopInfo{{Gw: ip("192.0.2.7")}, {Gw: ip("192.0.2.8")}}
+		case 2: // a direct route via one router
+			r.Gw = ip("192.0.2.7")
+		case 3: // a handoff table's route: a table above 255
+			r.Table, r.Gw = 7901, ip("192.0.2.3")
+		case 4: // a legacy layout's route: no metric
+			r.LinkIndex, r.Scope, r.Priority = idx, netlink.SCOPE_LINK, 0
+		}
+		routes = append(routes, r)
+	}
+	v6 := netlink.Route{Dst: a.ipnet(netip.MustParsePrefix("2001:db8:9::/48")), LinkIndex: idx, Src: ip("2001:db8::1"), Protocol: RouteProtocol,
+		Table: unix.RT_TABLE_MAIN, Family: netlink.FAMILY_V6, Type: unix.RTN_UNICAST, Priority: RouteMetric6}
+	v6def := netlink.Route{Dst: a.ipnet(netip.MustParsePrefix("::/0")), Gw: ip("2001:db8::3"), Protocol: RouteProtocol,
+		Table: 7901, Family: netlink.FAMILY_V6, Type: unix.RTN_UNICAST, Priority: RouteMetric6}
+	routes = append(routes, v6, v6def)
+	bad = map[int]bool{1500: true, 2999: true}
+	for i := range bad {
+		routes[i].Gw, routes[i].Flags, routes[i].MultiPath = ip("198.51.100.9"), 0, nil
+		routes[i].LinkIndex, routes[i].Table, routes[i].Type = 0, unix.RT_TABLE_MAIN, unix.RTN_UNICAST
+	}
+	return routes, bad
+}
+
+// ourRoutes lists our routes in tables, by prefix.
+func ourRoutes(t *testing.T, h *netlink.Handle, tables ...int) map[netip.Prefix]netlink.Route {
+	have := map[netip.Prefix]netlink.Route{}
+	for _, table := range tables {
+		rs, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: table, Protocol: RouteProtocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			have[routeKey(&r)] = r
+		}
+	}
+	return have
+}
+
+func mustNS(t testing.TB, name string) netns.NsHandle {
 	t.Helper()
 	h, err := netns.GetFromPath(nsPath(name))
 	if err != nil {

@@ -159,10 +159,17 @@ func (d *Dataplane) LocalAddresses() ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
-	wg := int(d.linkIndex.Load())
+	// By name: before this Dataplane's first Set the device may be an
+	// adopted one whose index it has not learned.
+	skip := map[int]bool{}
+	for _, name := range []string{d.name, "lo"} {
+		if l, err := d.nl.LinkByName(name); err == nil {
+			skip[l.Attrs().Index] = true
+		}
+	}
 	var out []netip.Prefix
 	for _, a := range addrs {
-		if a.IPNet == nil || a.LinkIndex == wg {
+		if a.IPNet == nil || skip[a.LinkIndex] {
 			continue
 		}
 		ip := ipAddr(a.IP)

@@ -134,7 +134,11 @@ type state struct {
 	twinPaths map[netip.Prefix][]netip.Addr
 	counts    map[Reason]uint64
 	kick      chan struct{}
-	sessKick  chan struct{} // wakes runSessions (sessions.go)
+	// urgent cuts the coalescing short: a session went down, and its
+	// withdrawals (GoBGP applies them before the state change) are a
+	// failover that must not wait.
+	urgent   chan struct{}
+	sessKick chan struct{} // wakes runSessions (sessions.go)
 }
 
 func newState(log *slog.Logger, opts Options) *state {
@@ -150,6 +154,7 @@ func newState(log *slog.Logger, opts Options) *state {
 		twinPaths: map[netip.Prefix][]netip.Addr{},
 		counts:    map[Reason]uint64{},
 		kick:      make(chan struct{}, 1),
+		urgent:    make(chan struct{}, 1),
 		sessKick:  make(chan struct{}, 1),
 	}
 }
@@ -453,10 +458,18 @@ func (st *state) run(ctx context.Context, start time.Time) {
 		case <-st.kick:
 		case <-syncTimer.C:
 		}
+		t := time.NewTimer(st.opts.Coalesce)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(st.opts.Coalesce):
+		case <-t.C:
+		case <-st.urgent:
+			t.Stop()
+		}
+		select {
+		case <-st.urgent: // taken by this batch
+		default:
 		}
 		b, send := st.buildBatch(time.Now(), start)
 		if send && st.opts.OnRoutes != nil {
@@ -679,6 +692,11 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
 		si.received = nil
 		st.forgetTwin(addr)
+		st.wake()
+		select {
+		case st.urgent <- struct{}{}:
+		default:
+		}
 		delete(st.rejected, addr)
 		delete(st.eor, addr)
 		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),

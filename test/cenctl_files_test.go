@@ -18,9 +18,15 @@ var (
 	buildErr  error
 )
 
-// binary builds the named command of this checkout once per test run.
+// binary builds the named command of this checkout once per test run. With
+// OPENCEN_TEST_BIN set to a folder, the commands there are tested instead
+// (another build: an installed package, or an older commit, to show a test
+// fails on it).
 func binary(t testing.TB, name string) string {
 	t.Helper()
+	if dir := os.Getenv("OPENCEN_TEST_BIN"); dir != "" {
+		return filepath.Join(dir, name)
+	}
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "opencen-e2e-bin-")
 		if buildErr != nil {

@@ -103,7 +103,7 @@ func TestParseWholeRun(t *testing.T) {
 			t.Errorf("%s: area %q pkg %q, want area %q", r.bench, r.area, r.pkg, a)
 		}
 	}
-	if r := lg.result("dataplane", "BenchmarkThroughput"); r == nil || len(r.metrics) != 9 || r.metrics["ratio_vs_wireguard-go"] != 0.9561 {
+	if r := lg.result("dataplane", "BenchmarkThroughput"); r == nil || len(r.metrics) != 10 || r.metrics["enter_twin_ratio_vs_single_gw"] != 0.885 {
 		t.Errorf("throughput result: %+v", r)
 	}
 }

@@ -39,135 +39,154 @@ func pinnedLink(t *testing.T, ns *testNS, s *Shaper, dir string) {
 	}
 }
 
+// lifecycle is a namespace with two devices and the shapers a test opens
+// on them, one at a time, all closed with cleanup at the end.
+type lifecycle struct {
+	t        *testing.T
+	ns       *testNS
+	eth, tun string
+	dir      string
+	d        Desired
+	charged  Counters // what the first shaper's buckets counted
+	live     []*Shaper
+}
+
+func newLifecycle(t *testing.T) *lifecycle {
+	ns, eth, tun := twoDevices(t)
+	c := &lifecycle{t: t, ns: ns, eth: eth, tun: tun, dir: pinDir(t),
+		d: Desired{Regions: map[string]Rate{"r-a": 10 * Mbps}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}}}
+	t.Cleanup(func() {
+		for _, s := range c.live {
+			s.Close(true)
+		}
+	})
+	return c
+}
+
+func (c *lifecycle) open(attach Path, ifs ...string) *Shaper {
+	c.t.Helper()
+	s := newShaperIn(c.t, c.ns, Options{Interfaces: ifs, Attach: attach, PinPath: c.dir})
+	c.live = append(c.live, s)
+	return s
+}
+
+// want checks that each of devs has tcx programs at TCX egress and tc
+// filters at tc egress.
+func (c *lifecycle) want(step string, devs []string, tcx, tc int) {
+	c.t.Helper()
+	for _, dev := range devs {
+		if x, f := hooks(c.t, c.ns, dev); x != tcx || f != tc {
+			c.t.Fatalf("%s: %s has %d programs at tcx and %d at tc, want %d and %d", step, dev, x, f, tcx, tc)
+		}
+	}
+}
+
+// kept sets the buckets and checks that s adopted the first shaper's
+// counters; then, unless last, closes s without cleanup.
+func (c *lifecycle) kept(step string, s *Shaper, last bool) {
+	c.t.Helper()
+	if err := s.Set(c.d); err != nil {
+		c.t.Fatal(err)
+	}
+	if got, _ := s.Counters(); got["r-a"] != c.charged {
+		c.t.Fatalf("%s: counters %+v, want %+v: the buckets were not adopted", step, got["r-a"], c.charged)
+	}
+	if !last {
+		if err := s.Close(false); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// first starts a shaper on eth alone, charges its bucket three packets,
+// and leaves it attached through a pinned TCX link.
+func (c *lifecycle) first() {
+	c.t.Helper()
+	s := c.open(PathTCX, c.eth)
+	if err := s.Set(c.d); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := s.objs.ClockOverride.Set(uint64(time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	frame := (&fixture{}).frame(pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 1000})
+	if _, err := s.devs[0].prog.Run(&ebpf.RunOptions{Data: frame, Repeat: 3}); err != nil {
+		c.t.Fatal(err)
+	}
+	got, _ := s.Counters()
+	if c.charged = got["r-a"]; c.charged.PassedPackets != 3 {
+		c.t.Fatalf("counters %+v, want 3 packets", c.charged)
+	}
+	pinnedLink(c.t, c.ns, s, c.dir)
+	if err := s.Close(false); err != nil {
+		c.t.Fatal(err)
+	}
+	c.want("pinned link", []string{c.eth}, 1, 0)
+}
+
 // TestLifecycle takes a two-device shaper through what agents do to it,
 // checking after each step that every device has exactly one shaper
 // program, at the hook asked for, and that the buckets and counters are
 // the ones charged at the start: a pinned TCX link (as agents that pin
-// their links leave one) is replaced by a plain attachment; a restart at tc replaces it (mode
-// change); a restart at tc after the pins and their bpffs are gone (an
-// agent started with ip netns exec dies with its mount namespace) finds
-// the running filters from the kernel alone; a restart at tcx again; a
-// device dropped from Interfaces is detached with its HTB; Close(true)
-// leaves no program, filter, clsact, HTB or pin.
+// their links leave one) is replaced by a plain attachment; a restart at
+// tc replaces it (mode change); a restart at tc after the pins and their
+// bpffs are gone (an agent started with ip netns exec dies with its mount
+// namespace) finds the running filters from the kernel alone; a restart
+// at tcx again; a device dropped from Interfaces is detached with its
+// HTB; Close(true) leaves no program, filter, clsact, HTB or pin.
 func TestLifecycle(t *testing.T) {
 	requireRoot(t)
-	ns, eth, tun := twoDevices(t)
-	dir := pinDir(t)
-	both := []string{eth, tun}
-	var live []*Shaper
-	open := func(attach Path, ifs ...string) *Shaper {
-		t.Helper()
-		s := newShaperIn(t, ns, Options{Interfaces: ifs, Attach: attach, PinPath: dir})
-		live = append(live, s)
-		return s
-	}
-	t.Cleanup(func() {
-		for _, s := range live {
-			s.Close(true)
-		}
-	})
-	want := func(step string, devs []string, tcx, tc int) {
-		t.Helper()
-		for _, dev := range devs {
-			if x, c := hooks(t, ns, dev); x != tcx || c != tc {
-				t.Fatalf("%s: %s has %d programs at tcx and %d at tc, want %d and %d", step, dev, x, c, tcx, tc)
-			}
-		}
-	}
-	d := Desired{Regions: map[string]Rate{"r-a": 10 * Mbps}, Prefixes: map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}}
+	c := newLifecycle(t)
+	eth, tun, both := c.eth, c.tun, []string{c.eth, c.tun}
+	c.first()
 
-	s := open(PathTCX, eth)
-	if err := s.Set(d); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.objs.ClockOverride.Set(uint64(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	frame := (&fixture{}).frame(pkt{src: "10.100.0.1", dst: "10.0.0.1", size: 1000})
-	if _, err := s.devs[0].prog.Run(&ebpf.RunOptions{Data: frame, Repeat: 3}); err != nil {
-		t.Fatal(err)
-	}
-	charged, _ := s.Counters()
-	if charged["r-a"].PassedPackets != 3 {
-		t.Fatalf("counters %+v, want 3 packets", charged["r-a"])
-	}
-	pinnedLink(t, ns, s, dir)
-	if err := s.Close(false); err != nil {
-		t.Fatal(err)
-	}
-	want("pinned link", []string{eth}, 1, 0)
-
-	kept := func(step string, s *Shaper) {
-		t.Helper()
-		if err := s.Set(d); err != nil {
-			t.Fatal(err)
-		}
-		if c, _ := s.Counters(); c["r-a"] != charged["r-a"] {
-			t.Fatalf("%s: counters %+v, want %+v: the buckets were not adopted", step, c["r-a"], charged["r-a"])
-		}
-	}
-	s = open(PathTCX, both...)
-	want("two devices at tcx", both, 1, 0)
-	if _, err := os.Stat(filepath.Join(dir, "ocsh_shape_link_"+eth)); !os.IsNotExist(err) {
+	s := c.open(PathTCX, both...)
+	c.want("two devices at tcx", both, 1, 0)
+	if _, err := os.Stat(filepath.Join(c.dir, "ocsh_shape_link_"+eth)); !os.IsNotExist(err) {
 		t.Fatalf("the pinned link's pin is left: %v", err)
 	}
-	kept("two devices at tcx", s)
-	if err := s.Close(false); err != nil {
-		t.Fatal(err)
-	}
+	c.kept("two devices at tcx", s, false)
 
-	s = open(PathTC, both...)
-	want("tcx to tc", both, 0, 1)
-	kept("tcx to tc", s)
-	if err := s.Close(false); err != nil {
-		t.Fatal(err)
-	}
+	c.kept("tcx to tc", c.open(PathTC, both...), false)
+	c.want("tcx to tc", both, 0, 1)
 	// The pins and their bpffs go, as when the agent's mount namespace
 	// dies with it.
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+	if err := unix.Unmount(c.dir, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	before := egressProgs(t, ns, eth, PathTC)
-	s = open(PathTC, both...)
-	want("tc after the pins are gone", both, 0, 1)
-	if after := egressProgs(t, ns, eth, PathTC); after[0] == before[0] {
+	before := egressProgs(t, c.ns, eth, PathTC)
+	c.kept("tc after the pins are gone", c.open(PathTC, both...), false)
+	c.want("tc after the pins are gone", both, 0, 1)
+	if after := egressProgs(t, c.ns, eth, PathTC); after[0] == before[0] {
 		t.Fatal("the running program was not replaced by the new agent's")
 	}
-	kept("tc after the pins are gone", s)
-	if err := s.Close(false); err != nil {
-		t.Fatal(err)
-	}
 
-	s = open(PathTCX, both...)
-	want("tc to tcx", both, 1, 0)
+	c.kept("tc to tcx", c.open(PathTCX, both...), false)
+	c.want("tc to tcx", both, 1, 0)
 	for _, dev := range both {
-		if strings.Contains(ns.sh(t, "tc qdisc show dev "+dev), "clsact") {
+		if strings.Contains(c.ns.sh(t, "tc qdisc show dev "+dev), "clsact") {
 			t.Fatalf("%s: the emptied clsact qdisc is left", dev)
 		}
 	}
-	kept("tc to tcx", s)
-	if err := s.Close(false); err != nil {
-		t.Fatal(err)
-	}
 
-	s = open(PathTCX, eth)
-	want("tun dropped", []string{eth}, 1, 0)
-	want("tun dropped", []string{tun}, 0, 0)
-	if strings.Contains(ns.sh(t, "tc qdisc show dev "+tun), "htb") {
+	s = c.open(PathTCX, eth)
+	c.want("tun dropped", []string{eth}, 1, 0)
+	c.want("tun dropped", []string{tun}, 0, 0)
+	if strings.Contains(c.ns.sh(t, "tc qdisc show dev "+tun), "htb") {
 		t.Fatal("htb left on the dropped device")
 	}
-	kept("tun dropped", s)
+	c.kept("tun dropped", s, true)
 
 	if err := s.Close(true); err != nil {
 		t.Fatal(err)
 	}
-	want("cleanup", both, 0, 0)
+	c.want("cleanup", both, 0, 0)
 	for _, dev := range both {
-		if out := ns.sh(t, "tc qdisc show dev "+dev); strings.Contains(out, "htb") || strings.Contains(out, "clsact") {
+		if out := c.ns.sh(t, "tc qdisc show dev "+dev); strings.Contains(out, "htb") || strings.Contains(out, "clsact") {
 			t.Fatalf("%s: qdisc left after cleanup: %s", dev, out)
 		}
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+	if _, err := os.Stat(c.dir); !os.IsNotExist(err) {
 		t.Fatalf("pin directory (its bpffs) left after cleanup: %v", err)
 	}
 }

@@ -331,57 +331,6 @@ func TestProgGSO(t *testing.T) {
 	}
 }
 
-// TestProgControlExempt: only the gateways' own traffic is exempt: both
-// ends gateway addresses, and sent by this host (at egress a forwarded
-// packet carries the device it came in on). A tenant's TCP and UDP on the
-// ports of the gateways' protocols, a packet with one gateway end, and a
-// forwarded packet that claims a gateway's address as its source are all
-// charged: with the bucket empty they are dropped.
-func TestProgControlExempt(t *testing.T) {
-	f := newFixture(t, false, ModePolice)
-	d := Desired{
-		Regions:      map[string]Rate{"r-a": Kbps},
-		Prefixes:     map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a", mustPrefix("fd00::/16"): "r-a"},
-		ControlAddrs: []netip.Addr{mustAddr("10.0.0.1"), mustAddr("10.0.0.2"), mustAddr("fd00::1"), mustAddr("fd00::2")},
-	}
-	f.set(d)
-	now := uint64(time.Second)
-	// Exhaust the bucket (burst = 1500 bytes at 1 Kbps).
-	f.run(pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 1500}, now)
-	if ret, _ := f.run(pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 100}, now); ret != retDrop {
-		t.Fatal("ordinary packet passed an empty bucket")
-	}
-	local, forwarded := skbCtx{}, skbCtx{}
-	forwarded[ctxIngressIfindex] = 7
-	for _, p := range []pkt{
-		{src: "10.0.0.1", dst: "10.0.0.2", proto: 17, sport: 4784, dport: 4784, size: 1400},
-		{src: "10.0.0.2", dst: "10.0.0.1", proto: 6, sport: 40000, dport: 179, size: 1400},
-		{src: "10.0.0.1", dst: "10.0.0.2", proto: 6, sport: 5201, dport: 5201, size: 1400},
-		{src: "fd00::1", dst: "fd00::2", proto: 1, size: 1400},
-	} {
-		if ret, _ := f.runCtx(f.frame(p), now, local); ret != retNext {
-			t.Errorf("gateway-to-gateway packet %+v dropped", p)
-		}
-		if ret, _ := f.runCtx(f.frame(p), now, forwarded); ret != retDrop {
-			t.Errorf("forwarded packet with gateway addresses %+v passed an empty bucket", p)
-		}
-	}
-	charged := append(tenantPackets(100),
-		pkt{src: "10.100.0.1", dst: "10.0.0.2", proto: 17, sport: 4784, dport: 4784, size: 100},
-		pkt{src: "10.0.0.1", dst: "10.5.0.1", proto: 6, sport: 179, dport: 40000, size: 100},
-		pkt{src: "fd00:100::1", dst: "fd00::9", proto: 6, sport: 179, dport: 50000, size: 100},
-		pkt{src: "fd00:100::1", dst: "fd00::9", proto: 17, sport: 50000, dport: 3784, size: 100},
-	)
-	for _, p := range charged {
-		if ret, _ := f.runCtx(f.frame(p), now, local); ret != retDrop {
-			t.Errorf("tenant packet %+v passed an empty bucket", p)
-		}
-	}
-	if c := f.counters()["r-a"]; c.DroppedPackets != uint64(1+4+len(charged)) {
-		t.Errorf("dropped %d packets, want %d", c.DroppedPackets, 1+4+len(charged))
-	}
-}
-
 // TestProgLiveRateChange changes one region's rate with a map update: the
 // new rate applies to the next packet, the bucket keeps its credit, the
 // other region's bucket is untouched and the program is not reattached.

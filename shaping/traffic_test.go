@@ -7,10 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
 )
 
 // TestTwoRegions shapes two destination regions behind one device at once;
@@ -149,24 +145,7 @@ func TestRestartAdopts(t *testing.T) {
 		}
 		return s
 	}
-	attached := func() int {
-		var n int
-		if err := p.gw.do(func() error {
-			lk, err := netlink.LinkByName(p.gwOut)
-			if err != nil {
-				return err
-			}
-			res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
-			if err != nil {
-				return err
-			}
-			n = len(res.Programs)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	attached := func() int { return len(tcxEgress(t, p.gw, p.gwOut)) }
 	s1 := open()
 	t.Cleanup(func() { s1.Close(true) })
 	d := pathDesired(Kbps, 0)

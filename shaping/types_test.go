@@ -164,63 +164,6 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-// tenantPorts are the ports of the gateways' own protocols (BGP, BFD,
-// micro-BFD and echo, VXLAN, WireGuard): a tenant's traffic on them is
-// charged like any other.
-var tenantPorts = []uint16{179, 3784, 3785, 4784, 4789, 51820}
-
-// tenantPackets are TCP and UDP packets of a tenant toward 10.5.0.1 with
-// each of tenantPorts as destination and as source port.
-func tenantPackets(size int) []pkt {
-	var out []pkt
-	for _, port := range tenantPorts {
-		for _, proto := range []byte{6, 17} {
-			out = append(out,
-				pkt{src: "10.100.0.1", dst: "10.5.0.1", proto: proto, sport: 40000, dport: port, size: size},
-				pkt{src: "10.100.0.1", dst: "10.5.0.1", proto: proto, sport: port, dport: 40000, size: size})
-		}
-	}
-	return out
-}
-
-// TestLimiterTenantPorts: with the bucket empty, a tenant's TCP and UDP on
-// every port of the gateways' own protocols is dropped, and only traffic
-// between two gateways passes, whatever its port.
-func TestLimiterTenantPorts(t *testing.T) {
-	l, err := NewLimiter(LimiterOptions{Mode: ModePolice, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Set(Desired{
-		Regions:      map[string]Rate{"r-a": Kbps},
-		Prefixes:     map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"},
-		ControlAddrs: []netip.Addr{mustAddr("10.0.0.1"), mustAddr("10.0.0.2")},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Unix(1000, 0)
-	if _, ok := l.Admit(pkt{src: "10.100.0.1", dst: "10.5.0.1", size: 1500}.ip(), t0); !ok {
-		t.Fatal("a full bucket dropped its first packet")
-	}
-	for _, p := range tenantPackets(100) {
-		if _, ok := l.Admit(p.ip(), t0); ok {
-			t.Errorf("tenant packet %+v passed an empty bucket", p)
-		}
-	}
-	for _, port := range tenantPorts {
-		for _, proto := range []byte{6, 17} {
-			p := pkt{src: "10.0.0.1", dst: "10.0.0.2", proto: proto, sport: port, dport: port, size: 1400}
-			if _, ok := l.Admit(p.ip(), t0); !ok {
-				t.Errorf("gateway-to-gateway packet %+v dropped", p)
-			}
-		}
-	}
-	c, _ := l.Counters()
-	if want := uint64(len(tenantPackets(100))); c["r-a"].DroppedPackets != want || c["r-a"].PassedPackets != 1+12 {
-		t.Fatalf("counters %+v, want %d dropped and 13 passed", c["r-a"], want)
-	}
-}
-
 // TestLimiterRateDecreaseDropsOldDebt: as TestProgRateDecreaseDropsOldDebt
 // for the program, a bucket deep in debt at 10 Mbps lets a ping through
 // right after its rate drops to 1 Kbps, and not more than the new bound.

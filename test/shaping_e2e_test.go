@@ -101,57 +101,9 @@ func shapingMode(t *testing.T, mode string) {
 		}
 	})
 	t.Run("a live rate change takes effect within a second", func(t *testing.T) { liveRateChange(t, l, x) })
-	t.Run("kill -9 and a restart adopt the running shaper", func(t *testing.T) {
-		before := toward(t, x, "us-west-1")
-		if err := l.StopAgent(context.Background(), "gw-x", syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.StartAgent(context.Background(), "gw-x", opts.Cend); err != nil {
-			t.Fatal(err)
-		}
-		restarted := time.Now()
-		reconciled(t, x)
-		shapedAs(t, x, mode)
-		// The agent reads the counters once a second.
-		var after api.Bandwidth
-		eventually(t, 5*time.Second, "counters read after the restart", func() error {
-			if after = toward(t, x, "us-west-1"); after.SampledAt.Before(restarted) {
-				return fmt.Errorf("sampled at %s", after.SampledAt)
-			}
-			return nil
-		})
-		t.Logf("passed toward us-west-1: %d bytes before kill -9, %d after the restart", before.PassedBytes, after.PassedBytes)
-		if before.PassedBytes == 0 || after.PassedBytes < before.PassedBytes {
-			t.Errorf("counters after the restart %+v, before %+v: the running shaper's were not adopted", after, before)
-		}
-		// BFD lives in the agent: its peers saw it go; wait until they
-		// are back before the next subtest.
-		waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
-		reach(t, l)
-	})
+	t.Run("kill -9 and a restart adopt the running shaper", func(t *testing.T) { killAndAdopt(t, l, opts, x, mode) })
 	if mode == "tcx" {
-		t.Run("restarts that change the mode move the shaper, one attachment", func(t *testing.T) {
-			before := toward(t, x, "us-west-1")
-			for _, to := range []string{"tc", "tcx"} {
-				if err := l.StopAgent(context.Background(), "gw-x", syscall.SIGTERM); err != nil {
-					t.Fatal(err)
-				}
-				// The lab's own --shaper comes first; the last one counts.
-				if err := l.StartAgent(context.Background(), "gw-x", opts.Cend, "--shaper", to); err != nil {
-					t.Fatal(err)
-				}
-				reconciled(t, x)
-				shapedAs(t, x, to)
-			}
-			eventually(t, 5*time.Second, "counters kept across the mode changes", func() error {
-				if after := toward(t, x, "us-west-1"); after.PassedBytes < before.PassedBytes || after.SampledAt.IsZero() {
-					return fmt.Errorf("passed %d bytes, %d before", after.PassedBytes, before.PassedBytes)
-				}
-				return nil
-			})
-			waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
-			reach(t, l)
-		})
+		t.Run("restarts that change the mode move the shaper, one attachment", func(t *testing.T) { changeModes(t, l, opts, x) })
 	}
 	t.Run("the 1 Kbps default passes ping and no bulk, on any port", func(t *testing.T) { oneKbps(t, l) })
 	if mode == "userspace" {
@@ -209,6 +161,64 @@ func failedStartThenCleanup(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Ga
 	}
 	leftovers(t, x, device)
 	noShaperLeft(t, x)
+}
+
+// killAndAdopt kills gw-x's cend with SIGKILL and starts another: it
+// adopts the running shaper (counters continue, one attachment at the
+// mode's hook), and the sessions its BFD dropped come back.
+func killAndAdopt(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Gateway, mode string) {
+	before := toward(t, x, "us-west-1")
+	if err := l.StopAgent(context.Background(), "gw-x", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent(context.Background(), "gw-x", opts.Cend); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	reconciled(t, x)
+	shapedAs(t, x, mode)
+	// The agent reads the counters once a second.
+	var after api.Bandwidth
+	eventually(t, 5*time.Second, "counters read after the restart", func() error {
+		if after = toward(t, x, "us-west-1"); after.SampledAt.Before(restarted) {
+			return fmt.Errorf("sampled at %s", after.SampledAt)
+		}
+		return nil
+	})
+	t.Logf("passed toward us-west-1: %d bytes before kill -9, %d after the restart", before.PassedBytes, after.PassedBytes)
+	if before.PassedBytes == 0 || after.PassedBytes < before.PassedBytes {
+		t.Errorf("counters after the restart %+v, before %+v: the running shaper's were not adopted", after, before)
+	}
+	// BFD lives in the agent: its peers saw it go; wait until they
+	// are back before the next subtest.
+	waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
+	reach(t, l)
+}
+
+// changeModes restarts gw-x's cend with --shaper tc, then tcx again: each
+// restart moves the shaper to the new hook with its counters, never two
+// attachments.
+func changeModes(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Gateway) {
+	before := toward(t, x, "us-west-1")
+	for _, to := range []string{"tc", "tcx"} {
+		if err := l.StopAgent(context.Background(), "gw-x", syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// The lab's own --shaper comes first; the last one counts.
+		if err := l.StartAgent(context.Background(), "gw-x", opts.Cend, "--shaper", to); err != nil {
+			t.Fatal(err)
+		}
+		reconciled(t, x)
+		shapedAs(t, x, to)
+	}
+	eventually(t, 5*time.Second, "counters kept across the mode changes", func() error {
+		if after := toward(t, x, "us-west-1"); after.PassedBytes < before.PassedBytes || after.SampledAt.IsZero() {
+			return fmt.Errorf("passed %d bytes, %d before", after.PassedBytes, before.PassedBytes)
+		}
+		return nil
+	})
+	waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
+	reach(t, l)
 }
 
 // reach waits until vpc-x reaches vpc-y and vpc-z.

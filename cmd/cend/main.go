@@ -148,8 +148,7 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cend manages tunnels, routes and eBPF programs: run it as root")
 	}
-	// How to shape is decided before anything is touched: a host on
-	// which no shaper can enforce gets nothing.
+	// Where no shaper can enforce, nothing is touched.
 	if err := a.Prepare(); err != nil {
 		return err
 	}
@@ -167,14 +166,10 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 		}
 	}()
 	if f.metricsAddr != "" {
-		ln, err := net.Listen("tcp", f.metricsAddr)
+		srv, err := serveMetrics(f.metricsAddr, reg, log)
 		if err != nil {
-			return fmt.Errorf("--metrics-addr %s: %w", f.metricsAddr, err)
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
 		defer srv.Close()
 	}
 
@@ -195,4 +190,17 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	err = a.Run(ctx)
 	log.Info("stopped", "cleanup", f.cleanup, "err", err)
 	return err
+}
+
+// serveMetrics serves the registry's /metrics on addr.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
 }

@@ -436,6 +436,12 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			}
 		}
 		for p, r := range a.routes {
+			if kept, ok := routes[p]; ok && !a.synced {
+				// A route relearned from some of its gateways, before
+				// the others' sessions are back: keep those too until
+				// BGP has synced, so their prefixes keep their homes.
+				r = withHopsOf(r, kept)
+			}
 			routes[p] = r
 		}
 		a.addHeld(routes, now)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/opencen/opencen/routing"
@@ -71,4 +72,25 @@ func covered(routes learned, p netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// withHopsOf is r with the next hops and gateways of kept added (a
+// gateway route kept from before a restart, while BGP resyncs).
+func withHopsOf(r, kept routing.LearnedRoute) routing.LearnedRoute {
+	if r.Direct != kept.Direct {
+		return r
+	}
+	union := func(a, b []netip.Addr) []netip.Addr {
+		out := slices.Clone(a)
+		for _, x := range b {
+			if !slices.Contains(out, x) {
+				out = append(out, x)
+			}
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return out
+	}
+	r.NextHops = union(r.NextHops, kept.NextHops)
+	r.Gateways = union(r.Gateways, kept.Gateways)
+	return r
 }

@@ -1,17 +1,19 @@
 #!/bin/sh
-# vm-host.sh NAMESPACE MAC ADDRESS/LEN NEXTHOPS PREFIX...
+# vm-host.sh NAMESPACE MAC ADDRESS/LEN[,ADDRESS/LEN...] NEXTHOPS PREFIX...
 #
 # VM lab: a VPC host is a network namespace inside its region's first
 # gateway VM, owning a NIC of its own (found by MAC) on the region's LAN, so
 # it reaches every gateway of the region over the LAN exactly as in the
-# namespace lab. host-routes.sh then points the CEN's prefixes at NEXTHOPS.
+# namespace lab. It takes every address given (in a region with several
+# gateways, one homed at each). host-routes.sh then points the CEN's
+# prefixes at NEXTHOPS.
 set -eu
 if [ $# -lt 5 ]; then
-	echo "usage: vm-host.sh NAMESPACE MAC ADDRESS/LEN NEXTHOP[,NEXTHOP...] PREFIX..." >&2
+	echo "usage: vm-host.sh NAMESPACE MAC ADDRESS/LEN[,ADDRESS/LEN...] NEXTHOP[,NEXTHOP...] PREFIX..." >&2
 	exit 2
 fi
 here=$(dirname "$0")
-ns=$1 mac=$2 addr=$3
+ns=$1 mac=$2 addrs=$3
 shift 3
 [ -e "/run/netns/$ns" ] || ip netns add "$ns"
 ip -n "$ns" link set lo up
@@ -25,6 +27,8 @@ if ! ip -n "$ns" link show dev ocl-lan >/dev/null 2>&1; then
 	ip link set dev "$dev" down
 	ip link set dev "$dev" netns "$ns" name ocl-lan
 fi
-ip -n "$ns" addr replace "$addr" dev ocl-lan
+for a in $(printf '%s' "$addrs" | tr , ' '); do
+	ip -n "$ns" addr replace "$a" dev ocl-lan
+done
 ip -n "$ns" link set ocl-lan up
 ip netns exec "$ns" sh "$here/host-routes.sh" ocl-lan "$@"

@@ -458,7 +458,7 @@ func TestVMScriptsInNamespaces(t *testing.T) {
 	inVM := []string{"nsenter", "--net=/run/netns/" + vm, "sh"}
 	for range 2 { // idempotent
 		must(append(inVM, s+"vm-iface.sh", strings.ToUpper(mac1), "ocl-ul", "10.255.0.11/24")...)
-		must(append(inVM, s+"vm-host.sh", host, mac2, "10.1.0.10/16", "10.1.0.1", "10.2.0.0/16", "192.168.0.0/16")...)
+		must(append(inVM, s+"vm-host.sh", host, mac2, "10.1.0.10/16,10.1.16.10/16", "10.1.0.1", "10.2.0.0/16", "192.168.0.0/16")...)
 		must(append(inVM, s+"vm-onprem.sh", onprem, "192.168.1.1/24", "192.168.1.10/24", "192.168.100.1", "10.1.0.0/16")...)
 	}
 	// vm-host.sh and vm-onprem.sh made named namespaces: clean them too.
@@ -474,6 +474,9 @@ func TestVMScriptsInNamespaces(t *testing.T) {
 		if err := ping(ctx, l, c.from, c.to); err != nil {
 			t.Errorf("%s -> %s: %v", c.from, c.to, err)
 		}
+	}
+	if out, err := l.Exec(ctx, host, "ip", "-4", "addr", "show", "dev", "ocl-lan"); err != nil || !strings.Contains(string(out), "10.1.0.10/16") || !strings.Contains(string(out), "10.1.16.10/16") {
+		t.Errorf("VPC host addresses (one homed at each gateway): %v %s", err, out)
 	}
 	out, err := l.Exec(ctx, host, "ip", "route", "show", "10.2.0.0/16")
 	if err != nil || !strings.Contains(string(out), "via 10.1.0.1 dev ocl-lan") {

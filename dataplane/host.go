@@ -145,6 +145,12 @@ func (h *host) startHelper(name string, mtu int) (int, error) {
 	if err := os.WriteFile(h.pidFile(name), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
 		h.log.Warn("write helper pid file", "err", err)
 	}
+	// Start returns once exec has begun, but the kernel sets the new
+	// command line a moment later: until then /proc/PID/cmdline is empty
+	// and findHelper would take the helper for gone.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && processAlive(pid) && !helperArgsMatch(pid, name); {
+		time.Sleep(time.Millisecond)
+	}
 	return pid, nil
 }
 

@@ -255,7 +255,7 @@ func checkPathList(t *testing.T, cfg *config.Config, l *lab.Lab, paths []lab.Pat
 		}
 	}
 	for _, want := range []string{
-		"vpc-a>idc-a in gw-a2",      // same region, VPC to VBR through the twin without the session
+		"vpc-a>idc-a in gw-a2",       // same region, VPC to VBR through the twin without the session
 		"vpc-a>idc-a src home gw-a2", // from an address homed at the twin without the session
 		"idc-a>vpc-a back gw-a2",     // VBR to VPC, the VPC answering through the other twin
 		"idc-a>idc-b",                // VBR to a remote VBR

@@ -38,16 +38,16 @@ type DemoOptions struct {
 
 // Report is what Demo measured, for people and (as JSON) for tools.
 type Report struct {
-	Instance     string         `json:"instance"`
-	StartedAt    time.Time      `json:"started_at"`
-	Duration     float64        `json:"duration_seconds"`
-	Reachability []Reach        `json:"reachability"`
+	Instance     string    `json:"instance"`
+	StartedAt    time.Time `json:"started_at"`
+	Duration     float64   `json:"duration_seconds"`
+	Reachability []Reach   `json:"reachability"`
 	// Paths are the forced paths behind Reachability, each with its pings.
 	Paths    []PathResult   `json:"paths"`
-	Pairs        []PairMeasure  `json:"pairs"`
-	Default      *DefaultPair   `json:"default_pair,omitempty"`
-	Failover     *FailoverTrial `json:"failover,omitempty"`
-	Failures     []string       `json:"failures,omitempty"`
+	Pairs    []PairMeasure  `json:"pairs"`
+	Default  *DefaultPair   `json:"default_pair,omitempty"`
+	Failover *FailoverTrial `json:"failover,omitempty"`
+	Failures []string       `json:"failures,omitempty"`
 }
 
 // Reach is one source network handing its flows to one gateway (its

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/routing"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -82,7 +83,7 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.sec.privateKey != key || a.sec.passwords["idc"] != "s3cret-md5-password" {
+	if a.sec.PrivateKey != key || a.sec.Passwords["idc"] != "s3cret-md5-password" {
 		t.Error("secrets not read")
 	}
 }
@@ -164,7 +165,7 @@ func TestReloadRejectsABadFileAndKeepsTheOld(t *testing.T) {
 	if res := a.Reload(context.Background()); res.Applied || !strings.Contains(res.Errors[0], "--cleanup") {
 		t.Errorf("reload without this gateway = %+v", res)
 	}
-	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), a.sec.privateKey.String()) {
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), a.sec.PrivateKey.String()) {
 		t.Fatal("a secret reached the log")
 	}
 }
@@ -185,15 +186,20 @@ func TestDesiredTranslation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, d := a.cfg, a.desired
-	routes := learned{
+	cfg := a.cfg
+	routes := desired.Routes{
 		netip.MustParsePrefix("10.2.0.0/16"):    {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}},
 		netip.MustParsePrefix("192.168.1.0/24"): {Prefix: netip.MustParsePrefix("192.168.1.0/24"), OriginRegion: "cn-beijing", OriginNetwork: "idc", NextHops: []netip.Addr{netip.MustParseAddr("172.30.0.2")}, Direct: true},
 		// A next hop that is no peer's tunnel is never handed to WireGuard.
 		netip.MustParsePrefix("10.9.0.0/16"): {Prefix: netip.MustParsePrefix("10.9.0.0/16"), OriginRegion: "us-west-1", NextHops: []netip.Addr{netip.MustParseAddr("100.64.9.9")}},
 	}
 
-	dp := dataplaneDesired(cfg, d, a.sec, view{routes: routes})
+	a.learn.routes = routes
+	w, err := a.want()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := w.tunnel
 	if dp.PrivateKey != key || dp.ListenPort != 51820 || len(dp.Addresses) != 1 || dp.Addresses[0].String() != "100.64.0.1/32" {
 		t.Errorf("dataplane device = %v", dp)
 	}
@@ -215,7 +221,7 @@ func TestDesiredTranslation(t *testing.T) {
 		t.Errorf("a region's only gateway hands off %+v", dp.Handoffs)
 	}
 
-	rd := routingDesired(cfg, d, a.sec)
+	rd := w.routing
 	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
 		t.Errorf("routing = %+v", rd)
 	}
@@ -232,7 +238,7 @@ func TestDesiredTranslation(t *testing.T) {
 		t.Errorf("instance cidrs %v, protected %v", rd.InstanceCIDRs, rd.ProtectedPrefixes)
 	}
 
-	sd := shapingDesired(cfg, d, routes)
+	sd := w.shaping
 	if sd.Regions["us-west-1"] != 50_000_000 || len(sd.Regions) != 1 {
 		t.Errorf("shaper regions = %v", sd.Regions)
 	}
@@ -250,8 +256,8 @@ func TestDesiredTranslation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromB := view{routes: learned{netip.MustParsePrefix("10.1.0.0/16"): {Prefix: netip.MustParsePrefix("10.1.0.0/16"), NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}}}
-	if peers := dataplaneDesired(cfg, db, a.sec, fromB).Peers; len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[10.1.0.0/16 192.168.0.0/16]" {
+	fromB := desired.View{Routes: desired.Routes{netip.MustParsePrefix("10.1.0.0/16"): {Prefix: netip.MustParsePrefix("10.1.0.0/16"), NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}}}
+	if peers := desired.TunnelOf(cfg, db, a.sec, fromB).Peers; len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[10.1.0.0/16 192.168.0.0/16]" {
 		t.Errorf("b's peers = %+v, want a with 10.1.0.0/16 and its VBR's range 192.168.0.0/16", peers)
 	}
 	if len(sd.ControlAddrs) != 2 {
@@ -264,7 +270,7 @@ func TestDesiredTranslation(t *testing.T) {
 
 func TestRoutesSurviveARestartFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "routes.json")
-	in := learned{netip.MustParsePrefix("10.2.0.0/16"): {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}}}
+	in := desired.Routes{netip.MustParsePrefix("10.2.0.0/16"): {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}}}
 	if err := saveRoutes(path, in); err != nil {
 		t.Fatal(err)
 	}
@@ -282,8 +288,8 @@ func TestRoutesSurviveARestartFile(t *testing.T) {
 func TestHeldRoutes(t *testing.T) {
 	gwA := netip.MustParseAddr("100.64.0.11")
 	gwB := netip.MustParseAddr("100.64.0.12")
-	r := func(p string, nh ...netip.Addr) routing.LearnedRoute {
-		return routing.LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHops: nh}
+	r := func(p string, nh ...netip.Addr) desired.Route {
+		return desired.Route{Prefix: netip.MustParsePrefix(p), NextHops: nh}
 	}
 	if holdable(r("10.1.0.0/16", gwA), map[netip.Addr]bool{gwA: true}) {
 		t.Error("a route withdrawn by a peer whose session is up was held")
@@ -297,17 +303,17 @@ func TestHeldRoutes(t *testing.T) {
 		t.Error("a route withdrawn by a VBR router was held")
 	}
 	now := time.Now()
-	a := &Agent{held: map[netip.Prefix]heldRoute{
+	l := &learnedState{held: map[netip.Prefix]heldRoute{
 		netip.MustParsePrefix("10.1.0.0/16"):    {route: r("10.1.0.0/16", gwA), until: now.Add(time.Minute)},
 		netip.MustParsePrefix("10.9.0.0/16"):    {route: r("10.9.0.0/16", gwA), until: now.Add(-time.Second)},
 		netip.MustParsePrefix("192.168.1.0/24"): {route: r("192.168.1.0/24", gwA), until: now.Add(time.Minute)},
 	}}
-	routes := learned{netip.MustParsePrefix("192.168.0.0/16"): r("192.168.0.0/16", gwB)}
-	a.addHeld(routes, now)
+	routes := desired.Routes{netip.MustParsePrefix("192.168.0.0/16"): r("192.168.0.0/16", gwB)}
+	l.addHeld(routes, now)
 	if _, ok := routes[netip.MustParsePrefix("10.1.0.0/16")]; !ok {
 		t.Error("a held route within its time is not installed")
 	}
-	if _, ok := routes[netip.MustParsePrefix("10.9.0.0/16")]; ok || len(a.held) != 2 {
+	if _, ok := routes[netip.MustParsePrefix("10.9.0.0/16")]; ok || len(l.held) != 2 {
 		t.Error("an expired held route is still there")
 	}
 	if _, ok := routes[netip.MustParsePrefix("192.168.1.0/24")]; ok {
@@ -321,10 +327,11 @@ func TestHeldRoutes(t *testing.T) {
 func TestOnlyNewPrefixesArePaced(t *testing.T) {
 	p := netip.MustParsePrefix
 	r := func(s string) routing.LearnedRoute { return routing.LearnedRoute{Prefix: p(s)} }
-	a := &Agent{
-		routes: learned{p("10.2.0.0/16"): r("10.2.0.0/16")},
-		held:   map[netip.Prefix]heldRoute{p("10.3.0.0/16"): {route: r("10.3.0.0/16")}},
-		stale:  learned{p("10.4.0.0/16"): r("10.4.0.0/16")},
+	dr := func(s string) desired.Route { return desired.Route{Prefix: p(s)} }
+	l := &learnedState{
+		routes: desired.Routes{p("10.2.0.0/16"): dr("10.2.0.0/16")},
+		held:   map[netip.Prefix]heldRoute{p("10.3.0.0/16"): {route: dr("10.3.0.0/16")}},
+		stale:  desired.Routes{p("10.4.0.0/16"): dr("10.4.0.0/16")},
 	}
 	for name, c := range map[string]struct {
 		b    routing.RouteBatch
@@ -338,7 +345,7 @@ func TestOnlyNewPrefixesArePaced(t *testing.T) {
 		"the full table":         {routing.RouteBatch{Full: true, Upsert: []routing.LearnedRoute{r("10.128.0.0/28")}}, false},
 		"synced after a restart": {routing.RouteBatch{Synced: true}, false},
 	} {
-		if got := a.onlyNewPrefixes(c.b); got != c.want {
+		if got := l.onlyNewPrefixes(c.b); got != c.want {
 			t.Errorf("%s: paced %v, want %v", name, got, c.want)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/desired"
 )
 
 // holdTime is how long a route stays installed after the BGP session of
@@ -23,13 +23,13 @@ import (
 const holdTime = 120 * time.Second
 
 type heldRoute struct {
-	route routing.LearnedRoute
+	route desired.Route
 	until time.Time
 }
 
 // holdable reports whether a withdrawn route may be held: learned from
 // gateways (not straight from a VBR), none of which still has a session.
-func holdable(r routing.LearnedRoute, established map[netip.Addr]bool) bool {
+func holdable(r desired.Route, established map[netip.Addr]bool) bool {
 	if r.Direct || len(r.NextHops) == 0 {
 		return false
 	}
@@ -41,20 +41,20 @@ func holdable(r routing.LearnedRoute, established map[netip.Addr]bool) bool {
 	return true
 }
 
-// expireHeld forgets the held routes past their time; a.mu is held.
-func (a *Agent) expireHeld(now time.Time) {
-	for p, h := range a.held {
+// expireHeld forgets the held routes past their time; Agent.mu is held.
+func (l *learnedState) expireHeld(now time.Time) {
+	for p, h := range l.held {
 		if now.After(h.until) {
-			delete(a.held, p)
+			delete(l.held, p)
 		}
 	}
 }
 
 // addHeld adds the held routes to routes, unless a learned route covers
-// them; a.mu is held.
-func (a *Agent) addHeld(routes learned, now time.Time) {
-	a.expireHeld(now)
-	for p, h := range a.held {
+// them; Agent.mu is held.
+func (l *learnedState) addHeld(routes desired.Routes, now time.Time) {
+	l.expireHeld(now)
+	for p, h := range l.held {
 		if _, ok := routes[p]; ok || covered(routes, p) {
 			continue
 		}
@@ -64,7 +64,7 @@ func (a *Agent) addHeld(routes learned, now time.Time) {
 
 // covered reports whether a less-specific route in routes contains p: at
 // most one map look-up per shorter prefix length.
-func covered(routes learned, p netip.Prefix) bool {
+func covered(routes desired.Routes, p netip.Prefix) bool {
 	for bits := p.Bits() - 1; bits >= 0; bits-- {
 		q, _ := p.Addr().Prefix(bits)
 		if _, ok := routes[q]; ok {
@@ -76,7 +76,7 @@ func covered(routes learned, p netip.Prefix) bool {
 
 // withHopsOf is r with the next hops and gateways of kept added (a
 // gateway route kept from before a restart, while BGP resyncs).
-func withHopsOf(r, kept routing.LearnedRoute) routing.LearnedRoute {
+func withHopsOf(r, kept desired.Route) desired.Route {
 	if r.Direct != kept.Direct {
 		return r
 	}

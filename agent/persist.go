@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 
-	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/desired"
+	"github.com/opencen/opencen/internal/netipx"
 )
 
 // savedRoute is a learned route as kept across a restart.
@@ -26,7 +28,7 @@ type savedRoute struct {
 // among them) so that the next agent keeps their kernel routes and its
 // handoffs until BGP has resynced (graceful restart), instead of flushing
 // them at its first reconcile.
-func saveRoutes(path string, routes learned) error {
+func saveRoutes(path string, routes desired.Routes) error {
 	out := make([]savedRoute, 0, len(routes))
 	for _, r := range sortedRoutes(routes) {
 		out = append(out, savedRoute{r.Prefix, r.OriginRegion, r.OriginNetwork, r.NextHops, r.Direct, r.Gateways, r.Handoff})
@@ -44,25 +46,35 @@ func saveRoutes(path string, routes learned) error {
 
 // loadRoutes reads what saveRoutes wrote; a missing or damaged file is an
 // empty table (the routes are then relearned from BGP).
-func loadRoutes(path string, log *slog.Logger) learned {
+func loadRoutes(path string, log *slog.Logger) desired.Routes {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			log.Warn("cannot read routes kept from before the restart", "err", err)
 		}
-		return learned{}
+		return desired.Routes{}
 	}
 	var in []savedRoute
 	if err := json.Unmarshal(data, &in); err != nil {
 		log.Warn("routes kept from before the restart are damaged; relearning them", "file", path, "err", err)
-		return learned{}
+		return desired.Routes{}
 	}
-	out := make(learned, len(in))
+	out := make(desired.Routes, len(in))
 	for _, r := range in {
 		if r.Prefix.IsValid() {
-			out[r.Prefix] = routing.LearnedRoute{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops,
+			out[r.Prefix] = desired.Route{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops,
 				Direct: r.Direct, Gateways: r.Gateways, Handoff: r.Handoff}
 		}
 	}
+	return out
+}
+
+// sortedRoutes lists routes in prefix order.
+func sortedRoutes(routes desired.Routes) []desired.Route {
+	out := make([]desired.Route, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b desired.Route) int { return netipx.ComparePrefix(a.Prefix, b.Prefix) })
 	return out
 }

@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/desired"
+
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -56,4 +59,32 @@ func readPrivateKey(path string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, fmt.Errorf("private key file %s does not hold a WireGuard key (base64 of 32 bytes, as wg genkey writes)", path)
 	}
 	return wgtypes.NewKey(b)
+}
+
+// readSecrets reads the gateway's private key and the TCP-MD5 passwords of
+// the VBR sessions it holds, refusing files open to group or others.
+func readSecrets(cfg *config.Config, d *config.Desired) (desired.Secrets, error) {
+	var sec desired.Secrets
+	var errs []error
+	key, err := readPrivateKey(d.PrivateKeyFile)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	sec.PrivateKey = key
+	if g, ok := cfg.Gateway(d.Gateway); ok && err == nil && config.Key(key.PublicKey()) != g.PublicKey {
+		errs = append(errs, fmt.Errorf("private key file %s does not match gateway %s's public_key in %s", d.PrivateKeyFile, d.Gateway, cfg.File))
+	}
+	sec.Passwords = map[string]string{}
+	for _, v := range d.VBRs {
+		if v.PasswordFile == "" {
+			continue
+		}
+		pw, err := readSecretFile(v.PasswordFile, "password file of "+v.Network)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sec.Passwords[v.Network] = pw
+	}
+	return sec, errors.Join(errs...)
 }

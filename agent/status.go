@@ -11,6 +11,7 @@ import (
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/routing"
 )
 
@@ -66,9 +67,9 @@ func (a *Agent) Status() api.Status {
 			s.PeersUp++
 		}
 	}
-	s.RoutesTotal = len(a.routes)
+	s.RoutesTotal = len(a.learn.routes)
 	installed := installedSet(ds)
-	for p := range a.routes {
+	for p := range a.learn.routes {
 		if installed[p] {
 			s.RoutesActive++
 		}
@@ -161,10 +162,10 @@ func (a *Agent) Routes() []api.Route {
 	installed := installedSet(ds)
 	a.mu.Lock()
 	d, cfg := a.desired, a.cfg
-	routes := sortedRoutes(a.routes)
-	held := learned{}
-	for p, h := range a.held {
-		if _, ok := a.routes[p]; !ok {
+	routes := sortedRoutes(a.learn.routes)
+	held := desired.Routes{}
+	for p, h := range a.learn.held {
+		if _, ok := a.learn.routes[p]; !ok {
 			held[p] = h.route
 		}
 	}

@@ -14,9 +14,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netlinkOps is the rtnetlink surface the dataplane uses; *netlink.Handle
-// implements it (opened with netlink.NewHandleAt for the target namespace).
+// netlinkOps is the rtnetlink surface the dataplane uses, by concern;
+// *netlink.Handle implements it (opened with netlink.NewHandleAt for the
+// target namespace), the tests' fakeKernel too.
 type netlinkOps interface {
+	linkOps
+	addrOps
+	routeOps
+	ruleOps
+}
+
+// linkOps finds, creates and configures links.
+type linkOps interface {
 	LinkByName(name string) (netlink.Link, error)
 	LinkByIndex(index int) (netlink.Link, error)
 	LinkAdd(link netlink.Link) error
@@ -24,11 +33,23 @@ type netlinkOps interface {
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 	LinkSetGroup(link netlink.Link, group int) error
+}
+
+// addrOps lists and changes addresses.
+type addrOps interface {
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
+}
+
+// routeOps reads routes (routeWriter writes them).
+type routeOps interface {
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 	RouteGet(destination net.IP) ([]netlink.Route, error)
+}
+
+// ruleOps lists and changes policy rules.
+type ruleOps interface {
 	RuleList(family int) ([]netlink.Rule, error)
 	RuleAdd(rule *netlink.Rule) error
 	RuleDel(rule *netlink.Rule) error

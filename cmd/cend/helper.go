@@ -9,18 +9,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/opencen/opencen/dataplane"
-	"github.com/opencen/opencen/shaping"
+	"github.com/opencen/opencen/agent"
 	"github.com/spf13/cobra"
-	"golang.zx2c4.com/wireguard/tun"
 )
 
 // helperCommand is the userspace WireGuard helper: the dataplane runs
 // `cend wireguard-device --device NAME --mtu N` detached, so the device
-// outlives the agent. Its TUN is wrapped by the userspace shaper, whose
-// buckets the agent sets over the shaper socket (shaping.SocketPath): in
-// --shaper userspace they shape what the device sends; otherwise they are
-// empty and pass everything untouched.
+// (agent.ServeWireGuardDevice) outlives the agent.
 func helperCommand(stderr io.Writer) *cobra.Command {
 	var name string
 	var mtu int
@@ -62,23 +57,5 @@ func runHelper(ctx context.Context, name string, mtu int, verbose bool, stderr i
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	var srv *shaping.Server
-	served := make(chan error, 1)
-	wrap := func(dev tun.Device) (tun.Device, error) {
-		t, err := shaping.NewTUN(dev, shaping.LimiterOptions{Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("userspace shaper: %w", err)
-		}
-		srv, err = shaping.Listen(shaping.SocketPath(name), t, log.With("subsystem", "shaping"))
-		if err != nil {
-			return nil, err
-		}
-		go func() { served <- srv.Serve() }()
-		return t, nil
-	}
-	err := dataplane.ServeUserspaceDevice(ctx, dataplane.HelperOptions{Device: name, MTU: mtu, Logger: log, Wrap: wrap})
-	if srv != nil {
-		err = errors.Join(err, srv.Close(), <-served)
-	}
-	return err
+	return agent.ServeWireGuardDevice(ctx, agent.DeviceOptions{Name: name, MTU: mtu, Logger: log})
 }

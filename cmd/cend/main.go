@@ -21,7 +21,6 @@ import (
 	"github.com/opencen/opencen/agent"
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/shaping"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -75,7 +74,7 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 	fl.StringVar(&f.stateDir, "state-dir", "", "folder for state that outlives this process (default /var/lib/opencen/GATEWAY)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "on exit, remove everything this gateway installed instead of keeping it for a restart")
-	fl.StringVar(&f.shaper, "shaper", string(shaping.PathAuto), "how cross-region traffic is shaped: auto, tcx (Linux 6.6+), tc (clsact + cls_bpf) or userspace (in the userspace WireGuard device)")
+	fl.StringVar(&f.shaper, "shaper", string(agent.ShaperAuto), "how cross-region traffic is shaped: auto, tcx (Linux 6.6+), tc (clsact + cls_bpf) or userspace (in the userspace WireGuard device)")
 
 	// The userspace WireGuard device lives in a helper process of its own so
 	// that tunnels outlive the agent; this hidden command is that helper.
@@ -119,7 +118,7 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(shaping.Paths, shaping.Path(f.shaper)) {
+	if !slices.Contains(agent.ShaperModes, agent.ShaperMode(f.shaper)) {
 		return usageError{fmt.Errorf("--shaper %q: use auto, tcx, tc or userspace", f.shaper)}
 	}
 	self, err := os.Executable()
@@ -138,7 +137,7 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 		// a whole instance without relabelling.
 		Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"gateway": f.gateway}, reg),
 		HelperCommand: []string{self, "wireguard-device"},
-		Shaper:        shaping.Path(f.shaper),
+		Shaper:        agent.ShaperMode(f.shaper),
 	})
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package agent
+package desired
 
 import (
 	"fmt"
@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/dataplane"
-	"github.com/opencen/opencen/routing"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -46,15 +44,15 @@ var (
 
 // learnedAt is what gateway gw learns: every VPC CIDR of another region
 // from the gateways up there, and extra routes.
-func learnedAt(cfg *config.Config, gw string, up map[netip.Addr]bool, extra ...routing.LearnedRoute) learned {
+func learnedAt(cfg *config.Config, gw string, up map[netip.Addr]bool, extra ...Route) Routes {
 	self, _ := cfg.Gateway(gw)
-	out := learned{}
+	out := Routes{}
 	for _, n := range cfg.Networks {
 		if n.Type != config.VPC || n.Region == self.Region {
 			continue
 		}
 		for _, c := range n.CIDRs {
-			r := routing.LearnedRoute{Prefix: c, OriginRegion: n.Region, OriginNetwork: n.Name}
+			r := Route{Prefix: c, OriginRegion: n.Region, OriginNetwork: n.Name}
 			for _, g := range cfg.GatewaysIn(n.Region) {
 				if up[g.TunnelAddress] {
 					r.NextHops = append(r.NextHops, g.TunnelAddress)
@@ -77,7 +75,7 @@ func inVPCA(p netip.Prefix) bool {
 
 // homesSeen maps each prefix in a dataplane state's AllowedIPs to its peer,
 // and adds the handed-off sources by twin.
-func homesSeen(d dataplane.Desired) (allowed map[netip.Prefix]string, handoff map[netip.Prefix]string) {
+func homesSeen(d Tunnel) (allowed map[netip.Prefix]string, handoff map[netip.Prefix]string) {
 	allowed, handoff = map[netip.Prefix]string{}, map[netip.Prefix]string{}
 	for _, p := range d.Peers {
 		for _, a := range p.AllowedIPs {
@@ -92,13 +90,13 @@ func homesSeen(d dataplane.Desired) (allowed map[netip.Prefix]string, handoff ma
 	return allowed, handoff
 }
 
-func desiredOf(t *testing.T, cfg *config.Config, gw string, v view) dataplane.Desired {
+func desiredOf(t *testing.T, cfg *config.Config, gw string, v View) Tunnel {
 	t.Helper()
-	d, err := cfg.Desired(gw, config.DesiredOptions{Down: v.down})
+	d, err := cfg.Desired(gw, config.DesiredOptions{Down: v.Down})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dataplaneDesired(cfg, d, secrets{}, v)
+	return TunnelOf(cfg, d, Secrets{}, v)
 }
 
 // TestHomesAgree: with everyone up, the remote gateway and both twins give
@@ -108,7 +106,7 @@ func TestHomesAgree(t *testing.T) {
 	cfg := twinsConfig(t, "")
 	all := map[netip.Addr]bool{a1: true, a2: true, gb: true}
 	lan := map[netip.Addr][]netip.Addr{a1: {netip.MustParseAddr("10.1.0.1")}, a2: {netip.MustParseAddr("10.1.0.2")}}
-	remote, _ := homesSeen(desiredOf(t, cfg, "b", view{routes: learnedAt(cfg, "b", all), lan: lan}))
+	remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all), LAN: lan}))
 	count := map[string]int{}
 	for _, cidr := range []string{"10.1.0.0/16", "10.11.0.0/24"} {
 		for _, p := range cfg.VPCPieces(netip.MustParsePrefix(cidr), "cn-beijing") {
@@ -122,7 +120,7 @@ func TestHomesAgree(t *testing.T) {
 		t.Errorf("pieces per twin %v, want 16 each", count)
 	}
 	for _, tw := range []struct{ self, other string }{{"a1", "a2"}, {"a2", "a1"}} {
-		d := desiredOf(t, cfg, tw.self, view{routes: learnedAt(cfg, tw.self, all), lan: lan})
+		d := desiredOf(t, cfg, tw.self, View{Routes: learnedAt(cfg, tw.self, all), LAN: lan})
 		allowed, handoff := homesSeen(d)
 		for p, home := range remote {
 			if !inVPCA(p) {
@@ -152,7 +150,7 @@ func TestHomesAgree(t *testing.T) {
 func TestHomesFailOver(t *testing.T) {
 	cfg := twinsConfig(t, "")
 	up := map[netip.Addr]bool{a1: true, gb: true}
-	remote, _ := homesSeen(desiredOf(t, cfg, "b", view{routes: learnedAt(cfg, "b", up)}))
+	remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", up)}))
 	for p, home := range remote {
 		if !inVPCA(p) {
 			continue
@@ -162,18 +160,18 @@ func TestHomesFailOver(t *testing.T) {
 		}
 	}
 	// a2's handoff address is withdrawn with it: a1 takes it for down.
-	d := desiredOf(t, cfg, "a1", view{routes: learnedAt(cfg, "a1", up), down: map[string]bool{"a2": true}})
+	d := desiredOf(t, cfg, "a1", View{Routes: learnedAt(cfg, "a1", up), Down: map[string]bool{"a2": true}})
 	if allowed, handoff := homesSeen(d); len(handoff) != 0 || allowed[netip.MustParsePrefix("10.1.16.0/20")] != "" {
-		t.Errorf("a1 with a2 down: handoffs %v, a2 allowed %v", handoff, allowed)
+		t.Errorf("a1 with a2 Down: handoffs %v, a2 allowed %v", handoff, allowed)
 	}
 	a1cfg, _ := cfg.Desired("a1", config.DesiredOptions{})
-	if got := missingHandoffs(a1cfg, view{}); fmt.Sprint(got) != "[a2]" {
+	if got := MissingHandoffs(a1cfg, View{}); fmt.Sprint(got) != "[a2]" {
 		t.Errorf("missing handoffs with a2's session up and no LAN address known = %v, want [a2]", got)
 	}
-	if got := missingHandoffs(a1cfg, view{down: map[string]bool{"a2": true}}); len(got) != 0 {
+	if got := MissingHandoffs(a1cfg, View{Down: map[string]bool{"a2": true}}); len(got) != 0 {
 		t.Errorf("missing handoffs with a2 down = %v, want none", got)
 	}
-	if d := desiredOf(t, cfg, "a1", view{routes: learnedAt(cfg, "a1", map[netip.Addr]bool{a1: true, a2: true, gb: true})}); len(d.Handoffs) != 0 {
+	if d := desiredOf(t, cfg, "a1", View{Routes: learnedAt(cfg, "a1", map[netip.Addr]bool{a1: true, a2: true, gb: true})}); len(d.Handoffs) != 0 {
 		t.Errorf("handoffs without a LAN address: %+v", d.Handoffs)
 	}
 }
@@ -185,8 +183,8 @@ func TestHomesNeverLoop(t *testing.T) {
 	cfg := twinsConfig(t, "")
 	lan := map[netip.Addr][]netip.Addr{a1: {netip.MustParseAddr("10.1.0.1")}, a2: {netip.MustParseAddr("10.1.0.2")}}
 	all := map[netip.Addr]bool{a1: true, a2: true, gb: true}
-	_, h1 := homesSeen(desiredOf(t, cfg, "a1", view{routes: learnedAt(cfg, "a1", all), lan: map[netip.Addr][]netip.Addr{a1: lan[a1]}}))
-	_, h2 := homesSeen(desiredOf(t, cfg, "a2", view{routes: learnedAt(cfg, "a2", all), lan: lan}))
+	_, h1 := homesSeen(desiredOf(t, cfg, "a1", View{Routes: learnedAt(cfg, "a1", all), LAN: map[netip.Addr][]netip.Addr{a1: lan[a1]}}))
+	_, h2 := homesSeen(desiredOf(t, cfg, "a2", View{Routes: learnedAt(cfg, "a2", all), LAN: lan}))
 	for p := range h2 {
 		if _, ok := h1[p]; ok {
 			t.Errorf("%s handed off by both twins", p)
@@ -221,11 +219,11 @@ func TestHomesOfOnPremisesPrefixes(t *testing.T) {
 	var agree, atA1 int
 	for i := range 64 {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)
-		remote, _ := homesSeen(desiredOf(t, cfg, "b", view{routes: learnedAt(cfg, "b", all, routing.LearnedRoute{Prefix: p, NextHops: []netip.Addr{a1, a2}})}))
+		remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, Route{Prefix: p, NextHops: []netip.Addr{a1, a2}})}))
 		// a1 learned it from its own VBR; a2 announces it too.
-		direct := routing.LearnedRoute{Prefix: p, NextHops: []netip.Addr{netip.MustParseAddr("172.30.1.2")}, Direct: true, Gateways: []netip.Addr{a2}}
+		direct := Route{Prefix: p, NextHops: []netip.Addr{netip.MustParseAddr("172.30.1.2")}, Direct: true, Gateways: []netip.Addr{a2}}
 		lan := map[netip.Addr][]netip.Addr{a2: {netip.MustParseAddr("10.1.0.2")}}
-		d := desiredOf(t, cfg, "a1", view{routes: learnedAt(cfg, "a1", all, direct), lan: lan})
+		d := desiredOf(t, cfg, "a1", View{Routes: learnedAt(cfg, "a1", all, direct), LAN: lan})
 		allowed, handoff := homesSeen(d)
 		switch remote[p] {
 		case "a1":
@@ -248,7 +246,7 @@ func TestHomesOfOnPremisesPrefixes(t *testing.T) {
 	}
 	// Only a2 announcing: a2, whatever the hash.
 	p := netip.MustParsePrefix("192.168.77.0/24")
-	if remote, _ := homesSeen(desiredOf(t, cfg, "b", view{routes: learnedAt(cfg, "b", all, routing.LearnedRoute{Prefix: p, NextHops: []netip.Addr{a2}})})); remote[p] != "a2" {
+	if remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, Route{Prefix: p, NextHops: []netip.Addr{a2}})})); remote[p] != "a2" {
 		t.Errorf("a prefix only a2 announces is homed at %q", remote[p])
 	}
 }
@@ -284,7 +282,7 @@ func TestConnectedAndHandoff(t *testing.T) {
 		netip.MustParsePrefix("10.1.0.1/16"), netip.MustParsePrefix("172.30.1.1/30"),
 		netip.MustParsePrefix("10.255.0.11/24"), netip.MustParsePrefix("10.11.0.9/24"),
 	}
-	conn, ho := connectedAndHandoff(d, local)
+	conn, ho := ConnectedAndHandoff(d, local)
 	if fmt.Sprint(conn) != "[10.1.0.0/16 10.11.0.0/24 10.255.0.0/24 172.30.1.0/30]" {
 		t.Errorf("connected = %v", conn)
 	}

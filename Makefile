@@ -32,7 +32,7 @@ demo: build
 # output is also kept in bench.log). BENCHFLAGS='--only routing --json r.json'.
 BENCHFLAGS ?=
 bench:
-	$(GO) run ./test/benchreport --go $(GO) $(BENCHFLAGS)
+	$(GO) run ./test/benchreport --go $(GO) --markdown BENCHMARKS.md $(BENCHFLAGS)
 
 bench-dataplane:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./dataplane/...

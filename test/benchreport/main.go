@@ -3,7 +3,7 @@
 // target, with a verdict (met, MISSED, no target, or missing), grouped by
 // the issue area that set it.
 //
-//	go run ./test/benchreport [--only dataplane,routing,shaping,agent] [--log bench.log] [--json FILE]
+//	go run ./test/benchreport [--only dataplane,routing,shaping,agent] [--log bench.log] [--json FILE] [--markdown BENCHMARKS.md]
 //	go run ./test/benchreport --from-log bench.log [--only ...] [--json FILE]
 //
 // Each area's go test command (the same as make bench-<area>) runs in turn;
@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logPath := fs.String("log", "bench.log", "save the benchmarks' output to this file")
 	jsonPath := fs.String("json", "", "also write the report as JSON to this file (- for standard output)")
 	goCmd := fs.String("go", "go", "the go command to run the benchmarks with")
+	mdPath := fs.String("markdown", "", "also write the report as Markdown to this file (make bench: BENCHMARKS.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: go run ./test/benchreport [flags]\n\nRuns the benchmarks of make bench and prints one report.\n\n")
 		fs.PrintDefaults()
@@ -109,6 +110,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *jsonPath != "" {
 		if err := writeJSONFile(rep, *jsonPath, stdout); err != nil {
+			fmt.Fprintf(stderr, "benchreport: %v\n", err)
+			return 1
+		}
+	}
+	if *mdPath != "" {
+		if err := writeMarkdownFile(rep, *mdPath); err != nil {
 			fmt.Fprintf(stderr, "benchreport: %v\n", err)
 			return 1
 		}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.txt from the report")
@@ -339,6 +340,26 @@ func TestNum(t *testing.T) {
 	} {
 		if got := num(c.v, c.unit); got != c.want {
 			t.Errorf("num(%v, %q) = %q, want %q", val(c.v), c.unit, got, c.want)
+		}
+	}
+}
+
+func TestReportMarkdown(t *testing.T) {
+	rep := reportOf(t, "all.log")
+	var b strings.Builder
+	when := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	if err := rep.writeMarkdown(&b, when, machine{Kernel: "6.18.0", CPUs: 2, Model: "a CPU", Memory: "24 GiB"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"# opencen benchmarks",
+		"- measured: 2026-12-03 12:00 UTC",
+		"- machine: Linux 6.18.0, 2 CPUs (a CPU), 24 GiB of memory",
+		"## dataplane",
+		"| two gateways, entering at the twin (handed off) | 1650 Mbit/s | one gateway 1824 Mbit/s | 0.885 | ratio >= 0.9 | MISSED |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
 		}
 	}
 }

@@ -89,7 +89,7 @@ type Agent struct {
 	applyMu sync.Mutex
 	buf     applyBuf
 
-	// The subsystems, set once by Run before the loop starts.
+	// The subsystems, set once by Run, ahead of the loop.
 	dp           *dataplane.Dataplane
 	rt           *routing.Speaker
 	sh           shaper
@@ -100,7 +100,7 @@ type Agent struct {
 	// few large reconciles).
 	kick     chan struct{}
 	grow     chan struct{}
-	lastGrow atomic.Int64 // when growReconcile was last called, unix ns
+	lastGrow atomic.Int64 // the last call of growReconcile, unix ns
 	metrics  *metrics
 }
 
@@ -108,7 +108,8 @@ type Agent struct {
 type learnedState struct {
 	routes   desired.Routes
 	handoffs desired.Routes // the twins' handoff addresses (Route.Handoff)
-	// stale and staleHandoffs are kept from before a restart, used until
+	// stale and staleHandoffs are what the last agent saved at a graceful
+	// stop, used until
 	// BGP is synced.
 	stale         desired.Routes
 	staleHandoffs desired.Routes
@@ -125,7 +126,7 @@ const (
 
 // New loads and checks the config and this gateway's secrets. It touches
 // no kernel state: a config that does not validate, an unknown gateway or
-// an unsafe key file stop the agent before anything is changed.
+// an unsafe key file stop the agent while nothing is changed yet.
 func New(opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("agent: logger is required")

@@ -121,7 +121,7 @@ func controlHandler(src Source, log *slog.Logger) http.Handler {
 	get("/v1/bandwidth", func() any { return nonNil(src.Bandwidth()) })
 	route("/v1/reload", http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
-			writeError(w, http.StatusBadRequest, "reload takes no body: cend re-reads the file it was started with")
+			writeError(w, http.StatusBadRequest, "reload takes no body: cend re-reads the file it runs from")
 			return
 		}
 		writeJSON(w, http.StatusOK, src.Reload(r.Context()))

@@ -75,7 +75,7 @@ func covered(routes desired.Routes, p netip.Prefix) bool {
 }
 
 // withHopsOf is r with the next hops and gateways of kept added (a
-// gateway route kept from before a restart, while BGP resyncs).
+// gateway route the last agent saved, while BGP resyncs).
 func withHopsOf(r, kept desired.Route) desired.Route {
 	if r.Direct != kept.Direct {
 		return r

@@ -11,7 +11,7 @@ import (
 // onRoutes receives the routing layer's coalesced batches.
 func (a *Agent) onRoutes(b routing.RouteBatch) {
 	// The speaker's in-memory session states, not a GoBGP query: GoBGP
-	// applies a dead peer's withdrawals and then its state change before
+	// applies a dead peer's withdrawals, then its state change, and then
 	// this batch is built, so a route whose every gateway went down is seen
 	// as such here and held.
 	established := establishedGateways(a.rt.Sessions())
@@ -52,7 +52,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 	}
 	if b.Synced && !l.synced {
 		l.synced = true
-		a.log.Info("bgp synced: sweeping routes kept from before the restart", "kept", len(l.stale))
+		a.log.Info("bgp synced: sweeping the routes the last agent saved", "kept", len(l.stale))
 		l.stale, l.staleHandoffs = nil, nil
 	}
 	a.mu.Unlock()
@@ -64,7 +64,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 }
 
 // onlyNewPrefixes reports whether b only adds prefixes the agent does not
-// have (learned, held or kept from before a restart): its reconcile may be
+// have (learned, held or saved by the last agent): its reconcile may be
 // paced. A withdrawal or a changed route (a gateway gone from its next
 // hops) is a failover and never waits. Agent.mu is held.
 func (l *learnedState) onlyNewPrefixes(b routing.RouteBatch) bool {

@@ -65,7 +65,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	}
 }
 
-// paceGrowth waits before a reconcile that only adds routes: until
+// paceGrowth delays a reconcile that only adds routes: until
 // paceUntil, or until the routes stopped coming for quiet, or a kick. It
 // returns false when ctx ended.
 func (a *Agent) paceGrowth(ctx context.Context, paceUntil time.Time, quiet time.Duration) bool {
@@ -93,7 +93,7 @@ func (a *Agent) paceGrowth(ctx context.Context, paceUntil time.Time, quiet time.
 	}
 }
 
-// growReconcile asks the loop for a paced reconcile: only routes were
+// growReconcile asks the loop for a paced reconcile: only routes are
 // added.
 func (a *Agent) growReconcile() {
 	a.lastGrow.Store(time.Now().UnixNano())

@@ -50,13 +50,13 @@ func loadRoutes(path string, log *slog.Logger) desired.Routes {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("cannot read routes kept from before the restart", "err", err)
+			log.Warn("cannot read the routes the last agent saved", "err", err)
 		}
 		return desired.Routes{}
 	}
 	var in []savedRoute
 	if err := json.Unmarshal(data, &in); err != nil {
-		log.Warn("routes kept from before the restart are damaged; relearning them", "file", path, "err", err)
+		log.Warn("the routes the last agent saved are damaged; relearning them", "file", path, "err", err)
 		return desired.Routes{}
 	}
 	out := make(desired.Routes, len(in))

@@ -21,7 +21,7 @@ type rateTracker struct {
 type rateSample struct {
 	counters map[string]shaping.Counters
 	rates    map[string]float64
-	at       time.Time // when the counters were read
+	at       time.Time // when the counters are read
 }
 
 func newRateTracker() *rateTracker {

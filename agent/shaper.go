@@ -97,7 +97,7 @@ func kernelWireGuard() bool {
 }
 
 // Prepare decides how this gateway shapes (Options.Shaper against what the
-// host supports) before anything is changed: when no path can enforce, or
+// host supports) while nothing is changed yet: when no path can enforce, or
 // the one asked for cannot, it returns an error that names what the host
 // lacks and the flag, and the agent must not start. Run calls it when the
 // caller did not.
@@ -217,7 +217,7 @@ func (a *Agent) pinPath() string {
 	return filepath.Join(shaping.BPFFSRoot, "opencen", a.dp.Device())
 }
 
-// logLeftInPlace says, after a start that failed once the tunnel was
+// logLeftInPlace says, after a start that fails once the tunnel is
 // made, what stays for the next cend to adopt (or cend --cleanup to
 // remove).
 func (a *Agent) logLeftInPlace(err error) {

@@ -234,7 +234,7 @@ func (a *Agent) Bandwidth() []api.Bandwidth {
 			Source: e.Source, Package: e.Package, RateBps: sample.rates[e.Region],
 			PassedBytes: c.PassedBytes, PassedPackets: c.PassedPackets,
 			DroppedBytes: c.DroppedBytes, DroppedPackets: c.DroppedPackets,
-			SampledAt: sample.at.UTC(), // zero before the first sample: omitted
+			SampledAt: sample.at.UTC(), // zero until the first sample: omitted
 		}
 		if e.Rate > 0 {
 			b.Utilisation = b.RateBps / float64(e.Rate)

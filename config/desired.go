@@ -90,7 +90,7 @@ type Origin struct {
 type EgressRate struct {
 	Region   string
 	Rate     Bandwidth
-	PairRate Bandwidth // the whole pair's bandwidth, before the split
+	PairRate Bandwidth // the whole pair's bandwidth, ahead of the split
 	Source   string    // SourcePackage or SourceDefault
 	Package  string
 }

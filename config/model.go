@@ -13,7 +13,7 @@ const DefaultASN uint32 = 64512
 // validated. Every gateway reads the same Config and is told which gateway
 // it is.
 type Config struct {
-	// File is the path the config was read from, as given; Dir is the
+	// File is the path the config is read from, as given; Dir is the
 	// folder relative paths in it are resolved against.
 	File string
 	Dir  string

@@ -89,20 +89,20 @@ func MakePlan(old, new *Config) *Plan {
 	names := append(gatewayNames(old), gatewayNames(new)...)
 	slices.Sort(names)
 	for _, name := range slices.Compact(names) {
-		before, _ := old.Desired(name, DesiredOptions{})
+		prev, _ := old.Desired(name, DesiredOptions{})
 		after, _ := new.Desired(name, DesiredOptions{})
-		p.Gateways = append(p.Gateways, planGateway(name, before, after))
+		p.Gateways = append(p.Gateways, planGateway(name, prev, after))
 	}
 	p.Bandwidth = diffMatrix(old.Matrix(), new.Matrix())
 	return p
 }
 
-func planGateway(name string, before, after *Desired) GatewayPlan {
+func planGateway(name string, prev, after *Desired) GatewayPlan {
 	gp := GatewayPlan{Gateway: name}
 	switch {
-	case before == nil:
+	case prev == nil:
 		gp.Action = PlanAdd
-		before = &Desired{}
+		prev = &Desired{}
 	case after == nil:
 		gp.Action = PlanRemove
 		return gp
@@ -113,15 +113,15 @@ func planGateway(name string, before, after *Desired) GatewayPlan {
 		}
 	}
 	if gp.Action != PlanAdd {
-		setting("region", before.Region, after.Region)
-		setting("tunnel_address", before.TunnelAddress.String(), after.TunnelAddress.String())
-		setting("listen_port", fmt.Sprint(before.ListenPort), fmt.Sprint(after.ListenPort))
-		setting("private_key_file", before.PrivateKeyFile, after.PrivateKeyFile)
-		setting("instance_asn", fmt.Sprint(before.InstanceASN), fmt.Sprint(after.InstanceASN))
+		setting("region", prev.Region, after.Region)
+		setting("tunnel_address", prev.TunnelAddress.String(), after.TunnelAddress.String())
+		setting("listen_port", fmt.Sprint(prev.ListenPort), fmt.Sprint(after.ListenPort))
+		setting("private_key_file", prev.PrivateKeyFile, after.PrivateKeyFile)
+		setting("instance_asn", fmt.Sprint(prev.InstanceASN), fmt.Sprint(after.InstanceASN))
 	}
 
 	oldPeers := map[string]Peer{}
-	for _, pr := range before.Peers {
+	for _, pr := range prev.Peers {
 		oldPeers[pr.Name] = pr
 	}
 	for _, pr := range after.Peers {
@@ -140,10 +140,10 @@ func planGateway(name string, before, after *Desired) GatewayPlan {
 	}
 	slices.Sort(gp.PeersRemoved)
 
-	gp.OriginateAdded, gp.OriginateRemoved = diffPrefixes(originPrefixes(before.Originate), originPrefixes(after.Originate))
+	gp.OriginateAdded, gp.OriginateRemoved = diffPrefixes(originPrefixes(prev.Originate), originPrefixes(after.Originate))
 
 	oldRates := map[string]Bandwidth{}
-	for _, r := range before.Egress {
+	for _, r := range prev.Egress {
 		oldRates[r.Region] = r.Rate
 	}
 	for _, r := range after.Egress {
@@ -158,7 +158,7 @@ func planGateway(name string, before, after *Desired) GatewayPlan {
 	slices.SortFunc(gp.Rates, func(a, b RateChange) int { return strings.Compare(a.Region, b.Region) })
 
 	oldVBRs := map[string]VBRSessionState{}
-	for _, v := range before.VBRs {
+	for _, v := range prev.VBRs {
 		oldVBRs[v.Network] = v
 	}
 	for _, v := range after.VBRs {

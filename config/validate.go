@@ -339,9 +339,9 @@ func (v validator) interconnections() {
 		if ic.Bandwidth == 0 || pk.Bandwidth == 0 {
 			continue
 		}
-		before := sums[pk.Name]
-		sums[pk.Name] = before + ic.Bandwidth
-		if before <= pk.Bandwidth && before+ic.Bandwidth > pk.Bandwidth {
+		prev := sums[pk.Name]
+		sums[pk.Name] = prev + ic.Bandwidth
+		if prev <= pk.Bandwidth && prev+ic.Bandwidth > pk.Bandwidth {
 			crossed[pk.Name] = ic.pos.of("bandwidth")
 		}
 	}

@@ -29,7 +29,7 @@ var sysctls = [][2]string{
 
 // reconcile applies p; d.mu is held. The order keeps traffic flowing: the
 // device and its peers first, then the guard, routes, handoff tables and
-// rules (a rule never points at an empty table), each step adding before
+// rules (a rule never points at an empty table), each step adding first,
 // it deletes.
 func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 	var errs []error
@@ -171,7 +171,7 @@ func (d *Dataplane) syncRoutes(p plan, idx int) error {
 
 // sweepForeignTables deletes our routes in tables that are neither the
 // route table nor a handoff table of p: those of a layout this package no
-// longer uses, adopted from an earlier agent.
+// does not use, adopted from an agent of another layout.
 func (d *Dataplane) sweepForeignTables(p plan) error {
 	keep := map[int]bool{d.opts.Table: true}
 	for _, h := range p.handoffs {
@@ -181,7 +181,7 @@ func (d *Dataplane) sweepForeignTables(p plan) error {
 	// The VXLAN device of that layout listens on UDP 4789 on every
 	// address: it must not outlive the guard it had.
 	if l, lerr := d.nl.LinkByName(legacyOverlayName(d.name)); lerr == nil && l.Type() == "vxlan" {
-		d.log.Info("removing the overlay device of an earlier layout", "link", l.Attrs().Name)
+		d.log.Info("removing the overlay device of another layout", "link", l.Attrs().Name)
 		if derr := d.nl.LinkDel(l); derr != nil && !gone(derr) {
 			err = errors.Join(err, fmt.Errorf("delete overlay device %s: %w", l.Attrs().Name, derr))
 		}

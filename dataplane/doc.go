@@ -130,7 +130,7 @@
 // gives connected routes and iproute2 gives an operator's, so a connected
 // or operator route for the same prefix keeps winning and is never
 // replaced or deleted as ours. Only routes with that protocol are ever
-// deleted. Changes are applied add-before-delete, errors are collected
+// deleted. Changes add first, then delete, errors are collected
 // with errors.Join and the rest of the plan still runs; deleting a route
 // that is already gone is success; dumps interrupted by concurrent
 // changes (netlink.ErrDumpInterrupted) are retried. Routes are written many

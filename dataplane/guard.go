@@ -31,7 +31,7 @@ type guardOps interface {
 func guardTable(device string) string { return "opencen_" + device }
 
 // guardChain is the one chain of the guard table: a prerouting hook at raw
-// priority (-300), before routing, conntrack and any filter a host has.
+// priority (-300): ahead of routing, conntrack and any filter a host has.
 const guardChain = "prerouting"
 
 // The guard's sets of gateway addresses, one per family.

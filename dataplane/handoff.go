@@ -207,7 +207,7 @@ func zero(a netip.Addr) netip.Addr {
 }
 
 // syncHandoffs writes the handoff tables, then the rules (so a rule never
-// points at an empty table), then deletes tables no longer used. It
+// points at an empty table), then deletes tables not in use. It
 // returns the next-hop errors with the write errors.
 func (d *Dataplane) syncHandoffs(p plan, wgIndex int) error {
 	hops, hopErr := d.nextHops(p, wgIndex)
@@ -233,8 +233,8 @@ func (d *Dataplane) syncHandoffs(p plan, wgIndex int) error {
 // through: a handed-off packet leaves through the LAN it came in on, and
 // the kernel would tell the host to send to the twin directly, for every
 // source of the host. It sends them while either "all" or the link's own
-// send_redirects is on, and a link's own value is "default" as it was
-// when the link was made, before any Set. (IPv6 has no such switch.)
+// send_redirects is on, and a link's own value is "default" as it
+// stood when the link appeared, whatever Set did to "default" since. (IPv6 has no such switch.)
 func (d *Dataplane) noRedirects(hops map[int]map[int]netip.Addr) error {
 	var errs []error
 	for _, byFamily := range hops {

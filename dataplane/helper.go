@@ -98,7 +98,7 @@ func ServeUserspaceDevice(ctx context.Context, opts HelperOptions) error {
 		log.Info("device closed (tun link deleted?)")
 		return nil
 	case err := <-uapiErr:
-		// The socket file was removed or the listener failed: without
+		// The socket file is gone or the listener failed: without
 		// UAPI the device cannot be managed, so it goes away.
 		log.Info("uapi socket gone, stopping", "err", err)
 		return nil

@@ -202,7 +202,7 @@ func processAlive(pid int) bool {
 
 func (h *host) stopHelper(name string, pid int) error {
 	if !helperArgsMatch(pid, name) {
-		return nil // already gone, or the pid was reused: not ours
+		return nil // already gone, or the pid is another process now: not ours
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stop helper %d: %w", pid, err)

@@ -50,7 +50,7 @@ type plannedHandoff struct {
 // planScratch keeps a plan's largest parts between reconciles, for the
 // next resolve to fill again: the agent calls Set for every batch of
 // learned routes, and a planned route and an owner entry per route, built
-// anew each time, were among the largest allocations of the routing
+// anew each time, are among the largest allocations of the routing
 // pipeline. The plan resolved with it is valid until the next use.
 type planScratch struct {
 	routes []plannedRoute

@@ -15,14 +15,14 @@ import (
 // link or address change, a missed notification, the periodic resync)
 // bumps Dataplane.drift, and the next reconcile dumps the table again.
 //
-// It holds a fingerprint of each route as it was wanted (routeSpec.fp),
+// It holds a fingerprint of each route as wanted (routeSpec.fp),
 // not the route: a dumped route differs in form from the wanted one (a
 // direct route's device resolved, a type filled in) even when sameRoute
 // says they match, and building 100,000 routes to compare them cost more
 // than hashing what they are built from.
 type routeCache struct {
 	valid bool
-	gen   uint64 // Dataplane.drift when the cache was last known right
+	gen   uint64 // Dataplane.drift when the cache is known right
 	fp    map[netip.Prefix]uint64
 }
 

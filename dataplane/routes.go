@@ -310,7 +310,7 @@ func diffRoutes(have, want []netlink.Route) (add []int, del []netlink.Route) {
 // several netlink sockets.
 const parallelThreshold = 512
 
-// applyRoutes writes adds first, then deletes (add before delete, so
+// applyRoutes writes adds first, then deletes (so
 // traffic never falls through a gap), keeps going past failures and
 // returns them joined. Deleting an absent route is success.
 func applyRoutes(writers []routeWriter, add, del []netlink.Route) error {

@@ -14,11 +14,11 @@ import (
 // routeSocket writes routes to the kernel many to a netlink message: each
 // route is one RTM_NEWROUTE or RTM_DELROUTE request without NLM_F_ACK, so
 // the kernel answers only the ones that fail, and only the last request of
-// a batch asks for an acknowledgement, which says the whole batch was
+// a batch asks for an acknowledgement, which says the whole batch is
 // processed (rtnetlink handles a message's requests in order, in the
 // sender's system call). A route written alone through netlink.Handle
 // costs a send and a receive and an acknowledgement built for it: for
-// 100,000 routes that was twice the system calls of the writes' own work.
+// 100,000 routes that is twice the system calls of the writes' own work.
 //
 // A routeSocket serves one goroutine at a time.
 type routeSocket struct {
@@ -120,7 +120,7 @@ func (s *routeSocket) flush(last uint32, fail func(i int, err error)) {
 			}
 			i, ours := s.errs[m.Header.Seq]
 			if !ours {
-				continue // an answer to an earlier batch that gave up
+				continue // an answer to a batch that gave up
 			}
 			if errno := -int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
 				fail(i, syscall.Errno(errno))

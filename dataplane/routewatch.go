@@ -20,7 +20,7 @@ type routeEvent struct {
 
 // attachDeletionFilter makes the kernel drop every notification but the
 // deletion of a route with protocol RouteProtocol and the deletion of a
-// rule, before it is queued (a classic BPF socket filter over the
+// rule, ahead of the queue (a classic BPF socket filter over the
 // nlmsghdr and rtmsg): installing 100,000 routes echoes 100,000
 // RTM_NEWROUTE messages that the repair loop ignores, and reading them
 // cost a sixth of the agent's CPU in the routing pipeline benchmark. The

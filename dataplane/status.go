@@ -159,7 +159,7 @@ func (d *Dataplane) LocalAddresses() ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
-	// By name: before this Dataplane's first Set the device may be an
+	// By name: until this Dataplane's first Set the device may be an
 	// adopted one whose index it has not learned.
 	skip := map[int]bool{}
 	for _, name := range []string{d.name, "lo"} {

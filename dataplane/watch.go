@@ -103,7 +103,7 @@ func watchLoop[T any](d *Dataplane, what string, subscribe func(chan T, chan str
 	}
 }
 
-// noteDrift says the kernel may no longer hold what the route caches
+// noteDrift says the kernel may not hold what the route caches
 // remember, and asks for a repair.
 func (d *Dataplane) noteDrift() {
 	d.drift.Add(1)

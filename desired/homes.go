@@ -117,7 +117,7 @@ func score(key netip.Prefix, name string, addr netip.Addr, weight uint32) float6
 	f.Write(a[:])
 	x := f.Sum64()
 	// FNV's low bits depend only on the input's low bits: mix them all in
-	// (murmur3's finaliser) before taking the top 53 bits.
+	// (murmur3's finaliser), then take the top 53 bits.
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd
 	x ^= x >> 33

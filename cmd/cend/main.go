@@ -92,7 +92,7 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 		for _, e := range list {
 			fmt.Fprintln(stderr, e)
 		}
-		fmt.Fprintf(stderr, "cend: %s does not validate (%d error(s)); nothing was changed\n", f.config, len(list))
+		fmt.Fprintf(stderr, "cend: %s does not validate (%d error(s)); nothing is changed\n", f.config, len(list))
 		return exitFailure
 	default:
 		fmt.Fprintf(stderr, "cend: %v\n", err)

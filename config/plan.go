@@ -120,11 +120,29 @@ func planGateway(name string, prev, after *Desired) GatewayPlan {
 		setting("instance_asn", fmt.Sprint(prev.InstanceASN), fmt.Sprint(after.InstanceASN))
 	}
 
+	gp.planPeers(prev.Peers, after.Peers)
+	gp.OriginateAdded, gp.OriginateRemoved = diffPrefixes(originPrefixes(prev.Originate), originPrefixes(after.Originate))
+	gp.planRates(prev.Egress, after.Egress)
+	gp.planVBRs(prev.VBRs, after.VBRs)
+
+	if gp.Action == "" {
+		gp.Action = PlanUnchanged
+		if len(gp.Settings)+len(gp.PeersAdded)+len(gp.PeersRemoved)+len(gp.PeersChanged)+
+			len(gp.OriginateAdded)+len(gp.OriginateRemoved)+len(gp.Rates)+
+			len(gp.VBRsAdded)+len(gp.VBRsRemoved)+len(gp.VBRsChanged) > 0 {
+			gp.Action = PlanChange
+		}
+	}
+	return gp
+}
+
+// planPeers records the peers added, removed and changed.
+func (gp *GatewayPlan) planPeers(prev, after []Peer) {
 	oldPeers := map[string]Peer{}
-	for _, pr := range prev.Peers {
+	for _, pr := range prev {
 		oldPeers[pr.Name] = pr
 	}
-	for _, pr := range after.Peers {
+	for _, pr := range after {
 		o, ok := oldPeers[pr.Name]
 		delete(oldPeers, pr.Name)
 		if !ok {
@@ -139,14 +157,15 @@ func planGateway(name string, prev, after *Desired) GatewayPlan {
 		gp.PeersRemoved = append(gp.PeersRemoved, name)
 	}
 	slices.Sort(gp.PeersRemoved)
+}
 
-	gp.OriginateAdded, gp.OriginateRemoved = diffPrefixes(originPrefixes(prev.Originate), originPrefixes(after.Originate))
-
+// planRates records the egress rates that change (0: no rate any more).
+func (gp *GatewayPlan) planRates(prev, after []EgressRate) {
 	oldRates := map[string]Bandwidth{}
-	for _, r := range prev.Egress {
+	for _, r := range prev {
 		oldRates[r.Region] = r.Rate
 	}
-	for _, r := range after.Egress {
+	for _, r := range after {
 		if o := oldRates[r.Region]; o != r.Rate {
 			gp.Rates = append(gp.Rates, RateChange{r.Region, o, r.Rate})
 		}
@@ -156,12 +175,15 @@ func planGateway(name string, prev, after *Desired) GatewayPlan {
 		gp.Rates = append(gp.Rates, RateChange{region, o, 0})
 	}
 	slices.SortFunc(gp.Rates, func(a, b RateChange) int { return strings.Compare(a.Region, b.Region) })
+}
 
+// planVBRs records the VBR sessions added, removed and changed.
+func (gp *GatewayPlan) planVBRs(prev, after []VBRSessionState) {
 	oldVBRs := map[string]VBRSessionState{}
-	for _, v := range prev.VBRs {
+	for _, v := range prev {
 		oldVBRs[v.Network] = v
 	}
-	for _, v := range after.VBRs {
+	for _, v := range after {
 		o, ok := oldVBRs[v.Network]
 		delete(oldVBRs, v.Network)
 		switch {
@@ -175,16 +197,6 @@ func planGateway(name string, prev, after *Desired) GatewayPlan {
 		gp.VBRsRemoved = append(gp.VBRsRemoved, name)
 	}
 	slices.Sort(gp.VBRsRemoved)
-
-	if gp.Action == "" {
-		gp.Action = PlanUnchanged
-		if len(gp.Settings)+len(gp.PeersAdded)+len(gp.PeersRemoved)+len(gp.PeersChanged)+
-			len(gp.OriginateAdded)+len(gp.OriginateRemoved)+len(gp.Rates)+
-			len(gp.VBRsAdded)+len(gp.VBRsRemoved)+len(gp.VBRsChanged) > 0 {
-			gp.Action = PlanChange
-		}
-	}
-	return gp
 }
 
 func diffPeer(o, n Peer) []FieldChange {

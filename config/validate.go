@@ -173,54 +173,81 @@ func (v validator) networks() {
 		if regionOK && len(gws) == 0 {
 			v.p.add(n.pos.of("region"), "network %s is in region %s, which has no gateway; add a gateway there or move the network", n.Name, n.Region)
 		}
-		for j, p := range n.CIDRs {
-			at := n.cidrPos[j]
-			if p.Bits() == 0 {
-				v.p.add(at, "network %s cidr %s is a default route; a VPC's CIDRs must be specific", n.Name, p)
-				continue
-			}
-			for _, o := range cidrs {
-				if o.prefix.Overlaps(p) {
-					if o.network == n.Name {
-						v.p.add(at, "network %s cidr %s overlaps its own cidr %s", n.Name, p, o.prefix)
-					} else {
-						v.p.add(at, "network %s cidr %s overlaps network %s's cidr %s: a route conflict; give them disjoint CIDRs", n.Name, p, o.network, o.prefix)
-					}
-					break
-				}
-			}
-			cidrs = append(cidrs, ownedPrefix{p, n.Name})
-		}
-		if n.Type != VBR {
-			continue
-		}
-		switch {
-		case n.Gateway != "":
-			g, ok := c.Gateway(n.Gateway)
-			if !ok {
-				v.p.add(n.pos.of("gateway"), "network %s gateway %s is not a gateway of this instance%s", n.Name, n.Gateway, suggest(n.Gateway, gatewayNames(c)))
-			} else if g.Region != n.Region {
-				v.p.add(n.pos.of("gateway"), "network %s gateway %s is in region %s, not the VBR's region %s; pick one of %s's gateways", n.Name, g.Name, g.Region, n.Region, n.Region)
-			}
-		case len(gws) == 1:
-			n.Gateway = gws[0].Name
-		case len(gws) > 1:
-			v.p.add(n.pos.of("region"), "network %s: region %s has %d gateways; say which holds the BGP session with gateway: %s", n.Name, n.Region, len(gws), gws[0].Name)
-		}
-		if b := n.BGP; b != nil {
-			if b.PeerASN != 0 && b.PeerASN == c.Instance.ASN {
-				v.p.add(b.pos.of("peer_asn"), "network %s bgp peer_asn %d is the instance's own ASN; a VBR session is eBGP, so the on-premises router needs another ASN", n.Name, b.PeerASN)
-			}
-			if b.Neighbor.IsValid() && n.Gateway != "" {
-				key := n.Gateway + "/" + b.Neighbor.String()
-				if other, dup := sessions[key]; dup {
-					v.p.add(b.pos.of("neighbor"), "network %s bgp neighbor %s on gateway %s is already network %s's session", n.Name, b.Neighbor, n.Gateway, other)
-				}
-				sessions[key] = n.Name
-			}
+		cidrs = v.networkCIDRs(n, cidrs)
+		if n.Type == VBR {
+			v.vbrGateway(n, gws)
+			v.vbrSession(n, sessions)
 		}
 	}
-	// Addresses the CEN itself uses must stay outside the networks it routes.
+	v.cenAddressesOutside(cidrs)
+}
+
+// networkCIDRs checks n's CIDRs against each other and those of the
+// networks so far, and returns cidrs with n's added.
+func (v validator) networkCIDRs(n *Network, cidrs []ownedPrefix) []ownedPrefix {
+	for j, p := range n.CIDRs {
+		at := n.cidrPos[j]
+		if p.Bits() == 0 {
+			v.p.add(at, "network %s cidr %s is a default route; a VPC's CIDRs must be specific", n.Name, p)
+			continue
+		}
+		for _, o := range cidrs {
+			if o.prefix.Overlaps(p) {
+				if o.network == n.Name {
+					v.p.add(at, "network %s cidr %s overlaps its own cidr %s", n.Name, p, o.prefix)
+				} else {
+					v.p.add(at, "network %s cidr %s overlaps network %s's cidr %s: a route conflict; give them disjoint CIDRs", n.Name, p, o.network, o.prefix)
+				}
+				break
+			}
+		}
+		cidrs = append(cidrs, ownedPrefix{p, n.Name})
+	}
+	return cidrs
+}
+
+// vbrGateway checks (or, in a region with one gateway, fills in) the
+// gateway holding a VBR's session.
+func (v validator) vbrGateway(n *Network, gws []*Gateway) {
+	c := v.c
+	switch {
+	case n.Gateway != "":
+		g, ok := c.Gateway(n.Gateway)
+		if !ok {
+			v.p.add(n.pos.of("gateway"), "network %s gateway %s is not a gateway of this instance%s", n.Name, n.Gateway, suggest(n.Gateway, gatewayNames(c)))
+		} else if g.Region != n.Region {
+			v.p.add(n.pos.of("gateway"), "network %s gateway %s is in region %s, not the VBR's region %s; pick one of %s's gateways", n.Name, g.Name, g.Region, n.Region, n.Region)
+		}
+	case len(gws) == 1:
+		n.Gateway = gws[0].Name
+	case len(gws) > 1:
+		v.p.add(n.pos.of("region"), "network %s: region %s has %d gateways; say which holds the BGP session with gateway: %s", n.Name, n.Region, len(gws), gws[0].Name)
+	}
+}
+
+// vbrSession checks a VBR's BGP session: eBGP, and one network per
+// neighbor of a gateway.
+func (v validator) vbrSession(n *Network, sessions map[string]string) {
+	b := n.BGP
+	if b == nil {
+		return
+	}
+	if b.PeerASN != 0 && b.PeerASN == v.c.Instance.ASN {
+		v.p.add(b.pos.of("peer_asn"), "network %s bgp peer_asn %d is the instance's own ASN; a VBR session is eBGP, so the on-premises router needs another ASN", n.Name, b.PeerASN)
+	}
+	if b.Neighbor.IsValid() && n.Gateway != "" {
+		key := n.Gateway + "/" + b.Neighbor.String()
+		if other, dup := sessions[key]; dup {
+			v.p.add(b.pos.of("neighbor"), "network %s bgp neighbor %s on gateway %s is already network %s's session", n.Name, b.Neighbor, n.Gateway, other)
+		}
+		sessions[key] = n.Name
+	}
+}
+
+// cenAddressesOutside keeps the addresses the CEN itself uses (VBR
+// neighbors, tunnel addresses, endpoints) outside the networks it routes.
+func (v validator) cenAddressesOutside(cidrs []ownedPrefix) {
+	c := v.c
 	for i := range c.Networks {
 		n := &c.Networks[i]
 		if n.BGP == nil || !n.BGP.Neighbor.IsValid() {

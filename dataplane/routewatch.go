@@ -105,31 +105,9 @@ func subscribeRoutes(nsPath string, ch chan<- routeEvent, done <-chan struct{}) 
 				continue
 			}
 			for i := range msgs {
-				m := &msgs[i]
-				switch m.Header.Type {
-				case unix.RTM_NEWROUTE, unix.RTM_DELROUTE, unix.RTM_NEWRULE, unix.RTM_DELRULE:
-				default:
+				ev, ok := parseRouteEvent(&msgs[i])
+				if !ok {
 					continue
-				}
-				// A rule's header (fib_rule_hdr) has the table at the
-				// same offset as a route's; its protocol is an attribute,
-				// left at zero here (rule events are matched by table).
-				if len(m.Data) < unix.SizeofRtMsg {
-					continue
-				}
-				ev := routeEvent{typ: m.Header.Type, table: uint32(m.Data[4])}
-				if m.Header.Type == unix.RTM_NEWROUTE || m.Header.Type == unix.RTM_DELROUTE {
-					ev.protocol = m.Data[5]
-				}
-				if ev.table == unix.RT_TABLE_COMPAT {
-					// Tables above 255 travel in an attribute.
-					if attrs, err := syscall.ParseNetlinkRouteAttr(m); err == nil {
-						for _, a := range attrs {
-							if a.Attr.Type == unix.RTA_TABLE && len(a.Value) == 4 {
-								ev.table = binary.NativeEndian.Uint32(a.Value)
-							}
-						}
-					}
 				}
 				select {
 				case ch <- ev:
@@ -140,4 +118,35 @@ func subscribeRoutes(nsPath string, ch chan<- routeEvent, done <-chan struct{}) 
 		}
 	}()
 	return nil
+}
+
+// parseRouteEvent reads a route or rule notification's type, protocol and
+// table; ok is false for any other message.
+func parseRouteEvent(m *syscall.NetlinkMessage) (routeEvent, bool) {
+	switch m.Header.Type {
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE, unix.RTM_NEWRULE, unix.RTM_DELRULE:
+	default:
+		return routeEvent{}, false
+	}
+	// A rule's header (fib_rule_hdr) has the table at the same offset as a
+	// route's; its protocol is an attribute, left at zero here (rule events
+	// are matched by table).
+	if len(m.Data) < unix.SizeofRtMsg {
+		return routeEvent{}, false
+	}
+	ev := routeEvent{typ: m.Header.Type, table: uint32(m.Data[4])}
+	if m.Header.Type == unix.RTM_NEWROUTE || m.Header.Type == unix.RTM_DELROUTE {
+		ev.protocol = m.Data[5]
+	}
+	if ev.table == unix.RT_TABLE_COMPAT {
+		// Tables above 255 travel in an attribute.
+		if attrs, err := syscall.ParseNetlinkRouteAttr(m); err == nil {
+			for _, a := range attrs {
+				if a.Attr.Type == unix.RTA_TABLE && len(a.Value) == 4 {
+					ev.table = binary.NativeEndian.Uint32(a.Value)
+				}
+			}
+		}
+	}
+	return ev, true
 }

@@ -179,14 +179,16 @@ func egressOf(a *Agent, region string) config.Bandwidth {
 	return 0
 }
 
-func TestDesiredTranslation(t *testing.T) {
+// wantOfA is gateway a's desired state, with one route learned over the
+// tunnel, one from its VBR and one whose next hop is no peer's.
+func wantOfA(t *testing.T) (*Agent, wgtypes.Key, wants) {
+	t.Helper()
 	path, key := testInstance(t, 0o600)
 	var logs bytes.Buffer
 	a, err := New(Options{ConfigPath: path, Gateway: "a", Logger: testLogger(&logs)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := a.cfg
 	routes := desired.Routes{
 		netip.MustParsePrefix("10.2.0.0/16"):    {Prefix: netip.MustParsePrefix("10.2.0.0/16"), OriginRegion: "us-west-1", OriginNetwork: "vpc-b", NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.2")}},
 		netip.MustParsePrefix("192.168.1.0/24"): {Prefix: netip.MustParsePrefix("192.168.1.0/24"), OriginRegion: "cn-beijing", OriginNetwork: "idc", NextHops: []netip.Addr{netip.MustParseAddr("172.30.0.2")}, Direct: true},
@@ -199,6 +201,11 @@ func TestDesiredTranslation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, key, w
+}
+
+func TestDesiredTunnel(t *testing.T) {
+	_, key, w := wantOfA(t)
 	dp := w.tunnel
 	if dp.PrivateKey != key || dp.ListenPort != 51820 || len(dp.Addresses) != 1 || dp.Addresses[0].String() != "100.64.0.1/32" {
 		t.Errorf("dataplane device = %v", dp)
@@ -220,7 +227,13 @@ func TestDesiredTranslation(t *testing.T) {
 	if len(dp.Handoffs) != 0 {
 		t.Errorf("a region's only gateway hands off %+v", dp.Handoffs)
 	}
+	if s := dp.String(); strings.Contains(s, key.String()) || strings.Contains(s, base64.StdEncoding.EncodeToString(key[:])) {
+		t.Fatal("the dataplane desired state prints its key")
+	}
+}
 
+func TestDesiredRoutingAndShaping(t *testing.T) {
+	_, _, w := wantOfA(t)
 	rd := w.routing
 	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
 		t.Errorf("routing = %+v", rd)
@@ -250,8 +263,16 @@ func TestDesiredTranslation(t *testing.T) {
 		}
 	}
 
-	// From b: a's VBR accept range is one AllowedIPs entry of a's, and
-	// a's VPC whole another.
+	if len(sd.ControlAddrs) != 2 {
+		t.Errorf("control addrs = %v", sd.ControlAddrs)
+	}
+}
+
+// From b: a's VBR accept range is one AllowedIPs entry of a's, and a's VPC
+// whole another.
+func TestDesiredTunnelOfThePeer(t *testing.T) {
+	a, _, _ := wantOfA(t)
+	cfg := a.cfg
 	db, err := cfg.Desired("b", config.DesiredOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -259,12 +280,6 @@ func TestDesiredTranslation(t *testing.T) {
 	fromB := desired.View{Routes: desired.Routes{netip.MustParsePrefix("10.1.0.0/16"): {Prefix: netip.MustParsePrefix("10.1.0.0/16"), NextHops: []netip.Addr{netip.MustParseAddr("100.64.0.1")}}}}
 	if peers := desired.TunnelOf(cfg, db, a.sec, fromB).Peers; len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[10.1.0.0/16 192.168.0.0/16]" {
 		t.Errorf("b's peers = %+v, want a with 10.1.0.0/16 and its VBR's range 192.168.0.0/16", peers)
-	}
-	if len(sd.ControlAddrs) != 2 {
-		t.Errorf("control addrs = %v", sd.ControlAddrs)
-	}
-	if s := dp.String(); strings.Contains(s, key.String()) || strings.Contains(s, base64.StdEncoding.EncodeToString(key[:])) {
-		t.Fatal("the dataplane desired state prints its key")
 	}
 }
 

@@ -38,7 +38,36 @@ func main() {
 	os.Exit(code)
 }
 
+// flags are benchreport's command line.
+type flags struct {
+	areas    []string // selected areas
+	only     bool     // --only was given
+	fromLog  string
+	logPath  string
+	jsonPath string
+	goCmd    string
+	mdPath   string
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f, code := parseFlags(args, stderr)
+	if code >= 0 {
+		return code
+	}
+	rep, err := produce(ctx, f, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "benchreport: %v\n", err)
+		return 1
+	}
+	if !rep.OK {
+		return 1
+	}
+	return 0
+}
+
+// parseFlags reads the command line; code is the exit code when the
+// command should stop (help or a usage error), -1 otherwise.
+func parseFlags(args []string, stderr io.Writer) (f flags, code int) {
 	var names []string
 	for _, a := range areas {
 		names = append(names, a.name)
@@ -46,84 +75,79 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("benchreport", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	only := fs.String("only", "", "run (or report) only these areas, comma-separated: "+strings.Join(names, ","))
-	fromLog := fs.String("from-log", "", "build the report from this saved log and run nothing")
-	logPath := fs.String("log", "bench.log", "save the benchmarks' output to this file")
-	jsonPath := fs.String("json", "", "also write the report as JSON to this file (- for standard output)")
-	goCmd := fs.String("go", "go", "the go command to run the benchmarks with")
-	mdPath := fs.String("markdown", "", "also write the report as Markdown to this file (make bench: BENCHMARKS.md)")
+	fs.StringVar(&f.fromLog, "from-log", "", "build the report from this saved log and run nothing")
+	fs.StringVar(&f.logPath, "log", "bench.log", "save the benchmarks' output to this file")
+	fs.StringVar(&f.jsonPath, "json", "", "also write the report as JSON to this file (- for standard output)")
+	fs.StringVar(&f.goCmd, "go", "go", "the go command to run the benchmarks with")
+	fs.StringVar(&f.mdPath, "markdown", "", "also write the report as Markdown to this file (make bench: BENCHMARKS.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: go run ./test/benchreport [flags]\n\nRuns the benchmarks of make bench and prints one report.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return f, 0
 		}
-		return 2
+		return f, 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "benchreport: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
+		return f, 2
 	}
-	sel := names
-	if *only != "" {
-		sel = nil
+	f.areas, f.only = names, *only != ""
+	if f.only {
+		f.areas = nil
 		for n := range strings.SplitSeq(*only, ",") {
 			n = strings.TrimSpace(n)
 			if !slices.Contains(names, n) {
 				fmt.Fprintf(stderr, "benchreport: --only: no area %q (areas: %s)\n", n, strings.Join(names, ", "))
-				return 2
+				return f, 2
 			}
-			sel = append(sel, n)
+			f.areas = append(f.areas, n)
 		}
 	}
+	return f, -1
+}
 
-	logName := *fromLog
+// produce runs the benchmarks (or reads a saved log), prints the report
+// and writes the files asked for.
+func produce(ctx context.Context, f flags, stdout io.Writer) (*report, error) {
+	logName := f.fromLog
 	if logName == "" {
-		logName = *logPath
-		if err := runAreas(ctx, runOptions{goCmd: *goCmd, areas: sel, logPath: logName, out: stdout}); err != nil {
-			fmt.Fprintf(stderr, "benchreport: %v\n", err)
-			return 1
+		logName = f.logPath
+		if err := runAreas(ctx, runOptions{goCmd: f.goCmd, areas: f.areas, logPath: logName, out: stdout}); err != nil {
+			return nil, err
 		}
 	}
-	f, err := os.Open(logName)
+	file, err := os.Open(logName)
 	if err != nil {
-		fmt.Fprintf(stderr, "benchreport: %v\n", err)
-		return 1
+		return nil, err
 	}
-	lg, err := parseLog(f)
-	f.Close()
+	lg, err := parseLog(file)
+	file.Close()
 	if err != nil {
-		fmt.Fprintf(stderr, "benchreport: %v\n", err)
-		return 1
+		return nil, err
 	}
 	// A run reports every area it ran; a log may hold fewer areas than
 	// all, and without --only only those it holds are reported.
-	rep, err := buildReport(lg, sel, *only != "" || *fromLog == "", logName)
+	rep, err := buildReport(lg, f.areas, f.only || f.fromLog == "", logName)
 	if err != nil {
-		fmt.Fprintf(stderr, "benchreport: %v\n", err)
-		return 1
+		return nil, err
 	}
 	if err := rep.writeText(stdout); err != nil {
-		fmt.Fprintf(stderr, "benchreport: %v\n", err)
-		return 1
+		return nil, err
 	}
-	if *jsonPath != "" {
-		if err := writeJSONFile(rep, *jsonPath, stdout); err != nil {
-			fmt.Fprintf(stderr, "benchreport: %v\n", err)
-			return 1
+	if f.jsonPath != "" {
+		if err := writeJSONFile(rep, f.jsonPath, stdout); err != nil {
+			return nil, err
 		}
 	}
-	if *mdPath != "" {
-		if err := writeMarkdownFile(rep, *mdPath); err != nil {
-			fmt.Fprintf(stderr, "benchreport: %v\n", err)
-			return 1
+	if f.mdPath != "" {
+		if err := writeMarkdownFile(rep, f.mdPath); err != nil {
+			return nil, err
 		}
 	}
-	if !rep.OK {
-		return 1
-	}
-	return 0
+	return rep, nil
 }
 
 func writeJSONFile(rep *report, path string, stdout io.Writer) error {

@@ -2,8 +2,8 @@
 //
 // opencen shaper: a token bucket per destination region at the egress of a
 // gateway's tunnel device, attached at TCX or as a direct-action cls_bpf
-// filter on clsact. See ../doc.go for the design and the measurements
-// behind it.
+// filter on clsact. See ../doc.go for the design and the reasons behind
+// it.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -37,9 +37,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 l2_len = 0;
 
 // Set at load time: the clock of the buckets. With precise_clock the
-// program reads bpf_ktime_get_ns (ns resolution, ~30 ns a packet on the
-// measured VM); otherwise jiffies (bpf_jiffies64, inlined by the verifier:
-// ~1 ns) times ns_per_jiffy, which userspace measures at load time. Both
+// program reads bpf_ktime_get_ns (ns resolution, a helper call a packet);
+// otherwise jiffies (bpf_jiffies64, which the verifier inlines into a
+// load) times ns_per_jiffy, which userspace measures at load time. Both
 // are the kernel's monotonic clock; see ../doc.go.
 volatile const __u32 precise_clock = 0;
 volatile const __u64 ns_per_jiffy = 0;
@@ -104,9 +104,10 @@ struct bucket_cfg {
 // Running state of one bucket. Lock-free: every change of tokens is an
 // atomic add, and the right to credit a span of time goes to the CPU whose
 // compare-and-swap moves last over it, so each nanosecond is credited once
-// however many CPUs charge the bucket at once. (bpf_spin_lock cost 40 ns a
-// packet on the measured VM; these atomics cost a few.) Userspace writes it
-// only when a bucket starts shaping: tokens = burst, last = 0.
+// however many CPUs charge the bucket at once. (A bpf_spin_lock would save
+// and restore interrupts around every charge; the atomics need neither.)
+// Userspace writes it only when a bucket starts shaping: tokens = burst,
+// last = 0.
 struct bucket_state {
 	__s64 tokens; // credit units, between -queue and burst
 	__u64 last;   // clock of the last refill, ns; 0 = not yet used
@@ -119,42 +120,31 @@ struct counters {
 	__u64 drop_packets;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MAX_PREFIXES);
-	__type(key, struct lpm4_key);
-	__type(value, struct lpm_val);
-} ocsh_prefix4 SEC(".maps");
+// A prefix trie of one address family: the longest prefix that holds the
+// destination leads to its region.
+#define PREFIX_TRIE(key_type)                           \
+	struct {                                        \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);    \
+		__uint(map_flags, BPF_F_NO_PREALLOC);   \
+		__uint(max_entries, MAX_PREFIXES);      \
+		__type(key, key_type);                  \
+		__type(value, struct lpm_val);          \
+	}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MAX_PREFIXES);
-	__type(key, struct lpm6_key);
-	__type(value, struct lpm_val);
-} ocsh_prefix6 SEC(".maps");
+// An array indexed by bucket index, one value per region.
+#define REGION_ARRAY(map_type, value_type)              \
+	struct {                                        \
+		__uint(type, map_type);                 \
+		__uint(max_entries, MAX_REGIONS);       \
+		__type(key, __u32);                     \
+		__type(value, value_type);              \
+	}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct bucket_cfg);
-} ocsh_cfg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct bucket_state);
-} ocsh_state SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct counters);
-} ocsh_stats SEC(".maps");
+PREFIX_TRIE(struct lpm4_key) ocsh_prefix4 SEC(".maps");
+PREFIX_TRIE(struct lpm6_key) ocsh_prefix6 SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_ARRAY, struct bucket_cfg) ocsh_cfg SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_ARRAY, struct bucket_state) ocsh_state SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_PERCPU_ARRAY, struct counters) ocsh_stats SEC(".maps");
 
 struct pkt {
 	__u32 region;
@@ -356,9 +346,9 @@ static __always_inline int admit(__u32 region, struct bucket_cfg *cfg, __u64 cos
 			// adds commute, so charges in between stay counted.
 			__sync_fetch_and_add(&s->tokens, burst - t);
 	} else if (last > now + 1000000000ULL) {
-		// The clock went back by more than jitter: the pinned state
-		// was written with the other clock (Options.PreciseClock
-		// changed across a restart). Restart the time base.
+		// The clock went back by more than jitter: the state holds a
+		// time of the other clock (Options.PreciseClock changed across
+		// a restart). Restart the time base.
 		__sync_val_compare_and_swap(&s->last, last, now);
 	}
 	old = __sync_fetch_and_add(&s->tokens, -c);

@@ -189,7 +189,7 @@ func TestProgClassification(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, l3, ModeQueue)
 			f.set(classifyDesired())
-			ida, idb := f.s.ids["r-a"], f.s.ids["r-b"]
+			ida, idb := f.s.mirror.ids["r-a"], f.s.mirror.ids["r-b"]
 			cases := []struct {
 				dst      string
 				region   string // "" = untouched, not counted
@@ -348,7 +348,7 @@ func TestProgLiveRateChange(t *testing.T) {
 	f.run(pa, now) // a: 1500 -> 0
 	f.run(pb, now) // b: 1500 -> 500
 	var stateB bpfBucketState
-	if err := f.s.objs.OcshState.Lookup(f.s.ids["r-b"], &stateB); err != nil {
+	if err := f.s.objs.OcshState.Lookup(f.s.mirror.ids["r-b"], &stateB); err != nil {
 		t.Fatal(err)
 	}
 	progs := attachedIDs(t, f)
@@ -364,7 +364,7 @@ func TestProgLiveRateChange(t *testing.T) {
 		t.Fatal("new rate not in effect")
 	}
 	var after bpfBucketState
-	if err := f.s.objs.OcshState.Lookup(f.s.ids["r-b"], &after); err != nil {
+	if err := f.s.objs.OcshState.Lookup(f.s.mirror.ids["r-b"], &after); err != nil {
 		t.Fatal(err)
 	}
 	if after != stateB {
@@ -528,7 +528,7 @@ func TestSetRateBounds(t *testing.T) {
 	pfx := map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}
 	f.set(Desired{Regions: map[string]Rate{"r-a": MaxRate}, Prefixes: pfx})
 	var got bpfBucketCfg
-	if err := f.s.objs.OcshCfg.Lookup(f.s.ids["r-a"], &got); err != nil {
+	if err := f.s.objs.OcshCfg.Lookup(f.s.mirror.ids["r-a"], &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.Rate != uint64(MaxRate) || got.Burst+got.Queue > maxCreditBytes*unitsPerByte {
@@ -568,7 +568,7 @@ func TestProgRateDecreaseDropsOldDebt(t *testing.T) {
 func TestProgForgetsStaleClass(t *testing.T) {
 	f := newFixture(t, true, ModeQueue)
 	f.set(classifyDesired())
-	stale := bulkClassID(f.s.ids["r-a"])
+	stale := bulkClassID(f.s.mirror.ids["r-a"])
 	for _, c := range []struct {
 		what     string
 		dst      string
@@ -578,7 +578,7 @@ func TestProgForgetsStaleClass(t *testing.T) {
 		{"home region, our class", "10.1.2.3", stale, 0},
 		{"unlimited region, our class", "10.9.0.1", stale, 0},
 		{"not CEN traffic, someone else's priority", "192.168.0.1", 0x10002, 0x10002},
-		{"shaped region, our stale class replaced", "10.5.5.5", smallClassID(f.s.ids["r-b"]), smallClassID(f.s.ids["r-a"])},
+		{"shaped region, our stale class replaced", "10.5.5.5", smallClassID(f.s.mirror.ids["r-b"]), smallClassID(f.s.mirror.ids["r-a"])},
 	} {
 		var in skbCtx
 		in[ctxPriority] = c.in

@@ -155,7 +155,7 @@ func TestRestartAdopts(t *testing.T) {
 	if out, err := p.src.run("ping -c 2 -i 0.2 -W 2 10.201.0.1"); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
-	id := s1.ids["r-a"]
+	id := s1.mirror.ids["r-a"]
 	var st1 bpfBucketState
 	if err := s1.objs.OcshState.Lookup(id, &st1); err != nil {
 		t.Fatal(err)
@@ -178,8 +178,8 @@ func TestRestartAdopts(t *testing.T) {
 	if n := attached(); n != 1 {
 		t.Fatalf("%d programs attached after restart, want 1", n)
 	}
-	if s2.ids["r-a"] != id {
-		t.Fatalf("region id %d after restart, want %d", s2.ids["r-a"], id)
+	if s2.mirror.ids["r-a"] != id {
+		t.Fatalf("region id %d after restart, want %d", s2.mirror.ids["r-a"], id)
 	}
 	if err := s2.Set(d); err != nil {
 		t.Fatal(err)
@@ -227,10 +227,10 @@ func TestSetIdempotentAndEmpty(t *testing.T) {
 	snapshot := func() (string, bpfBucketState, bpfBucketCfg) {
 		var st bpfBucketState
 		var cfg bpfBucketCfg
-		if err := s.objs.OcshState.Lookup(s.ids["r-a"], &st); err != nil {
+		if err := s.objs.OcshState.Lookup(s.mirror.ids["r-a"], &st); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.objs.OcshCfg.Lookup(s.ids["r-a"], &cfg); err != nil {
+		if err := s.objs.OcshCfg.Lookup(s.mirror.ids["r-a"], &cfg); err != nil {
 			t.Fatal(err)
 		}
 		return p.gw.sh(t, "tc class show dev "+p.gwOut), st, cfg
@@ -252,7 +252,7 @@ func TestSetIdempotentAndEmpty(t *testing.T) {
 	if out := p.gw.sh(t, "tc qdisc show dev "+p.gwOut); strings.Contains(out, "htb") {
 		t.Fatalf("htb left after empty Set: %s", out)
 	}
-	if n := len(s.ids); n != 0 {
+	if n := len(s.mirror.ids); n != 0 {
 		t.Fatalf("%d region ids left after empty Set", n)
 	}
 	var k4 bpfLpm4Key

@@ -169,8 +169,8 @@ static __always_inline void transport(void *l4, void *end, __u8 proto, struct pk
 	}
 }
 
-// gateway_origin reports whether the packet was sent by this host, not
-// forwarded: at egress a forwarded packet carries the device it arrived
+// gateway_origin reports whether this host sent the packet rather than
+// forwarded it: at egress a forwarded packet carries the device it arrived
 // on. Only a packet the gateway itself sends may be its control traffic;
 // a tenant that puts a gateway's address in its source is charged.
 static __always_inline int gateway_origin(struct __sk_buff *skb)
@@ -186,6 +186,79 @@ static __always_inline int headers(struct __sk_buff *skb, __u32 n)
 	if (skb->len < n)
 		n = skb->len;
 	return bpf_skb_pull_data(skb, n);
+}
+
+// lookup_region looks the destination up in the trie map through key,
+// which holds the destination's full-length prefix, and fills p->region.
+// Where the destination is a gateway's address and this host sent the
+// packet, it looks the source up too (v6 says how to put the source of ip
+// into key) and marks the packet as control traffic when the source is a
+// gateway's as well. It returns -1 for no region (not CEN traffic), 0 when
+// lpm_only asks for the region alone, and 1 to go on.
+static __always_inline int lookup_region(void *map, void *key, int v6, void *ip,
+					 struct __sk_buff *skb, struct pkt *p, int lpm_only)
+{
+	struct lpm_val *v = bpf_map_lookup_elem(map, key);
+
+	if (!v || !v->region)
+		return -1;
+	p->region = v->region;
+	if (lpm_only)
+		return 0;
+	if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
+		if (v6)
+			__builtin_memcpy(((struct lpm6_key *)key)->addr, &((struct ipv6hdr *)ip)->saddr, 16);
+		else
+			((struct lpm4_key *)key)->addr = ((struct iphdr *)ip)->saddr;
+		v = bpf_map_lookup_elem(map, key);
+		if (v && (v->flags & FLAG_CONTROL))
+			p->control = 1;
+	}
+	return 1;
+}
+
+// classify4 classifies the IPv4 packet whose header starts at ip.
+static __always_inline int classify4(struct iphdr *ip, void *end, struct __sk_buff *skb,
+				     struct pkt *p, int lpm_only)
+{
+	struct lpm4_key k;
+	__u32 ihl;
+	int ret;
+
+	if ((void *)(ip + 1) > end)
+		return -1;
+	k.prefixlen = 32;
+	k.addr = ip->daddr;
+	ret = lookup_region(&ocsh_prefix4, &k, 0, ip, skb, p, lpm_only);
+	if (ret <= 0)
+		return ret;
+	ihl = ip->ihl * 4;
+	p->hdr_len = ihl;
+	// Only the first fragment carries the transport header.
+	if (!(ip->frag_off & bpf_htons(0x1fff)) && ihl >= sizeof(*ip) && ihl <= 60)
+		transport((void *)ip + ihl, end, ip->protocol, p);
+	return 0;
+}
+
+// classify6 classifies the IPv6 packet whose header starts at ip.
+static __always_inline int classify6(struct ipv6hdr *ip, void *end, struct __sk_buff *skb,
+				     struct pkt *p, int lpm_only)
+{
+	struct lpm6_key k;
+	int ret;
+
+	if ((void *)(ip + 1) > end)
+		return -1;
+	k.prefixlen = 128;
+	__builtin_memcpy(k.addr, &ip->daddr, 16);
+	ret = lookup_region(&ocsh_prefix6, &k, 1, ip, skb, p, lpm_only);
+	if (ret <= 0)
+		return ret;
+	p->hdr_len = sizeof(*ip);
+	// Extension headers are not walked: a GSO packet's segments are
+	// then charged the base header only.
+	transport(ip + 1, end, ip->nexthdr, p);
+	return 0;
 }
 
 // classify fills p; it returns -1 when the packet is not IP or matches no
@@ -216,63 +289,10 @@ static __always_inline int classify(struct __sk_buff *skb, struct pkt *p, int lp
 	} else {
 		ver = *(__u8 *)data >> 4;
 	}
-
-	if (ver == 4) {
-		struct iphdr *ip = data + off;
-		struct lpm4_key k;
-		struct lpm_val *v;
-		__u32 ihl;
-
-		if ((void *)(ip + 1) > end)
-			return -1;
-		k.prefixlen = 32;
-		k.addr = ip->daddr;
-		v = bpf_map_lookup_elem(&ocsh_prefix4, &k);
-		if (!v || !v->region)
-			return -1;
-		p->region = v->region;
-		if (lpm_only)
-			return 0;
-		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
-			k.addr = ip->saddr;
-			v = bpf_map_lookup_elem(&ocsh_prefix4, &k);
-			if (v && (v->flags & FLAG_CONTROL))
-				p->control = 1;
-		}
-		ihl = ip->ihl * 4;
-		p->hdr_len = ihl;
-		// Only the first fragment carries the transport header.
-		if (!(ip->frag_off & bpf_htons(0x1fff)) && ihl >= sizeof(*ip) && ihl <= 60)
-			transport((void *)ip + ihl, end, ip->protocol, p);
-		return 0;
-	}
-	if (ver == 6) {
-		struct ipv6hdr *ip = data + off;
-		struct lpm6_key k;
-		struct lpm_val *v;
-
-		if ((void *)(ip + 1) > end)
-			return -1;
-		k.prefixlen = 128;
-		__builtin_memcpy(k.addr, &ip->daddr, 16);
-		v = bpf_map_lookup_elem(&ocsh_prefix6, &k);
-		if (!v || !v->region)
-			return -1;
-		p->region = v->region;
-		if (lpm_only)
-			return 0;
-		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
-			__builtin_memcpy(k.addr, &ip->saddr, 16);
-			v = bpf_map_lookup_elem(&ocsh_prefix6, &k);
-			if (v && (v->flags & FLAG_CONTROL))
-				p->control = 1;
-		}
-		p->hdr_len = sizeof(*ip);
-		// Extension headers are not walked: a GSO packet's segments
-		// are then charged the base header only.
-		transport(ip + 1, end, ip->nexthdr, p);
-		return 0;
-	}
+	if (ver == 4)
+		return classify4(data + off, end, skb, p, lpm_only);
+	if (ver == 6)
+		return classify6(data + off, end, skb, p, lpm_only);
 	return -1;
 }
 

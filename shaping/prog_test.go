@@ -214,7 +214,7 @@ func TestProgClassification(t *testing.T) {
 				if netip.MustParseAddr(c.dst).Is6() {
 					src = "fd00:100::1"
 				}
-				before := f.counters()
+				start := f.counters()
 				ret, prio := f.run(pkt{src: src, dst: c.dst, size: 100}, uint64(i+1)*uint64(time.Second))
 				after := f.counters()
 				if ret != retNext {
@@ -224,7 +224,7 @@ func TestProgClassification(t *testing.T) {
 					t.Errorf("%s: priority %#x, want %#x", c.dst, prio, c.priority)
 				}
 				for region, a := range after {
-					want := before[region]
+					want := start[region]
 					if region == c.region {
 						want.PassedPackets++
 						want.PassedBytes += 100
@@ -327,7 +327,7 @@ func TestProgGSO(t *testing.T) {
 		t.Fatal("packet passed while the bucket is in debt")
 	}
 	if ret, _ := f.run(small, start+13_800_000); ret != retNext {
-		t.Fatal("packet dropped after the debt was repaid")
+		t.Fatal("packet dropped with the debt repaid")
 	}
 }
 
@@ -371,7 +371,7 @@ func TestProgLiveRateChange(t *testing.T) {
 		t.Fatalf("bucket of r-b changed by r-a's rate change: %+v -> %+v", stateB, after)
 	}
 	if ret, _ := f.run(pb, now); ret != retDrop {
-		t.Fatal("r-b's bucket was reset by the change")
+		t.Fatal("the change reset r-b's bucket")
 	}
 	if ids := attachedIDs(t, f); !slices.Equal(ids, progs) || len(ids) != 1 {
 		t.Fatalf("program replaced (%v -> %v) by a rate change", progs, ids)
@@ -416,7 +416,7 @@ func TestProgExcessBound(t *testing.T) {
 	if worst > int64(bound) {
 		t.Fatalf("admitted %d bytes beyond rate*T in one window, more than MaxExcessBytes %d", worst, bound)
 	}
-	// Burst plus queue, less at most one packet that no longer fit.
+	// Burst plus queue, less at most one packet that did not fit.
 	if tight := int64(BurstBytes(rate, 1500) + QueueBytes(rate, DefaultQueueDelay) - 1500); worst < tight {
 		t.Fatalf("worst excess %d bytes, want at least %d from a full bucket", worst, tight)
 	}

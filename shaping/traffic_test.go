@@ -75,14 +75,14 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 	time.Sleep(1 * time.Second)
 	b0, t0 := passed(), time.Now()
 	time.Sleep(1 * time.Second)
-	before := float64(passed()-b0) * 8 / time.Since(t0).Seconds()
+	old := float64(passed()-b0) * 8 / time.Since(t0).Seconds()
 	const newRate = 20 * Mbps
 	if err := s.Set(pathDesired(newRate, 0)); err != nil {
 		t.Fatal(err)
 	}
 	changed := time.Now()
 	time.Sleep(time.Second)
-	// The clock starts before the first read and stops after the last,
+	// The clock starts ahead of the first read and stops after the last,
 	// so the window is never shorter than the bytes counted in it.
 	t1 := time.Now()
 	b1 := passed()
@@ -95,10 +95,10 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 	}
 	slack := MaxExcessBytes(newRate, s.mtu, DefaultQueueDelay)
 	most := float64(newRate) + float64(slack)*8/window
-	t.Logf("IP rate before: %.1f Mbps at 100 Mbps; from %v after the change to 20 Mbps, over %.2f s: %.2f Mbps (bucket bound %.2f Mbps)",
-		before/1e6, t1.Sub(changed).Round(time.Millisecond), window, after/1e6, most/1e6)
-	if before < 80e6 {
-		t.Errorf("rate before the change %.1f Mbps, want near 100", before/1e6)
+	t.Logf("IP rate at 100 Mbps: %.1f Mbps; from %v after the change to 20 Mbps, over %.2f s: %.2f Mbps (bucket bound %.2f Mbps)",
+		old/1e6, t1.Sub(changed).Round(time.Millisecond), window, after/1e6, most/1e6)
+	if old < 80e6 {
+		t.Errorf("rate at 100 Mbps %.1f Mbps, want near 100", old/1e6)
 	}
 	if after > most || after < float64(newRate)*0.9 {
 		t.Errorf("rate from 1 s after the change %.2f Mbps, want 18-%.2f (20 Mbps plus the bucket's burst and queue over the window)", after/1e6, most/1e6)

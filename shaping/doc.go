@@ -6,9 +6,9 @@
 //   - tcx: the eBPF program at TCX egress (Linux 6.6 or later);
 //   - tc: the same program and maps as a direct-action cls_bpf filter on
 //     the egress of a clsact qdisc, for kernels without TCX (Debian 12's
-//     6.1): the same point of the transmit path, before the root qdisc;
+//     6.1): the same point of the transmit path, ahead of the root qdisc;
 //   - userspace: [TUN], in the userspace WireGuard helper, on every packet
-//     wireguard-go reads from its TUN before it encrypts it, with
+//     wireguard-go reads from its TUN while it is still unencrypted, with
 //     golang.org/x/time/rate buckets ([Limiter]) of the program's rate,
 //     burst and debt bound, the same classification and the same counters.
 //
@@ -27,8 +27,16 @@
 // and dropped per region, [Shaper.Close] keeps everything for the next
 // agent or removes it all, and [Remove] takes away what any kernel shaper
 // left. The userspace path has the same three calls on [Remote], the
-// agent's end of the helper's shaper socket (see remote.go for the
+// agent's end of the helper's shaper socket (socket.go holds the
 // protocol), served by [Server] over a [TUN].
+//
+// The files follow the concerns: the plain data (desired.go, rate.go,
+// options.go); the kernel shaper's lifecycle (shaper.go: New, Counters,
+// Close; load.go, adopt.go, attach.go, kernel.go, tcfilter.go, pins.go,
+// bpffs.go, clock.go, probe.go); what Set writes (buckets.go, prefixes.go,
+// htb.go); the balancer of several devices (balance.go, allocate.go); and
+// the userspace path (classify.go, limiter.go, tun.go, queue.go,
+// socket.go, server.go, remote.go).
 //
 // # Exemption: the gateways' own traffic, never a port
 //
@@ -40,24 +48,23 @@
 // 4784, 4789, 51820 or any other, TCP or UDP), and a tenant that puts a
 // gateway's address in its source is charged too, as a forwarded packet.
 // The userspace helper cannot see where a packet came from; there the
-// dataplane's guard drops forwarded packets with a gateway's source
-// before they reach the TUN. Exempt packets are counted as passed.
+// dataplane's guard drops forwarded packets with a gateway's source so
+// that they never reach the TUN. Exempt packets are counted as passed.
 // (WireGuard handshakes travel on the underlay, not through the tunnel
 // device, so no shaper sees them.)
-
+//
 // # The program (bpf/shaper.c)
 //
 // Per packet: parse IPv4 or IPv6 (behind an Ethernet header on Ethernet
 // devices such as veth, directly on L3 devices such as WireGuard; the
 // choice is a constant set at load time from the link type, so each device
 // gets its own copy of the program, all on the same maps), look the
-// destination up
-// in an LPM trie (one for IPv4, one for IPv6) that yields a region index.
-// No match, or a region without a bucket (the gateway's own region), and
-// the packet passes untouched. A region with rate 0 is counted and passes.
-// The gateways' own traffic (above) is counted and never charged: the
-// gateways' addresses are host entries in the same trie, flagged, so the
-// common case costs no extra lookup.
+// destination up in an LPM trie (one for IPv4, one for IPv6) that yields a
+// region index. No match, or a region without a bucket (the gateway's own
+// region), and the packet passes untouched. A region with rate 0 is
+// counted and passes. The gateways' own traffic (above) is counted and
+// never charged: the gateways' addresses are host entries in the same
+// trie, flagged, so the common case costs no extra lookup.
 //
 // A packet costs its IP bytes on the wire: for a GSO packet, the headers of
 // every segment are counted as a qdisc counts them. On an Ethernet device
@@ -80,15 +87,14 @@
 // and refunds are atomic adds; the right to credit a span of time goes to
 // the CPU whose compare-and-swap moves "last" over it, so each nanosecond
 // is credited exactly once whatever the number of CPUs. The credit added
-// is capped by the room seen just before, and any excess over burst left
-// by a race is subtracted again; adds commute, so a charge made in between
-// is never lost. A refused charge is refunded; in the instant between, a
-// packet on the other CPU may see too little credit: the error is always
-// toward dropping, never toward exceeding the rate.
+// is capped by the room the crediting CPU reads, and any excess over burst
+// left by a race is subtracted again; adds commute, so a charge made in
+// between is never lost. A refused charge is refunded; in the instant
+// between, a packet on the other CPU may see too little credit: the error
+// is always toward dropping, never toward exceeding the rate.
 // TestProgConcurrentCharges charges one bucket from two CPUs at once and
-// wants exactly burst/size packets through. bpf_spin_lock was measured at
-// 40 ns a packet on this VM (it saves and restores interrupts); the atomics
-// cost about 4 ns.
+// wants exactly burst/size packets through. The atomics stand in for a
+// bpf_spin_lock, which saves and restores interrupts around every charge.
 //
 // Live changes: configuration (rate, burst, queue, HTB class) sits in its
 // own array, written only by userspace; the running state (tokens, last)
@@ -106,40 +112,37 @@
 // a fresh flow can run ahead of its allocation to 10 ms worth of bytes. The
 // floor of one full packet keeps every packet size deliverable at any rate
 // (the largest MTU of the devices, when there are several).
-// At 1 Kbps (125 B/s) the bucket holds 1420-1500 bytes, so a default ping
+// At 1 Kbps (125 B/s) the bucket holds one full packet, so a default ping
 // (84 IP bytes a second, 672 bit/s) always finds credit, and a full-size
 // packet still passes about every 12 s.
 //
 // Clock: by default the bucket's clock is jiffies (bpf_jiffies64, which
 // the verifier inlines) times the tick length, which New measures at load
-// time against bpf_ktime_get_ns (both are CLOCK_MONOTONIC; HZ=250 here, a
-// 4 ms tick). Options.PreciseClock uses bpf_ktime_get_ns instead. Measured
-// through BPF_PROG_TEST_RUN on this VM, one shaped packet: 118 ns with
-// bpf_ktime_get_ns and bpf_spin_lock, 86 ns with the lock and a fixed
-// clock, 60 ns lock-free with bpf_ktime_get_coarse_ns, 45 ns lock-free
-// with jiffies; the parse-and-lookup-only program takes 37 ns. The credit
-// is exact either way (integer, from elapsed time); a coarse clock credits
-// in 4 ms steps, which the 10 ms burst and the ModeQueue debt absorb: all
-// TCP goodput figures here were measured with the jiffies clock. If the
-// clock type changes across a restart the pinned "last" is in another time
-// base; the program notices time going back by more than a second and
-// restarts the base. Tests drive the same code with a clock override (a
-// global the program reads instead of the clock when it is non-zero).
+// time against bpf_ktime_get_ns (both are CLOCK_MONOTONIC).
+// Options.PreciseClock uses bpf_ktime_get_ns instead, a helper call on
+// every packet. The credit is exact either way (integer, from elapsed
+// time); a coarse clock credits in steps of one tick, which the 10 ms burst
+// and the ModeQueue debt absorb. If the clock type changes across a
+// restart the state holds a time of the other clock; the program notices
+// time going back by more than a second and restarts the base. Tests drive
+// the same code with a clock override (a global the program reads instead
+// of the clock when it is non-zero).
 //
 // # TCP accuracy: why ModeQueue
 //
 // A drop policer makes TCP fall short because every drop cuts a window
-// that then has nothing to drain from. The program alone cannot delay a
-// packet (no fq on these hosts, so no EDT), so where queueing is needed the
-// program classifies: in ModeQueue it stamps every admitted packet of a
-// shaped region with skb->priority = one of the region's HTB classes (TCX
-// egress runs before the qdisc). Set installs a root HTB (handle ce0:,
-// default class 0, so unshaped traffic takes HTB's direct queue
-// unshaped) and per region a class ce0:<id> at the bucket's rate (raised
-// by (MTU+14)/MTU on Ethernet, where HTB also charges the link header)
-// with two leaves that may each use all of it: minor 0x1000+id for small
-// packets (<= 256 IP bytes, not GSO) at priority 0, and 0x2000+id for the
-// rest at priority 1.
+// that then has nothing to drain from, and a forwarding gateway receives
+// GSO packets of 10-64 KB, so one drop loses dozens of segments. The
+// program alone cannot delay a packet (no fq on these hosts, so no EDT), so
+// where queueing is needed the program classifies: in ModeQueue it stamps
+// every admitted packet of a shaped region with skb->priority = one of the
+// region's HTB classes (TCX egress runs ahead of the qdisc). Set installs a
+// root HTB (handle ce0:, default class 0, so unshaped traffic takes HTB's
+// direct queue unshaped) and per region a class ce0:<id> at the bucket's
+// rate (raised by (MTU+14)/MTU on Ethernet, where HTB also charges the
+// link header) with two leaves that may each use all of it: minor
+// 0x1000+id for small packets (<= 256 IP bytes, not GSO) at priority 0,
+// and 0x2000+id for the rest at priority 1.
 // The bucket's debt is the class's backlog: the program admits at most the
 // rate plus burst plus queue, the class turns the debt into delay, and the
 // program drops what goes beyond queue = rate * 100 ms. Small packets
@@ -148,72 +151,24 @@
 // program does the classification, the accounting, the drop decision and
 // the counters; HTB only spaces out what the program admitted.
 //
-// Measurements that decided it (iperf3 TCP through a forwarding
-// gateway namespace over veth, 5 s runs, goodput / allocation; the
-// ceiling is 1448/1500 = 0.965 of IP bytes with 1500-byte MTU and TCP
-// timestamps, slightly exceeded by the 10 ms burst at start):
+// The queue bound (DefaultQueueDelay) is what keeps TCP at its target: a
+// shorter one brings back part of the policer's shortfall, most of all
+// with several regions busy at once. TestTCPGoodput holds it to the
+// target; BenchmarkGoodput reports the goodput beside tc's shapers.
+// Goodput over IP bytes has a ceiling below 1: with a 1500-byte MTU and
+// TCP timestamps a segment carries 1448 bytes of payload. The tests and
+// benchmarks pin cubic, Linux's default congestion control, whatever the
+// host's default is (test/lab's IperfOptions says why).
 //
-//	10 Mbps, 1 flow, pure policer (ModePolice):    0.040
-//	10 Mbps, 1 flow, ModeQueue, queue = 20 ms:     0.688
-//	10 Mbps, 1 flow, ModeQueue, queue = 50 ms:     0.967
-//	10 Mbps, 1 flow, ModeQueue, queue = 100 ms:    0.967
-//	2 regions at once (30 + 60 Mbps), 50 ms:       0.83 / 0.85
-//	2 regions at once (30 + 60 Mbps), 100 ms:      0.967 / 0.967
-//
-// The policer fares so badly because a forwarding gateway receives GSO
-// packets of 10-64 KB: one drop loses dozens of segments. With 100 ms of
-// queue every case of the issue met 0.95-1.00. Those runs used the
-// host's default congestion control, which on this machine is BBR; the
-// tests and benchmarks now pin cubic, Linux's default (BBR's ProbeRTT
-// costs it 2 to 3% at 500 Mbps through the tunnel, see test/lab's
-// IperfOptions). A run of the whole suite with cubic (TestTCPGoodput,
-// 10 s each, Mbps goodput / allocation):
-//
-//	10 Mbps:  1 flow 0.9673, 4 flows 0.9653
-//	100 Mbps: 1 flow 0.9666, 4 flows 0.9666
-//	500 Mbps: 1 flow 0.9661, 4 flows 0.9663
-//	two regions at once, 30 and 60 Mbps: 0.9666 and 0.9667
-//	through opencen's wireguard-go tunnel (test/, 10 s): 0.9628 to
-//	0.9635 at 10, 100 and 500 Mbps, one flow or four
-//
-// And a run of BenchmarkGoodput with cubic (same 10 s cases; tc tbf and
-// htb at the same rate on the same path; tc charges the Ethernet header
-// on veth, so its ceiling is 1448/1514 = 0.956; htb-ip is htb at
-// rate*1514/1500, the like-for-like rate for full-size packets):
-//
-//	case          shaper   tbf     htb     htb-ip  police
-//	10Mbps/1      0.9675   0.9568  0.9565  0.9654  0.8384
-//	10Mbps/4      0.9653   0.9573  0.9565  0.9654  -
-//	100Mbps/1     0.9664   0.9571  0.9563  0.9653  0.5787
-//	100Mbps/4     0.9662   0.9572  0.9562  0.9653  -
-//	500Mbps/1     0.9663   0.9572  0.9547  0.9615  0.5437
-//	500Mbps/4     0.9663   0.9572  0.9542  0.9641  -
-//
-// (The pure policer's 0.84 at 10 Mbps is near the published 0.78; under
-// BBR, the earlier runs, it collapsed to 0.04 to 0.07.)
-//
-// p99 ping RTT toward the region while one cubic flow fills it
-// (BenchmarkLatencyUnderLoad): 70 us / 40 us / 90 us at 10 / 100 / 500
-// Mbps, against 1.64 s / 259 ms / 52.6 ms for htb, whose queue cubic
-// fills (under BBR: shaper 120 / 90 / 80 us, htb 94.7 / 11.5 / 5.1 ms).
-// Program cost (BenchmarkProgramCost, BPF_PROG_TEST_RUN): 60 ns and 61 ns
-// a packet with 1,000 and 100,000 prefixes, against 51 ns for the
-// lookup-only program (1.18x, 1.20x). TCP throughput through an unlimited
-// region with the program attached, against no program: one forwarded
-// flow runs at 26 to 31 Gbit/s and single pairs of runs range from 0.49
-// to 1.68, so BenchmarkUnlimitedOverhead judges the median of 9 pairs'
-// ratios: 0.962, 0.961 and 1.141 in three runs.
-// A rate lowered live from 100 to 20 Mbps under load measured 19.87 Mbps
-// from one second after Set (TestLiveRateChangeTraffic).
-//
-// HTB's leaf queue is a pfifo of the device's txqueuelen packets (500 on
-// a TUN, 1000 on veth): at 500 Mbps that is 11 to 24 ms, below the
-// program's 100 ms, so the FIFO would drop first (not in our counters).
-// Set therefore raises the device's txqueuelen to hold burst plus queue
-// in half-MTU packets (never lowering it, at most 100,000) and gives
-// existing leaves a fresh FIFO when it did.
+// HTB's leaf queue is a pfifo of the device's txqueuelen packets, which at
+// high rates holds less than the program's 100 ms, so the FIFO would drop
+// first (not in our counters). Set therefore raises the device's
+// txqueuelen to hold burst plus queue in half-MTU packets (never lowering
+// it, at most 100,000) and gives existing leaves a fresh FIFO when it did.
 // ModePolice needs no qdisc; it is kept for hosts whose qdisc belongs to
 // someone else and for the benchmark.
+//
+// # Several devices: the balancer
 //
 // Several devices (Options.Interfaces; a gateway has one, its WireGuard
 // device): every device gets the HTB and the region classes (the
@@ -221,27 +176,20 @@
 // the region's full rate. That does not double the allocation: the
 // programs of all devices charge one bucket per region, so what all the
 // devices are handed together is at most rate * t + burst + queue, however
-// it is split; an HTB can only delay what was admitted, never add to it.
-// But with the traffic split, neither HTB drains slower than it is fed,
-// so nothing queues: the bucket's debt has no backlog behind it and the
-// program acts as a 110 ms policer. Two TCP flows, one per device, at 40
-// Mbps measured 0.85-0.94 of the allocation that way, with 30% of the
-// packets dropped and 40 RTOs in 10 s. So a balancer (balance.go) gives
-// each device's bulk leaf a ceiling that is its share of the rate: every
-// 100 ms it reads what each bulk leaf sent and divides the rate max-min
-// fairly (a device held by its ceiling wants more, the others get what
-// they use plus a margin; an idle region goes back to full shares). The
-// shares of the busy devices add up to the rate, the debt is a real queue
-// again, and the same two flows (veth + wireguard-go, 10 s) measured
-// 0.962-0.974 in five runs, about 1% of the packets retransmitted. Other
-// cases, 8 s each: one flow alone on one of the two devices 0.95-0.96; a
-// flow joining a running one on the other device 0.48 of the rate over
-// its 6 s; beside a flow held to 20% by its sender, a greedy one on the
-// other device 0.75 (0.77 at most). The balancer moves only bulk ceilings
-// (small packets keep the full rate everywhere) and never decides
-// admission: the bucket does, so a share that is wrong for 100 ms costs
-// goodput, never the allocation. It runs only in ModeQueue with several
-// devices.
+// it is split; an HTB can only delay what the program admitted, never add
+// to it. But with the traffic split, neither HTB drains slower than it is
+// fed, so nothing queues: the bucket's debt has no backlog behind it and
+// the program acts as a policer of burst plus queue, with a policer's
+// shortfall and retransmissions. So a balancer (balance.go) gives each
+// device's bulk leaf a ceiling that is its share of the rate: every 100 ms
+// it reads what each bulk leaf sent and divides the rate max-min fairly
+// (allocate.go: a device held by its ceiling wants more, the others get
+// what they use plus a margin; an idle region goes back to full shares).
+// The shares of the busy devices add up to the rate, and the debt is a
+// real queue again. The balancer moves only bulk ceilings (small packets
+// keep the full rate everywhere) and never decides admission: the bucket
+// does, so a share that is wrong for 100 ms costs goodput, never the
+// allocation. It runs only in ModeQueue with several devices.
 //
 // # Lifecycle: found in the kernel, not in pins
 //
@@ -263,13 +211,13 @@
 // between restarts) is detached there first and then attached at the new
 // hook: a moment without the shaper, never one with two. A TCX link of an
 // agent that pinned its links is detached the same way. Then every other
-// program of ours in the namespace is detached: duplicates, devices no
-// longer listed (with their HTB qdisc). Maps of another layout
+// program of ours in the namespace is detached: duplicates, devices not
+// listed (with their HTB qdisc). Maps of another layout
 // (ebpf.ErrMapIncompatible) are left to their programs, which are
 // replaced: the buckets start afresh.
 //
 // Options.PinPath, where set, gets the maps and each device's program
-// pinned for inspection (bpftool), replacing whatever was pinned there; a
+// pinned for inspection (bpftool), replacing whatever is pinned there; a
 // bpffs is mounted on it when it is not on one. Close(false) closes file
 // descriptors only; the shaper keeps working (the balancer's shares stay
 // in the kernel until the next agent's first Set restores full shares and
@@ -293,35 +241,63 @@
 // has its own FIFO, so no region waits behind another's backlog, and small
 // packets (256 bytes or less) are not queued at all, as the kernel's
 // small-packet class serves them first: the queue is the bounded delay of
-// ModeQueue, not a policer, and TCP goodput holds 0.95-1.00 of the
-// allocation (TestUserspaceTunnel, and test/'s TestShapingModes).
-// TestProgMatchesRateModel drives the program (BPF_PROG_TEST_RUN, clock
-// override) and the Limiter with the same random schedules in both modes
-// at 1 Kbps, 2 Mbps and 100 Mbps and wants identical verdicts for all
-// 6,000 packets of each. With no region configured, Read costs one atomic
-// load: the helper wraps its TUN whatever the agent's path, and a gateway
-// shaping at tcx or tc empties it.
+// ModeQueue, not a policer. TestProgMatchesRateModel drives the program
+// (BPF_PROG_TEST_RUN, clock override) and the Limiter with the same random
+// schedules in both modes at 1 Kbps, 2 Mbps and 100 Mbps and wants
+// identical verdicts for every packet. With no region configured, Read
+// costs one atomic load: the helper wraps its TUN whatever the agent's
+// path, and a gateway shaping at tcx or tc empties it.
 //
 // The buckets live in the helper, which outlives the agent: the agent
 // sets them and reads their counters over the helper's shaper socket
-// (remote.go: SocketPath, one JSON exchange per connection, root only).
+// (socket.go: SocketPath, one JSON exchange per connection, root only).
 // [Remote] sends a desired state only when it changed, and again to a
 // helper that restarted (each answer names the helper's instance).
+//
+// # Benchmarks
+//
+// `make bench-shaping` runs this package's benchmarks once each (they need
+// root); `make bench` runs them with the other areas' and writes every
+// figure, beside its same-run baseline and its target, into BENCHMARKS.md
+// at the repository root. That report holds the figures; this doc holds
+// none, since they vary with the machine. What each benchmark measures:
+//
+//   - BenchmarkGoodput: iperf3 TCP goodput through a forwarding gateway
+//     over veth, as a share of the allocation, at 10, 100 and 500 Mbps
+//     with one and four flows, for the shaper (ModeQueue) beside tc tbf,
+//     htb, htb at the like-for-like rate for IP bytes (htb-ip), and the
+//     pure policer (ModePolice).
+//   - BenchmarkLatencyUnderLoad: p99 ping RTT toward a region while one
+//     TCP flow fills its allocation, the shaper beside htb at the same
+//     rate.
+//   - BenchmarkProgramCost: the program's cost per packet through
+//     BPF_PROG_TEST_RUN with 1,000 and 100,000 prefixes, beside
+//     ocsh_lpm_only, which parses and looks up the same way and does
+//     nothing else.
+//   - BenchmarkUnlimitedOverhead: TCP throughput through an unlimited
+//     region with the program attached, against no program.
+//   - BenchmarkModes: each path (tcx, tc, userspace) on one wireguard-go
+//     tunnel: goodput at 100 Mbps, p99 RTT under load beside the idle
+//     tunnel's, and throughput to an unlimited region with the path's
+//     shaper in place against without it.
 //
 // # Tests
 //
 // Tests marked privileged need root (as CI runs them) and skip with a
 // message otherwise; each makes its own namespaces named ocsh<random> and
 // removes them. Most traffic tests use a three-namespace path (source,
-// forwarding gateway, destination) over veth; TestWireGuardTunnel and
-// TestUserspaceTunnel shape a wireguard-go device (TUN) between two
-// gateway namespaces, by the program and by TUN. TestTwoDevicesSplitTraffic
-// sends one region's traffic out of a veth and a wireguard-go device of
-// one gateway (a flow on each) and wants the sum held to the rate;
-// TestProgSharedBucketTwoDevices charges one bucket through both programs
-// at once; TestLifecycle covers adoption from the kernel alone (pins and
-// their bpffs gone), a pinned TCX link, changes between tcx
-// and tc, a device dropped and cleanup. TestProgControlExempt and
+// forwarding gateway, destination) over veth; TestTCPGoodput wants goodput
+// within 0.95-1.00 of the allocation for every case BenchmarkGoodput
+// measures. TestWireGuardTunnel and TestUserspaceTunnel shape a
+// wireguard-go device (TUN) between two gateway namespaces, by the program
+// and by TUN. TestTwoDevicesSplitTraffic sends one region's traffic out of
+// a veth and a wireguard-go device of one gateway (a flow on each) and
+// wants the sum held to the rate; TestProgSharedBucketTwoDevices charges
+// one bucket through both programs at once; TestLiveRateChangeTraffic
+// lowers a rate under load and wants the new one in force within a
+// second; TestLifecycle covers adoption from the kernel alone (pins and
+// their bpffs gone), a pinned TCX link, changes between tcx and tc, a
+// device dropped and cleanup. TestProgControlExempt and
 // TestLimiterTenantPorts charge a tenant's TCP and UDP on the gateways'
 // ports; TestTUNQueues and TestRemote need no root.
 package shaping

@@ -121,7 +121,7 @@ func (n *testNS) run(cmd string) (string, error) {
 }
 
 // pinDir is a temporary directory for pins, unmounted at cleanup even if
-// the test fails before the shaper removes it.
+// the test fails and the shaper never removes it.
 func pinDir(t testing.TB) string {
 	dir := filepath.Join(t.TempDir(), "ocsh"+randSuffix())
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })

@@ -14,6 +14,12 @@ import (
 // as ours: cleanup deletes a root qdisc only when it carries it.
 const htbMajor = 0xce0
 
+// The HTB classes of a bucket index: the region's class (its rate) and
+// its two leaves, small packets (served first) and bulk.
+func classID(id uint32) uint32      { return netlink.MakeHandle(htbMajor, uint16(id)) }
+func smallClassID(id uint32) uint32 { return netlink.MakeHandle(htbMajor, uint16(0x1000|id)) }
+func bulkClassID(id uint32) uint32  { return netlink.MakeHandle(htbMajor, uint16(0x2000|id)) }
+
 // directQlen bounds the direct queue that carries unshaped traffic
 // (HTB's default class 0 sends it straight to the device).
 const directQlen = 1000
@@ -37,6 +43,8 @@ func (s *Shaper) setClasses(cfgs map[uint32]bpfBucketCfg) error {
 	return errors.Join(errs...)
 }
 
+// setDeviceClasses gives device i the classes of cfgs and nothing else of
+// ours: its HTB root when any region is shaped, none when none is.
 func (s *Shaper) setDeviceClasses(i int, d *egress, cfgs map[uint32]bpfBucketCfg) error {
 	want := map[uint32]*netlink.HtbClass{}
 	for id, c := range cfgs {
@@ -57,60 +65,18 @@ func (s *Shaper) setDeviceClasses(i int, d *egress, cfgs map[uint32]bpfBucketCfg
 	if err != nil {
 		errs = append(errs, err)
 	}
-	have := map[uint32]*netlink.HtbClass{}
-	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: d.index}}
-	classes, err := s.nl.ClassList(lk, 0)
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("list htb classes: %w", err)
+	classes, err := s.ourClasses(d.index)
+	if err != nil {
+		return err
 	}
+	have := map[uint32]*netlink.HtbClass{}
 	for _, c := range classes {
-		// Ours are the ones numbered under our qdisc's major.
-		if h, ok := c.(*netlink.HtbClass); ok && h.Handle>>16 == htbMajor {
+		if h, ok := c.(*netlink.HtbClass); ok {
 			have[h.Handle] = h
 		}
 	}
-	// Parents (minor < 0x1000) before their leaves.
-	down := map[uint32]bool{} // regions whose rate goes down, by bucket index
-	for _, h := range sortedHandles(want, false) {
-		c := want[h]
-		if old, ok := have[h]; ok {
-			if old.Rate == c.Rate && old.Ceil == c.Ceil && old.Buffer == c.Buffer && old.Cbuffer == c.Cbuffer && old.Prio == c.Prio {
-				if raised && h&0xffff >= 0x1000 {
-					// An unchanged leaf keeps the FIFO limit it was
-					// created with: a fresh FIFO takes the device's new
-					// queue length.
-					if err := s.flushLeaf(d, h); err != nil {
-						errs = append(errs, err)
-					}
-				}
-				continue
-			}
-			if err := s.nl.ClassChange(c); err != nil {
-				errs = append(errs, fmt.Errorf("change htb class %x: %w", h, err))
-				continue
-			}
-			minor := h & 0xffff
-			if minor < 0x1000 && c.Rate < old.Rate {
-				down[minor] = true
-			}
-			if minor >= 0x1000 && (down[minor&0xfff] || raised) {
-				// A leaf keeps what it queued at the old rate and would
-				// drain it at the new one: from 20 Mbps to 1 Kbps, 100 ms of
-				// backlog takes half an hour. Drop that backlog instead.
-				// (Not when only the balancer's share moved: that backlog
-				// is the region's debt, still due at the region's rate.)
-				// A raised queue length also needs a fresh FIFO.
-				if err := s.flushLeaf(d, h); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			continue
-		}
-		if err := s.nl.ClassAdd(c); err != nil {
-			errs = append(errs, fmt.Errorf("add htb class %x: %w", h, err))
-		}
-	}
-	// Leaves before their parents.
+	errs = append(errs, s.updateClasses(d, want, have, raised)...)
+	// Leaves first, then their parents.
 	for _, h := range sortedHandles(have, true) {
 		if _, ok := want[h]; ok {
 			continue
@@ -125,6 +91,89 @@ func (s *Shaper) setDeviceClasses(i int, d *egress, cfgs map[uint32]bpfBucketCfg
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// updateClasses adds the classes of want that d lacks and changes those
+// that differ from have, parents (minor < 0x1000) first, then their
+// leaves. With raised (the device's queue length went up) every leaf gets
+// a fresh FIFO.
+func (s *Shaper) updateClasses(d *egress, want, have map[uint32]*netlink.HtbClass, raised bool) []error {
+	var errs []error
+	down := map[uint32]bool{} // regions whose rate goes down, by bucket index
+	for _, h := range sortedHandles(want, false) {
+		c, old := want[h], have[h]
+		var err error
+		switch {
+		case old == nil:
+			if err = s.nl.ClassAdd(c); err != nil {
+				err = fmt.Errorf("add htb class %x: %w", h, err)
+			}
+		case sameClass(old, c):
+			if raised && h&0xffff >= 0x1000 {
+				// An unchanged leaf keeps the FIFO limit of its
+				// creation: a fresh FIFO takes the device's new queue
+				// length.
+				err = s.flushLeaf(d, h)
+			}
+		default:
+			err = s.changeClass(d, old, c, raised, down)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// sameClass reports whether a class has what c asks for.
+func sameClass(old, c *netlink.HtbClass) bool {
+	return old.Rate == c.Rate && old.Ceil == c.Ceil && old.Buffer == c.Buffer && old.Cbuffer == c.Cbuffer && old.Prio == c.Prio
+}
+
+// changeClass changes old into c. A region's class whose rate goes down is
+// recorded in down, so that its leaves (which come after it) drop their
+// backlog.
+func (s *Shaper) changeClass(d *egress, old, c *netlink.HtbClass, raised bool, down map[uint32]bool) error {
+	h := c.Handle
+	if err := s.nl.ClassChange(c); err != nil {
+		return fmt.Errorf("change htb class %x: %w", h, err)
+	}
+	minor := h & 0xffff
+	if minor < 0x1000 && c.Rate < old.Rate {
+		down[minor] = true
+	}
+	if minor >= 0x1000 && (down[minor&0xfff] || raised) {
+		// A leaf keeps what it queued at the old rate and would
+		// drain it at the new one: from 20 Mbps to 1 Kbps, 100 ms of
+		// backlog takes half an hour. Drop that backlog instead.
+		// (Not when only the balancer's share moved: that backlog
+		// is the region's debt, still due at the region's rate.)
+		// A raised queue length also needs a fresh FIFO.
+		return s.flushLeaf(d, h)
+	}
+	return nil
+}
+
+// ourClasses lists the classes of ours on device ifindex: those numbered
+// under our qdisc's major. A device without classes has none.
+func (k *kernel) ourClasses(ifindex int) ([]netlink.Class, error) {
+	classes, err := k.nl.ClassList(linkAt(ifindex), 0)
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("list htb classes: %w", err)
+	}
+	var out []netlink.Class
+	for _, c := range classes {
+		if c.Attrs().Handle>>16 == htbMajor {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// linkAt names device ifindex to the netlink calls that need only its
+// index.
+func linkAt(ifindex int) netlink.Link {
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
 }
 
 // maxQueueLen bounds the device queue length the shaper asks for.
@@ -231,9 +280,9 @@ func (d *egress) htbClasses(id uint32, c bpfBucketCfg, share float64) []*netlink
 	}
 }
 
+// rootQdisc is the root qdisc of device ifindex; nil when it has none.
 func (k *kernel) rootQdisc(ifindex int) (netlink.Qdisc, error) {
-	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
-	qs, err := k.nl.QdiscList(lk)
+	qs, err := k.nl.QdiscList(linkAt(ifindex))
 	if err != nil {
 		return nil, fmt.Errorf("list qdiscs: %w", err)
 	}
@@ -245,6 +294,7 @@ func (k *kernel) rootQdisc(ifindex int) (netlink.Qdisc, error) {
 	return nil, nil
 }
 
+// ensureQdisc makes our HTB the root qdisc of d.
 func (s *Shaper) ensureQdisc(d *egress) error {
 	q, err := s.rootQdisc(d.index)
 	if err != nil {
@@ -254,7 +304,7 @@ func (s *Shaper) ensureQdisc(d *egress) error {
 		return nil
 	}
 	if q != nil && q.Type() != "noqueue" {
-		s.log.Warn("replacing the root qdisc of the device with the shaper's htb", "interface", d.name, "was", q.Type())
+		s.log.Warn("replacing the root qdisc of the device with the shaper's htb", "interface", d.name, "qdisc", q.Type())
 	}
 	qlen := uint32(directQlen)
 	htb := netlink.NewHtb(netlink.QdiscAttrs{

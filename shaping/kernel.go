@@ -18,14 +18,6 @@ import (
 // be ours, whoever attached it.
 const progName = "ocsh_shape"
 
-// The tc filter of PathTC: a direct-action cls_bpf filter on the egress
-// of the device's clsact qdisc, at this priority and handle.
-const (
-	tcPriority = 0xce0
-	tcHandle   = 0xce0
-	tcName     = "opencen-shaper"
-)
-
 // kernel is the kernel state of one network namespace that the shaper
 // works on: netlink for links, qdiscs and filters; the namespace itself
 // for the BPF calls that name a device by ifindex (TCX attach, detach,
@@ -249,6 +241,24 @@ func (k *kernel) removeAll() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Remove takes away every trace of a kernel shaper in the calling thread's
+// network namespace: each program of ours at TCX or tc egress on any
+// device, the HTB qdiscs of ours, clsact qdiscs it leaves empty, and the
+// pins under pinPath (empty: none). It is for a gateway that shapes in
+// userspace, or that cleans up without having started a Shaper; what is
+// already gone is success.
+func Remove(pinPath string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	k, err := openKernel(log)
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	return errors.Join(k.removeAll(), removePins(pinPath, log))
 }
 
 // listRetry retries a netlink dump that a concurrent change interrupted.

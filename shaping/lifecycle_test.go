@@ -89,7 +89,7 @@ func (c *lifecycle) kept(step string, s *Shaper, last bool) {
 		c.t.Fatal(err)
 	}
 	if got, _ := s.Counters(); got["r-a"] != c.charged {
-		c.t.Fatalf("%s: counters %+v, want %+v: the buckets were not adopted", step, got["r-a"], c.charged)
+		c.t.Fatalf("%s: counters %+v, want %+v: the buckets are not the adopted ones", step, got["r-a"], c.charged)
 	}
 	if !last {
 		if err := s.Close(false); err != nil {
@@ -154,11 +154,11 @@ func TestLifecycle(t *testing.T) {
 	if err := unix.Unmount(c.dir, unix.MNT_DETACH); err != nil {
 		t.Fatal(err)
 	}
-	before := egressProgs(t, c.ns, eth, PathTC)
+	running := egressProgs(t, c.ns, eth, PathTC)
 	c.kept("tc after the pins are gone", c.open(PathTC, both...), false)
 	c.want("tc after the pins are gone", both, 0, 1)
-	if after := egressProgs(t, c.ns, eth, PathTC); after[0] == before[0] {
-		t.Fatal("the running program was not replaced by the new agent's")
+	if after := egressProgs(t, c.ns, eth, PathTC); after[0] == running[0] {
+		t.Fatal("the new agent's program did not replace the running one")
 	}
 
 	c.kept("tc to tcx", c.open(PathTCX, both...), false)

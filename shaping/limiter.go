@@ -1,12 +1,10 @@
 package shaping
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/netip"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,26 +20,29 @@ import (
 // userspace WireGuard device reads from its TUN, and applies the delay it
 // returns. It is safe for concurrent use.
 type Limiter struct {
+	// Fixed by NewLimiter.
 	mode  Mode
-	delay time.Duration
+	delay time.Duration // the queue bound of ModeQueue
 	log   *slog.Logger
+
 	// idle is set while no region is counted: Admit has nothing to do,
 	// and TUN skips it without taking the lock.
 	idle atomic.Bool
 
-	mu       sync.Mutex // guards the fields below
-	mtu      int
-	table    prefixTable
-	control  map[netip.Addr]bool
-	buckets  map[string]*bucket
-	counters map[string]*Counters
+	mu      sync.Mutex          // guards the fields below
+	mtu     int                 // the burst floor
+	table   prefixTable         // destination prefix -> region
+	control map[netip.Addr]bool // the gateways' addresses
+	buckets map[string]*bucket  // one for each region with a rate entry
 }
 
+// bucket is one region's: its limiter and its counters.
 type bucket struct {
-	rate  Rate
-	burst int
-	lim   *rate.Limiter // events are bytes
-	queue float64       // bytes of debt allowed
+	rate     Rate
+	burst    int
+	lim      *rate.Limiter // events are bytes; nil for an unlimited region
+	queue    float64       // bytes of debt allowed
+	counters Counters
 }
 
 // LimiterOptions configure a Limiter.
@@ -69,7 +70,7 @@ func NewLimiter(opts LimiterOptions) (*Limiter, error) {
 	}
 	l := &Limiter{
 		mode: o.Mode, delay: o.QueueDelay, mtu: opts.MTU, log: o.Logger,
-		control: map[netip.Addr]bool{}, buckets: map[string]*bucket{}, counters: map[string]*Counters{},
+		control: map[netip.Addr]bool{}, buckets: map[string]*bucket{},
 	}
 	l.idle.Store(true)
 	return l, nil
@@ -105,45 +106,47 @@ func (l *Limiter) Set(d Desired) error {
 			b = &bucket{}
 			l.buckets[name] = b
 		}
-		if l.counters[name] == nil {
-			l.counters[name] = &Counters{}
-		}
-		burst := int(min(BurstBytes(r, l.mtu), math.MaxInt32))
-		if b.rate == r && (r == 0 || b.lim != nil && b.burst == burst) {
-			continue
-		}
-		down := r < b.rate
-		b.rate, b.burst = r, burst
-		if r == 0 {
-			b.lim = nil
-			continue
-		}
-		limit := rate.Limit(float64(r) / 8)
-		b.queue = 0
+		queue := 0.0
 		if l.mode == ModeQueue {
-			b.queue = float64(QueueBytes(r, l.delay))
+			queue = float64(QueueBytes(r, l.delay))
 		}
-		if b.lim == nil {
-			b.lim = rate.NewLimiter(limit, burst)
-			continue
-		}
-		b.lim.SetLimitAt(now, limit)
-		b.lim.SetBurstAt(now, burst)
-		if down && b.lim.TokensAt(now) < -b.queue {
-			// As the program does: the debt run up at the old rate is cut
-			// to the new bound, or a region lowered from 20 Mbps to 1 Kbps
-			// would pay 100 ms of 20 Mbps back for half an hour.
-			b.lim = limiterAt(limit, burst, now, -b.queue)
-		}
+		b.set(r, int(min(BurstBytes(r, l.mtu), math.MaxInt32)), queue, now)
 	}
 	for name := range l.buckets {
 		if _, ok := d.Regions[name]; !ok {
 			delete(l.buckets, name)
-			delete(l.counters, name)
 		}
 	}
 	l.idle.Store(len(l.buckets) == 0)
 	return nil
+}
+
+// set gives b rate r, burst and queue at now; an unchanged rate and burst
+// leave it as it is.
+func (b *bucket) set(r Rate, burst int, queue float64, now time.Time) {
+	if b.rate == r && (r == 0 || b.lim != nil && b.burst == burst) {
+		return
+	}
+	down := r < b.rate
+	b.rate, b.burst = r, burst
+	if r == 0 {
+		b.lim = nil
+		return
+	}
+	limit := rate.Limit(float64(r) / 8)
+	b.queue = queue
+	if b.lim == nil {
+		b.lim = rate.NewLimiter(limit, burst)
+		return
+	}
+	b.lim.SetLimitAt(now, limit)
+	b.lim.SetBurstAt(now, burst)
+	if down && b.lim.TokensAt(now) < -b.queue {
+		// As the program does: the debt run up at the old rate is cut
+		// to the new bound, or a region lowered from 20 Mbps to 1 Kbps
+		// would pay 100 ms of 20 Mbps back for half an hour.
+		b.lim = limiterAt(limit, burst, now, -b.queue)
+	}
 }
 
 // limiterAt is a limiter whose bucket holds tokens (at most burst,
@@ -186,7 +189,7 @@ func (l *Limiter) admit(packet []byte, now time.Time) (region string, delay time
 	if b == nil {
 		return "", 0, true
 	}
-	c := l.counters[region]
+	c := &b.counters
 	size := len(packet)
 	if l.control[src] && l.control[dst] || b.lim == nil {
 		c.PassedBytes += uint64(size)
@@ -215,79 +218,9 @@ func (l *Limiter) admit(packet []byte, now time.Time) (region string, delay time
 func (l *Limiter) Counters() (map[string]Counters, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string]Counters, len(l.counters))
-	for n, c := range l.counters {
-		out[n] = *c
+	out := make(map[string]Counters, len(l.buckets))
+	for n, b := range l.buckets {
+		out[n] = b.counters
 	}
 	return out, nil
-}
-
-var errNotIP = errors.New("not an ip packet")
-
-// parseIP reads what classification needs: the source and destination
-// addresses of an IPv4 or IPv6 packet.
-func parseIP(p []byte) (src, dst netip.Addr, err error) {
-	if len(p) < 1 {
-		return src, dst, errNotIP
-	}
-	switch p[0] >> 4 {
-	case 4:
-		if len(p) < 20 {
-			return src, dst, errNotIP
-		}
-		return netip.AddrFrom4([4]byte(p[12:16])), netip.AddrFrom4([4]byte(p[16:20])), nil
-	case 6:
-		if len(p) < 40 {
-			return src, dst, errNotIP
-		}
-		return netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40])), nil
-	}
-	return src, dst, errNotIP
-}
-
-// prefixTable is a longest-prefix-match table: one map per prefix length
-// in use, searched from the longest.
-type prefixTable struct {
-	lens4, lens6 []int
-	byLen        map[int]map[netip.Prefix]string
-}
-
-func newPrefixTable(m map[netip.Prefix]string) prefixTable {
-	t := prefixTable{byLen: map[int]map[netip.Prefix]string{}}
-	seen4, seen6 := map[int]bool{}, map[int]bool{}
-	for p, r := range m {
-		key := p.Bits()
-		if p.Addr().Is6() {
-			key += 1000
-			if !seen6[p.Bits()] {
-				seen6[p.Bits()] = true
-				t.lens6 = append(t.lens6, p.Bits())
-			}
-		} else if !seen4[p.Bits()] {
-			seen4[p.Bits()] = true
-			t.lens4 = append(t.lens4, p.Bits())
-		}
-		if t.byLen[key] == nil {
-			t.byLen[key] = map[netip.Prefix]string{}
-		}
-		t.byLen[key][p] = r
-	}
-	sort.Sort(sort.Reverse(sort.IntSlice(t.lens4)))
-	sort.Sort(sort.Reverse(sort.IntSlice(t.lens6)))
-	return t
-}
-
-func (t prefixTable) lookup(a netip.Addr) (string, bool) {
-	a = a.Unmap()
-	lens, off := t.lens4, 0
-	if a.Is6() {
-		lens, off = t.lens6, 1000
-	}
-	for _, n := range lens {
-		p, _ := a.Prefix(n)
-		if r, ok := t.byLen[n+off][p]; ok {
-			return r, true
-		}
-	}
-	return "", false
 }

@@ -114,7 +114,7 @@ func TestProgSharedBucketTwoDevices(t *testing.T) {
 		}
 	}
 	if c, _ := s.Counters(); c["r-a"] != (Counters{}) {
-		t.Fatalf("a frame of the other device's type was classified: %+v", c["r-a"])
+		t.Fatalf("a frame of the other device's type is classified: %+v", c["r-a"])
 	}
 
 	const perDevice = 500000
@@ -240,7 +240,7 @@ func (p *splitPath) run(t *testing.T, s *Shaper, secs int) splitResult {
 		}
 		return n
 	}
-	// The path is up before traffic is measured; the WireGuard leg's
+	// The path is up ahead of the measurement; the WireGuard leg's
 	// first packets wait for a handshake, which a loaded machine may take
 	// seconds to complete.
 	for _, addr := range []string{"10.221.0.1", "10.221.0.2"} {
@@ -257,7 +257,7 @@ func (p *splitPath) run(t *testing.T, s *Shaper, secs int) splitResult {
 	}
 	iperfServer(t, p.dst, 5201)
 	iperfServer(t, p.dst, 5202)
-	before, _ := s.Counters()
+	start, _ := s.Counters()
 	tx0 := [2]uint64{txBytes(p.devs[0]), txBytes(p.devs[1])}
 	var r splitResult
 	var wg sync.WaitGroup
@@ -274,8 +274,8 @@ func (p *splitPath) run(t *testing.T, s *Shaper, secs int) splitResult {
 	for i := range r.tx {
 		r.tx[i] = txBytes(p.devs[i]) - tx0[i]
 	}
-	r.passed = after["r-a"].PassedBytes - before["r-a"].PassedBytes
-	r.dropped = after["r-a"].DroppedBytes - before["r-a"].DroppedBytes
+	r.passed = after["r-a"].PassedBytes - start["r-a"].PassedBytes
+	r.dropped = after["r-a"].DroppedBytes - start["r-a"].DroppedBytes
 	return r
 }
 

@@ -23,7 +23,7 @@ func (s *Shaper) setPrefixes(d Desired) []error {
 		}
 	}
 	for p, name := range d.Prefixes {
-		put(p, bpfLpmVal{Region: s.ids[name]})
+		put(p, bpfLpmVal{Region: s.mirror.ids[name]})
 	}
 	// Gateways' tunnel addresses are host entries flagged as control,
 	// carrying the region of the prefix that covers them.
@@ -32,12 +32,12 @@ func (s *Shaper) setPrefixes(d Desired) []error {
 		a = a.Unmap()
 		v := bpfLpmVal{Flags: lpmFlagControl}
 		if name, ok := table.lookup(a); ok {
-			v.Region = s.ids[name]
+			v.Region = s.mirror.ids[name]
 		}
 		put(netip.PrefixFrom(a, a.BitLen()), v)
 	}
-	errs = append(errs, syncMap(s.objs.OcshPrefix4, want4, &s.lpm4, "ipv4 prefix")...)
-	errs = append(errs, syncMap(s.objs.OcshPrefix6, want6, &s.lpm6, "ipv6 prefix")...)
+	errs = append(errs, syncMap(s.objs.OcshPrefix4, want4, &s.mirror.lpm4, "ipv4 prefix")...)
+	errs = append(errs, syncMap(s.objs.OcshPrefix6, want6, &s.mirror.lpm6, "ipv6 prefix")...)
 	return errs
 }
 

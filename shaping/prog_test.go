@@ -189,7 +189,7 @@ func TestProgClassification(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, l3, ModeQueue)
 			f.set(classifyDesired())
-			ida, idb := f.s.ids["r-a"], f.s.ids["r-b"]
+			ida, idb := f.s.mirror.ids["r-a"], f.s.mirror.ids["r-b"]
 			cases := []struct {
 				dst      string
 				region   string // "" = untouched, not counted
@@ -214,7 +214,7 @@ func TestProgClassification(t *testing.T) {
 				if netip.MustParseAddr(c.dst).Is6() {
 					src = "fd00:100::1"
 				}
-				before := f.counters()
+				start := f.counters()
 				ret, prio := f.run(pkt{src: src, dst: c.dst, size: 100}, uint64(i+1)*uint64(time.Second))
 				after := f.counters()
 				if ret != retNext {
@@ -224,7 +224,7 @@ func TestProgClassification(t *testing.T) {
 					t.Errorf("%s: priority %#x, want %#x", c.dst, prio, c.priority)
 				}
 				for region, a := range after {
-					want := before[region]
+					want := start[region]
 					if region == c.region {
 						want.PassedPackets++
 						want.PassedBytes += 100
@@ -327,7 +327,7 @@ func TestProgGSO(t *testing.T) {
 		t.Fatal("packet passed while the bucket is in debt")
 	}
 	if ret, _ := f.run(small, start+13_800_000); ret != retNext {
-		t.Fatal("packet dropped after the debt was repaid")
+		t.Fatal("packet dropped with the debt repaid")
 	}
 }
 
@@ -348,7 +348,7 @@ func TestProgLiveRateChange(t *testing.T) {
 	f.run(pa, now) // a: 1500 -> 0
 	f.run(pb, now) // b: 1500 -> 500
 	var stateB bpfBucketState
-	if err := f.s.objs.OcshState.Lookup(f.s.ids["r-b"], &stateB); err != nil {
+	if err := f.s.objs.OcshState.Lookup(f.s.mirror.ids["r-b"], &stateB); err != nil {
 		t.Fatal(err)
 	}
 	progs := attachedIDs(t, f)
@@ -364,14 +364,14 @@ func TestProgLiveRateChange(t *testing.T) {
 		t.Fatal("new rate not in effect")
 	}
 	var after bpfBucketState
-	if err := f.s.objs.OcshState.Lookup(f.s.ids["r-b"], &after); err != nil {
+	if err := f.s.objs.OcshState.Lookup(f.s.mirror.ids["r-b"], &after); err != nil {
 		t.Fatal(err)
 	}
 	if after != stateB {
 		t.Fatalf("bucket of r-b changed by r-a's rate change: %+v -> %+v", stateB, after)
 	}
 	if ret, _ := f.run(pb, now); ret != retDrop {
-		t.Fatal("r-b's bucket was reset by the change")
+		t.Fatal("the change reset r-b's bucket")
 	}
 	if ids := attachedIDs(t, f); !slices.Equal(ids, progs) || len(ids) != 1 {
 		t.Fatalf("program replaced (%v -> %v) by a rate change", progs, ids)
@@ -416,7 +416,7 @@ func TestProgExcessBound(t *testing.T) {
 	if worst > int64(bound) {
 		t.Fatalf("admitted %d bytes beyond rate*T in one window, more than MaxExcessBytes %d", worst, bound)
 	}
-	// Burst plus queue, less at most one packet that no longer fit.
+	// Burst plus queue, less at most one packet that did not fit.
 	if tight := int64(BurstBytes(rate, 1500) + QueueBytes(rate, DefaultQueueDelay) - 1500); worst < tight {
 		t.Fatalf("worst excess %d bytes, want at least %d from a full bucket", worst, tight)
 	}
@@ -528,7 +528,7 @@ func TestSetRateBounds(t *testing.T) {
 	pfx := map[netip.Prefix]string{mustPrefix("10.0.0.0/8"): "r-a"}
 	f.set(Desired{Regions: map[string]Rate{"r-a": MaxRate}, Prefixes: pfx})
 	var got bpfBucketCfg
-	if err := f.s.objs.OcshCfg.Lookup(f.s.ids["r-a"], &got); err != nil {
+	if err := f.s.objs.OcshCfg.Lookup(f.s.mirror.ids["r-a"], &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.Rate != uint64(MaxRate) || got.Burst+got.Queue > maxCreditBytes*unitsPerByte {
@@ -568,7 +568,7 @@ func TestProgRateDecreaseDropsOldDebt(t *testing.T) {
 func TestProgForgetsStaleClass(t *testing.T) {
 	f := newFixture(t, true, ModeQueue)
 	f.set(classifyDesired())
-	stale := bulkClassID(f.s.ids["r-a"])
+	stale := bulkClassID(f.s.mirror.ids["r-a"])
 	for _, c := range []struct {
 		what     string
 		dst      string
@@ -578,7 +578,7 @@ func TestProgForgetsStaleClass(t *testing.T) {
 		{"home region, our class", "10.1.2.3", stale, 0},
 		{"unlimited region, our class", "10.9.0.1", stale, 0},
 		{"not CEN traffic, someone else's priority", "192.168.0.1", 0x10002, 0x10002},
-		{"shaped region, our stale class replaced", "10.5.5.5", smallClassID(f.s.ids["r-b"]), smallClassID(f.s.ids["r-a"])},
+		{"shaped region, our stale class replaced", "10.5.5.5", smallClassID(f.s.mirror.ids["r-b"]), smallClassID(f.s.mirror.ids["r-a"])},
 	} {
 		var in skbCtx
 		in[ctxPriority] = c.in

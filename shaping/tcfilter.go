@@ -10,10 +10,17 @@ import (
 )
 
 // PathTC: the program runs as a direct-action cls_bpf filter on the egress
-// of a clsact qdisc, where kernels without TCX (before 6.6) run tc
-// programs. It runs at the same point of the transmit path as TCX, before
-// the root qdisc, so its skb->priority picks the HTB class the same way.
+// of a clsact qdisc, where kernels without TCX (older than 6.6) run tc
+// programs. It runs at the same point of the transmit path as TCX, ahead
+// of the root qdisc, so its skb->priority picks the HTB class the same way.
+// The filter of ours has this priority, handle and name.
+const (
+	tcPriority = 0xce0
+	tcHandle   = 0xce0
+	tcName     = "opencen-shaper"
+)
 
+// clsact is the clsact qdisc of device ifindex.
 func clsact(ifindex int) *netlink.GenericQdisc {
 	return &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
@@ -60,7 +67,7 @@ func (k *kernel) setFilter(ifindex int, prog *ebpf.Program, old *netlink.BpfFilt
 // on either of its hooks: the shaper made it, and an empty clsact does
 // nothing. One that still holds someone's filter stays.
 func (k *kernel) dropIdleClsact(ifindex int) error {
-	lk := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
+	lk := linkAt(ifindex)
 	for _, parent := range []uint32{netlink.HANDLE_MIN_EGRESS, netlink.HANDLE_MIN_INGRESS} {
 		fs, err := listRetry(func() ([]netlink.Filter, error) { return k.nl.FilterList(lk, parent) })
 		if err != nil {

@@ -75,14 +75,14 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 	time.Sleep(1 * time.Second)
 	b0, t0 := passed(), time.Now()
 	time.Sleep(1 * time.Second)
-	before := float64(passed()-b0) * 8 / time.Since(t0).Seconds()
+	old := float64(passed()-b0) * 8 / time.Since(t0).Seconds()
 	const newRate = 20 * Mbps
 	if err := s.Set(pathDesired(newRate, 0)); err != nil {
 		t.Fatal(err)
 	}
 	changed := time.Now()
 	time.Sleep(time.Second)
-	// The clock starts before the first read and stops after the last,
+	// The clock starts ahead of the first read and stops after the last,
 	// so the window is never shorter than the bytes counted in it.
 	t1 := time.Now()
 	b1 := passed()
@@ -95,10 +95,10 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 	}
 	slack := MaxExcessBytes(newRate, s.mtu, DefaultQueueDelay)
 	most := float64(newRate) + float64(slack)*8/window
-	t.Logf("IP rate before: %.1f Mbps at 100 Mbps; from %v after the change to 20 Mbps, over %.2f s: %.2f Mbps (bucket bound %.2f Mbps)",
-		before/1e6, t1.Sub(changed).Round(time.Millisecond), window, after/1e6, most/1e6)
-	if before < 80e6 {
-		t.Errorf("rate before the change %.1f Mbps, want near 100", before/1e6)
+	t.Logf("IP rate at 100 Mbps: %.1f Mbps; from %v after the change to 20 Mbps, over %.2f s: %.2f Mbps (bucket bound %.2f Mbps)",
+		old/1e6, t1.Sub(changed).Round(time.Millisecond), window, after/1e6, most/1e6)
+	if old < 80e6 {
+		t.Errorf("rate at 100 Mbps %.1f Mbps, want near 100", old/1e6)
 	}
 	if after > most || after < float64(newRate)*0.9 {
 		t.Errorf("rate from 1 s after the change %.2f Mbps, want 18-%.2f (20 Mbps plus the bucket's burst and queue over the window)", after/1e6, most/1e6)
@@ -155,7 +155,7 @@ func TestRestartAdopts(t *testing.T) {
 	if out, err := p.src.run("ping -c 2 -i 0.2 -W 2 10.201.0.1"); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
-	id := s1.ids["r-a"]
+	id := s1.mirror.ids["r-a"]
 	var st1 bpfBucketState
 	if err := s1.objs.OcshState.Lookup(id, &st1); err != nil {
 		t.Fatal(err)
@@ -178,8 +178,8 @@ func TestRestartAdopts(t *testing.T) {
 	if n := attached(); n != 1 {
 		t.Fatalf("%d programs attached after restart, want 1", n)
 	}
-	if s2.ids["r-a"] != id {
-		t.Fatalf("region id %d after restart, want %d", s2.ids["r-a"], id)
+	if s2.mirror.ids["r-a"] != id {
+		t.Fatalf("region id %d after restart, want %d", s2.mirror.ids["r-a"], id)
 	}
 	if err := s2.Set(d); err != nil {
 		t.Fatal(err)
@@ -227,10 +227,10 @@ func TestSetIdempotentAndEmpty(t *testing.T) {
 	snapshot := func() (string, bpfBucketState, bpfBucketCfg) {
 		var st bpfBucketState
 		var cfg bpfBucketCfg
-		if err := s.objs.OcshState.Lookup(s.ids["r-a"], &st); err != nil {
+		if err := s.objs.OcshState.Lookup(s.mirror.ids["r-a"], &st); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.objs.OcshCfg.Lookup(s.ids["r-a"], &cfg); err != nil {
+		if err := s.objs.OcshCfg.Lookup(s.mirror.ids["r-a"], &cfg); err != nil {
 			t.Fatal(err)
 		}
 		return p.gw.sh(t, "tc class show dev "+p.gwOut), st, cfg
@@ -252,7 +252,7 @@ func TestSetIdempotentAndEmpty(t *testing.T) {
 	if out := p.gw.sh(t, "tc qdisc show dev "+p.gwOut); strings.Contains(out, "htb") {
 		t.Fatalf("htb left after empty Set: %s", out)
 	}
-	if n := len(s.ids); n != 0 {
+	if n := len(s.mirror.ids); n != 0 {
 		t.Fatalf("%d region ids left after empty Set", n)
 	}
 	var k4 bpfLpm4Key

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -12,9 +11,9 @@ import (
 
 // TUN is the userspace shaper (PathUserspace): a tun.Device whose Read
 // shapes every packet the userspace WireGuard device (wireguard-go) reads
-// from its TUN, that is every packet leaving through the tunnel, before it
-// is encrypted. Each packet goes through the Limiter (the program's
-// classification and buckets) and then:
+// from its TUN, that is every packet leaving through the tunnel, while it
+// is still unencrypted. Each packet goes through the Limiter (the
+// program's classification and buckets) and then:
 //
 //   - not shaped (no region, the gateway's own region, an unlimited
 //     region, the gateways' own traffic): handed to WireGuard at once, in
@@ -33,30 +32,17 @@ import (
 // from one goroutine at a time, as wireguard-go does.
 type TUN struct {
 	tun.Device
-	lim  *Limiter
-	file *os.File
+	lim *Limiter // safe for concurrent use: Set and Counters go to it
 
-	// Read's own state.
-	queues   map[string]*pktQueue // by region
-	order    []string             // regions with a queue, in the order made
-	deadline time.Time            // the read deadline set on file
-}
-
-// pktQueue is one region's packets waiting for their time, in order.
-type pktQueue struct {
-	pkts []queued
-	head int
-}
-
-type queued struct {
-	due  time.Time
-	data *[]byte
+	// Read's own state, with no lock: Read runs on one goroutine at a
+	// time.
+	file     *os.File     // the TUN's, whose read deadline wakes Read
+	deadline time.Time    // the read deadline set on file
+	waiting  regionQueues // packets admitted with a delay
 }
 
 // smallPacketBytes matches SMALL_PACKET in bpf/shaper.c.
 const smallPacketBytes = 256
-
-var pktPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // NewTUN wraps dev, a TUN whose File can take a read deadline (as
 // wireguard-go's Linux TUN can). It passes everything until Set.
@@ -75,7 +61,7 @@ func NewTUN(dev tun.Device, opts LimiterOptions) (*TUN, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &TUN{Device: dev, lim: lim, file: f, queues: map[string]*pktQueue{}}, nil
+	return &TUN{Device: dev, lim: lim, file: f, waiting: regionQueues{byRegion: map[string]*pktQueue{}}}, nil
 }
 
 // Set makes the device enforce d, as Shaper.Set does; Desired{} lets
@@ -96,10 +82,10 @@ func (t *TUN) Counters() (map[string]Counters, error) { return t.lim.Counters() 
 func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		now := time.Now()
-		if n := t.release(now, bufs, sizes, offset); n > 0 {
+		if n := t.waiting.release(now, bufs, sizes, offset); n > 0 {
 			return n, nil
 		}
-		if err := t.wakeAt(t.nextDue()); err != nil {
+		if err := t.wakeAt(t.waiting.nextDue()); err != nil {
 			return 0, err
 		}
 		n, err := t.Device.Read(bufs, sizes, offset)
@@ -118,53 +104,16 @@ func (t *TUN) shape(bufs [][]byte, sizes []int, offset int, now time.Time) {
 	for i := range bufs {
 		p := bufs[i][offset : offset+sizes[i]]
 		region, delay, ok := t.lim.admit(p, now)
-		q := t.queues[region]
 		switch {
 		case !ok:
 			sizes[i] = 0
-		case delay <= 0 && (q == nil || q.len() == 0), len(p) <= smallPacketBytes:
+		case delay <= 0 && t.waiting.empty(region), len(p) <= smallPacketBytes:
 			// Goes now.
 		default:
-			if q == nil {
-				q = &pktQueue{}
-				t.queues[region] = q
-				t.order = append(t.order, region)
-			}
-			b := pktPool.Get().(*[]byte)
-			*b = append((*b)[:0], p...)
-			q.pkts = append(q.pkts, queued{due: now.Add(delay), data: b})
+			t.waiting.push(region, p, now.Add(delay))
 			sizes[i] = 0
 		}
 	}
-}
-
-// release copies the queued packets due by now into bufs, as many as fit.
-func (t *TUN) release(now time.Time, bufs [][]byte, sizes []int, offset int) int {
-	n := 0
-	for _, region := range t.order {
-		q := t.queues[region]
-		for n < len(bufs) && q.len() > 0 && !q.pkts[q.head].due.After(now) {
-			p := q.pop()
-			if len(bufs[n])-offset >= len(*p.data) {
-				sizes[n] = copy(bufs[n][offset:], *p.data)
-				n++
-			}
-			pktPool.Put(p.data)
-		}
-	}
-	return n
-}
-
-// nextDue is the earliest time a queued packet is due; zero when none is
-// queued.
-func (t *TUN) nextDue() time.Time {
-	var next time.Time
-	for _, q := range t.queues {
-		if q.len() > 0 && (next.IsZero() || q.pkts[q.head].due.Before(next)) {
-			next = q.pkts[q.head].due
-		}
-	}
-	return next
 }
 
 // wakeAt makes a blocked read return at due (never, for zero).
@@ -177,19 +126,4 @@ func (t *TUN) wakeAt(due time.Time) error {
 	}
 	t.deadline = due
 	return nil
-}
-
-func (q *pktQueue) len() int { return len(q.pkts) - q.head }
-
-func (q *pktQueue) pop() queued {
-	p := q.pkts[q.head]
-	q.pkts[q.head] = queued{}
-	q.head++
-	if q.head == len(q.pkts) {
-		q.pkts, q.head = q.pkts[:0], 0
-	} else if q.head > 1024 && q.head*2 > len(q.pkts) {
-		q.pkts = append(q.pkts[:0], q.pkts[q.head:]...)
-		q.head = 0
-	}
-	return p
 }

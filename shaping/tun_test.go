@@ -13,8 +13,8 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 )
 
-// pipeTUN is a tun.Device whose packets come from a pipe (a 2-byte length
-// before each): its File takes read deadlines as a TUN's does.
+// pipeTUN is a tun.Device whose packets come from a pipe (each behind a
+// 2-byte length): its File takes read deadlines as a TUN's does.
 type pipeTUN struct {
 	r, w *os.File
 }
@@ -209,7 +209,7 @@ func TestRemote(t *testing.T) {
 		t.Fatalf("counters of a restarted helper %v, %v: want r-a's", c, err)
 	}
 	if lc, _ := tn.Counters(); len(lc) != 1 {
-		t.Fatalf("a restarted helper's buckets were not set again: %v", lc)
+		t.Fatalf("a restarted helper's buckets are not set again: %v", lc)
 	}
 	if err := r.Close(true); err != nil {
 		t.Fatal(err)

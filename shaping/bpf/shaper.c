@@ -2,8 +2,8 @@
 //
 // opencen shaper: a token bucket per destination region at the egress of a
 // gateway's tunnel device, attached at TCX or as a direct-action cls_bpf
-// filter on clsact. See ../doc.go for the design and the measurements
-// behind it.
+// filter on clsact. See ../doc.go for the design and the reasons behind
+// it.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -37,9 +37,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 l2_len = 0;
 
 // Set at load time: the clock of the buckets. With precise_clock the
-// program reads bpf_ktime_get_ns (ns resolution, ~30 ns a packet on the
-// measured VM); otherwise jiffies (bpf_jiffies64, inlined by the verifier:
-// ~1 ns) times ns_per_jiffy, which userspace measures at load time. Both
+// program reads bpf_ktime_get_ns (ns resolution, a helper call a packet);
+// otherwise jiffies (bpf_jiffies64, which the verifier inlines into a
+// load) times ns_per_jiffy, which userspace measures at load time. Both
 // are the kernel's monotonic clock; see ../doc.go.
 volatile const __u32 precise_clock = 0;
 volatile const __u64 ns_per_jiffy = 0;
@@ -104,9 +104,10 @@ struct bucket_cfg {
 // Running state of one bucket. Lock-free: every change of tokens is an
 // atomic add, and the right to credit a span of time goes to the CPU whose
 // compare-and-swap moves last over it, so each nanosecond is credited once
-// however many CPUs charge the bucket at once. (bpf_spin_lock cost 40 ns a
-// packet on the measured VM; these atomics cost a few.) Userspace writes it
-// only when a bucket starts shaping: tokens = burst, last = 0.
+// however many CPUs charge the bucket at once. (A bpf_spin_lock would save
+// and restore interrupts around every charge; the atomics need neither.)
+// Userspace writes it only when a bucket starts shaping: tokens = burst,
+// last = 0.
 struct bucket_state {
 	__s64 tokens; // credit units, between -queue and burst
 	__u64 last;   // clock of the last refill, ns; 0 = not yet used
@@ -119,42 +120,31 @@ struct counters {
 	__u64 drop_packets;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MAX_PREFIXES);
-	__type(key, struct lpm4_key);
-	__type(value, struct lpm_val);
-} ocsh_prefix4 SEC(".maps");
+// A prefix trie of one address family: the longest prefix that holds the
+// destination leads to its region.
+#define PREFIX_TRIE(key_type)                           \
+	struct {                                        \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);    \
+		__uint(map_flags, BPF_F_NO_PREALLOC);   \
+		__uint(max_entries, MAX_PREFIXES);      \
+		__type(key, key_type);                  \
+		__type(value, struct lpm_val);          \
+	}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, MAX_PREFIXES);
-	__type(key, struct lpm6_key);
-	__type(value, struct lpm_val);
-} ocsh_prefix6 SEC(".maps");
+// An array indexed by bucket index, one value per region.
+#define REGION_ARRAY(map_type, value_type)              \
+	struct {                                        \
+		__uint(type, map_type);                 \
+		__uint(max_entries, MAX_REGIONS);       \
+		__type(key, __u32);                     \
+		__type(value, value_type);              \
+	}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct bucket_cfg);
-} ocsh_cfg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct bucket_state);
-} ocsh_state SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MAX_REGIONS);
-	__type(key, __u32);
-	__type(value, struct counters);
-} ocsh_stats SEC(".maps");
+PREFIX_TRIE(struct lpm4_key) ocsh_prefix4 SEC(".maps");
+PREFIX_TRIE(struct lpm6_key) ocsh_prefix6 SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_ARRAY, struct bucket_cfg) ocsh_cfg SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_ARRAY, struct bucket_state) ocsh_state SEC(".maps");
+REGION_ARRAY(BPF_MAP_TYPE_PERCPU_ARRAY, struct counters) ocsh_stats SEC(".maps");
 
 struct pkt {
 	__u32 region;
@@ -179,8 +169,8 @@ static __always_inline void transport(void *l4, void *end, __u8 proto, struct pk
 	}
 }
 
-// gateway_origin reports whether the packet was sent by this host, not
-// forwarded: at egress a forwarded packet carries the device it arrived
+// gateway_origin reports whether this host sent the packet rather than
+// forwarded it: at egress a forwarded packet carries the device it arrived
 // on. Only a packet the gateway itself sends may be its control traffic;
 // a tenant that puts a gateway's address in its source is charged.
 static __always_inline int gateway_origin(struct __sk_buff *skb)
@@ -196,6 +186,79 @@ static __always_inline int headers(struct __sk_buff *skb, __u32 n)
 	if (skb->len < n)
 		n = skb->len;
 	return bpf_skb_pull_data(skb, n);
+}
+
+// lookup_region looks the destination up in the trie map through key,
+// which holds the destination's full-length prefix, and fills p->region.
+// Where the destination is a gateway's address and this host sent the
+// packet, it looks the source up too (v6 says how to put the source of ip
+// into key) and marks the packet as control traffic when the source is a
+// gateway's as well. It returns -1 for no region (not CEN traffic), 0 when
+// lpm_only asks for the region alone, and 1 to go on.
+static __always_inline int lookup_region(void *map, void *key, int v6, void *ip,
+					 struct __sk_buff *skb, struct pkt *p, int lpm_only)
+{
+	struct lpm_val *v = bpf_map_lookup_elem(map, key);
+
+	if (!v || !v->region)
+		return -1;
+	p->region = v->region;
+	if (lpm_only)
+		return 0;
+	if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
+		if (v6)
+			__builtin_memcpy(((struct lpm6_key *)key)->addr, &((struct ipv6hdr *)ip)->saddr, 16);
+		else
+			((struct lpm4_key *)key)->addr = ((struct iphdr *)ip)->saddr;
+		v = bpf_map_lookup_elem(map, key);
+		if (v && (v->flags & FLAG_CONTROL))
+			p->control = 1;
+	}
+	return 1;
+}
+
+// classify4 classifies the IPv4 packet whose header starts at ip.
+static __always_inline int classify4(struct iphdr *ip, void *end, struct __sk_buff *skb,
+				     struct pkt *p, int lpm_only)
+{
+	struct lpm4_key k;
+	__u32 ihl;
+	int ret;
+
+	if ((void *)(ip + 1) > end)
+		return -1;
+	k.prefixlen = 32;
+	k.addr = ip->daddr;
+	ret = lookup_region(&ocsh_prefix4, &k, 0, ip, skb, p, lpm_only);
+	if (ret <= 0)
+		return ret;
+	ihl = ip->ihl * 4;
+	p->hdr_len = ihl;
+	// Only the first fragment carries the transport header.
+	if (!(ip->frag_off & bpf_htons(0x1fff)) && ihl >= sizeof(*ip) && ihl <= 60)
+		transport((void *)ip + ihl, end, ip->protocol, p);
+	return 0;
+}
+
+// classify6 classifies the IPv6 packet whose header starts at ip.
+static __always_inline int classify6(struct ipv6hdr *ip, void *end, struct __sk_buff *skb,
+				     struct pkt *p, int lpm_only)
+{
+	struct lpm6_key k;
+	int ret;
+
+	if ((void *)(ip + 1) > end)
+		return -1;
+	k.prefixlen = 128;
+	__builtin_memcpy(k.addr, &ip->daddr, 16);
+	ret = lookup_region(&ocsh_prefix6, &k, 1, ip, skb, p, lpm_only);
+	if (ret <= 0)
+		return ret;
+	p->hdr_len = sizeof(*ip);
+	// Extension headers are not walked: a GSO packet's segments are
+	// then charged the base header only.
+	transport(ip + 1, end, ip->nexthdr, p);
+	return 0;
 }
 
 // classify fills p; it returns -1 when the packet is not IP or matches no
@@ -226,63 +289,10 @@ static __always_inline int classify(struct __sk_buff *skb, struct pkt *p, int lp
 	} else {
 		ver = *(__u8 *)data >> 4;
 	}
-
-	if (ver == 4) {
-		struct iphdr *ip = data + off;
-		struct lpm4_key k;
-		struct lpm_val *v;
-		__u32 ihl;
-
-		if ((void *)(ip + 1) > end)
-			return -1;
-		k.prefixlen = 32;
-		k.addr = ip->daddr;
-		v = bpf_map_lookup_elem(&ocsh_prefix4, &k);
-		if (!v || !v->region)
-			return -1;
-		p->region = v->region;
-		if (lpm_only)
-			return 0;
-		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
-			k.addr = ip->saddr;
-			v = bpf_map_lookup_elem(&ocsh_prefix4, &k);
-			if (v && (v->flags & FLAG_CONTROL))
-				p->control = 1;
-		}
-		ihl = ip->ihl * 4;
-		p->hdr_len = ihl;
-		// Only the first fragment carries the transport header.
-		if (!(ip->frag_off & bpf_htons(0x1fff)) && ihl >= sizeof(*ip) && ihl <= 60)
-			transport((void *)ip + ihl, end, ip->protocol, p);
-		return 0;
-	}
-	if (ver == 6) {
-		struct ipv6hdr *ip = data + off;
-		struct lpm6_key k;
-		struct lpm_val *v;
-
-		if ((void *)(ip + 1) > end)
-			return -1;
-		k.prefixlen = 128;
-		__builtin_memcpy(k.addr, &ip->daddr, 16);
-		v = bpf_map_lookup_elem(&ocsh_prefix6, &k);
-		if (!v || !v->region)
-			return -1;
-		p->region = v->region;
-		if (lpm_only)
-			return 0;
-		if ((v->flags & FLAG_CONTROL) && gateway_origin(skb)) {
-			__builtin_memcpy(k.addr, &ip->saddr, 16);
-			v = bpf_map_lookup_elem(&ocsh_prefix6, &k);
-			if (v && (v->flags & FLAG_CONTROL))
-				p->control = 1;
-		}
-		p->hdr_len = sizeof(*ip);
-		// Extension headers are not walked: a GSO packet's segments
-		// are then charged the base header only.
-		transport(ip + 1, end, ip->nexthdr, p);
-		return 0;
-	}
+	if (ver == 4)
+		return classify4(data + off, end, skb, p, lpm_only);
+	if (ver == 6)
+		return classify6(data + off, end, skb, p, lpm_only);
 	return -1;
 }
 
@@ -356,9 +366,9 @@ static __always_inline int admit(__u32 region, struct bucket_cfg *cfg, __u64 cos
 			// adds commute, so charges in between stay counted.
 			__sync_fetch_and_add(&s->tokens, burst - t);
 	} else if (last > now + 1000000000ULL) {
-		// The clock went back by more than jitter: the pinned state
-		// was written with the other clock (Options.PreciseClock
-		// changed across a restart). Restart the time base.
+		// The clock went back by more than jitter: the state holds a
+		// time of the other clock (Options.PreciseClock changed across
+		// a restart). Restart the time base.
 		__sync_val_compare_and_swap(&s->last, last, now);
 	}
 	old = __sync_fetch_and_add(&s->tokens, -c);

@@ -2,79 +2,9 @@ package shaping
 
 import (
 	"net/netip"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 )
-
-func TestBurstBytes(t *testing.T) {
-	cases := []struct {
-		rate Rate
-		mtu  int
-		want uint64
-	}{
-		{Kbps, 1420, 1420},             // floor: one full packet
-		{Mbps, 1500, 1500},             // 1250 < 1500
-		{10 * Mbps, 1500, 12500},       // 10 ms
-		{500 * Mbps, 1420, 625000},     // 10 ms
-		{1_500_000_000, 1420, 1875000}, // 1.5 Gbps
-	}
-	for _, c := range cases {
-		if got := BurstBytes(c.rate, c.mtu); got != c.want {
-			t.Errorf("BurstBytes(%s, %d) = %d, want %d", c.rate, c.mtu, got, c.want)
-		}
-	}
-	if got := QueueBytes(10*Mbps, 100*time.Millisecond); got != 125000 {
-		t.Errorf("QueueBytes(10Mbps, 100ms) = %d, want 125000", got)
-	}
-}
-
-func TestRateString(t *testing.T) {
-	for r, want := range map[Rate]string{0: "unlimited", Kbps: "1Kbps", 60 * Mbps: "60Mbps", 2 * Gbps: "2Gbps", 1500: "1500bps"} {
-		if got := r.String(); got != want {
-			t.Errorf("%d.String() = %q, want %q", uint64(r), got, want)
-		}
-	}
-}
-
-func TestDesiredValidate(t *testing.T) {
-	bad := Desired{
-		Regions: map[string]Rate{"": Mbps, strings.Repeat("x", 64): Mbps, "r-fast": MaxRate + 1},
-		Prefixes: map[netip.Prefix]string{
-			netip.MustParsePrefix("10.1.2.3/16"):         "r-a",
-			netip.MustParsePrefix("::ffff:10.0.0.0/104"): "r-a",
-			netip.MustParsePrefix("10.2.0.0/16"):         "",
-		},
-	}
-	err := bad.validate()
-	if err == nil {
-		t.Fatal("invalid desired state accepted")
-	}
-	for _, want := range []string{
-		"empty region id",
-		"longer than 63 bytes",
-		"above the maximum",
-		"10.1.2.3/16 of region \"r-a\" has host bits set (want 10.1.0.0/16)",
-		"IPv4-mapped",
-		"prefix 10.2.0.0/16: empty region id",
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
-		}
-	}
-	good := Desired{
-		Regions:      map[string]Rate{"r-a": Mbps, "r-b": 0},
-		Prefixes:     map[netip.Prefix]string{netip.MustParsePrefix("10.0.0.0/8"): "r-a", netip.MustParsePrefix("fd00::/8"): "home"},
-		ControlAddrs: []netip.Addr{netip.MustParseAddr("100.64.0.1")},
-	}
-	if err := good.validate(); err != nil {
-		t.Fatalf("valid desired state rejected: %v", err)
-	}
-	if got := strings.Join(good.regionNames(), ","); got != "home,r-a,r-b" {
-		t.Fatalf("regionNames = %s", got)
-	}
-}
 
 func TestPrefixTableLongestMatch(t *testing.T) {
 	tab := newPrefixTable(map[netip.Prefix]string{
@@ -208,42 +138,5 @@ func TestLimiterPing1Kbps(t *testing.T) {
 		if _, ok := l.Admit(ping, time.Unix(int64(1000+i), 0)); !ok {
 			t.Fatalf("ping %d dropped at 1 Kbps", i)
 		}
-	}
-}
-
-func TestOptionsErrors(t *testing.T) {
-	for _, o := range []Options{
-		{PinPath: "/x"},
-		{Interface: "wg0", Attach: "xdp"},
-		{Interface: "wg0", Attach: PathUserspace},
-		{Interface: "wg0", PinPath: "/x", Mode: 7},
-		{Interface: "wg0", PinPath: "/x", QueueDelay: -time.Second},
-		{Interfaces: []string{}, PinPath: "/x"},
-		{Interface: "wg0", Interfaces: []string{"vx0"}, PinPath: "/x"},
-		{Interface: "wg0", Interfaces: []string{"wg0", "vx0"}, PinPath: "/x"},
-		{Interfaces: []string{"wg0", "wg0"}, PinPath: "/x"},
-		{Interfaces: []string{"wg0", ""}, PinPath: "/x"},
-		{Interfaces: []string{"a/b"}, PinPath: "/x"},
-	} {
-		if err := o.defaults(); err == nil {
-			t.Errorf("options %+v accepted", o)
-		}
-	}
-	for _, c := range []struct {
-		o    Options
-		want []string
-	}{
-		{Options{Interface: "wg0", PinPath: "/x"}, []string{"wg0"}},
-		{Options{Interfaces: []string{"vx0", "wg0"}, PinPath: "/x"}, []string{"vx0", "wg0"}},
-		{Options{Interface: "wg0", Interfaces: []string{"wg0"}, PinPath: "/x"}, []string{"wg0"}},
-	} {
-		if err := c.o.defaults(); err != nil {
-			t.Errorf("options %+v: %v", c.o, err)
-		} else if !slices.Equal(c.o.Interfaces, c.want) {
-			t.Errorf("options %+v: interfaces %q, want %q", c.o, c.o.Interfaces, c.want)
-		}
-	}
-	if _, err := NewLimiter(LimiterOptions{MTU: -1}); err == nil {
-		t.Error("negative mtu accepted")
 	}
 }

@@ -9,10 +9,20 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
+// SessionKind says what a BGP session runs to. Its values are the strings
+// status output and metric labels show.
+type SessionKind string
+
+// Session kinds.
+const (
+	SessionGateway SessionKind = "gateway" // another gateway of the instance, iBGP over the tunnel
+	SessionVBR     SessionKind = "vbr"     // an on-premises router, eBGP
+)
+
 // SessionUp says whether one configured session is established.
 type SessionUp struct {
 	Name     string
-	Kind     string // "gateway" or "vbr", as in SessionStatus
+	Kind     SessionKind
 	Neighbor netip.Addr
 	Up       bool
 }
@@ -36,10 +46,10 @@ func (st *state) sessionList() []SessionUp {
 		return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED && !si.maxPrefix
 	}
 	for addr, g := range st.f.gateways {
-		out = append(out, SessionUp{Name: g.Name, Kind: sessionKind(KindVPC), Neighbor: addr, Up: up(addr)})
+		out = append(out, SessionUp{Name: g.Name, Kind: SessionGateway, Neighbor: addr, Up: up(addr)})
 	}
 	for addr, v := range st.f.vbrs {
-		out = append(out, SessionUp{Name: v.Network, Kind: sessionKind(KindVBR), Neighbor: addr, Up: up(addr)})
+		out = append(out, SessionUp{Name: v.Network, Kind: SessionVBR, Neighbor: addr, Up: up(addr)})
 	}
 	slices.SortFunc(out, func(a, b SessionUp) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), a.Neighbor.Compare(b.Neighbor))

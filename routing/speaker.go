@@ -139,7 +139,7 @@ type originRec struct {
 // peerSpec is everything that defines one session; a change in it means
 // the session is replaced, any other Set leaves it untouched.
 type peerSpec struct {
-	kind        NetworkKind // KindVPC marks a gateway peer, KindVBR a VBR
+	kind        SessionKind
 	name        string
 	addr, local netip.Addr
 	peerASN     uint32
@@ -275,7 +275,7 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			continue
 		}
 		s.peers[addr] = spec
-		s.log.Info("bgp session configured", "session", spec.name, "neighbor", addr, "kind", sessionKind(spec.kind))
+		s.log.Info("bgp session configured", "session", spec.name, "neighbor", addr, "kind", string(spec.kind))
 	}
 	errs = append(errs, s.setOrigins(&d)...)
 	for addr, spec := range s.peers {
@@ -292,7 +292,7 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	if s.gwBFD != nil {
 		var bfdPeers []netip.Addr
 		for addr, spec := range s.peers {
-			if spec.kind == KindVPC && spec.bfd {
+			if spec.kind == SessionGateway && spec.bfd {
 				bfdPeers = append(bfdPeers, addr)
 			}
 		}
@@ -307,21 +307,14 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	return errors.Join(errs...)
 }
 
-func sessionKind(k NetworkKind) string {
-	if k == KindVBR {
-		return "vbr"
-	}
-	return "gateway"
-}
-
 func (s *Speaker) peerSpecs(d *Desired) map[netip.Addr]peerSpec {
 	m := make(map[netip.Addr]peerSpec, len(d.Gateways)+len(d.VBRs))
 	for _, g := range d.Gateways {
-		m[g.Address] = peerSpec{kind: KindVPC, name: g.Name, addr: g.Address, local: d.LocalAddress,
+		m[g.Address] = peerSpec{kind: SessionGateway, name: g.Name, addr: g.Address, local: d.LocalAddress,
 			peerASN: d.InstanceASN, bfd: !s.opts.BFD.Disable}
 	}
 	for _, v := range d.VBRs {
-		m[v.Neighbor] = peerSpec{kind: KindVBR, name: v.Network, addr: v.Neighbor, local: v.LocalAddress,
+		m[v.Neighbor] = peerSpec{kind: SessionVBR, name: v.Network, addr: v.Neighbor, local: v.LocalAddress,
 			peerASN: v.PeerASN, password: v.Password, bfd: v.BFD && !s.opts.BFD.Disable, maxPrefixes: v.MaxPrefixes, port: v.Port}
 	}
 	return m
@@ -362,7 +355,7 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 	if p.local.IsValid() {
 		peer.Transport.LocalAddress = p.local.String()
 	}
-	if p.kind == KindVPC {
+	if p.kind == SessionGateway {
 		peer.Transport.RemotePort = uint32(s.opts.Port)
 		// Between gateways only the lower address dials: when both dial
 		// at once (both agents starting, or both resetting on a BFD
@@ -374,7 +367,7 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 	} else if p.port != 0 {
 		peer.Transport.RemotePort = uint32(p.port)
 	}
-	if p.bfd && p.kind != KindVPC { // gateway sessions: gatewayBFD
+	if p.bfd && p.kind != SessionGateway { // gateway sessions: gatewayBFD
 		us := uint32(s.opts.BFD.Interval / time.Microsecond)
 		peer.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us, DetectionMultiplier: s.opts.BFD.Multiplier}
 	}

@@ -29,7 +29,7 @@ type Status struct {
 // SessionStatus is one BGP session.
 type SessionStatus struct {
 	Name     string
-	Kind     string // "gateway" or "vbr"
+	Kind     SessionKind
 	Neighbor netip.Addr
 	PeerASN  uint32
 	// State is the BGP FSM state ("established", "active", ...), or
@@ -83,7 +83,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	gwBFD := map[netip.Addr]string{}
 	for a, p := range s.peers {
 		specs[a] = p
-		if p.kind == KindVPC && p.bfd && s.gwBFD != nil {
+		if p.kind == SessionGateway && p.bfd && s.gwBFD != nil {
 			gwBFD[a] = s.gwBFD.state(a)
 		}
 	}
@@ -113,7 +113,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		st.RejectedTotal[r] = n
 	}
 	for addr, spec := range specs {
-		ss := SessionStatus{Name: spec.name, Kind: sessionKind(spec.kind), Neighbor: addr, PeerASN: spec.peerASN, State: "idle"}
+		ss := SessionStatus{Name: spec.name, Kind: spec.kind, Neighbor: addr, PeerASN: spec.peerASN, State: "idle"}
 		if si := s.state.sessions[addr]; si != nil {
 			ss.State = fsmNames[si.state]
 			if si.state == bgp.BGP_FSM_ESTABLISHED {
@@ -145,7 +145,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 			if ss.Received >= ss.Rejected {
 				ss.Accepted = ss.Received - ss.Rejected
 			}
-			if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != KindVPC {
+			if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != SessionGateway {
 				ss.BFD = bfdName(p.State.BfdState.SessionState)
 			}
 			if p.State != nil && p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {

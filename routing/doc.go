@@ -52,23 +52,26 @@
 // checked against the ORIGINATOR_ID (the originating gateway's router id)
 // instead of the session, and next hops taken from the BGP NEXT_HOP (the
 // originator's tunnel address, set by next-hop-self on each originating
-// gateway) instead of from the session. Both are local changes to filter
-// and state.route.
+// gateway) instead of from the session. Both are local changes: the
+// import table's session match (rules.go) and state.route.
 //
 // # Import policy
 //
-// VBR sessions are default-deny on import (RFC 8212). A prefix is learned
-// only by the rules in filter (see its doc): a gateway peer's exact VPC
-// CIDRs; never a default route, a prefix overlapping a tunnel address or
-// underlay endpoint, or one overlapping an instance CIDR (a VBR offering
-// that is a route conflict, a gateway offering it is a hijack); then what a
-// gateway's VBR entitlements or a VBR's accept list admit (each entry with
-// its more-specifics). The rules are compiled into GoBGP policies, which
-// enforce them (a rejected prefix is never in the Loc-RIB, so it is neither
-// installed nor passed on), and evaluated again on the pre-policy update
-// stream to record, count and log why each rejected prefix was refused.
-// Learned VBR prefixes have their large communities replaced with the VBR's
-// origin tags, so an on-prem router cannot forge another network's origin.
+// Every session is default-deny on import (RFC 8212). A prefix is learned
+// only by the import table (rules.go, importRules): a gateway peer's exact
+// VPC CIDRs, and from a gateway of this region its handoff addresses (host
+// routes inside its VPC CIDRs); never a default route, a prefix overlapping
+// a tunnel address, an underlay endpoint, a connected subnet or an
+// instance CIDR (a VBR offering that is a route conflict, a gateway
+// offering it is a hijack); then what a gateway's VBR entitlements or a
+// VBR's accept list admit (each entry with its more-specifics). Both forms
+// of the policy are generated from that one table: GoBGP statements, which
+// enforce it (a refused prefix is never in the Loc-RIB, so it is neither
+// installed nor passed on), and the Go classifier (filter.go), which
+// evaluates the pre-policy update stream to record, count and log the
+// reason of each refusal. Learned VBR prefixes have their large
+// communities replaced with the VBR's origin tags, so an on-prem router
+// cannot forge another network's origin.
 //
 // # Export policy
 //

@@ -518,7 +518,7 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 			continue
 		}
 		v := st.f.classify(peer, pfx)
-		st.noteTwinPath(peer, pfx, v.reason == "" && !v.handoff && st.f.isTwinVBRPrefix(peer, pfx))
+		st.noteTwinPath(peer, pfx, v.reason == "" && v.kind == KindVBR && st.f.isTwin(peer))
 		if v.reason == "" {
 			delete(rej, pfx)
 			continue

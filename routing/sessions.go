@@ -5,7 +5,10 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"time"
 
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
@@ -87,5 +90,98 @@ func (st *state) runSessions(ctx context.Context) {
 		if st.opts.OnSessions != nil {
 			st.opts.OnSessions(slices.Clone(cur))
 		}
+	}
+}
+
+type sessionInfo struct {
+	state     bgp.FSMState
+	since     time.Time
+	lastError string
+	maxPrefix bool
+	// received holds what a VBR router with max_prefixes has announced
+	// (before policy, as the limit counts), while its session is up;
+	// warned says the 80% warning was logged.
+	received    map[netip.Prefix]struct{}
+	warned      bool
+	rejected    map[Reason]uint64
+	hasSeenUp   bool
+	lastLogTime time.Time
+}
+
+// established reports whether the session with addr is established.
+func (st *state) established(addr netip.Addr) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	si := st.sessions[addr]
+	return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED
+}
+
+func (st *state) session(addr netip.Addr) *sessionInfo {
+	si := st.sessions[addr]
+	if si == nil {
+		si = &sessionInfo{}
+		st.sessions[addr] = si
+	}
+	return si
+}
+
+func (st *state) sessionName(addr netip.Addr) string {
+	if st.f != nil {
+		if g := st.f.gateways[addr]; g != nil {
+			return g.Name
+		}
+		if v := st.f.vbrs[addr]; v != nil {
+			return v.Network
+		}
+	}
+	return addr.String()
+}
+
+func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
+	addr := ev.Peer.State.NeighborAddress
+	if !addr.IsValid() {
+		addr = ev.Peer.Conf.NeighborAddress
+	}
+	si := st.session(addr)
+	old, oldMax := si.state, si.maxPrefix
+	si.state = ev.Peer.State.SessionState
+	if old != si.state {
+		si.since = t
+	}
+	name := st.sessionName(addr)
+	if ev.Peer.State.DisconnectMessage != "" {
+		si.lastError = ev.Peer.State.DisconnectMessage
+	}
+	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && !si.maxPrefix {
+		si.maxPrefix = true
+		max := uint32(0)
+		if v := st.f.vbrs[addr]; v != nil {
+			max = v.MaxPrefixes
+		}
+		st.log.Error("bgp session shut down: max_prefixes exceeded", "session", name, "neighbor", addr, "max_prefixes", max)
+	}
+	switch {
+	case si.state == bgp.BGP_FSM_ESTABLISHED && old != bgp.BGP_FSM_ESTABLISHED:
+		si.hasSeenUp = true
+		si.maxPrefix, si.received, si.warned = false, nil, false
+		si.lastError = ""
+		st.log.Info("bgp session up", "session", name, "neighbor", addr)
+	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
+		si.received = nil
+		st.forgetTwin(addr)
+		st.wake()
+		select {
+		case st.urgent <- struct{}{}:
+		default:
+		}
+		delete(st.rejected, addr)
+		delete(st.eor, addr)
+		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),
+			"message", ev.Peer.State.DisconnectMessage)
+	}
+	// Only crossing Established (or a max_prefixes trip) changes what
+	// OnSessions reports; a dead peer's connect/active cycling does not.
+	if (old == bgp.BGP_FSM_ESTABLISHED) != (si.state == bgp.BGP_FSM_ESTABLISHED) || oldMax != si.maxPrefix {
+		st.wakeSessions()
 	}
 }

@@ -28,7 +28,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 	upSince := func() time.Time {
 		a.s.state.mu.Lock()
 		defer a.s.state.mu.Unlock()
-		return a.s.state.sessions[addrOnprem].since
+		return a.s.state.sessions.byAddr[addrOnprem].since
 	}
 	since := upSince()
 	const n = 20000

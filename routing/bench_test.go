@@ -122,7 +122,7 @@ func BenchmarkLearn100k(b *testing.B) {
 		waitForFast(b, 30*time.Second, "vbr session", func() bool {
 			a.s.state.mu.Lock()
 			defer a.s.state.mu.Unlock()
-			si := a.s.state.sessions[addrOnprem]
+			si := a.s.state.sessions.byAddr[addrOnprem]
 			if si != nil && si.state == bgp.BGP_FSM_ESTABLISHED {
 				t0 = si.since
 				return true

@@ -146,7 +146,7 @@ func helperMain(dir string) int {
 	write := func() {
 		if cfg.Summary && st.UpAt.IsZero() {
 			s.state.mu.Lock()
-			for _, si := range s.state.sessions {
+			for _, si := range s.state.sessions.byAddr {
 				if si.state == bgp.BGP_FSM_ESTABLISHED {
 					st.UpAt = si.since
 				}

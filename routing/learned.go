@@ -71,6 +71,24 @@ type RouteBatch struct {
 	Withdraw []netip.Prefix
 }
 
+// learnedRoutes is the speaker's own table of best paths, and what of it
+// the agent has been sent. Guarded by state.mu.
+type learnedRoutes struct {
+	rib map[netip.Prefix]*ribEntry
+	// dirty are the prefixes to recompute for the next batch; full makes
+	// the next batch carry the whole table.
+	dirty map[netip.Prefix]struct{}
+	full  bool
+	// eor marks the gateway peers that sent End-of-RIB; synced says the
+	// initial exchange is over, sentSync that a batch has said so.
+	eor              map[netip.Addr]bool
+	synced, sentSync bool
+	// twinPaths are the on-premises prefixes gateways of this region
+	// announce (accepted, ahead of best-path selection, which prefers a
+	// local VBR's path and so hides them): LearnedRoute.Gateways.
+	twinPaths map[netip.Prefix][]netip.Addr
+}
+
 type ribPath struct {
 	src             netip.Addr // invalid: originated locally
 	regionID, netID uint32
@@ -98,7 +116,7 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 		if p.PeerASN == 0 && !p.IsFromExternal {
 			src = netip.Addr{} // originated here
 		}
-		e := st.rib[pfx]
+		e := st.learned.rib[pfx]
 		if p.Withdrawal {
 			if e == nil {
 				continue
@@ -107,7 +125,7 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 		} else {
 			if e == nil {
 				e = &ribEntry{}
-				st.rib[pfx] = e
+				st.learned.rib[pfx] = e
 			}
 			rp := ribPath{src: src}
 			for _, a := range p.Attrs {
@@ -132,7 +150,7 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 				e.paths = append(e.paths, rp)
 			}
 		}
-		st.dirty[pfx] = struct{}{}
+		st.learned.dirty[pfx] = struct{}{}
 	}
 	st.wake()
 }
@@ -155,7 +173,7 @@ func (st *state) route(pfx netip.Prefix, e *ribEntry) (LearnedRoute, bool) {
 	r.OriginNetwork = st.names.networks[first.netID]
 	if st.f.vbrs[first.src] != nil {
 		r.Direct = true
-		r.Gateways = st.twinPaths[pfx]
+		r.Gateways = st.learned.twinPaths[pfx]
 	}
 	if pfx.IsSingleIP() && st.f.classify(first.src, pfx).handoff {
 		r.Handoff = true
@@ -172,23 +190,23 @@ func (st *state) route(pfx netip.Prefix, e *ribEntry) (LearnedRoute, bool) {
 func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if !st.synced {
+	if !st.learned.synced {
 		all := st.d != nil
 		if st.d != nil {
 			for _, g := range st.d.Gateways {
-				if !st.eor[g.Address] {
+				if !st.learned.eor[g.Address] {
 					all = false
 				}
 			}
 		}
 		if all || now.Sub(start) >= st.opts.SyncTimeout {
-			st.synced = true
+			st.learned.synced = true
 			st.log.Info("initial route exchange complete", "by_timeout", !all)
 		}
 	}
-	b := RouteBatch{Full: st.full, Synced: st.synced}
-	if st.full {
-		for p, e := range st.rib {
+	b := RouteBatch{Full: st.learned.full, Synced: st.learned.synced}
+	if st.learned.full {
+		for p, e := range st.learned.rib {
 			r, ok := st.route(p, e)
 			e.sent = ok
 			if ok {
@@ -196,14 +214,14 @@ func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 				b.Upsert = append(b.Upsert, r)
 			}
 			if len(e.paths) == 0 {
-				delete(st.rib, p)
+				delete(st.learned.rib, p)
 			}
 		}
 		st.resetDirty()
-		st.full = false
+		st.learned.full = false
 	} else {
-		for p := range st.dirty {
-			e := st.rib[p]
+		for p := range st.learned.dirty {
+			e := st.learned.rib[p]
 			if e == nil {
 				continue
 			}
@@ -221,14 +239,14 @@ func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 				b.Withdraw = append(b.Withdraw, p)
 			}
 			if len(e.paths) == 0 {
-				delete(st.rib, p)
+				delete(st.learned.rib, p)
 			}
 		}
 		st.resetDirty()
 	}
-	send := b.Full || len(b.Upsert) > 0 || len(b.Withdraw) > 0 || (b.Synced && !st.sentSync)
+	send := b.Full || len(b.Upsert) > 0 || len(b.Withdraw) > 0 || (b.Synced && !st.learned.sentSync)
 	if send && b.Synced {
-		st.sentSync = true
+		st.learned.sentSync = true
 	}
 	slices.SortFunc(b.Upsert, func(x, y LearnedRoute) int { return comparePrefix(x.Prefix, y.Prefix) })
 	slices.SortFunc(b.Withdraw, comparePrefix)
@@ -239,11 +257,11 @@ func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 // cleared, since clear keeps a map's buckets and a 100,000-route burst
 // would pin them for good.
 func (st *state) resetDirty() {
-	if len(st.dirty) > 1024 {
-		st.dirty = map[netip.Prefix]struct{}{}
+	if len(st.learned.dirty) > 1024 {
+		st.learned.dirty = map[netip.Prefix]struct{}{}
 		return
 	}
-	clear(st.dirty)
+	clear(st.learned.dirty)
 }
 
 func comparePrefix(a, b netip.Prefix) int {
@@ -258,8 +276,8 @@ func comparePrefix(a, b netip.Prefix) int {
 func (st *state) routes() []LearnedRoute {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := make([]LearnedRoute, 0, len(st.rib))
-	for p, e := range st.rib {
+	out := make([]LearnedRoute, 0, len(st.learned.rib))
+	for p, e := range st.learned.rib {
 		if !e.sent {
 			continue
 		}
@@ -274,31 +292,31 @@ func (st *state) routes() []LearnedRoute {
 // noteTwinPath records whether twin announces pfx as an on-premises
 // prefix, and marks pfx for recomputing when that changed.
 func (st *state) noteTwinPath(twin netip.Addr, pfx netip.Prefix, announced bool) {
-	list := st.twinPaths[pfx]
+	list := st.learned.twinPaths[pfx]
 	i := slices.Index(list, twin)
 	switch {
 	case announced && i < 0:
 		list = append(list, twin)
 		slices.SortFunc(list, netip.Addr.Compare)
-		st.twinPaths[pfx] = list
+		st.learned.twinPaths[pfx] = list
 	case !announced && i >= 0:
 		if list = slices.Delete(list, i, i+1); len(list) == 0 {
-			delete(st.twinPaths, pfx)
+			delete(st.learned.twinPaths, pfx)
 		} else {
-			st.twinPaths[pfx] = list
+			st.learned.twinPaths[pfx] = list
 		}
 	default:
 		return
 	}
-	if st.rib[pfx] != nil {
-		st.dirty[pfx] = struct{}{}
+	if st.learned.rib[pfx] != nil {
+		st.learned.dirty[pfx] = struct{}{}
 		st.wake()
 	}
 }
 
 // forgetTwin drops every announcement of a twin whose session went down.
 func (st *state) forgetTwin(twin netip.Addr) {
-	for pfx, list := range st.twinPaths {
+	for pfx, list := range st.learned.twinPaths {
 		if slices.Contains(list, twin) {
 			st.noteTwinPath(twin, pfx, false)
 		}

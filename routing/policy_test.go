@@ -117,7 +117,7 @@ func policyTestPrefixes() []netip.Prefix {
 func learnedBySession(t *testing.T, s *Speaker) map[netip.Addr]map[netip.Prefix]bool {
 	t.Helper()
 	s.mu.Lock()
-	srv := s.srv
+	srv := s.bgp.srv
 	s.mu.Unlock()
 	out := map[netip.Addr]map[netip.Prefix]bool{}
 	for p, paths := range rawTable(t, srv) {

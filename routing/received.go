@@ -25,7 +25,7 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 		}
 		peer := p.PeerAddress
 		st.countReceived(peer, pfx, p.Withdrawal)
-		rej := st.rejected[peer]
+		rej := st.sessions.rejected[peer]
 		if p.Withdrawal {
 			delete(rej, pfx)
 			st.noteTwinPath(peer, pfx, false)
@@ -39,13 +39,13 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 		}
 		if rej == nil {
 			rej = map[netip.Prefix]Reason{}
-			st.rejected[peer] = rej
+			st.sessions.rejected[peer] = rej
 		}
 		if rej[pfx] == v.reason {
 			continue // re-announcement of something already counted
 		}
 		rej[pfx] = v.reason
-		st.counts[v.reason]++
+		st.sessions.counts[v.reason]++
 		si := st.session(peer)
 		if si.rejected == nil {
 			si.rejected = map[Reason]uint64{}

@@ -45,7 +45,7 @@ func (st *state) sessionList() []SessionUp {
 	}
 	out := make([]SessionUp, 0, len(st.f.gateways)+len(st.f.vbrs))
 	up := func(addr netip.Addr) bool {
-		si := st.sessions[addr]
+		si := st.sessions.byAddr[addr]
 		return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED && !si.maxPrefix
 	}
 	for addr, g := range st.f.gateways {
@@ -93,6 +93,16 @@ func (st *state) runSessions(ctx context.Context) {
 	}
 }
 
+// sessionStates are the sessions as GoBGP's events report them, and what
+// each offers that is not learned. Guarded by state.mu.
+type sessionStates struct {
+	byAddr map[netip.Addr]*sessionInfo
+	// rejected lists, per session, the prefixes it currently offers that
+	// are not learned, and why; counts totals rejections since start.
+	rejected map[netip.Addr]map[netip.Prefix]Reason
+	counts   map[Reason]uint64
+}
+
 type sessionInfo struct {
 	state     bgp.FSMState
 	since     time.Time
@@ -112,15 +122,15 @@ type sessionInfo struct {
 func (st *state) established(addr netip.Addr) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	si := st.sessions[addr]
+	si := st.sessions.byAddr[addr]
 	return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED
 }
 
 func (st *state) session(addr netip.Addr) *sessionInfo {
-	si := st.sessions[addr]
+	si := st.sessions.byAddr[addr]
 	if si == nil {
 		si = &sessionInfo{}
-		st.sessions[addr] = si
+		st.sessions.byAddr[addr] = si
 	}
 	return si
 }
@@ -174,8 +184,8 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 		case st.urgent <- struct{}{}:
 		default:
 		}
-		delete(st.rejected, addr)
-		delete(st.eor, addr)
+		delete(st.sessions.rejected, addr)
+		delete(st.learned.eor, addr)
 		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),
 			"message", ev.Peer.State.DisconnectMessage)
 	}

@@ -20,55 +20,58 @@ type state struct {
 	log  *slog.Logger
 	opts Options
 
-	mu       sync.Mutex
-	gen      uint64
-	srv      *server.BgpServer
-	d        *Desired
-	f        *filter
-	names    *nameTable
-	rib      map[netip.Prefix]*ribEntry
-	dirty    map[netip.Prefix]struct{}
-	full     bool
-	synced   bool
-	sentSync bool
-	eor      map[netip.Addr]bool
-	sessions map[netip.Addr]*sessionInfo
-	rejected map[netip.Addr]map[netip.Prefix]Reason
-	// twinPaths are the on-premises prefixes gateways of this region
-	// announce (accepted, before best-path selection, which prefers a
-	// local VBR's path and so hides them): LearnedRoute.Gateways.
-	twinPaths map[netip.Prefix][]netip.Addr
-	counts    map[Reason]uint64
-	kick      chan struct{}
-	// urgent cuts the coalescing short: a session went down, and its
-	// withdrawals (GoBGP applies them before the state change) are a
+	// Wake-ups: channels of one slot, sent to without blocking, so they
+	// need no lock.
+	kick chan struct{} // wakes run: a learned route may have changed
+	// urgent cuts run's coalescing short: a session went down, and its
+	// withdrawals (GoBGP applies them ahead of the state change) are a
 	// failover that must not wait.
 	urgent   chan struct{}
 	sessKick chan struct{} // wakes runSessions (sessions.go)
+
+	mu sync.Mutex // guards every field below; GoBGP's callbacks take it
+
+	// srv is the server whose events are applied; gen numbers it, and a
+	// callback bound to another number (a stopped server's) does nothing.
+	gen uint64
+	srv *server.BgpServer
+
+	// The desired state of the last Set, its import table compiled and
+	// its tag names; nil between servers and with the zero Desired.
+	d     *Desired
+	f     *filter
+	names *nameTable
+
+	learned  learnedRoutes // learned.go
+	sessions sessionStates // sessions.go, received.go
 }
 
 func newState(log *slog.Logger, opts Options) *state {
 	return &state{
-		log:       log,
-		opts:      opts,
-		rib:       map[netip.Prefix]*ribEntry{},
-		dirty:     map[netip.Prefix]struct{}{},
-		full:      true,
-		eor:       map[netip.Addr]bool{},
-		sessions:  map[netip.Addr]*sessionInfo{},
-		rejected:  map[netip.Addr]map[netip.Prefix]Reason{},
-		twinPaths: map[netip.Prefix][]netip.Addr{},
-		counts:    map[Reason]uint64{},
-		kick:      make(chan struct{}, 1),
-		urgent:    make(chan struct{}, 1),
-		sessKick:  make(chan struct{}, 1),
+		log:      log,
+		opts:     opts,
+		kick:     make(chan struct{}, 1),
+		urgent:   make(chan struct{}, 1),
+		sessKick: make(chan struct{}, 1),
+		learned: learnedRoutes{
+			rib:       map[netip.Prefix]*ribEntry{},
+			dirty:     map[netip.Prefix]struct{}{},
+			full:      true,
+			eor:       map[netip.Addr]bool{},
+			twinPaths: map[netip.Prefix][]netip.Addr{},
+		},
+		sessions: sessionStates{
+			byAddr:   map[netip.Addr]*sessionInfo{},
+			rejected: map[netip.Addr]map[netip.Prefix]Reason{},
+			counts:   map[Reason]uint64{},
+		},
 	}
 }
 
 func (st *state) isSynced() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.synced
+	return st.learned.synced
 }
 
 func (st *state) wake() {
@@ -91,14 +94,14 @@ func (st *state) setDesired(d *Desired, f *filter, names *nameTable) {
 		// Origins may be named differently now: recompute every route.
 		// (The agent sets the same state on every reconcile; recomputing
 		// 100,000 routes each time cost more than the reconcile.)
-		for p := range st.rib {
-			st.dirty[p] = struct{}{}
+		for p := range st.learned.rib {
+			st.learned.dirty[p] = struct{}{}
 		}
 	}
-	for addr := range st.sessions {
+	for addr := range st.sessions.byAddr {
 		if f.gateways[addr] == nil && f.vbrs[addr] == nil {
-			delete(st.sessions, addr)
-			delete(st.rejected, addr)
+			delete(st.sessions.byAddr, addr)
+			delete(st.sessions.rejected, addr)
 		}
 	}
 	st.wake()
@@ -118,14 +121,14 @@ func (st *state) detach() {
 	defer st.mu.Unlock()
 	st.gen++
 	st.srv = nil
-	for p, e := range st.rib {
+	for p, e := range st.learned.rib {
 		e.paths = nil
-		st.dirty[p] = struct{}{}
+		st.learned.dirty[p] = struct{}{}
 	}
-	clear(st.eor)
-	clear(st.sessions)
-	clear(st.rejected)
-	clear(st.twinPaths)
+	clear(st.learned.eor)
+	clear(st.sessions.byAddr)
+	clear(st.sessions.rejected)
+	clear(st.learned.twinPaths)
 	st.wake()
 	st.wakeSessions()
 }
@@ -144,42 +147,31 @@ func (st *state) callbacks() server.WatchEventMessageCallbacks {
 	st.gen++
 	gen := st.gen
 	st.mu.Unlock()
+	// current runs apply under the lock, unless the server stopped.
+	current := func(apply func()) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if gen == st.gen {
+			apply()
+		}
+	}
 	return server.WatchEventMessageCallbacks{
 		OnBestPath: func(paths []*apiutil.Path, _ time.Time) {
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			if gen != st.gen {
-				return
-			}
-			st.applyBest(paths)
+			current(func() { st.applyBest(paths) })
 		},
 		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) {
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			if gen != st.gen {
-				return
-			}
-			st.observeReceived(paths)
+			current(func() { st.observeReceived(paths) })
 		},
 		OnPathEor: func(p *apiutil.Path, _ time.Time) {
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			if gen != st.gen {
-				return
-			}
-			st.eor[p.PeerAddress] = true
-			st.wake()
+			current(func() {
+				st.learned.eor[p.PeerAddress] = true
+				st.wake()
+			})
 		},
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
-			if ev == nil || ev.Type != apiutil.PEER_EVENT_STATE {
-				return
+			if ev != nil && ev.Type == apiutil.PEER_EVENT_STATE {
+				current(func() { st.peerEvent(ev, t) })
 			}
-			st.mu.Lock()
-			defer st.mu.Unlock()
-			if gen != st.gen {
-				return
-			}
-			st.peerEvent(ev, t)
 		},
 	}
 }

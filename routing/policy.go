@@ -240,11 +240,3 @@ func (b *policyBuilder) neighborSet(name string, addrs ...netip.Addr) *api.Match
 func (b *policyBuilder) largeCommunitySet(name, regexp string) string {
 	return b.defineSet(api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, name, []string{regexp}, nil)
 }
-
-// tagCommunities are the large communities marking a route's origin.
-func tagCommunities(asn uint32, region, network string) []string {
-	return []string{
-		fmt.Sprintf("%d:%d:%d", asn, tagRegion, nameID(region)),
-		fmt.Sprintf("%d:%d:%d", asn, tagNetwork, nameID(network)),
-	}
-}

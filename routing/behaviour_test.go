@@ -23,7 +23,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 		return st.Sessions[0].State == "established"
 	})
 	a.mu.Lock()
-	before := a.nb
+	prior := a.nb
 	a.mu.Unlock()
 	upSince := func() time.Time {
 		a.s.state.mu.Lock()
@@ -44,7 +44,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 		return len(a.fib) == n
 	})
 	a.mu.Lock()
-	batches := a.nb - before
+	batches := a.nb - prior
 	a.mu.Unlock()
 	el := time.Since(t0)
 	t.Logf("%d prefixes arrived in %d batches over %v", n, batches, el)
@@ -60,7 +60,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 
 // TestGracefulRestart: a gateway restarting with Close(true) keeps its
 // routes at its peer (no withdrawal reaches the peer's agent); the new
-// speaker resyncs, and what it no longer originates is swept.
+// speaker resyncs, and what it stops originating is swept.
 func TestGracefulRestart(t *testing.T) {
 	port := freePort(t)
 	extra := mp("10.3.0.0/16")
@@ -70,30 +70,8 @@ func TestGracefulRestart(t *testing.T) {
 	da.Gateways[0].Entitled = append(da.Gateways[0].Entitled, Entitlement{Network: "vpc-b3", Region: "r-b", Kind: KindVPC, Prefixes: []netip.Prefix{extra}})
 	da.InstanceCIDRs = append(da.InstanceCIDRs, NamedPrefix{extra, "r-b", "vpc-b3"})
 
-	var mu sync.Mutex
-	var withdrawn []netip.Prefix
-	record := func(o *Options) {
-		inner := o.OnRoutes
-		o.OnRoutes = func(b RouteBatch) {
-			mu.Lock()
-			withdrawn = append(withdrawn, b.Withdraw...)
-			if b.Full {
-				// A full batch that lacks a route withdraws it too.
-				have := map[netip.Prefix]bool{}
-				for _, r := range b.Upsert {
-					have[r.Prefix] = true
-				}
-				for _, p := range []netip.Prefix{vpcB, extra} {
-					if !have[p] {
-						withdrawn = append(withdrawn, p)
-					}
-				}
-			}
-			mu.Unlock()
-			inner(b)
-		}
-	}
-	a := startNode(t, port, da, record)
+	gone := &withdrawals{watch: []netip.Prefix{vpcB, extra}}
+	a := startNode(t, port, da, gone.option)
 
 	db := desiredB(addrB, addrC, "gw-c")
 	db.Gateways = db.Gateways[:1]
@@ -105,9 +83,7 @@ func TestGracefulRestart(t *testing.T) {
 		_, ok2 := a.route(extra)
 		return ok1 && ok2
 	})
-	mu.Lock()
-	withdrawn = nil
-	mu.Unlock()
+	gone.reset()
 
 	if err := b.s.Close(true); err != nil {
 		t.Fatal(err)
@@ -121,7 +97,7 @@ func TestGracefulRestart(t *testing.T) {
 		t.Fatal("A dropped vpc-b while B restarts gracefully")
 	}
 
-	db.Originate = db.Originate[:1] // the restarted B no longer has extra
+	db.Originate = db.Originate[:1] // the restarted B does not have extra
 	start := time.Now()
 	b2 := startNode(t, port, db, func(o *Options) { o.Restarting = true; o.GracefulRestartTime = 30 * time.Second })
 	waitFor(t, 20*time.Second, "stale extra swept at A", func() bool {
@@ -139,12 +115,53 @@ func TestGracefulRestart(t *testing.T) {
 	if _, ok := b2.route(vpcA); !ok {
 		t.Fatal("restarted B did not learn vpc-a")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if slices.Contains(withdrawn, vpcB) {
-		t.Fatalf("vpc-b was withdrawn at A during B's graceful restart: %v", withdrawn)
+	if gone.has(vpcB) {
+		t.Fatalf("vpc-b withdrawn at A during B's graceful restart: %v", gone.list())
 	}
-	if !slices.Contains(withdrawn, extra) {
-		t.Fatalf("extra was not withdrawn: %v", withdrawn)
+	if !gone.has(extra) {
+		t.Fatalf("extra not withdrawn at A: %v", gone.list())
 	}
+}
+
+// withdrawals records the prefixes a node's batches withdraw, among them
+// those of watch that a full batch leaves out.
+type withdrawals struct {
+	watch []netip.Prefix
+	mu    sync.Mutex
+	seen  []netip.Prefix
+}
+
+func (w *withdrawals) option(o *Options) {
+	inner := o.OnRoutes
+	o.OnRoutes = func(b RouteBatch) {
+		w.mu.Lock()
+		w.seen = append(w.seen, b.Withdraw...)
+		if b.Full {
+			for _, p := range w.watch {
+				if !slices.ContainsFunc(b.Upsert, func(r LearnedRoute) bool { return r.Prefix == p }) {
+					w.seen = append(w.seen, p)
+				}
+			}
+		}
+		w.mu.Unlock()
+		inner(b)
+	}
+}
+
+func (w *withdrawals) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = nil
+}
+
+func (w *withdrawals) has(p netip.Prefix) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.seen, p)
+}
+
+func (w *withdrawals) list() []netip.Prefix {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.seen)
 }

@@ -4,7 +4,7 @@ import "net/netip"
 
 // filter is the Go form of the import table (rules.go): the rules of each
 // configured session, in table order, plus the sessions themselves. It
-// classifies what peers send before policy, for observability (reasons,
+// classifies what peers send, ahead of policy, for observability (reasons,
 // counters, logs); GoBGP's policy, compiled from the same table, enforces.
 type filter struct {
 	region   string

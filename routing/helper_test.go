@@ -47,7 +47,7 @@ type helperState struct {
 	UpAt      time.Time // first session established
 	Count     int       // routes held
 	LastAt    time.Time // when Count last changed
-	HeapStart uint64    // live heap and RSS before any route
+	HeapStart uint64    // live heap and RSS with no route yet
 	RSSStart  uint64
 	HeapNow   uint64 // measured when Count reaches Expect
 	RSSNow    uint64

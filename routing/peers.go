@@ -132,8 +132,8 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 		peer.Transport.RemotePort = uint32(s.opts.Port)
 		// Between gateways only the lower address dials: when both dial
 		// at once (both agents starting, or both resetting on a BFD
-		// event) GoBGP's collision handling could cycle through
-		// OpenConfirm for tens of seconds (seen in CI between twins).
+		// event) GoBGP's collision handling can cycle through
+		// OpenConfirm many times over until one connection wins.
 		if p.local.IsValid() && p.local.Compare(p.addr) > 0 {
 			peer.Transport.PassiveMode = true
 		}

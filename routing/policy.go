@@ -56,7 +56,7 @@ func policyAssignments() []*api.PolicyAssignment {
 type policyBuilder struct {
 	sets  []*api.DefinedSet
 	stmts []*api.Statement
-	// setNames maps a set's type and content to the name it was defined
+	// setNames maps a set's type and content to the name it is defined
 	// under, so rules with equal prefixes or peers share one set.
 	setNames map[string]string
 }

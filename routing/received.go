@@ -12,8 +12,9 @@ import (
 
 const logEvery = 1000 // after the first few, log one rejection in this many
 
-// observeReceived classifies what peers sent, before policy, to record and
-// log why a prefix is not learned. GoBGP's policy did the enforcing.
+// observeReceived classifies what peers sent, ahead of policy, to record and
+// log why a prefix is not learned. GoBGP's policy, compiled from the same
+// table, does the enforcing.
 func (st *state) observeReceived(paths []*apiutil.Path) {
 	if st.f == nil {
 		return
@@ -65,8 +66,8 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 // countReceived enforces max_prefixes on what a VBR router announced.
 //
 // The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
-// whole Adj-RIB-In on every UPDATE, which made a burst of 100,000 prefixes
-// quadratic (some 6 s of the routing pipeline benchmark's 14). Past the
+// whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
+// (test/'s BenchmarkPipeline100k sends one). Past the
 // limit the session is shut down with a Cease (RFC 4486) naming the limit
 // and stays down until its config changes or the agent restarts; its
 // routes go with it.

@@ -109,8 +109,8 @@ type sessionInfo struct {
 	lastError string
 	maxPrefix bool
 	// received holds what a VBR router with max_prefixes has announced
-	// (before policy, as the limit counts), while its session is up;
-	// warned says the 80% warning was logged.
+	// (ahead of policy, as the limit counts), while its session is up;
+	// warned says the warning at 80% of the limit has been logged.
 	received    map[netip.Prefix]struct{}
 	warned      bool
 	rejected    map[Reason]uint64

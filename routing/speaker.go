@@ -34,7 +34,7 @@ type Options struct {
 	// goroutine, never concurrently; the slice is the callee's. The first
 	// call follows the first Set.
 	OnSessions func([]SessionUp)
-	// Coalesce is how long changes are gathered before a batch is built.
+	// Coalesce is how long changes are gathered into one batch.
 	// Default 100ms.
 	Coalesce time.Duration
 	// HoldTime and Keepalive for BGP sessions. Defaults 9s and 3s: BFD does
@@ -66,7 +66,8 @@ type BFDOptions struct {
 	Disable bool
 	// Interval between BFD packets; default 100ms.
 	Interval time.Duration
-	// Multiplier: missed packets before the peer is declared down; default 3.
+	// Multiplier: how many intervals without a packet declare the peer
+	// down; default 3.
 	Multiplier uint32
 }
 

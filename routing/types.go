@@ -30,7 +30,7 @@ func (k NetworkKind) String() string {
 
 // Desired is everything one gateway's BGP speaker should do. It is plain
 // data computed from the config by the agent; Speaker.Set applies it.
-// All addresses are IPv4 for now (see doc.go).
+// All addresses are IPv4 (see doc.go, Address families).
 type Desired struct {
 	// RouterID is the BGP identifier; usually the tunnel address.
 	RouterID netip.Addr

@@ -124,8 +124,9 @@
 //
 // # Files
 //
-//   - speaker.go: Options, the Speaker's life (Start, Set, Close) and its
-//     GoBGP server; peers.go the sessions; origins.go what it announces.
+//   - speaker.go: the Speaker's life (Start, Set, Close) and its GoBGP
+//     server; options.go its Options; peers.go the sessions; origins.go
+//     what it announces.
 //   - rules.go: the import table; filter.go its Go classifier; policy.go
 //     its GoBGP form and the export policy; tags.go the origin tags.
 //   - state.go: GoBGP's event stream; learned.go the learned routes and

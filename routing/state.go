@@ -179,7 +179,8 @@ func (st *state) callbacks() server.WatchEventMessageCallbacks {
 
 // run delivers batches until ctx ends: it waits for a change, lets more
 // changes gather for Coalesce, then hands one batch to OnRoutes.
-func (st *state) run(ctx context.Context, start time.Time) {
+func (st *state) run(ctx context.Context) {
+	start := time.Now()
 	syncTimer := time.NewTimer(st.opts.SyncTimeout)
 	defer syncTimer.Stop()
 	for {

@@ -69,8 +69,8 @@ var (
 // importStatements compiles the import table, in order, after one
 // statement accepting what this gateway originates (the global import
 // policy sees local paths too; the table is about what peers send). A
-// rule becomes one statement per address family among its entries (GoBGP
-// sets hold one family), and a retagging rule one per family and origin.
+// rule becomes one statement per run of entries of one address family
+// (GoBGP sets hold one family), and for a retagging rule of one origin.
 // A rule that applies to no session, or has no entries, compiles to
 // nothing, as it matches nothing.
 func (b *policyBuilder) importStatements(rules []rule, asn uint32) {
@@ -96,11 +96,13 @@ type entryGroup struct {
 	prefixes []*api.Prefix
 }
 
-// groupEntries splits r's entries by family (and, for a retagging rule,
-// by origin), keeping their order, and lists each group's GoBGP prefixes.
+// groupEntries splits r's entries into runs of one family (and, for a
+// retagging rule, one origin), in order, and lists each run's GoBGP
+// prefixes. Runs keep the entries' order, so the statements match what
+// classify, taking the first matching entry, says.
 func groupEntries(r rule) []*entryGroup {
 	var groups []*entryGroup
-	byKey := map[string]*entryGroup{}
+	prev := ""
 	for _, e := range r.entries {
 		key := "v4"
 		if !e.prefix.Addr().Is4() {
@@ -109,15 +111,15 @@ func groupEntries(r rule) []*entryGroup {
 		if r.action == actionAcceptRetag {
 			key += "|" + e.region + "|" + e.network
 		}
-		g := byKey[key]
-		if g == nil {
-			g = &entryGroup{name: r.name, first: e}
+		if len(groups) == 0 || key != prev {
+			g := &entryGroup{name: r.name, first: e}
 			if len(groups) > 0 {
 				g.name = fmt.Sprintf("%s-%d", r.name, len(groups))
 			}
-			byKey[key] = g
 			groups = append(groups, g)
+			prev = key
 		}
+		g := groups[len(groups)-1]
 		g.prefixes = append(g.prefixes, matchPrefixes(r.match, e.prefix)...)
 	}
 	return groups

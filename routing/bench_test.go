@@ -70,109 +70,141 @@ func ribCount(b *testing.B, s *server.BgpServer) uint64 {
 //   - convergence for one new prefix on top of the 100,000.
 func BenchmarkLearn100k(b *testing.B) {
 	ps := benchPrefixList(benchPrefixes)
-	ctx := context.Background()
 	for range b.N {
-		// The sender is loaded before its peer exists, so its own memory can
-		// be measured apart; both runs time from session establishment to
-		// the last prefix received.
-		port := freePort(b)
-		sender := rawRouter(b, addrOnprem, 65010, port, ma("127.0.0.6"), testASN)
-		rawAnnounce(b, sender, addrOnprem, false, ps...)
-		plain := rawRouter(b, ma("127.0.0.6"), testASN, port, addrOnprem, 65010)
-		var t0 time.Time
-		waitForFast(b, 30*time.Second, "baseline session", func() bool {
-			var up bool
-			plain.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-				up = p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
-			})
-			t0 = time.Now()
-			return up
-		})
-		waitForFast(b, 120*time.Second, "baseline 100k", func() bool { return ribCount(b, plain) >= benchPrefixes })
-		baseline := time.Since(t0)
-		plain.StopBgp(ctx, &api.StopBgpRequest{})
-		sender.StopBgp(ctx, &api.StopBgpRequest{})
+		baseline := benchBaseline(b, ps)
+		benchSpeaker(b, ps).report(b, baseline)
+	}
+}
 
-		// opencen speaker receives.
-		heap0, rss0 := heapBytes(), rssBytes()
-		port = freePort(b)
-		sender = rawRouter(b, addrOnprem, 65010, port, addrA, testASN)
-		rawAnnounce(b, sender, addrOnprem, false, ps...)
-		heapS, rssS := heapBytes(), rssBytes()
-		var mu sync.Mutex
-		learned := map[netip.Prefix]time.Time{}
-		batches := 0
-		d := desiredA(port)
-		d.Gateways = nil
-		d.VBRs[0].Accept = nil
-		a := startNode(b, port, d, func(o *Options) {
-			inner := o.OnRoutes
-			o.Coalesce = 100 * time.Millisecond
-			o.OnRoutes = func(rb RouteBatch) {
-				now := time.Now()
-				mu.Lock()
-				batches++
-				for _, r := range rb.Upsert {
-					learned[r.Prefix] = now
-				}
-				mu.Unlock()
-				inner(rb)
-			}
+// benchBaseline is the time a plain GoBGP speaker takes, from session up,
+// to hold ps in its RIB. The sender is loaded first and its peer started
+// only then, as in benchSpeaker.
+func benchBaseline(b *testing.B, ps []netip.Prefix) time.Duration {
+	ctx := context.Background()
+	port := freePort(b)
+	sender := rawRouter(b, addrOnprem, 65010, port, ma("127.0.0.6"), testASN)
+	rawAnnounce(b, sender, addrOnprem, false, ps...)
+	plain := rawRouter(b, ma("127.0.0.6"), testASN, port, addrOnprem, 65010)
+	var t0 time.Time
+	waitForFast(b, 30*time.Second, "baseline session", func() bool {
+		var up bool
+		plain.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			up = p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
 		})
-		waitForFast(b, 30*time.Second, "vbr session", func() bool {
-			a.s.state.mu.Lock()
-			defer a.s.state.mu.Unlock()
-			si := a.s.state.sessions[addrOnprem]
-			if si != nil && si.state == bgp.BGP_FSM_ESTABLISHED {
-				t0 = si.since
-				return true
-			}
-			return false
-		})
-		var last time.Time
-		waitForFast(b, 120*time.Second, "speaker 100k", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(learned) < benchPrefixes {
-				return false
-			}
-			for _, t := range learned {
-				if t.After(last) {
-					last = t
-				}
-			}
+		t0 = time.Now()
+		return up
+	})
+	waitForFast(b, 120*time.Second, "baseline 100k", func() bool { return ribCount(b, plain) >= uint64(len(ps)) })
+	baseline := time.Since(t0)
+	plain.StopBgp(ctx, &api.StopBgpRequest{})
+	sender.StopBgp(ctx, &api.StopBgpRequest{})
+	return baseline
+}
+
+// learnTimes records when each prefix reached OnRoutes.
+type learnTimes struct {
+	mu      sync.Mutex
+	at      map[netip.Prefix]time.Time
+	batches int
+}
+
+func (l *learnTimes) option(o *Options) {
+	inner := o.OnRoutes
+	o.Coalesce = 100 * time.Millisecond
+	o.OnRoutes = func(rb RouteBatch) {
+		now := time.Now()
+		l.mu.Lock()
+		l.batches++
+		for _, r := range rb.Upsert {
+			l.at[r.Prefix] = now
+		}
+		l.mu.Unlock()
+		inner(rb)
+	}
+}
+
+// last is the time the last of n prefixes arrived, once n have.
+func (l *learnTimes) last(n int) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last time.Time
+	if len(l.at) < n {
+		return last, false
+	}
+	for _, t := range l.at {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last, true
+}
+
+func (l *learnTimes) has(p netip.Prefix) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.at[p]
+	return ok
+}
+
+// learnResult is what benchSpeaker measured.
+type learnResult struct {
+	full, conv                 time.Duration
+	batches                    int
+	heapPer, rssPer, senderPer float64
+}
+
+// benchSpeaker measures the Speaker receiving ps from a loaded sender.
+func benchSpeaker(b *testing.B, ps []netip.Prefix) learnResult {
+	n := len(ps)
+	heap0 := heapBytes()
+	port := freePort(b)
+	sender := rawRouter(b, addrOnprem, 65010, port, addrA, testASN)
+	rawAnnounce(b, sender, addrOnprem, false, ps...)
+	heapS, rssS := heapBytes(), rssBytes()
+	rec := &learnTimes{at: map[netip.Prefix]time.Time{}}
+	d := desiredA(port)
+	d.Gateways = nil
+	d.VBRs[0].Accept = nil
+	a := startNode(b, port, d, rec.option)
+	var t0, last time.Time
+	waitForFast(b, 30*time.Second, "vbr session", func() bool {
+		a.s.state.mu.Lock()
+		defer a.s.state.mu.Unlock()
+		si := a.s.state.sessions.byAddr[addrOnprem]
+		if si != nil && si.state == bgp.BGP_FSM_ESTABLISHED {
+			t0 = si.since
 			return true
-		})
-		full := last.Sub(t0)
-		mu.Lock()
-		nb := batches
-		// The test's own map of learned routes is not the agent's cost.
-		learnedCopy := learned
-		learned = map[netip.Prefix]time.Time{}
-		mu.Unlock()
-		a.mu.Lock()
-		a.fib = map[netip.Prefix]LearnedRoute{}
-		a.mu.Unlock()
-		heap1, rss1 := heapBytes(), rssBytes()
-		_ = learnedCopy
+		}
+		return false
+	})
+	waitForFast(b, 120*time.Second, "speaker 100k", func() (ok bool) { last, ok = rec.last(n); return ok })
+	r := learnResult{full: last.Sub(t0)}
+	rec.mu.Lock()
+	r.batches = rec.batches
+	// The test's own maps of learned routes are not the agent's cost.
+	rec.at = map[netip.Prefix]time.Time{}
+	rec.mu.Unlock()
+	a.mu.Lock()
+	a.fib = map[netip.Prefix]LearnedRoute{}
+	a.mu.Unlock()
+	heap1, rss1 := heapBytes(), rssBytes()
 
-		// Convergence for one new prefix.
-		one := mp("198.18.0.0/24")
-		t1 := time.Now()
-		rawAnnounce(b, sender, addrOnprem, false, one)
-		waitFor(b, 30*time.Second, "one new prefix", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			_, ok := learned[one]
-			return ok
-		})
-		conv := time.Since(t1)
+	one := mp("198.18.0.0/24")
+	t1 := time.Now()
+	rawAnnounce(b, sender, addrOnprem, false, one)
+	waitFor(b, 30*time.Second, "one new prefix", func() bool { return rec.has(one) })
+	r.conv = time.Since(t1)
 
-		senderPer := float64(int64(heapS)-int64(heap0)) / benchPrefixes
-		heapPer := float64(int64(heap1)-int64(heapS)) / benchPrefixes
-		rssPer := float64(int64(rss1)-int64(rssS)) / benchPrefixes
-		_ = rss0
-		report := fmt.Sprintf(`
+	r.senderPer = float64(int64(heapS)-int64(heap0)) / float64(n)
+	r.heapPer = float64(int64(heap1)-int64(heapS)) / float64(n)
+	r.rssPer = float64(int64(rss1)-int64(rssS)) / float64(n)
+	a.s.Close(false)
+	sender.StopBgp(context.Background(), &api.StopBgpRequest{})
+	return r
+}
+
+func (r learnResult) report(b *testing.B, baseline time.Duration) {
+	fmt.Printf(`
 routing benchmark (announcer: plain GoBGP in-process; 100,000 /32 prefixes over one eBGP session on loopback)
   plain GoBGP receives 100k into its RIB:     %8.2fs   (baseline, same run; from session up)
   opencen Speaker delivers 100k to OnRoutes:  %8.2fs   (%.2fx baseline; %d batches; from session up)
@@ -180,27 +212,17 @@ routing benchmark (announcer: plain GoBGP in-process; 100,000 /32 prefixes over 
   Speaker RSS growth per route:               %8.0f B   (target <= 1536 B)
   (sender's own heap per route, excluded:     %8.0f B)
   convergence for one new prefix:             %8.0fms  (Coalesce 100ms)
-`, baseline.Seconds(), full.Seconds(), full.Seconds()/baseline.Seconds(), nb, heapPer, rssPer, senderPer, float64(conv.Microseconds())/1000)
-		fmt.Print(report)
-		b.ReportMetric(baseline.Seconds(), "baseline-s")
-		b.ReportMetric(full.Seconds(), "speaker-s")
-		b.ReportMetric(heapPer, "heap-B/route")
-		b.ReportMetric(senderPer, "sender-heap-B/route")
-		b.ReportMetric(rssPer, "rss-B/route")
-		b.ReportMetric(float64(conv.Milliseconds()), "converge-ms")
-		a.s.Close(false)
-		sender.StopBgp(ctx, &api.StopBgpRequest{})
-		_ = bgp.RF_IPv4_UC
-	}
+`, baseline.Seconds(), r.full.Seconds(), r.full.Seconds()/baseline.Seconds(), r.batches, r.heapPer, r.rssPer, r.senderPer,
+		float64(r.conv.Microseconds())/1000)
+	b.ReportMetric(baseline.Seconds(), "baseline-s")
+	b.ReportMetric(r.full.Seconds(), "speaker-s")
+	b.ReportMetric(r.heapPer, "heap-B/route")
+	b.ReportMetric(r.senderPer, "sender-heap-B/route")
+	b.ReportMetric(r.rssPer, "rss-B/route")
+	b.ReportMetric(float64(r.conv.Milliseconds()), "converge-ms")
 }
 
 func waitForFast(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	pollFor(t, timeout, 5*time.Millisecond, what, cond)
 }

@@ -29,19 +29,19 @@ const GatewayBFDPort = 4784
 //
 // Why not GoBGP's BFD, which VBR sessions keep: it runs a ticker and a
 // goroutine per peer and hands each received packet from a reader
-// goroutine to the peer's one, so ten peers at 100ms are some 200 separate
-// wake-ups a second, each waking the Go scheduler (and with it an idle P's
-// thread, and sysmon). On the idle agent that was nearly all of its CPU
-// (BenchmarkIdleAgent in test/, ten peers: 2.1-3.1% of a core with GoBGP's
-// BFD, 0.5-0.6% with this one, on the lab's 2-core VM; two processes
-// exchanging the same packets over loopback take 2.5-3% each with GoBGP's
-// pattern, 0.3% batched). The socket is not in Go's poller, so a packet
-// arriving between ticks wakes no thread.
+// goroutine to the peer's one, so every peer's every packet is a separate
+// wake-up (two per peer and interval), each waking the Go scheduler (and
+// with it an idle P's thread, and sysmon): on an idle agent that is most
+// of its CPU. Here the socket is not in Go's poller, so a packet arriving
+// between ticks wakes no thread, and the whole mesh costs one wake-up per
+// interval. The idle agent's CPU is measured by BenchmarkIdleAgent in
+// test/ (make bench-agent).
 //
 // The price: packets are read on ticks, so a dead peer is declared down
-// on the tick that has read nothing for the detection time: 300-400ms
-// after its last packet with the defaults, where per-packet BFD takes
-// 300ms; still well inside SPEC's one second for failover.
+// on the tick that has read nothing for the detection time, up to one
+// interval later than per-packet BFD would: with the defaults (100ms x 3)
+// between 300 and 400ms after its last packet, well inside SPEC's one
+// second for failover (BenchmarkFailover).
 type gatewayBFD struct {
 	log      *slog.Logger
 	interval time.Duration
@@ -49,7 +49,7 @@ type gatewayBFD struct {
 	port     int
 	fd       int
 	// onDown is called, from the loop and without locks held, when a
-	// session that was up goes down: the peer stopped answering or said it
+	// session that is up goes down: the peer stopped answering or said it
 	// is down.
 	onDown func(netip.Addr)
 

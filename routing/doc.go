@@ -38,7 +38,7 @@
 //
 // # Full mesh, and when to switch to route reflection
 //
-// The default, and for now the only mode built, is a full mesh: n gateways
+// The default, and the only mode built, is a full mesh: n gateways
 // hold n-1 sessions each. That matches the WireGuard mesh, which is full
 // anyway, and is cheap into the low tens of gateways (each session costs a
 // keepalive every 3s and one BFD packet every 100ms each way). Of two
@@ -52,34 +52,39 @@
 // checked against the ORIGINATOR_ID (the originating gateway's router id)
 // instead of the session, and next hops taken from the BGP NEXT_HOP (the
 // originator's tunnel address, set by next-hop-self on each originating
-// gateway) instead of from the session. Both are local changes to filter
-// and state.route.
+// gateway) instead of from the session. Both are local changes: the
+// import table's session match (rules.go) and state.route.
 //
 // # Import policy
 //
-// VBR sessions are default-deny on import (RFC 8212). A prefix is learned
-// only by the rules in filter (see its doc): a gateway peer's exact VPC
-// CIDRs; never a default route, a prefix overlapping a tunnel address or
-// underlay endpoint, or one overlapping an instance CIDR (a VBR offering
-// that is a route conflict, a gateway offering it is a hijack); then what a
-// gateway's VBR entitlements or a VBR's accept list admit (each entry with
-// its more-specifics). The rules are compiled into GoBGP policies, which
-// enforce them (a rejected prefix is never in the Loc-RIB, so it is neither
-// installed nor passed on), and evaluated again on the pre-policy update
-// stream to record, count and log why each rejected prefix was refused.
-// Learned VBR prefixes have their large communities replaced with the VBR's
-// origin tags, so an on-prem router cannot forge another network's origin.
+// Every session is default-deny on import (RFC 8212). A prefix is learned
+// only by the import table (rules.go, importRules): a gateway peer's exact
+// VPC CIDRs, and from a gateway of this region its handoff addresses (host
+// routes inside its VPC CIDRs); never a default route, a prefix overlapping
+// a tunnel address, an underlay endpoint, a connected subnet or an
+// instance CIDR (a VBR offering that is a route conflict, a gateway
+// offering it is a hijack); then what a gateway's VBR entitlements or a
+// VBR's accept list admit (each entry with its more-specifics). Both forms
+// of the policy are generated from that one table: GoBGP statements, which
+// enforce it (a refused prefix is never in the Loc-RIB, so it is neither
+// installed nor passed on), and the Go classifier (filter.go), which
+// evaluates the pre-policy update stream to record, count and log the
+// reason of each refusal. Learned VBR prefixes have their large
+// communities replaced with the VBR's origin tags, so an on-prem router
+// cannot forge another network's origin.
 //
 // # Export policy
 //
 // VBR routers get every tagged CEN route: VPC CIDRs of every region and the
 // prefixes of every other VBR; nothing learned from the same router is sent
-// back. Anything untagged is not exported to VBRs.
+// back. Anything untagged is not exported to VBRs. Handoff addresses go to
+// the gateways of this region only. The export policy is short and written
+// by hand beside the import compiler (policy.go, exportStatements).
 //
-// max_prefixes is counted on what the router sends (before policy), by the
-// speaker from GoBGP's pre-policy update events rather than by GoBGP's own
-// prefix limit, which recounts the whole Adj-RIB-In on every UPDATE (a
-// burst of 100,000 prefixes went quadratic). A warning is logged past 80%;
+// max_prefixes is counted on what the router sends (ahead of policy), by
+// the speaker from GoBGP's pre-policy update events rather than by GoBGP's
+// own prefix limit, which recounts the whole Adj-RIB-In on every UPDATE and
+// so makes a large burst quadratic (received.go). A warning is logged past 80%;
 // past the limit the session is shut down with a Cease naming the limit
 // (state "max-prefix-exceeded", an error log) until the next change of that
 // session's config or a restart, and its routes are withdrawn.
@@ -91,7 +96,7 @@
 // and its routes are withdrawn. Between gateways the speaker runs its own
 // BFD (bfd.go: RFC 5880 packets on UDP 4784 over the tunnel, one goroutine
 // and one ticker for all peers), because GoBGP's, with a goroutine and a
-// ticker per peer, was nearly all of an idle agent's CPU. VBR sessions with
+// ticker per peer, wakes an idle agent for every packet. VBR sessions with
 // bfd: true run GoBGP's BFD (UDP 3784, RFC 5881) toward the on-premises
 // router. Session changes reach Options.OnSessions as GoBGP reports them:
 // nothing polls GoBGP. Graceful restart (RFC 4724) is on for every
@@ -104,11 +109,42 @@
 //
 // GoBGP queues watch events without bound and never waits for the watcher,
 // so slow consumers cannot starve keepalives. The speaker folds best-path
-// events into its own table and hands OnRoutes one batch per Coalesce
-// interval (and never two at once); a burst of 100,000 updates becomes a
-// handful of batches. Speaker.Set with an unchanged Desired (the agent
+// events into its own table and hands OnRoutes at most one batch per
+// Coalesce interval (and never two at once), however fast updates arrive
+// (TestBurstIsCoalesced). Speaker.Set with an unchanged Desired (the agent
 // calls it on every reconcile) recomputes nothing; a changed one
 // recomputes every learned route, since origins may be named anew.
 //
-// IPv4 only for now: IPv6 CIDRs are rejected by Validate with a clear error.
+// # Address families
+//
+// The speaker carries IPv4 unicast: Validate rejects IPv6 addresses and
+// CIDRs with a clear error. The import table names the families it covers
+// in one place (allPrefixes in rules.go), and the policy compiler already
+// keeps each family in sets of its own.
+//
+// # Files
+//
+//   - speaker.go: the Speaker's life (Start, Set, Close) and its GoBGP
+//     server; options.go its Options; peers.go the sessions; origins.go
+//     what it announces.
+//   - rules.go: the import table; filter.go its Go classifier; policy.go
+//     its GoBGP form and the export policy; tags.go the origin tags.
+//   - state.go: GoBGP's event stream; learned.go the learned routes and
+//     their batches; received.go rejection records and max_prefixes;
+//     sessions.go session states and OnSessions; status.go and metrics.go
+//     what cenctl and Prometheus read.
+//   - bfd.go: BFD between gateways; redact.go: passwords out of logs.
+//
+// # Measurements
+//
+// make bench-routing measures the speaker: BenchmarkLearn100k, the time
+// 100,000 prefixes from one session take to reach OnRoutes beside the time
+// plain GoBGP takes to hold them, the heap and RSS per learned route, and
+// the convergence of one more prefix; BenchmarkBIRD100k, the same with
+// BIRD 2 announcing across namespaces, beside `ip -batch` installing the
+// routes; BenchmarkFailover, the time from a hung twin gateway to the
+// batch without it; and test/'s BenchmarkPipeline100k, the whole pipeline
+// between two real cend processes. make bench-agent's BenchmarkIdleAgent
+// measures the idle agent's CPU, which gateway BFD keeps low. The figures
+// and their targets are in the generated benchmark report, BENCHMARKS.md.
 package routing

@@ -45,7 +45,7 @@ func TestHandoffAddressesStayInTheRegion(t *testing.T) {
 			t.Errorf("the other region's gateway learned handoff address %s: %+v", p, r)
 		}
 		if _, ok := rawTable(t, onprem)[p]; ok {
-			t.Errorf("the VBR router was sent handoff address %s", p)
+			t.Errorf("the VBR router got handoff address %s", p)
 		}
 	}
 	if _, ok := rawTable(t, onprem)[vpcB]; !ok {
@@ -113,7 +113,7 @@ func TestTwinAnnouncementsAndConnected(t *testing.T) {
 		t.Error("C learned through B what B refused")
 	}
 
-	// When C's VBR withdraws the shared prefix, B no longer names C.
+	// When C's VBR withdraws the shared prefix, B stops naming C.
 	rawAnnounce(t, or2, r2, true, shared)
 	waitFor(t, 10*time.Second, "B drops C from the shared prefix", func() bool {
 		r, ok := b.route(shared)

@@ -47,7 +47,7 @@ type helperState struct {
 	UpAt      time.Time // first session established
 	Count     int       // routes held
 	LastAt    time.Time // when Count last changed
-	HeapStart uint64    // live heap and RSS before any route
+	HeapStart uint64    // live heap and RSS with no route yet
 	RSSStart  uint64
 	HeapNow   uint64 // measured when Count reaches Expect
 	RSSNow    uint64
@@ -102,20 +102,37 @@ func helperMain(dir string) int {
 	if cfg.Plain {
 		return plainMain(dir, cfg, log)
 	}
-	var st helperState
-	st.HeapStart, st.RSSStart = heapBytes(), rssBytes()
-	batches := make(chan helperBatch, 1024)
-	sessions := make(chan helperSessions, 1024)
+	h := &helperRun{dir: dir, cfg: cfg, log: log, batches: make(chan helperBatch, 1024), sessions: make(chan helperSessions, 1024)}
+	h.st.HeapStart, h.st.RSSStart = heapBytes(), rssBytes()
+	if err := h.start(); err != nil {
+		log.Error("start the speaker", "error", err)
+		return 2
+	}
+	return h.loop()
+}
+
+// helperRun is a helper process's speaker and what it publishes.
+type helperRun struct {
+	dir      string
+	cfg      helperConfig
+	log      *slog.Logger
+	s        *Speaker
+	st       helperState
+	batches  chan helperBatch
+	sessions chan helperSessions
+}
+
+func (h *helperRun) start() error {
 	s, err := New(Options{
-		Logger: log, Port: cfg.Port, Restarting: cfg.Restarting, Coalesce: 20 * time.Millisecond,
+		Logger: h.log, Port: h.cfg.Port, Restarting: h.cfg.Restarting, Coalesce: 20 * time.Millisecond,
 		ConnectRetry: time.Second, GracefulRestartTime: 30 * time.Second, SyncTimeout: 10 * time.Second,
-		BFD: BFDOptions{Interval: cfg.BFDInterval},
+		BFD: BFDOptions{Interval: h.cfg.BFDInterval},
 		OnRoutes: func(b RouteBatch) {
 			hb := helperBatch{At: time.Now(), Full: b.Full, Synced: b.Synced, Upsert: b.Upsert}
 			for _, p := range b.Withdraw {
 				hb.Withdraw = append(hb.Withdraw, p.String())
 			}
-			batches <- hb
+			h.batches <- hb
 		},
 		OnSessions: func(ss []SessionUp) {
 			hs := helperSessions{At: time.Now()}
@@ -124,80 +141,94 @@ func helperMain(dir string) int {
 					hs.Down = append(hs.Down, s.Name)
 				}
 			}
-			sessions <- hs
+			h.sessions <- hs
 		},
 	})
 	if err != nil {
-		log.Error("new", "error", err)
-		return 2
+		return fmt.Errorf("new: %w", err)
 	}
-	ctx := context.Background()
-	if err := s.Start(ctx); err != nil {
-		log.Error("start", "error", err)
-		return 2
+	h.s = s
+	if err := s.Start(context.Background()); err != nil {
+		return fmt.Errorf("start: %w", err)
 	}
-	if err := s.Set(ctx, cfg.Desired); err != nil {
-		log.Error("set", "error", err)
+	if err := s.Set(context.Background(), h.cfg.Desired); err != nil {
+		h.log.Error("set", "error", err)
 	}
+	return nil
+}
+
+// loop publishes until SIGTERM, which closes the speaker.
+func (h *helperRun) loop() int {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGHUP)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	write := func() {
-		if cfg.Summary && st.UpAt.IsZero() {
-			s.state.mu.Lock()
-			for _, si := range s.state.sessions {
-				if si.state == bgp.BGP_FSM_ESTABLISHED {
-					st.UpAt = si.since
-				}
-			}
-			s.state.mu.Unlock()
-		}
-		st.Status, _ = s.Status(ctx)
-		if cfg.Summary {
-			st.Status.Routes = nil
-		}
-		b, _ := json.Marshal(st)
-		tmp := filepath.Join(dir, "state.json.tmp")
-		if os.WriteFile(tmp, b, 0o600) == nil {
-			os.Rename(tmp, filepath.Join(dir, "state.json"))
-		}
-	}
 	for {
 		select {
-		case b := <-batches:
-			if !cfg.Summary {
-				st.Batches = append(st.Batches, b)
-				continue
-			}
-			if b.Full {
-				st.Count = 0
-			}
-			st.Count += len(b.Upsert) - len(b.Withdraw)
-			st.LastAt = b.At
-			if st.Count >= cfg.Expect && cfg.Expect > 0 && st.HeapNow == 0 {
-				st.HeapNow, st.RSSNow = heapBytes(), rssBytes()
-			}
-		case hs := <-sessions:
-			st.Sessions = append(st.Sessions, hs)
+		case b := <-h.batches:
+			h.add(b)
+		case hs := <-h.sessions:
+			h.st.Sessions = append(h.st.Sessions, hs)
 		case <-tick.C:
-			write()
+			h.write()
 		case sg := <-sig:
 			if sg == syscall.SIGHUP {
-				c, err := readHelperConfig(dir)
+				c, err := readHelperConfig(h.dir)
 				if err == nil {
-					err = s.Set(ctx, c.Desired)
+					err = h.s.Set(context.Background(), c.Desired)
 				}
 				if err != nil {
-					log.Error("reload", "error", err)
+					h.log.Error("reload", "error", err)
 				}
-				write()
+				h.write()
 				continue
 			}
-			s.Close(cfg.Graceful)
-			write()
+			h.s.Close(h.cfg.Graceful)
+			h.write()
 			return 0
 		}
+	}
+}
+
+// add records a batch, or in summary mode counts it.
+func (h *helperRun) add(b helperBatch) {
+	if !h.cfg.Summary {
+		h.st.Batches = append(h.st.Batches, b)
+		return
+	}
+	if b.Full {
+		h.st.Count = 0
+	}
+	h.st.Count += len(b.Upsert) - len(b.Withdraw)
+	h.st.LastAt = b.At
+	if h.st.Count >= h.cfg.Expect && h.cfg.Expect > 0 && h.st.HeapNow == 0 {
+		h.st.HeapNow, h.st.RSSNow = heapBytes(), rssBytes()
+	}
+}
+
+func (h *helperRun) write() {
+	if h.cfg.Summary && h.st.UpAt.IsZero() {
+		h.s.state.mu.Lock()
+		for _, si := range h.s.state.sessions.byAddr {
+			if si.state == bgp.BGP_FSM_ESTABLISHED {
+				h.st.UpAt = si.since
+			}
+		}
+		h.s.state.mu.Unlock()
+	}
+	h.st.Status, _ = h.s.Status(context.Background())
+	if h.cfg.Summary {
+		h.st.Status.Routes = nil
+	}
+	publish(h.dir, h.st)
+}
+
+// publish replaces dir's state.json with st, atomically.
+func publish(dir string, st helperState) {
+	b, _ := json.Marshal(st)
+	tmp := filepath.Join(dir, "state.json.tmp")
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, filepath.Join(dir, "state.json"))
 	}
 }
 
@@ -309,11 +340,7 @@ func plainMain(dir string, cfg helperConfig, log *slog.Logger) int {
 			}
 			if now.Sub(lastWrite) >= 100*time.Millisecond {
 				lastWrite = now
-				b, _ := json.Marshal(st)
-				tmp := filepath.Join(dir, "state.json.tmp")
-				if os.WriteFile(tmp, b, 0o600) == nil {
-					os.Rename(tmp, filepath.Join(dir, "state.json"))
-				}
+				publish(dir, st)
 			}
 		}
 	}

@@ -54,7 +54,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		return 0
 	}
 	for _, ss := range st.Sessions {
-		l := []string{ss.Name, ss.Kind, ss.Neighbor.String()}
+		l := []string{ss.Name, string(ss.Kind), ss.Neighbor.String()}
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
 		if ss.BFD != "" {
 			ch <- prometheus.MustNewConstMetric(c.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)

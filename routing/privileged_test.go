@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -179,12 +178,28 @@ func birdc(t testing.TB, sock string, args ...string) string {
 // BIRD's table; conflicts, prefixes outside accept, a default route and a
 // gateway's hijack are refused and reported; max_prefixes trips.
 func TestBIRDVBR(t *testing.T) {
+	bl := newBIRDLab(t)
+	bl.checkLearned(t)
+	bl.checkBIRDTable(t)
+	bl.checkMaxPrefixes(t)
+}
+
+const birdPassword = "md5-s3cret"
+
+// birdLab is gw-a, holding the VBR of the BIRD router at 172.30.0.2, and
+// gw-b of another region, which also claims a piece of vpc-a.
+type birdLab struct {
+	a, b *helperProc
+	dA   Desired
+	sock string // BIRD's control socket
+}
+
+func newBIRDLab(t *testing.T) *birdLab {
 	l := newLab(t)
 	nsA, nsB, nsOp := l.netns("gwa"), l.netns("gwb"), l.netns("op")
 	l.link(nsA, "100.64.0.1/24", nsB, "100.64.0.2/24")
 	l.link(nsA, "172.30.0.1/30", nsOp, "172.30.0.2/30")
-	const password = "md5-s3cret"
-	sock := startBIRD(t, nsOp, fmt.Sprintf(birdConf, password))
+	sock := startBIRD(t, nsOp, fmt.Sprintf(birdConf, birdPassword))
 
 	tunA, tunB := ma("100.64.0.1"), ma("100.64.0.2")
 	inst := []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
@@ -194,7 +209,7 @@ func TestBIRDVBR(t *testing.T) {
 		Gateways:  []GatewayPeer{{Name: "gw-b", Region: "r-b", Address: tunB, Entitled: entB()}},
 		Originate: []Origin{{vpcA, "r-a", "vpc-a"}},
 		VBRs: []VBRSession{{Network: "idc-a", Region: "r-a", Neighbor: ma("172.30.0.2"), LocalAddress: ma("172.30.0.1"),
-			PeerASN: 65010, Accept: accept, Password: password, BFD: true}},
+			PeerASN: 65010, Accept: accept, Password: birdPassword, BFD: true}},
 		InstanceCIDRs: inst, ProtectedPrefixes: prot}
 	entAll := []Entitlement{{Network: "vpc-a", Region: "r-a", Kind: KindVPC, Prefixes: []netip.Prefix{vpcA}},
 		{Network: "idc-a", Region: "r-a", Kind: KindVBR, Prefixes: accept}}
@@ -203,21 +218,27 @@ func TestBIRDVBR(t *testing.T) {
 		Gateways:      []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entAll}},
 		Originate:     []Origin{{vpcB, "r-b", "vpc-b"}, {mp("10.1.7.0/24"), "r-b", "vpc-b"}},
 		InstanceCIDRs: inst, ProtectedPrefixes: prot}
-	a := l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
-	b := l.speaker(nsB, helperConfig{Desired: dB, Port: 179})
+	return &birdLab{
+		a: l.speaker(nsA, helperConfig{Desired: dA, Port: 179}), b: l.speaker(nsB, helperConfig{Desired: dB, Port: 179}),
+		dA: dA, sock: sock,
+	}
+}
 
-	good := "192.168.10.0/24"
-	stB := b.waitFor(60*time.Second, "on-prem prefix at the remote gateway", func(s helperState) bool {
-		r, ok := s.routes()[good]
-		return ok && slices.Equal(r.NextHops, []netip.Addr{tunA}) && r.OriginNetwork == "idc-a" && r.OriginRegion == "r-a"
+const birdGood = "192.168.10.0/24"
+
+// checkLearned: what each gateway learns and refuses, and why.
+func (bl *birdLab) checkLearned(t *testing.T) {
+	stB := bl.b.waitFor(60*time.Second, "on-prem prefix at the remote gateway", func(s helperState) bool {
+		r, ok := s.routes()[birdGood]
+		return ok && slices.Equal(r.NextHops, []netip.Addr{ma("100.64.0.1")}) && r.OriginNetwork == "idc-a" && r.OriginRegion == "r-a"
 	})
 	if _, ok := stB.routes()["192.168.11.0/24"]; !ok {
 		t.Fatal("second on-prem prefix missing at gw-b")
 	}
 	// Rejections are recorded as updates arrive; learned routes follow in
 	// the next coalesced batch: wait for both.
-	stA := a.waitFor(20*time.Second, "rejections and the accepted route at gw-a", func(s helperState) bool {
-		_, learned := s.routes()[good]
+	stA := bl.a.waitFor(20*time.Second, "rejections and the accepted route at gw-a", func(s helperState) bool {
+		_, learned := s.routes()[birdGood]
 		return len(s.Status.Rejected) == 4 && learned
 	})
 	got := map[string]Reason{}
@@ -238,22 +259,25 @@ func TestBIRDVBR(t *testing.T) {
 			t.Errorf("gw-b learned %s", p)
 		}
 	}
-	if r := ra[good]; !r.Direct || !slices.Equal(r.NextHops, []netip.Addr{ma("172.30.0.2")}) {
-		t.Errorf("gw-a route to %s: %+v, want direct via the on-prem router", good, r)
+	if r := ra[birdGood]; !r.Direct || !slices.Equal(r.NextHops, []netip.Addr{ma("172.30.0.2")}) {
+		t.Errorf("gw-a route to %s: %+v, want direct via the on-prem router", birdGood, r)
 	}
-	stA = a.waitFor(10*time.Second, "BFD up on the VBR session", func(s helperState) bool {
+	stA = bl.a.waitFor(10*time.Second, "BFD up on the VBR session", func(s helperState) bool {
 		return s.session("idc-a").BFD == "up"
 	})
 	vbr := stA.session("idc-a")
 	if vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 2 || vbr.Rejected != 3 {
 		t.Errorf("idc-a session: %+v, want established 5/2/3", vbr)
 	}
+}
 
-	// CEN routes reach BIRD's table, from both regions, tagged.
+// checkBIRDTable: CEN routes reach BIRD's table, from both regions,
+// tagged; neither the hijack nor BIRD's own prefix does.
+func (bl *birdLab) checkBIRDTable(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	var routes string
 	for {
-		routes = birdc(t, sock, "show", "route", "all", "protocol", "cen")
+		routes = birdc(t, bl.sock, "show", "route", "all", "protocol", "cen")
 		if strings.Contains(routes, "10.1.0.0/16") && strings.Contains(routes, "10.2.0.0/16") {
 			break
 		}
@@ -268,32 +292,32 @@ func TestBIRDVBR(t *testing.T) {
 	if strings.Contains(routes, "10.1.7.0/24") {
 		t.Errorf("the hijacked prefix reached BIRD:\n%s", routes)
 	}
-	if strings.Contains(routes, "192.168.10.0/24") {
+	if strings.Contains(routes, birdGood) {
 		t.Errorf("BIRD got its own prefix back:\n%s", routes)
 	}
-	for _, f := range []string{"log.txt"} {
-		if b, _ := os.ReadFile(filepath.Join(a.dir, f)); strings.Contains(string(b), password) {
-			t.Fatalf("the TCP-MD5 password appears in gw-a's log")
-		}
+	if b, _ := os.ReadFile(filepath.Join(bl.a.dir, "log.txt")); strings.Contains(string(b), birdPassword) {
+		t.Fatalf("the TCP-MD5 password appears in gw-a's log")
 	}
+}
 
-	// max_prefixes: BIRD sends 5 prefixes; allow 3. The reload replaces
-	// only the VBR session; the gateway session is not touched.
-	gwBefore := a.state().session("gw-b")
-	dA.VBRs[0].MaxPrefixes = 3
-	writeHelperConfig(t, a.dir, helperConfig{Desired: dA, Port: 179})
-	a.cmd.Process.Signal(syscall.SIGHUP)
-	a.waitFor(30*time.Second, "max-prefix-exceeded", func(s helperState) bool {
+// checkMaxPrefixes: BIRD sends 5 prefixes; allow 3. The reload replaces
+// only the VBR session; the gateway session is not touched.
+func (bl *birdLab) checkMaxPrefixes(t *testing.T) {
+	gwPrior := bl.a.state().session("gw-b")
+	bl.dA.VBRs[0].MaxPrefixes = 3
+	writeHelperConfig(t, bl.a.dir, helperConfig{Desired: bl.dA, Port: 179})
+	bl.a.cmd.Process.Signal(syscall.SIGHUP)
+	bl.a.waitFor(30*time.Second, "max-prefix-exceeded", func(s helperState) bool {
 		return s.session("idc-a").State == "max-prefix-exceeded"
 	})
-	b.waitFor(20*time.Second, "on-prem routes withdrawn at gw-b", func(s helperState) bool {
-		_, ok := s.routes()[good]
+	bl.b.waitFor(20*time.Second, "on-prem routes withdrawn at gw-b", func(s helperState) bool {
+		_, ok := s.routes()[birdGood]
 		return !ok
 	})
-	if gw := a.state().session("gw-b"); gw.State != "established" || gw.Uptime < gwBefore.Uptime {
-		t.Errorf("gw-b session disturbed by a reload that changed only idc-a: before %+v after %+v", gwBefore, gw)
+	if gw := bl.a.state().session("gw-b"); gw.State != "established" || gw.Uptime < gwPrior.Uptime {
+		t.Errorf("gw-b session disturbed by a reload that changed only idc-a: then %+v, now %+v", gwPrior, gw)
 	}
-	log, _ := os.ReadFile(filepath.Join(a.dir, "log.txt"))
+	log, _ := os.ReadFile(filepath.Join(bl.a.dir, "log.txt"))
 	if !strings.Contains(string(log), "max_prefixes exceeded") {
 		t.Errorf("no clear log line for the max_prefixes trip:\n%s", log)
 	}
@@ -301,7 +325,7 @@ func TestBIRDVBR(t *testing.T) {
 
 // TestBFDFailover: gw-a reaches vpc-b over twin gateways b1 and b2
 // (multipath). A hung b1 (SIGSTOP: no FIN, no BFD) must be dropped from the
-// next hops in under one second, by BFD, well before the 9s hold time.
+// next hops in under one second, by BFD, well inside the 9s hold time.
 //
 // The agent learns of the session going down from OnSessions (it re-splits
 // the region's bandwidth and decides which routes to hold): that must be as
@@ -321,11 +345,29 @@ func TestBFDFailover(t *testing.T) {
 // (SIGSTOP) gw-a delivers vpc-b with b2 as the only next hop, and how long
 // until its OnSessions reports gw-b1 down. Both sorted.
 func measureFailover(t testing.TB, trials int) (routes, downs []time.Duration) {
+	a, b1 := newFailoverLab(t)
+	for i := range trials {
+		route, down := failoverTrial(t, a, b1)
+		routes = append(routes, route)
+		downs = append(downs, down)
+		t.Logf("trial %d: failover in %v, session down reported after %v", i+1, route, down)
+	}
+	slices.Sort(routes)
+	slices.Sort(downs)
+	t.Logf("failover over %d trials: median %v, max %v (BFD 100ms x 3); session down reported: median %v, max %v",
+		trials, routes[trials/2], routes[trials-1], downs[trials/2], downs[trials-1])
+	return routes, downs
+}
+
+var tunA, tunB1, tunB2 = ma("100.64.0.1"), ma("100.64.0.2"), ma("100.64.0.3")
+
+// newFailoverLab starts gw-a (tunA) and the twins gw-b1 (tunB1) and gw-b2
+// (tunB2), each in a namespace, and returns gw-a's and gw-b1's speakers.
+func newFailoverLab(t testing.TB) (a, b1 *helperProc) {
 	l := newLab(t)
 	nsA, nsB1, nsB2 := l.netns("gwa"), l.netns("gwb1"), l.netns("gwb2")
-	tunA, tunB1, tunB2 := ma("100.64.0.1"), ma("100.64.0.2"), ma("100.64.0.3")
-	for ns, a := range map[string]netip.Addr{nsA: tunA, nsB1: tunB1, nsB2: tunB2} {
-		run(t, "ip", "-n", ns, "addr", "add", a.String()+"/32", "dev", "lo")
+	for ns, addr := range map[string]netip.Addr{nsA: tunA, nsB1: tunB1, nsB2: tunB2} {
+		run(t, "ip", "-n", ns, "addr", "add", addr.String()+"/32", "dev", "lo")
 	}
 	l.link(nsA, "10.255.1.1/30", nsB1, "10.255.1.2/30")
 	l.link(nsA, "10.255.2.1/30", nsB2, "10.255.2.2/30")
@@ -347,63 +389,45 @@ func measureFailover(t testing.TB, trials int) (routes, downs []time.Duration) {
 			Gateways:  []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entA()}},
 			Originate: []Origin{{vpcB, "r-b", "vpc-b"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
 	}
-	a := l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
-	b1 := l.speaker(nsB1, helperConfig{Desired: dB(tunB1), Port: 179})
+	a = l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
+	b1 = l.speaker(nsB1, helperConfig{Desired: dB(tunB1), Port: 179})
 	l.speaker(nsB2, helperConfig{Desired: dB(tunB2), Port: 179})
+	return a, b1
+}
 
-	both := func(s helperState) bool {
+// failoverTrial hangs b1 once both twins carry vpc-b, and times how long
+// gw-a takes to move vpc-b to b2 alone and to report b1's session down;
+// then it resumes b1.
+func failoverTrial(t testing.TB, a, b1 *helperProc) (route, down time.Duration) {
+	a.waitFor(60*time.Second, "multipath over both twins with BFD up", func(s helperState) bool {
 		r, ok := s.routes()[vpcB.String()]
 		return ok && slices.Equal(r.NextHops, []netip.Addr{tunB1, tunB2}) &&
 			s.session("gw-b1").BFD == "up" && s.session("gw-b2").BFD == "up"
+	})
+	a.waitFor(10*time.Second, "OnSessions reporting gw-b1 up", func(s helperState) bool {
+		return len(s.Sessions) > 0 && !slices.Contains(s.Sessions[len(s.Sessions)-1].Down, "gw-b1")
+	})
+	prior := a.state()
+	n, ns := len(prior.Batches), len(prior.Sessions)
+	stop := time.Now()
+	b1.cmd.Process.Signal(syscall.SIGSTOP)
+	defer b1.cmd.Process.Signal(syscall.SIGCONT)
+	st := a.waitFor(15*time.Second, "b1 dropped from the next hops", func(s helperState) bool {
+		r, ok := s.routes()[vpcB.String()]
+		return ok && slices.Equal(r.NextHops, []netip.Addr{tunB2})
+	})
+	i := slices.IndexFunc(st.Batches[n:], func(bt helperBatch) bool {
+		return slices.ContainsFunc(bt.Upsert, func(r LearnedRoute) bool {
+			return r.Prefix == vpcB && slices.Equal(r.NextHops, []netip.Addr{tunB2})
+		})
+	})
+	if i < 0 {
+		t.Fatal("no batch moved vpc-b to b2 alone")
 	}
-	var times []time.Duration
-	for i := range trials {
-		a.waitFor(60*time.Second, "multipath over both twins with BFD up", both)
-		a.waitFor(10*time.Second, "OnSessions reporting gw-b1 up", func(s helperState) bool {
-			return len(s.Sessions) > 0 && !slices.Contains(s.Sessions[len(s.Sessions)-1].Down, "gw-b1")
-		})
-		before := a.state()
-		n, ns := len(before.Batches), len(before.Sessions)
-		stop := time.Now()
-		b1.cmd.Process.Signal(syscall.SIGSTOP)
-		st := a.waitFor(15*time.Second, "b1 dropped from the next hops", func(s helperState) bool {
-			r, ok := s.routes()[vpcB.String()]
-			return ok && slices.Equal(r.NextHops, []netip.Addr{tunB2})
-		})
-		var at time.Time
-		for _, bt := range st.Batches[n:] {
-			for _, r := range bt.Upsert {
-				if r.Prefix == vpcB && slices.Equal(r.NextHops, []netip.Addr{tunB2}) && at.IsZero() {
-					at = bt.At
-				}
-			}
-		}
-		if at.IsZero() {
-			t.Fatalf("trial %d: no batch moved vpc-b to b2 alone", i+1)
-		}
-		st = a.waitFor(5*time.Second, "OnSessions reporting gw-b1 down", func(s helperState) bool {
-			for _, hs := range s.Sessions[ns:] {
-				if slices.Contains(hs.Down, "gw-b1") {
-					return true
-				}
-			}
-			return false
-		})
-		var downAt time.Time
-		for _, hs := range st.Sessions[ns:] {
-			if slices.Contains(hs.Down, "gw-b1") && downAt.IsZero() {
-				downAt = hs.At
-			}
-		}
-		d := at.Sub(stop)
-		times = append(times, d)
-		downs = append(downs, downAt.Sub(stop))
-		t.Logf("trial %d: failover in %v, session down reported after %v", i+1, d, downAt.Sub(stop))
-		b1.cmd.Process.Signal(syscall.SIGCONT)
-	}
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	sort.Slice(downs, func(i, j int) bool { return downs[i] < downs[j] })
-	t.Logf("failover over %d trials: median %v, max %v (BFD 100ms x 3); session down reported: median %v, max %v",
-		trials, times[trials/2], times[trials-1], downs[trials/2], downs[trials-1])
-	return times, downs
+	downIn := func(hs helperSessions) bool { return slices.Contains(hs.Down, "gw-b1") }
+	st = a.waitFor(5*time.Second, "OnSessions reporting gw-b1 down", func(s helperState) bool {
+		return slices.ContainsFunc(s.Sessions[ns:], downIn)
+	})
+	j := slices.IndexFunc(st.Sessions[ns:], downIn)
+	return st.Batches[n+i].At.Sub(stop), st.Sessions[ns+j].At.Sub(stop)
 }

@@ -38,7 +38,7 @@ func (r *redactor) clean(s string) string {
 }
 
 // redactHandler is a slog.Handler that blanks secrets in the message and
-// in every attribute, formatted as text, before passing records on.
+// in every attribute, formatted as text, and then passes records on.
 type redactHandler struct {
 	next slog.Handler
 	r    *redactor

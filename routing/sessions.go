@@ -5,14 +5,27 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"time"
 
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
+
+// SessionKind says what a BGP session runs to. Its values are the strings
+// status output and metric labels show.
+type SessionKind string
+
+// Session kinds.
+const (
+	SessionGateway SessionKind = "gateway" // another gateway of the instance, iBGP over the tunnel
+	SessionVBR     SessionKind = "vbr"     // an on-premises router, eBGP
 )
 
 // SessionUp says whether one configured session is established.
 type SessionUp struct {
 	Name     string
-	Kind     string // "gateway" or "vbr", as in SessionStatus
+	Kind     SessionKind
 	Neighbor netip.Addr
 	Up       bool
 }
@@ -32,14 +45,14 @@ func (st *state) sessionList() []SessionUp {
 	}
 	out := make([]SessionUp, 0, len(st.f.gateways)+len(st.f.vbrs))
 	up := func(addr netip.Addr) bool {
-		si := st.sessions[addr]
+		si := st.sessions.byAddr[addr]
 		return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED && !si.maxPrefix
 	}
 	for addr, g := range st.f.gateways {
-		out = append(out, SessionUp{Name: g.Name, Kind: sessionKind(KindVPC), Neighbor: addr, Up: up(addr)})
+		out = append(out, SessionUp{Name: g.Name, Kind: SessionGateway, Neighbor: addr, Up: up(addr)})
 	}
 	for addr, v := range st.f.vbrs {
-		out = append(out, SessionUp{Name: v.Network, Kind: sessionKind(KindVBR), Neighbor: addr, Up: up(addr)})
+		out = append(out, SessionUp{Name: v.Network, Kind: SessionVBR, Neighbor: addr, Up: up(addr)})
 	}
 	slices.SortFunc(out, func(a, b SessionUp) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name), a.Neighbor.Compare(b.Neighbor))
@@ -77,5 +90,108 @@ func (st *state) runSessions(ctx context.Context) {
 		if st.opts.OnSessions != nil {
 			st.opts.OnSessions(slices.Clone(cur))
 		}
+	}
+}
+
+// sessionStates are the sessions as GoBGP's events report them, and what
+// each offers that is not learned. Guarded by state.mu.
+type sessionStates struct {
+	byAddr map[netip.Addr]*sessionInfo
+	// rejected lists, per session, the prefixes it currently offers that
+	// are not learned, and why; counts totals rejections since start.
+	rejected map[netip.Addr]map[netip.Prefix]Reason
+	counts   map[Reason]uint64
+}
+
+type sessionInfo struct {
+	state     bgp.FSMState
+	since     time.Time
+	lastError string
+	maxPrefix bool
+	// received holds what a VBR router with max_prefixes has announced
+	// (ahead of policy, as the limit counts), while its session is up;
+	// warned says the warning at 80% of the limit has been logged.
+	received    map[netip.Prefix]struct{}
+	warned      bool
+	rejected    map[Reason]uint64
+	hasSeenUp   bool
+	lastLogTime time.Time
+}
+
+// established reports whether the session with addr is established.
+func (st *state) established(addr netip.Addr) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	si := st.sessions.byAddr[addr]
+	return si != nil && si.state == bgp.BGP_FSM_ESTABLISHED
+}
+
+func (st *state) session(addr netip.Addr) *sessionInfo {
+	si := st.sessions.byAddr[addr]
+	if si == nil {
+		si = &sessionInfo{}
+		st.sessions.byAddr[addr] = si
+	}
+	return si
+}
+
+func (st *state) sessionName(addr netip.Addr) string {
+	if st.f != nil {
+		if g := st.f.gateways[addr]; g != nil {
+			return g.Name
+		}
+		if v := st.f.vbrs[addr]; v != nil {
+			return v.Network
+		}
+	}
+	return addr.String()
+}
+
+func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
+	addr := ev.Peer.State.NeighborAddress
+	if !addr.IsValid() {
+		addr = ev.Peer.Conf.NeighborAddress
+	}
+	si := st.session(addr)
+	old, oldMax := si.state, si.maxPrefix
+	si.state = ev.Peer.State.SessionState
+	if old != si.state {
+		si.since = t
+	}
+	name := st.sessionName(addr)
+	if ev.Peer.State.DisconnectMessage != "" {
+		si.lastError = ev.Peer.State.DisconnectMessage
+	}
+	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && !si.maxPrefix {
+		si.maxPrefix = true
+		max := uint32(0)
+		if v := st.f.vbrs[addr]; v != nil {
+			max = v.MaxPrefixes
+		}
+		st.log.Error("bgp session shut down: max_prefixes exceeded", "session", name, "neighbor", addr, "max_prefixes", max)
+	}
+	switch {
+	case si.state == bgp.BGP_FSM_ESTABLISHED && old != bgp.BGP_FSM_ESTABLISHED:
+		si.hasSeenUp = true
+		si.maxPrefix, si.received, si.warned = false, nil, false
+		si.lastError = ""
+		st.log.Info("bgp session up", "session", name, "neighbor", addr)
+	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
+		si.received = nil
+		st.forgetTwin(addr)
+		st.wake()
+		select {
+		case st.urgent <- struct{}{}:
+		default:
+		}
+		delete(st.sessions.rejected, addr)
+		delete(st.learned.eor, addr)
+		st.log.Warn("bgp session down", "session", name, "neighbor", addr, "reason", ev.Peer.State.DisconnectReason.String(),
+			"message", ev.Peer.State.DisconnectMessage)
+	}
+	// Only crossing Established (or a max_prefixes trip) changes what
+	// OnSessions reports; a dead peer's connect/active cycling does not.
+	if (old == bgp.BGP_FSM_ESTABLISHED) != (si.state == bgp.BGP_FSM_ESTABLISHED) || oldMax != si.maxPrefix {
+		st.wakeSessions()
 	}
 }

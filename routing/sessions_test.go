@@ -23,8 +23,8 @@ func (l *sessionLog) record(ss []SessionUp) {
 	l.at = append(l.at, time.Now())
 }
 
-// last returns the latest call as "name:up" strings, and how many calls
-// there were.
+// last returns the latest call as "name:up" strings, and the number of
+// calls so far.
 func (l *sessionLog) last() ([]string, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -112,12 +112,19 @@ func startNode(t testing.TB, port int32, d Desired, mod ...func(*Options)) *node
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	pollFor(t, timeout, 20*time.Millisecond, what, cond)
+}
+
+// pollFor calls cond every interval until it holds; past timeout it
+// fails t.
+func pollFor(t testing.TB, timeout, every time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
@@ -232,60 +239,93 @@ func desiredB(self, twin netip.Addr, twinName string) Desired {
 	}
 }
 
+// TestPropagationFiltersAndWithdrawal: A (r-a, with a VBR) and twins B
+// and C (r-b) learn each other's VPC CIDRs, B and C learn what A's VBR
+// router announces through A, and the router gets the CEN routes; what the
+// import table refuses is refused, counted and reported; an identical Set
+// disturbs nothing; withdrawals propagate.
 func TestPropagationFiltersAndWithdrawal(t *testing.T) {
 	port := freePort(t)
-	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
-	a := startNode(t, port, desiredA(port))
-	b := startNode(t, port, desiredB(addrB, addrC, "gw-c"))
-	c := startNode(t, port, desiredB(addrC, addrB, "gw-b"))
+	p := &propagation{port: port, onprem: rawRouter(t, addrOnprem, 65010, port, addrA, testASN)}
+	p.a = startNode(t, port, desiredA(port))
+	p.b = startNode(t, port, desiredB(addrB, addrC, "gw-c"))
+	p.c = startNode(t, port, desiredB(addrC, addrB, "gw-b"))
+	p.checkVPCs(t)
+	p.checkOnPrem(t)
+	p.checkObservable(t)
+	p.checkExport(t)
+	p.checkIdempotentSet(t)
+	p.checkWithdrawals(t)
+}
 
-	// Multipath: A reaches vpc-b through both twins of r-b.
+// propagation is the three gateways of TestPropagationFiltersAndWithdrawal
+// and A's on-prem router.
+type propagation struct {
+	port    int32
+	a, b, c *node
+	onprem  *server.BgpServer
+}
+
+var (
+	propGood, propOutside, propConflict = mp("192.168.1.0/24"), mp("172.20.0.0/16"), mp("10.1.128.0/17")
+	propDefault, propTunnel             = mp("0.0.0.0/0"), mp("127.0.0.3/32")
+)
+
+// checkVPCs: multipath to the twins, origins, and no gateway learning its
+// own region's CIDR.
+func (p *propagation) checkVPCs(t *testing.T) {
 	waitFor(t, 30*time.Second, "vpc-b via both twins at A", func() bool {
-		r, ok := a.route(vpcB)
+		r, ok := p.a.route(vpcB)
 		return ok && slices.Equal(r.NextHops, []netip.Addr{addrB, addrC})
 	})
-	r, _ := a.route(vpcB)
+	r, _ := p.a.route(vpcB)
 	if r.OriginRegion != "r-b" || r.OriginNetwork != "vpc-b" || r.Direct {
 		t.Fatalf("vpc-b at A: got %+v, want origin r-b/vpc-b, not direct", r)
 	}
 	waitFor(t, 10*time.Second, "vpc-a at B", func() bool {
-		r, ok := b.route(vpcA)
+		r, ok := p.b.route(vpcA)
 		return ok && slices.Equal(r.NextHops, []netip.Addr{addrA}) && r.OriginNetwork == "vpc-a"
 	})
 	// Own VPC CIDRs are never "learned": B and C both originate vpc-b.
-	if _, ok := b.route(vpcB); ok {
+	if _, ok := p.b.route(vpcB); ok {
 		t.Fatal("B learned its own region's vpc-b")
 	}
+}
 
-	// The on-prem router announces one good prefix, one outside accept,
-	// one conflicting with vpc-a, a default route and a tunnel address.
-	good, outside, conflict := mp("192.168.1.0/24"), mp("172.20.0.0/16"), mp("10.1.128.0/17")
-	rawAnnounce(t, onprem, addrOnprem, false, good, outside, conflict, mp("0.0.0.0/0"), mp("127.0.0.3/32"))
+// checkOnPrem: the on-prem router announces one good prefix, one outside
+// accept, one conflicting with vpc-a, a default route and a tunnel
+// address; only the good one is learned, direct at A, through A at B and C.
+func (p *propagation) checkOnPrem(t *testing.T) {
+	rawAnnounce(t, p.onprem, addrOnprem, false, propGood, propOutside, propConflict, propDefault, propTunnel)
 	waitFor(t, 20*time.Second, "on-prem prefix at B and C via A", func() bool {
-		rb, okb := b.route(good)
-		rc, okc := c.route(good)
+		rb, okb := p.b.route(propGood)
+		rc, okc := p.c.route(propGood)
 		return okb && okc && slices.Equal(rb.NextHops, []netip.Addr{addrA}) && rb.OriginNetwork == "idc-a" && rb.OriginRegion == "r-a" &&
 			slices.Equal(rc.NextHops, []netip.Addr{addrA})
 	})
-	waitFor(t, 10*time.Second, "on-prem prefix at A", func() bool { _, ok := a.route(good); return ok })
-	ra, ok := a.route(good)
+	waitFor(t, 10*time.Second, "on-prem prefix at A", func() bool { _, ok := p.a.route(propGood); return ok })
+	ra, ok := p.a.route(propGood)
 	if !ok || !ra.Direct || !slices.Equal(ra.NextHops, []netip.Addr{addrOnprem}) || ra.OriginNetwork != "idc-a" {
 		t.Fatalf("on-prem prefix at A: got %+v ok=%v, want direct via %s from idc-a", ra, ok, addrOnprem)
 	}
-	for _, p := range []netip.Prefix{outside, conflict, mp("0.0.0.0/0"), mp("127.0.0.3/32")} {
-		for name, n := range map[string]*node{"A": a, "B": b} {
-			if _, ok := n.route(p); ok {
-				t.Errorf("%s learned %s, which must be rejected", name, p)
+	for _, pfx := range []netip.Prefix{propOutside, propConflict, propDefault, propTunnel} {
+		for name, n := range map[string]*node{"A": p.a, "B": p.b} {
+			if _, ok := n.route(pfx); ok {
+				t.Errorf("%s learned %s, which must be rejected", name, pfx)
 			}
 		}
 	}
-	// The conflict is observable: status, counter, reason.
+}
+
+// checkObservable: the refusals are in A's status, by reason, and in its
+// metrics.
+func (p *propagation) checkObservable(t *testing.T) {
 	waitFor(t, 10*time.Second, "rejections in A's status", func() bool {
-		st, err := a.s.Status(context.Background())
+		st, err := p.a.s.Status(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[netip.Prefix]Reason{outside: ReasonNotAccepted, conflict: ReasonConflict, mp("0.0.0.0/0"): ReasonDefaultRoute, mp("127.0.0.3/32"): ReasonProtected}
+		want := map[netip.Prefix]Reason{propOutside: ReasonNotAccepted, propConflict: ReasonConflict, propDefault: ReasonDefaultRoute, propTunnel: ReasonProtected}
 		got := map[netip.Prefix]Reason{}
 		for _, rj := range st.Rejected {
 			if rj.Session == "idc-a" {
@@ -294,20 +334,25 @@ func TestPropagationFiltersAndWithdrawal(t *testing.T) {
 		}
 		return fmt.Sprint(got) == fmt.Sprint(want) && st.RejectedTotal[ReasonConflict] == 1
 	})
-	st, _ := a.s.Status(context.Background())
-	var vbr SessionStatus
-	for _, ss := range st.Sessions {
-		if ss.Name == "idc-a" {
-			vbr = ss
-		}
-	}
-	if vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 1 || vbr.Rejected != 4 || vbr.Kind != "vbr" {
+	st, _ := p.a.s.Status(context.Background())
+	i := slices.IndexFunc(st.Sessions, func(ss SessionStatus) bool { return ss.Name == "idc-a" })
+	if vbr := st.Sessions[i]; vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 1 || vbr.Rejected != 4 || vbr.Kind != "vbr" {
 		t.Fatalf("idc-a session status: %+v, want established, 5 received, 1 accepted, 4 rejected", vbr)
 	}
+	got := gatherMetrics(t, NewCollector(p.a.s))
+	for k, v := range map[string]float64{"opencen_route_conflicts_total": 1, "opencen_bgp_session_up/idc-a": 1,
+		"opencen_bgp_prefixes_rejected/idc-a": 4, "opencen_bgp_routes_rejected_total/default-route": 1} {
+		if got[k] != v {
+			t.Errorf("metric %s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+}
 
-	// The same figures as Prometheus metrics.
+// gatherMetrics reads c's metrics keyed by name and their session or
+// reason labels.
+func gatherMetrics(t *testing.T, c prometheus.Collector) map[string]float64 {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(a.s))
+	reg.MustRegister(c)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -324,23 +369,20 @@ func TestPropagationFiltersAndWithdrawal(t *testing.T) {
 			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
-	for k, v := range map[string]float64{"opencen_route_conflicts_total": 1, "opencen_bgp_session_up/idc-a": 1,
-		"opencen_bgp_prefixes_rejected/idc-a": 4, "opencen_bgp_routes_rejected_total/default-route": 1} {
-		if got[k] != v {
-			t.Errorf("metric %s = %v, want %v (all: %v)", k, got[k], v, got)
-		}
-	}
+	return got
+}
 
-	// CEN routes reach the on-prem router, tagged; its own prefix is not
-	// sent back.
+// checkExport: CEN routes reach the on-prem router, tagged; its own
+// prefix is not sent back.
+func (p *propagation) checkExport(t *testing.T) {
 	waitFor(t, 10*time.Second, "CEN routes at the on-prem router", func() bool {
-		tbl := rawTable(t, onprem)
+		tbl := rawTable(t, p.onprem)
 		return len(tbl[vpcA]) > 0 && len(tbl[vpcB]) > 0
 	})
-	tbl := rawTable(t, onprem)
-	for _, p := range tbl[good] {
-		if p.PeerAddress == addrA {
-			t.Fatalf("on-prem router got its own prefix %s back from the gateway", good)
+	tbl := rawTable(t, p.onprem)
+	for _, path := range tbl[propGood] {
+		if path.PeerAddress == addrA {
+			t.Fatalf("on-prem router got its own prefix %s back from the gateway", propGood)
 		}
 	}
 	tagged := false
@@ -356,39 +398,43 @@ func TestPropagationFiltersAndWithdrawal(t *testing.T) {
 	if !tagged {
 		t.Fatalf("vpc-b at the on-prem router lacks its network tag: %v", tbl[vpcB][0].Attrs)
 	}
+}
 
-	// Idempotent Set: no session is reset.
-	before, _ := a.s.Status(context.Background())
-	if err := a.s.Set(context.Background(), desiredA(port)); err != nil {
+// checkIdempotentSet: Set with the same value resets no session.
+func (p *propagation) checkIdempotentSet(t *testing.T) {
+	prior, _ := p.a.s.Status(context.Background())
+	if err := p.a.s.Set(context.Background(), desiredA(p.port)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	after, _ := a.s.Status(context.Background())
-	for i := range before.Sessions {
-		if after.Sessions[i].State != "established" || after.Sessions[i].Uptime < before.Sessions[i].Uptime {
-			t.Fatalf("session %s disturbed by an identical Set: before %+v after %+v", before.Sessions[i].Name, before.Sessions[i], after.Sessions[i])
+	now, _ := p.a.s.Status(context.Background())
+	for i, then := range prior.Sessions {
+		if now.Sessions[i].State != "established" || now.Sessions[i].Uptime < then.Uptime {
+			t.Fatalf("session %s disturbed by an identical Set: then %+v, now %+v", then.Name, then, now.Sessions[i])
 		}
 	}
+}
 
-	// Withdrawal: B stops originating vpc-b, A keeps it via C only; then C
-	// goes away and A drops it.
+// checkWithdrawals: B stops originating vpc-b, A keeps it via C only;
+// then C goes away and A drops it; the router's withdrawal reaches B.
+func (p *propagation) checkWithdrawals(t *testing.T) {
 	db := desiredB(addrB, addrC, "gw-c")
 	db.Originate = nil
-	if err := b.s.Set(context.Background(), db); err != nil {
+	if err := p.b.s.Set(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "vpc-b via C only at A", func() bool {
-		r, ok := a.route(vpcB)
+		r, ok := p.a.route(vpcB)
 		return ok && slices.Equal(r.NextHops, []netip.Addr{addrC})
 	})
-	c.s.Close(false)
+	p.c.s.Close(false)
 	waitFor(t, 20*time.Second, "vpc-b withdrawn at A", func() bool {
-		_, ok := a.route(vpcB)
+		_, ok := p.a.route(vpcB)
 		return !ok
 	})
-	rawAnnounce(t, onprem, addrOnprem, true, good)
+	rawAnnounce(t, p.onprem, addrOnprem, true, propGood)
 	waitFor(t, 10*time.Second, "on-prem prefix withdrawn at B", func() bool {
-		_, ok := b.route(good)
+		_, ok := p.b.route(propGood)
 		return !ok
 	})
 }

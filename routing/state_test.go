@@ -21,18 +21,18 @@ func TestSetSameDesiredRecomputesNothing(t *testing.T) {
 	d := desiredA(1179)
 	set(d.clone())
 	for i := range 3 {
-		st.rib[netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)] = &ribEntry{}
+		st.learned.rib[netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)] = &ribEntry{}
 	}
-	clear(st.dirty)
+	clear(st.learned.dirty)
 
 	set(d.clone())
-	if len(st.dirty) != 0 {
-		t.Errorf("the same desired state again marked %d routes for recomputation", len(st.dirty))
+	if len(st.learned.dirty) != 0 {
+		t.Errorf("the same desired state again marked %d routes for recomputation", len(st.learned.dirty))
 	}
 	changed := d.clone()
 	changed.Originate[0].Network = "renamed"
 	set(changed)
-	if len(st.dirty) != 3 {
-		t.Errorf("a changed desired state marked %d of 3 routes for recomputation", len(st.dirty))
+	if len(st.learned.dirty) != 3 {
+		t.Errorf("a changed desired state marked %d of 3 routes for recomputation", len(st.learned.dirty))
 	}
 }

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // Status is a snapshot for cenctl and metrics.
@@ -29,7 +31,7 @@ type Status struct {
 // SessionStatus is one BGP session.
 type SessionStatus struct {
 	Name     string
-	Kind     string // "gateway" or "vbr"
+	Kind     SessionKind
 	Neighbor netip.Addr
 	PeerASN  uint32
 	// State is the BGP FSM state ("established", "active", ...), or
@@ -77,17 +79,7 @@ func (s *Speaker) Routes() []LearnedRoute { return s.state.routes() }
 
 // Status reports sessions, learned routes and rejections.
 func (s *Speaker) Status(ctx context.Context) (Status, error) {
-	s.mu.Lock()
-	srv := s.srv
-	specs := make(map[netip.Addr]peerSpec, len(s.peers))
-	gwBFD := map[netip.Addr]string{}
-	for a, p := range s.peers {
-		specs[a] = p
-		if p.kind == KindVPC && p.bfd && s.gwBFD != nil {
-			gwBFD[a] = s.gwBFD.state(a)
-		}
-	}
-	s.mu.Unlock()
+	srv, specs, gwBFD := s.configured()
 	st := Status{Routes: s.state.routes(), RejectedTotal: map[Reason]uint64{}}
 	counters := map[netip.Addr]*api.Peer{}
 	if srv != nil {
@@ -108,54 +100,21 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	s.state.mu.Lock()
-	st.Synced = s.state.synced
-	for r, n := range s.state.counts {
+	st.Synced = s.state.learned.synced
+	for r, n := range s.state.sessions.counts {
 		st.RejectedTotal[r] = n
 	}
 	for addr, spec := range specs {
-		ss := SessionStatus{Name: spec.name, Kind: sessionKind(spec.kind), Neighbor: addr, PeerASN: spec.peerASN, State: "idle"}
-		if si := s.state.sessions[addr]; si != nil {
-			ss.State = fsmNames[si.state]
-			if si.state == bgp.BGP_FSM_ESTABLISHED {
-				ss.Uptime = time.Since(si.since).Truncate(time.Second)
-			}
-			if si.maxPrefix {
-				ss.State = "max-prefix-exceeded"
-			}
-			ss.LastError = si.lastError
-			if len(si.rejected) > 0 {
-				ss.RejectedByReason = map[Reason]uint64{}
-				for r, n := range si.rejected {
-					ss.RejectedByReason[r] = n
-				}
-			}
-		}
-		for p, r := range s.state.rejected[addr] {
-			st.Rejected = append(st.Rejected, Rejection{Session: spec.name, Prefix: p, Reason: r})
-		}
-		if p := counters[addr]; p != nil {
-			for _, af := range p.AfiSafis {
-				if af.State != nil {
-					ss.Received += af.State.Received
-				}
-			}
-			// GoBGP's own "accepted" counts paths before import policy, so
-			// derive it from the rejections this package records.
-			ss.Rejected = uint64(len(s.state.rejected[addr]))
-			if ss.Received >= ss.Rejected {
-				ss.Accepted = ss.Received - ss.Rejected
-			}
-			if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != KindVPC {
-				ss.BFD = bfdName(p.State.BfdState.SessionState)
-			}
-			if p.State != nil && p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
-				ss.State = "max-prefix-exceeded"
-			}
-		}
+		rejected := s.state.sessions.rejected[addr]
+		ss := s.state.sessionStatus(addr, spec)
+		addCounters(&ss, spec, counters[addr], len(rejected))
 		if b, ok := gwBFD[addr]; ok {
 			ss.BFD = b
 		}
 		st.Sessions = append(st.Sessions, ss)
+		for p, r := range rejected {
+			st.Rejected = append(st.Rejected, Rejection{Session: spec.name, Prefix: p, Reason: r})
+		}
 	}
 	s.state.mu.Unlock()
 	slices.SortFunc(st.Sessions, func(a, b SessionStatus) int { return strings.Compare(a.Name, b.Name) })
@@ -166,4 +125,67 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		return comparePrefix(a.Prefix, b.Prefix)
 	})
 	return st, nil
+}
+
+// configured copies the server, the configured sessions and the gateway
+// BFD states, so Status asks GoBGP without holding s.mu.
+func (s *Speaker) configured() (*server.BgpServer, map[netip.Addr]peerSpec, map[netip.Addr]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	specs := make(map[netip.Addr]peerSpec, len(s.bgp.peers))
+	gwBFD := map[netip.Addr]string{}
+	for a, p := range s.bgp.peers {
+		specs[a] = p
+		if p.kind == SessionGateway && p.bfd && s.bgp.gwBFD != nil {
+			gwBFD[a] = s.bgp.gwBFD.state(a)
+		}
+	}
+	return s.bgp.srv, specs, gwBFD
+}
+
+// sessionStatus is what the events reported of the session with addr.
+// st.mu must be held.
+func (st *state) sessionStatus(addr netip.Addr, spec peerSpec) SessionStatus {
+	ss := SessionStatus{Name: spec.name, Kind: spec.kind, Neighbor: addr, PeerASN: spec.peerASN, State: "idle"}
+	si := st.sessions.byAddr[addr]
+	if si == nil {
+		return ss
+	}
+	ss.State = fsmNames[si.state]
+	if si.state == bgp.BGP_FSM_ESTABLISHED {
+		ss.Uptime = time.Since(si.since).Truncate(time.Second)
+	}
+	if si.maxPrefix {
+		ss.State = "max-prefix-exceeded"
+	}
+	ss.LastError = si.lastError
+	if len(si.rejected) > 0 {
+		ss.RejectedByReason = maps.Clone(si.rejected)
+	}
+	return ss
+}
+
+// addCounters adds to ss what GoBGP reports of the session, p, and the
+// count of prefixes it offers that are not learned.
+func addCounters(ss *SessionStatus, spec peerSpec, p *api.Peer, rejected int) {
+	if p == nil {
+		return
+	}
+	for _, af := range p.AfiSafis {
+		if af.State != nil {
+			ss.Received += af.State.Received
+		}
+	}
+	// GoBGP's own "accepted" counts paths ahead of import policy, so
+	// derive it from the rejections this package records.
+	ss.Rejected = uint64(rejected)
+	if ss.Received >= ss.Rejected {
+		ss.Accepted = ss.Received - ss.Rejected
+	}
+	if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != SessionGateway {
+		ss.BFD = bfdName(p.State.BfdState.SessionState)
+	}
+	if p.State != nil && p.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
+		ss.State = "max-prefix-exceeded"
+	}
 }

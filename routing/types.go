@@ -1,12 +1,9 @@
 package routing
 
 import (
-	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"slices"
-	"strings"
 )
 
 // NetworkKind says what sort of network a prefix belongs to.
@@ -33,7 +30,7 @@ func (k NetworkKind) String() string {
 
 // Desired is everything one gateway's BGP speaker should do. It is plain
 // data computed from the config by the agent; Speaker.Set applies it.
-// All addresses are IPv4 for now (see doc.go).
+// All addresses are IPv4 (see doc.go, Address families).
 type Desired struct {
 	// RouterID is the BGP identifier; usually the tunnel address.
 	RouterID netip.Addr
@@ -137,188 +134,6 @@ func (v VBRSession) String() string {
 // GoString leaves the password out of %#v too.
 func (v VBRSession) GoString() string { return v.String() }
 
-// ErrInvalid is wrapped by every validation error.
-var ErrInvalid = errors.New("invalid routing desired state")
-
-// Validate reports every problem of d, each naming the offending value.
-func (d *Desired) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...))
-	}
-	v4 := func(what string, a netip.Addr) {
-		if !a.IsValid() {
-			bad("%s is not set", what)
-		} else if !a.Is4() {
-			bad("%s %s: only IPv4 is supported", what, a)
-		}
-	}
-	pfx := func(what string, p netip.Prefix) {
-		if !p.IsValid() {
-			bad("%s: invalid prefix", what)
-			return
-		}
-		if !p.Addr().Is4() {
-			bad("%s %s: only IPv4 prefixes are supported", what, p)
-		}
-		if p.Masked() != p {
-			bad("%s %s: host bits set, want %s", what, p, p.Masked())
-		}
-	}
-	v4("router id", d.RouterID)
-	v4("local address", d.LocalAddress)
-	if d.Region == "" {
-		bad("region is empty")
-	}
-	if d.InstanceASN == 0 {
-		bad("instance asn is 0, want 1 to 4294967295")
-	}
-	seen := map[netip.Addr]string{}
-	addr := func(what string, a netip.Addr) {
-		if prev, ok := seen[a]; ok {
-			bad("%s address %s already used by %s", what, a, prev)
-		}
-		seen[a] = what
-	}
-	if d.LocalAddress.IsValid() {
-		seen[d.LocalAddress] = "local address"
-	}
-	for _, g := range d.Gateways {
-		what := fmt.Sprintf("gateway %q", g.Name)
-		if g.Name == "" {
-			bad("gateway with address %s has no name", g.Address)
-		}
-		if g.Region == "" {
-			bad("%s has no region", what)
-		}
-		v4(what+" address", g.Address)
-		addr(what, g.Address)
-		for _, e := range g.Entitled {
-			if e.Network == "" || e.Region == "" {
-				bad("%s entitlement without network or region", what)
-			}
-			if e.Kind != KindVPC && e.Kind != KindVBR {
-				bad("%s entitlement %q: kind %v, want vpc or vbr", what, e.Network, e.Kind)
-			}
-			if e.Kind == KindVPC && len(e.Prefixes) == 0 {
-				bad("%s vpc entitlement %q has no prefixes", what, e.Network)
-			}
-			for _, p := range e.Prefixes {
-				pfx(fmt.Sprintf("%s entitlement %q prefix", what, e.Network), p)
-			}
-		}
-	}
-	for _, o := range d.Originate {
-		pfx(fmt.Sprintf("originated network %q", o.Network), o.Prefix)
-		if o.Network == "" || o.Region == "" {
-			bad("originated prefix %s without network or region", o.Prefix)
-		}
-	}
-	for _, v := range d.VBRs {
-		what := fmt.Sprintf("vbr %q", v.Network)
-		if v.Network == "" || v.Region == "" {
-			bad("vbr session to %s without network or region", v.Neighbor)
-		}
-		v4(what+" neighbor", v.Neighbor)
-		addr(what, v.Neighbor)
-		if v.LocalAddress.IsValid() && !v.LocalAddress.Is4() {
-			bad("%s local address %s: only IPv4 is supported", what, v.LocalAddress)
-		}
-		if v.PeerASN == 0 {
-			bad("%s peer asn is 0, want 1 to 4294967295", what)
-		}
-		if v.PeerASN == d.InstanceASN && d.InstanceASN != 0 {
-			bad("%s peer asn %d equals the instance asn; vbr sessions are eBGP", what, v.PeerASN)
-		}
-		for _, p := range v.Accept {
-			pfx(what+" accept", p)
-		}
-	}
-	for _, n := range d.InstanceCIDRs {
-		pfx(fmt.Sprintf("instance cidr of %q", n.Network), n.Prefix)
-	}
-	for _, p := range d.ProtectedPrefixes {
-		pfx("protected prefix", p)
-	}
-	for _, p := range d.Connected {
-		pfx("connected subnet", p)
-	}
-	for _, a := range d.HandoffAddresses {
-		v4("handoff address", a)
-	}
-	if len(errs) == 0 {
-		if _, err := newNameTable(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// Tags: every CEN route carries two BGP large communities,
-// INSTANCE_ASN:1:hash(region) and INSTANCE_ASN:2:hash(network), so any
-// gateway (and cenctl, and the on-prem router) can tell where it came from.
-// A third, INSTANCE_ASN:3:0, marks a gateway's handoff address (a host
-// route only its region's gateways receive).
-const (
-	tagRegion  uint32 = 1
-	tagNetwork uint32 = 2
-	tagHandoff uint32 = 3
-)
-
-// nameID hashes a region or network name into a large community value.
-// Every gateway reads the same config, so every gateway can map it back.
-func nameID(name string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	if v := h.Sum32(); v != 0 {
-		return v
-	}
-	return 1
-}
-
-// nameTable maps tag values back to names.
-type nameTable struct {
-	regions  map[uint32]string
-	networks map[uint32]string
-}
-
-func newNameTable(d *Desired) (*nameTable, error) {
-	t := &nameTable{regions: map[uint32]string{}, networks: map[uint32]string{}}
-	var errs []error
-	add := func(m map[uint32]string, kind, name string) {
-		if name == "" {
-			return
-		}
-		id := nameID(name)
-		if prev, ok := m[id]; ok && prev != name {
-			errs = append(errs, fmt.Errorf("%w: %s names %q and %q hash to the same tag %d; rename one", ErrInvalid, kind, prev, name, id))
-			return
-		}
-		m[id] = name
-	}
-	add(t.regions, "region", d.Region)
-	for _, g := range d.Gateways {
-		add(t.regions, "region", g.Region)
-		for _, e := range g.Entitled {
-			add(t.regions, "region", e.Region)
-			add(t.networks, "network", e.Network)
-		}
-	}
-	for _, o := range d.Originate {
-		add(t.regions, "region", o.Region)
-		add(t.networks, "network", o.Network)
-	}
-	for _, v := range d.VBRs {
-		add(t.regions, "region", v.Region)
-		add(t.networks, "network", v.Network)
-	}
-	for _, n := range d.InstanceCIDRs {
-		add(t.regions, "region", n.Region)
-		add(t.networks, "network", n.Network)
-	}
-	return t, errors.Join(errs...)
-}
-
 // clone deep-copies d so the caller may reuse its slices.
 func (d Desired) clone() Desired {
 	c := d
@@ -341,12 +156,4 @@ func (d Desired) clone() Desired {
 	c.Connected = slices.Clone(d.Connected)
 	c.HandoffAddresses = slices.Clone(d.HandoffAddresses)
 	return c
-}
-
-func prefixesString(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
 }

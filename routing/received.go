@@ -1,0 +1,113 @@
+package routing
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+)
+
+const logEvery = 1000 // after the first few, log one rejection in this many
+
+// observeReceived classifies what peers sent, ahead of policy, to record and
+// log why a prefix is not learned. GoBGP's policy, compiled from the same
+// table, does the enforcing.
+func (st *state) observeReceived(paths []*apiutil.Path) {
+	if st.f == nil {
+		return
+	}
+	for _, p := range paths {
+		pfx, ok := nlriPrefix(p.Nlri)
+		if !ok {
+			continue
+		}
+		peer := p.PeerAddress
+		st.countReceived(peer, pfx, p.Withdrawal)
+		rej := st.sessions.rejected[peer]
+		if p.Withdrawal {
+			delete(rej, pfx)
+			st.noteTwinPath(peer, pfx, false)
+			continue
+		}
+		v := st.f.classify(peer, pfx)
+		st.noteTwinPath(peer, pfx, v.reason == "" && v.kind == KindVBR && st.f.isTwin(peer))
+		if v.reason == "" {
+			delete(rej, pfx)
+			continue
+		}
+		if rej == nil {
+			rej = map[netip.Prefix]Reason{}
+			st.sessions.rejected[peer] = rej
+		}
+		if rej[pfx] == v.reason {
+			continue // re-announcement of something already counted
+		}
+		rej[pfx] = v.reason
+		st.sessions.counts[v.reason]++
+		si := st.session(peer)
+		if si.rejected == nil {
+			si.rejected = map[Reason]uint64{}
+		}
+		si.rejected[v.reason]++
+		if n := si.rejected[v.reason]; n <= 10 || n%logEvery == 0 {
+			lvl := slog.LevelInfo
+			if v.reason == ReasonHijack || v.reason == ReasonConflict {
+				lvl = slog.LevelWarn
+			}
+			st.log.Log(context.Background(), lvl, "route not learned", "reason", string(v.reason), "prefix", pfx,
+				"session", st.sessionName(peer), "neighbor", peer, "overlaps", v.with, "count", n)
+		}
+	}
+}
+
+// countReceived enforces max_prefixes on what a VBR router announced.
+//
+// The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
+// whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
+// (test/'s BenchmarkPipeline100k sends one). Past the
+// limit the session is shut down with a Cease (RFC 4486) naming the limit
+// and stays down until its config changes or the agent restarts; its
+// routes go with it.
+func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal bool) {
+	v := st.f.vbrs[peer]
+	if v == nil || v.MaxPrefixes == 0 {
+		return
+	}
+	si := st.session(peer)
+	if withdrawal {
+		delete(si.received, pfx)
+		return
+	}
+	if si.maxPrefix {
+		return
+	}
+	if si.received == nil {
+		si.received = map[netip.Prefix]struct{}{}
+	}
+	si.received[pfx] = struct{}{}
+	n := len(si.received)
+	if !si.warned && n > int(v.MaxPrefixes)*8/10 {
+		si.warned = true
+		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "received", n, "max_prefixes", v.MaxPrefixes)
+	}
+	if n <= int(v.MaxPrefixes) {
+		return
+	}
+	si.maxPrefix, si.received = true, nil
+	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "max_prefixes", v.MaxPrefixes)
+	st.wakeSessions()
+	if srv := st.srv; srv != nil {
+		// Not from this callback: GoBGP serves the request from the loop
+		// that delivers these events.
+		go func() {
+			err := srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: peer.String(),
+				Communication: fmt.Sprintf("max_prefixes %d exceeded", v.MaxPrefixes)})
+			if err != nil {
+				st.log.Error("shutting down a session past max_prefixes", "neighbor", peer, "err", err)
+			}
+		}()
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // The demo's HTML report (cenctl demo --html), rendered by a real browser:

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestFailoverUnderOneSecond kills one of two gateways of a region the way

@@ -15,8 +15,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/lab"
 	"github.com/opencen/opencen/shaping"
-	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )

@@ -20,7 +20,7 @@ import (
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/dataplane"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // requireRoot skips a privileged test as a normal user and says why; as

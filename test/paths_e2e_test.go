@@ -13,7 +13,7 @@ import (
 	"github.com/opencen/opencen/agent/api"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestEveryPathForced derives every path between every pair of networks

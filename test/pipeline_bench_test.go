@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/vishvananda/netlink"
 
 	"github.com/opencen/opencen/internal/fibbench"

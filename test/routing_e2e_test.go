@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestRoutingEndToEnd drives route exchange with real cend processes over

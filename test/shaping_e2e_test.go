@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/lab"
 	"github.com/opencen/opencen/shaping"
-	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netlink"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/internal/nsdo"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/spf13/cobra"
 )
 

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/spf13/cobra"
 )
 

@@ -452,7 +452,7 @@ func TestVMScriptsInNamespaces(t *testing.T) {
 	must("ip", "-n", peer, "addr", "add", "10.1.0.1/16", "dev", "p2")
 	must("ip", "-n", peer, "link", "set", "p1", "up")
 	must("ip", "-n", peer, "link", "set", "p2", "up")
-	s := "../../scripts/lab/"
+	s := "../scripts/lab/"
 	// nsenter switches only the network namespace, like a VM's root
 	// namespace (ip netns exec would hide the namespaces the scripts add).
 	inVM := []string{"nsenter", "--net=/run/netns/" + vm, "sh"}

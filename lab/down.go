@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,10 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/internal/procx"
+	"github.com/opencen/opencen/internal/wgdev"
 )
 
 // Down removes a lab: every process in its namespaces and every agent or
@@ -37,37 +35,51 @@ func Down(ctx context.Context, opts Options) error {
 	}
 	r := &runner{log: o.Logger}
 	var errs []error
-
-	// Processes: those the state file names (if they are still ours), those
-	// whose command line points into the state dir, and everything inside a
-	// lab namespace.
-	pids := map[int]bool{}
-	if l, err := readState(o.StateDir); err == nil {
-		for _, g := range l.Gateways {
-			if g.PID != 0 && cmdlineMentions(g.PID, o.StateDir) {
-				pids[g.PID] = true
-			}
-		}
-		for _, rt := range l.Routers {
-			if rt.PID != 0 && cmdlineMentions(rt.PID, o.StateDir) {
-				pids[rt.PID] = true
-			}
-		}
-	}
-	for _, p := range stateDirProcesses(o.StateDir, o.Cend) {
-		pids[p] = true
-	}
 	nss, strays, known := ownedNamespaces(o)
 	if !known && len(strays) > 0 {
 		errs = append(errs, fmt.Errorf("no state file in %s and config %s not readable: cannot tell whether namespaces %s are this lab's or another's; give the lab's config, or delete them by hand",
 			o.StateDir, o.Config, strings.Join(strays, ", ")))
 	}
-	// Kill in rounds until the namespaces are empty: an agent that is
-	// starting, or repairing a helper that just died, may start a process
-	// after a listing, and a process left in a namespace keeps it (and its
-	// tunnel) alive, unnamed and unreachable, once the name is deleted.
+	killed, err := killLab(ctx, r, o, nss)
+	errs = append(errs, err)
+	for _, ns := range nss {
+		if err := r.run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, removeStrayLinks(ctx, r, o.Prefix))
+	// A gateway killed outright (as the demo's failover does) leaves its
+	// WireGuard helper's UAPI socket in the host-wide folder; the device
+	// went with its namespace. Remove the lab's dead ones.
+	for _, sock := range deadUAPISockets(o) {
+		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove stale uapi socket: %w", err))
+		}
+	}
+	errs = append(errs, removeStateDir(o.StateDir))
+	if len(nss) > 0 || killed > 0 {
+		o.Logger.Info("lab down", "namespaces", len(nss), "processes", killed)
+	}
+	return errors.Join(errs...)
+}
+
+// killLab ends the lab's processes: those the state file names (if they
+// are still ours), those whose command line points into the state dir,
+// and everything inside the lab's namespaces nss. It kills in rounds
+// until the namespaces are empty: an agent that is starting, or
+// repairing a helper that just died, may start a process after a
+// listing, and a process left in a namespace keeps it (and its tunnel)
+// alive, unnamed and unreachable, once the name is deleted. It returns
+// how many processes it signalled.
+func killLab(ctx context.Context, r *runner, o Options, nss []string) (int, error) {
+	pids := recordedProcesses(o.StateDir)
+	for _, p := range stateDirProcesses(o.StateDir, o.Cend) {
+		pids[p] = true
+	}
+	const rounds = 5
+	var errs []error
 	all := map[int]bool{}
-	for round := 0; round < 5; round++ {
+	for round := range rounds {
 		for _, ns := range nss {
 			out, err := r.output(ctx, "ip", "netns", "pids", ns)
 			if err != nil {
@@ -87,7 +99,7 @@ func Down(ctx context.Context, opts Options) error {
 		if len(pids) == 0 {
 			break
 		}
-		if err := killAll(ctx, pids); err != nil && round == 4 {
+		if err := killAll(ctx, pids); err != nil && round == rounds-1 {
 			errs = append(errs, err)
 		}
 		for p := range pids {
@@ -95,56 +107,67 @@ func Down(ctx context.Context, opts Options) error {
 		}
 		pids = map[int]bool{}
 	}
-	pids = all
+	return len(all), errors.Join(errs...)
+}
 
-	for _, ns := range nss {
-		if err := r.run(ctx, "ip", "netns", "del", ns); err != nil && nsExists(ns) {
-			errs = append(errs, err)
+// recordedProcesses are the agents and routers the state file of dir
+// names that still run with a command line pointing into dir: a PID
+// taken over by an unrelated process is left alone.
+func recordedProcesses(dir string) map[int]bool {
+	pids := map[int]bool{}
+	l, err := readState(dir)
+	if err != nil {
+		return pids
+	}
+	for _, g := range l.Gateways {
+		if g.PID != 0 && cmdlineMentions(g.PID, dir) {
+			pids[g.PID] = true
 		}
 	}
-	// Nothing of the lab belongs in the root namespace; remove a stray.
-	if out, err := r.output(ctx, "ip", "-o", "link", "show"); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
+	for _, rt := range l.Routers {
+		if rt.PID != 0 && cmdlineMentions(rt.PID, dir) {
+			pids[rt.PID] = true
+		}
+	}
+	return pids
+}
+
+// removeStrayLinks deletes the links named with the lab's prefix in the
+// root namespace: nothing of the lab belongs there.
+func removeStrayLinks(ctx context.Context, r *runner, prefix string) error {
+	out, err := r.output(ctx, "ip", "-o", "link", "show")
+	if err != nil {
+		return nil // nothing listed, nothing to remove
+	}
+	var errs []error
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if strings.HasPrefix(name, prefix) {
+			if err := r.run(ctx, "ip", "link", "del", name); err != nil {
+				errs = append(errs, err)
 			}
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			if strings.HasPrefix(name, o.Prefix) {
-				if err := r.run(ctx, "ip", "link", "del", name); err != nil {
-					errs = append(errs, err)
-				}
-			}
 		}
-	}
-
-	// A gateway killed outright (as the demo's failover does) leaves its
-	// WireGuard helper's UAPI socket in the host-wide folder; the device
-	// went with its namespace. Remove the lab's dead ones.
-	for _, sock := range deadUAPISockets(o) {
-		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove stale uapi socket: %w", err))
-		}
-	}
-
-	// Agents' bpffs mounts (and their pins) under the state dir.
-	for _, m := range mountsUnder(o.StateDir) {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
-		}
-	}
-
-	if _, err := os.Stat(o.StateDir); err == nil {
-		if _, err := os.Stat(filepath.Join(o.StateDir, markerFile)); err != nil {
-			errs = append(errs, fmt.Errorf("state dir %s has no lab marker; left in place", o.StateDir))
-		} else if err := os.RemoveAll(o.StateDir); err != nil {
-			errs = append(errs, fmt.Errorf("remove state dir: %w", err))
-		}
-	}
-	if len(nss) > 0 || len(pids) > 0 {
-		o.Logger.Info("lab down", "namespaces", len(nss), "processes", len(pids))
 	}
 	return errors.Join(errs...)
+}
+
+// removeStateDir removes the lab's state dir, and only if it holds the
+// lab's marker: a mistyped state dir never loses someone's files.
+func removeStateDir(dir string) error {
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, markerFile)); err != nil {
+		return fmt.Errorf("state dir %s has no lab marker; left in place", dir)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove state dir: %w", err)
+	}
+	return nil
 }
 
 // deadUAPISockets are the UAPI sockets of the lab's gateways' devices (named
@@ -163,7 +186,7 @@ func deadUAPISockets(o Options) []string {
 	var out []string
 	for _, cfg := range cfgs {
 		for _, g := range cfg.Gateways {
-			sock := filepath.Join(dataplane.UAPIDir, dataplane.DeviceName(cfg.Instance.Name+"/"+g.Name)+".sock")
+			sock := wgdev.Socket(wgdev.Name(cfg.Instance.Name + "/" + g.Name))
 			if slices.Contains(out, sock) {
 				continue
 			}
@@ -178,28 +201,6 @@ func deadUAPISockets(o Options) []string {
 		}
 	}
 	return out
-}
-
-// mountsUnder lists mount points below dir, deepest first.
-func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int {
-		if len(a) != len(b) {
-			return len(b) - len(a)
-		}
-		return strings.Compare(a, b)
-	})
-	return slices.Compact(out)
 }
 
 // ownedNamespaces lists the namespaces present that are this lab's: those
@@ -256,23 +257,6 @@ func labNamespaces(prefix string) []string {
 func nsExists(ns string) bool {
 	_, err := os.Stat(filepath.Join("/run/netns", ns))
 	return err == nil
-}
-
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	return b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 func cmdline(pid int) []string {
@@ -335,7 +319,7 @@ func killAll(ctx context.Context, pids map[int]bool) error {
 		return nil
 	}
 	for p := range pids {
-		if alive(p) {
+		if procx.Alive(p) {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
@@ -344,7 +328,7 @@ func killAll(ctx context.Context, pids map[int]bool) error {
 	}
 	var left []string
 	for p := range pids {
-		if alive(p) {
+		if procx.Alive(p) {
 			left = append(left, strconv.Itoa(p))
 		}
 	}
@@ -356,7 +340,7 @@ func waitGone(ctx context.Context, pids map[int]bool, d time.Duration) bool {
 	for {
 		all := true
 		for p := range pids {
-			if alive(p) {
+			if procx.Alive(p) {
 				all = false
 				break
 			}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/internal/procx"
 )
 
 // TestMain doubles as a stand-in cend for TestUpWithAgents: with
@@ -138,6 +139,30 @@ func privileged(t *testing.T) Options {
 		}
 	})
 	return o
+}
+
+// mountsUnder lists the mount points below dir: the agents mount their
+// bpffs in the mount namespaces ip netns exec gives them, so none of
+// theirs shows here.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(out)
 }
 
 type testWriter struct{ t *testing.T }
@@ -266,7 +291,7 @@ func TestUpDown(t *testing.T) {
 	if left := labNamespaces(o.Prefix); len(left) > 0 {
 		t.Errorf("namespaces left: %v", left)
 	}
-	if alive(birdPID) {
+	if procx.Alive(birdPID) {
 		t.Errorf("bird (pid %d) survived Down", birdPID)
 	}
 	if _, err := os.Stat(o.StateDir); !errors.Is(err, os.ErrNotExist) {
@@ -385,7 +410,7 @@ func TestUpWithAgents(t *testing.T) {
 	if err := l.KillGateway(ctx, "gw-beijing-2"); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid) {
+	if procx.Alive(pid) {
 		t.Error("KillGateway left cend running")
 	}
 	if err := ping(ctx, l, "gw-beijing-1", "10.255.0.12"); err == nil {
@@ -405,7 +430,7 @@ func TestUpWithAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range pids {
-		if alive(p) {
+		if procx.Alive(p) {
 			t.Errorf("agent pid %d survived Down", p)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/internal/procx"
 )
 
 // areaDelay is the delay netem adds on the underlay toward a gateway of each
@@ -460,7 +461,7 @@ func waitSocket(ctx context.Context, path string, pid int, timeout time.Duration
 			c.Close()
 			return nil
 		}
-		if !alive(pid) {
+		if !procx.Alive(pid) {
 			return fmt.Errorf("exited before opening %s", path)
 		}
 		if time.Now().After(deadline) {

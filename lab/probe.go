@@ -3,17 +3,15 @@ package lab
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
+
+	"github.com/opencen/opencen/internal/nsdo"
 )
 
 // Failover probing: UDP flows from one lab host to an echo responder on
@@ -124,17 +122,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 		return fail(fmt.Errorf("probe responder on %s: %w", to, err))
 	}
 	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		buf := make([]byte, 64)
-		for {
-			n, addr, err := p.echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = p.echo.WriteToUDPAddrPort(buf[:n], addr)
-		}
-	}()
+	go p.serveEcho()
 	for range o.Flows {
 		var c *net.UDPConn
 		err := inNamespace(fromNS, func() error {
@@ -150,46 +138,66 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 	p.start = time.Now()
 	for _, f := range p.flows {
 		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 64)
-			for {
-				n, err := f.conn.Read(buf)
-				if err != nil {
-					return
-				}
-				if n >= 4 {
-					now := time.Now()
-					f.mu.Lock()
-					if _, dup := f.recv[binary.BigEndian.Uint32(buf)]; !dup {
-						f.recv[binary.BigEndian.Uint32(buf)] = now
-					}
-					f.mu.Unlock()
-				}
-			}
-		}()
-		go func() {
-			defer p.wg.Done()
-			t := time.NewTicker(o.Interval)
-			defer t.Stop()
-			msg := make([]byte, 32)
-			for seq := uint32(0); ; seq++ {
-				binary.BigEndian.PutUint32(msg, seq)
-				// A send may fail while routes change (no route, a failed
-				// neighbour): that is loss, as it would be for a host.
-				_, _ = f.conn.Write(msg)
-				f.mu.Lock()
-				f.sent++
-				f.mu.Unlock()
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
+		go func() { defer p.wg.Done(); f.receive() }()
+		go func() { defer p.wg.Done(); f.send(ctx, o.Interval) }()
 	}
 	return p, nil
+}
+
+// serveEcho answers every datagram on the responder's socket with itself,
+// until the socket closes.
+func (p *Probe) serveEcho() {
+	defer p.wg.Done()
+	buf := make([]byte, 64)
+	for {
+		n, addr, err := p.echo.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		_, _ = p.echo.WriteToUDPAddrPort(buf[:n], addr)
+	}
+}
+
+// receive records the arrival of each sequence number's first echo, until
+// the flow's socket closes.
+func (f *probeFlow) receive() {
+	buf := make([]byte, 64)
+	for {
+		n, err := f.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		if n < 4 {
+			continue
+		}
+		now, seq := time.Now(), binary.BigEndian.Uint32(buf)
+		f.mu.Lock()
+		if _, dup := f.recv[seq]; !dup {
+			f.recv[seq] = now
+		}
+		f.mu.Unlock()
+	}
+}
+
+// send sends numbered datagrams every interval until ctx ends.
+func (f *probeFlow) send(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	msg := make([]byte, 32)
+	for seq := uint32(0); ; seq++ {
+		binary.BigEndian.PutUint32(msg, seq)
+		// A send may fail while routes change (no route, a failed
+		// neighbour): that is loss, as it would be for a host.
+		_, _ = f.conn.Write(msg)
+		f.mu.Lock()
+		f.sent++
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Stop ends the probe: no more sends, then a grace of a quarter second
@@ -281,28 +289,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // inNamespace runs fn on a thread inside the named network namespace.
 // Sockets fn creates belong to that namespace for their whole life.
 func inNamespace(ns string, fn func() error) error {
-	target, err := os.Open(filepath.Join("/run/netns", ns))
+	h, err := netns.GetFromName(ns)
 	if err != nil {
 		return fmt.Errorf("open namespace %s: %w", ns, err)
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter namespace %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is stuck in the lab's namespace: leave it locked so
-		// the runtime retires it with the goroutine instead of reusing it.
-		return errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer h.Close()
+	return nsdo.In(h, fn)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/internal/procx"
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // TestMain doubles as a stand-in cend for TestUpWithAgents: with
@@ -112,9 +113,7 @@ func fakeCend(args []string) int {
 // test's own: a random prefix and state dir, torn down in cleanup.
 func privileged(t *testing.T) Options {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces (run the suite as root; nothing skips there)")
-	}
+	testutil.RequireRoot(t)
 	for _, tool := range []string{"ip", "bird", "birdc", "ping"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("the lab test needs %s: %v", tool, err)

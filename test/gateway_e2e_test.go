@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/internal/testutil"
 	"github.com/opencen/opencen/lab"
 	"github.com/opencen/opencen/shaping"
 	"github.com/vishvananda/netlink"
@@ -325,28 +325,25 @@ func TestGatewayEndToEnd(t *testing.T) {
 // namespace.
 func tcxPrograms(t *testing.T, namespace, device string) int {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, _ := netns.Get()
-	defer orig.Close()
-	ns, err := netns.GetFromName(namespace)
+	var n int
+	// BPF_PROG_QUERY names the device by ifindex, in the namespace of the
+	// calling thread.
+	err := testutil.InNetNS(namespace, func() error {
+		lk, err := netlink.LinkByName(device)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", device, err)
+		}
+		res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return fmt.Errorf("query tcx programs: %w", err)
+		}
+		n = len(res.Programs)
+		return nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", namespace, err)
 	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	lk, err := netlink.LinkByName(device)
-	if err != nil {
-		t.Fatalf("device %s: %v", device, err)
-	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: lk.Attrs().Index, Attach: ebpf.AttachTCXEgress})
-	if err != nil {
-		t.Fatalf("query tcx programs: %v", err)
-	}
-	return len(res.Programs)
+	return n
 }
 
 // leftovers fails the test for anything of a gateway's left after a

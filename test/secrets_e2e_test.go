@@ -3,8 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/internal/testutil"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -70,11 +69,10 @@ func TestSecretFileModeRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			suffix := make([]byte, 4)
-			rand.Read(suffix)
-			instance := "cen-sec-" + hex.EncodeToString(suffix)
+			suffix := testutil.Suffix(4)
+			instance := "cen-sec-" + suffix
 			key1, key2 := genKey(t), genKey(t)
-			password := "md5-" + hex.EncodeToString(suffix) + "-Secret"
+			password := "md5-" + suffix + "-Secret"
 			if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
 				t.Fatal(err)
 			}
@@ -204,19 +202,15 @@ func secretPiece(text, secret string) string {
 	return ""
 }
 
-// testNetns creates an empty network namespace for one test and removes
-// it when the test ends, after stopping anything still running in it.
+// testNetns creates a network namespace for one test and removes it when
+// the test ends, after stopping anything still running in it.
 func testNetns(t *testing.T) string {
 	t.Helper()
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	ns := "ocsec-" + hex.EncodeToString(suffix)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-	}
+	ns := testutil.NewNetNS(t, "ocsec-")
+	// Registered after the namespace's own cleanup, so it runs first; only
+	// if cend went further than it should have (a failed test): its
+	// WireGuard helper would outlive the namespace's name.
 	t.Cleanup(func() {
-		// Only if cend went further than it should have (a failed test):
-		// its WireGuard helper would outlive the namespace's name.
 		for range 30 {
 			pids := netnsPIDs(t, ns)
 			if len(pids) == 0 {
@@ -224,9 +218,6 @@ func testNetns(t *testing.T) string {
 			}
 			exec.Command("kill", append([]string{"-KILL"}, pids...)...).Run()
 			time.Sleep(100 * time.Millisecond)
-		}
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
 		}
 	})
 	return ns

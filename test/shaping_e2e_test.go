@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/internal/testutil"
 	"github.com/opencen/opencen/lab"
 	"github.com/opencen/opencen/shaping"
 	"github.com/vishvananda/netlink"
@@ -73,7 +74,7 @@ func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (floa
 // buckets are charged at the WireGuard device's egress (tcx, tc) or in its
 // helper (userspace).
 func TestShapingModes(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range []string{"tcx", "tc", "userspace"} {
 		t.Run(mode, func(t *testing.T) { shapingMode(t, mode) })
 	}

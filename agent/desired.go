@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 
@@ -299,10 +298,8 @@ func mayAnnounceInto(vbrs []config.VBREntitlement, a netip.Prefix) bool {
 		if e.Any {
 			return true
 		}
-		for _, b := range e.Accept {
-			if b.Overlaps(a) {
-				return true
-			}
+		if _, ok := netipx.OverlapsAny(a, e.Accept); ok {
+			return true
 		}
 	}
 	return false
@@ -517,7 +514,7 @@ func regionRanges(cfg *config.Config) map[netip.Prefix]string {
 // inRegionRange reports whether p lies in a range of region.
 func inRegionRange(ranges map[netip.Prefix]string, p netip.Prefix, region string) bool {
 	for a, r := range ranges { // a handful
-		if r == region && a.Bits() <= p.Bits() && a.Contains(p.Addr()) {
+		if r == region && netipx.Covers(a, p) {
 			return true
 		}
 	}
@@ -540,7 +537,7 @@ func sortedRoutes(routes learned) []routing.LearnedRoute {
 		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b routing.LearnedRoute) int {
-		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
+		return netipx.ComparePrefix(a.Prefix, b.Prefix)
 	})
 	return out
 }

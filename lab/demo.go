@@ -113,8 +113,8 @@ type FailoverTrial struct {
 	Sent        int     `json:"sent"` // over every flow
 	Lost        int     `json:"lost"` // by the worst flow
 	OutageMs    float64 `json:"outage_ms"`
-	// Recovered is false when some flow never got through again before the
-	// probe ended: the outage was then at least OutageMs.
+	// Recovered is false when some flow did not get through again within
+	// the probe: the outage then lasts at least OutageMs.
 	Recovered bool         `json:"recovered"`
 	PerFlow   []FlowOutage `json:"per_flow,omitempty"`
 }
@@ -151,8 +151,8 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 	say("pinging %d paths, each forced through its gateways with host routes", len(paths))
 	rep.Paths = l.PingPaths(ctx, paths, 3, 100*time.Millisecond)
 	// A path can miss its first echoes while the last routes and handoff
-	// addresses spread after the sessions came up: the failed ones get
-	// one more round before they count.
+	// addresses spread after the sessions come up: the failed ones get
+	// one more round, and that round's verdict counts.
 	var again []Path
 	for _, r := range rep.Paths {
 		if !r.OK() {
@@ -326,11 +326,10 @@ type IperfOptions struct {
 	Streams int // parallel TCP flows
 	Omit    int // leading seconds left out (slow start); 0 counts them
 	// Congestion is the sender's TCP congestion control; default cubic,
-	// Linux's default, whatever the host's own default is. (This
-	// machine's is bbr, whose ProbeRTT phase stops sending for about
-	// 200 ms every 10 s: against a shaper's shallow queue that costs a
-	// 500 Mbps flow 2 to 3% of its goodput, and measures BBR, not the
-	// shaper.)
+	// Linux's default, whatever the host's own default is: a host may
+	// default to bbr, whose ProbeRTT phase stops sending for about 200 ms
+	// every 10 s, and against a shaper's shallow queue that costs goodput
+	// and measures BBR, not the shaper.
 	Congestion string
 }
 

@@ -208,7 +208,7 @@ func deadUAPISockets(o Options) []string {
 // bare prefix match is not enough: "ocl-" (the default lab's) is also the
 // start of every test lab's prefix ("ocl-t1a2b-", "ocl-e1a2b3c-"), and a
 // sweep by prefix alone would tear down other people's running labs.
-// known reports whether either source was available; when neither is,
+// known reports whether either source is available; when neither is,
 // strays holds what matches the prefix alone, for the caller to refuse.
 func ownedNamespaces(o Options) (owned, strays []string, known bool) {
 	want := map[string]bool{}

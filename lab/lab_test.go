@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 type fakeReport struct {
 	Gateway, Metrics, LogFormat, Shaper string
 	Addrs                               []string
-	// BPFFS is whether /sys/fs/bpf was a bpf filesystem when the agent
+	// BPFFS is whether /sys/fs/bpf is a bpf filesystem when the agent
 	// started: the lab prepares nothing an operator would not.
 	BPFFS bool
 }
@@ -387,7 +387,7 @@ func TestUpWithAgents(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 
-	// Restart one agent: it gets the flags the lab was brought up with.
+	// Restart one agent: it gets the flags the lab is brought up with.
 	if err := l.StopAgent(ctx, "gw-shanghai-1", syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,9 @@ var (
 type Lab struct {
 	Prefix       string // start of every namespace name
 	StateDir     string
-	SourceConfig string // the config the lab was built from
+	SourceConfig string // the config the lab is built from
 	ConfigFile   string // the lab's own copy, with the lab's fresh keys
-	Scripts      string // the scripts/lab folder the lab was built with
+	Scripts      string // the scripts/lab folder the lab is built with
 	// AgentLogFormat is cend's --log-format, AgentShaper its --shaper
 	// (empty: cend's default), kept for StartAgent.
 	AgentLogFormat string `json:",omitempty"`
@@ -150,8 +150,8 @@ type Router struct {
 const BGPProtocol = "cen"
 
 // plan derives a whole lab from a validated config, without touching the
-// system. Every address is checked for clashes so a lab that cannot work
-// is refused before anything is built.
+// system. Every address is checked for clashes so that a lab that cannot
+// work is refused while nothing is built yet.
 func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 	if !prefixRE.MatchString(prefix) {
 		return nil, fmt.Errorf("lab name prefix %q: want \"ocl-\" followed by at most 24 of [a-z0-9-]", prefix)
@@ -413,8 +413,8 @@ func (l *Lab) router(network string) *Router {
 	return nil
 }
 
-// commonPrefix is the longest prefix holding every address, but no longer
-// than /24 (IPv4) or /64 (IPv6) so the underlay is an ordinary subnet.
+// commonPrefix is the longest prefix holding every address, at most /24
+// (IPv4) or /64 (IPv6) long so that the underlay is an ordinary subnet.
 func commonPrefix(addrs []netip.Addr) (netip.Prefix, error) {
 	if len(addrs) == 0 {
 		return netip.Prefix{}, errors.New("no gateway endpoints")

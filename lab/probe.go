@@ -29,7 +29,7 @@ import (
 // (the echo goes back by its own hash, from the responder's side).
 //
 // Sockets are created inside the hosts' namespaces (a locked thread enters
-// the namespace for the socket call; a socket stays in the namespace it was
+// the namespace for the socket call; a socket stays in the namespace it is
 // created in), so no helper process is needed and every timestamp comes
 // from one clock.
 
@@ -60,11 +60,12 @@ type FlowOutage struct {
 	Received   int     `json:"received"`
 	Lost       int     `json:"lost"` // sequence numbers never echoed
 	GapMs      float64 `json:"gap_ms"`
-	// GapStartMs is when the longest gap began (the last echo before it),
-	// relative to the event (the kill); negative when before it.
+	// GapStartMs is when the longest gap began (the last echo ahead of
+	// it), relative to the event (the kill); negative when the gap began
+	// ahead of the event.
 	GapStartMs float64 `json:"gap_start_ms"`
-	// Recovered is false when no echo came back after the gap before the
-	// probe ended: the outage then lasted at least GapMs.
+	// Recovered is false when no echo came back after the gap within the
+	// probe: the outage then lasts at least GapMs.
 	Recovered bool `json:"recovered"`
 }
 
@@ -223,8 +224,8 @@ func (p *Probe) Stop() {
 // marked not recovered.
 func (p *Probe) Outages(event time.Time) []FlowOutage {
 	p.Stop()
-	// Sends stopped a grace period before now; echoes of those in flight
-	// then had that long to arrive.
+	// Stop ends the sends, then waits a grace period for the echoes in
+	// flight: the sends ended that long ago.
 	end := time.Now().Add(-250 * time.Millisecond)
 	var out []FlowOutage
 	for _, f := range p.flows {
@@ -267,7 +268,7 @@ func (p *Probe) Outages(event time.Time) []FlowOutage {
 
 // settled reports whether no flow missed an echo among its sends of the
 // last window (the last five intervals' are left to be in flight): the
-// outage, if there was one, is over.
+// outage, if any, is over.
 func (p *Probe) settled(window time.Duration) bool {
 	n := int(window / p.o.Interval)
 	for _, f := range p.flows {

@@ -354,8 +354,8 @@ func (l *Lab) startBird(ctx context.Context, o Options, scripts string, rt *Rout
 }
 
 // writeBirdConf renders a router's BIRD config with the shared script,
-// announcing prefixes, and checks that BIRD parses it before it replaces
-// the old one.
+// announcing prefixes: it checks that BIRD parses the new config, and only
+// then replaces the old one.
 func (l *Lab) writeBirdConf(ctx context.Context, scripts string, rt *Router, announce []netip.Prefix) error {
 	bfd := "off"
 	if rt.BFD {

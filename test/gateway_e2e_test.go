@@ -64,8 +64,8 @@ func TestGatewayEndToEnd(t *testing.T) {
 	})
 
 	t.Run("views", func(t *testing.T) {
-		// Every session up, including the twins' own (reachability needed
-		// only some), before the views are read.
+		// Every session up, including the twins' own (reachability needs
+		// only some), and only then are the views read.
 		waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 		// The agents notice the twin up within a second and re-split.
 		eventually(t, 5*time.Second, "gw-a1 allocation split with its twin", func() error {
@@ -129,11 +129,11 @@ func TestGatewayEndToEnd(t *testing.T) {
 		// home of 10.1.0.0/16 (plain WireGuard), the other uses the
 		// overlay, whose outer packets also leave through its WireGuard
 		// device. Each has half the 50 Mbps pair and the pair must get
-		// all of it (a class the overlay's packets kept on their way out
-		// through WireGuard once halved the twin's share). The hosts hash
-		// flows over the gateways: should all eight land on one (1 in
-		// 128), the twin's half goes unused by contract and the goodput
-		// is held against the carrier's half.
+		// all of it (the overlay's packets must not keep a class on their
+		// way out through WireGuard: it would halve the twin's share). The
+		// hosts hash flows over the gateways: should all eight land on one
+		// (1 in 128), the twin's half goes unused by contract and the
+		// goodput is held against the carrier's half.
 		for _, dir := range [][2]string{{"vpc-a", "vpc-b"}, {"vpc-b", "vpc-a"}} {
 			g, err := l.ShapedGoodput(ctx, dir[0], dir[1], lab.IperfOptions{Port: "5210", Seconds: 8, Streams: 8, Omit: 1})
 			if err != nil {

@@ -105,7 +105,7 @@ func dumpLogs(t testing.TB, stateDir string) {
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // ping sends count echoes from a lab host to addr at interval and returns
-// how many were sent and answered. Bounded: -c and -w.
+// how many it sent and how many came back. Bounded: -c and -w.
 func ping(t *testing.T, l *lab.Lab, from, addr string, count int, interval time.Duration) (sent, received int) {
 	t.Helper()
 	deadline := int(time.Duration(count)*interval/time.Second) + 3

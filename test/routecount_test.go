@@ -52,7 +52,7 @@ func watchRoutes(tb testing.TB, namespace string) *routeWatch {
 		if err != nil {
 			return err
 		}
-		// The filter first, so nothing is queued before it counts.
+		// The filter first, so that it counts every message from the start.
 		if err := unix.SetsockoptInt(w.sock, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, w.prog.FD()); err != nil {
 			return err
 		}

@@ -53,9 +53,9 @@ networks:
 // VBR's TCP-MD5 password. Each time cend must exit 1 at once, name the file
 // and the fix (chmod 600), never print the secret or part of it, and leave
 // nothing behind: no state dir, no control socket, no WireGuard device or
-// helper, no link in the namespace it ran in (as root, a namespace of the
-// test's own; cend refuses before it needs root, so without root it runs
-// here and the namespace check is skipped, saying so).
+// helper, no link in the namespace it runs in (as root, a namespace of the
+// test's own; cend refuses while it needs no root yet, so without root it
+// runs here and the namespace check is skipped, saying so).
 func TestSecretFileModeRefused(t *testing.T) {
 	cend := binary(t, "cend")
 	for _, tc := range []struct {
@@ -89,8 +89,8 @@ func TestSecretFileModeRefused(t *testing.T) {
 			dev := dataplane.DeviceName(instance + "/gw-1")
 			uapi := filepath.Join("/var/run/wireguard", dev+".sock")
 			if os.Geteuid() == 0 {
-				// Registered before the namespace's cleanup, so it runs
-				// after it: a helper killed there leaves its socket file.
+				// Registered ahead of the namespace's cleanup, so it runs
+				// last: a helper killed there leaves its socket file.
 				t.Cleanup(func() { os.Remove(uapi) })
 			}
 
@@ -139,7 +139,7 @@ func TestSecretFileModeRefused(t *testing.T) {
 				}
 			}
 
-			// Nothing was created.
+			// Nothing is created.
 			for _, p := range []string{stateDir, socket} {
 				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("%s exists (err %v): cend must refuse before creating anything", p, err)

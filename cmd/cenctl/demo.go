@@ -55,7 +55,7 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 			say("bringing the lab up from %s", f.config)
 			l, err := lab.Up(ctx, opts)
 			if err != nil {
-				// Up removes what it built when it fails; a lab that was
+				// Up removes what it built when it fails; a lab that is
 				// already up (ErrAlreadyUp) is someone else's to take down.
 				return err
 			}

@@ -3,7 +3,6 @@ package lab
 import (
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -159,44 +158,18 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 	if len(cfg.Gateways) == 0 {
 		return nil, errors.New("config has no gateways")
 	}
-	l := &Lab{
-		Prefix:       prefix,
-		StateDir:     stateDir,
-		SourceConfig: cfg.File,
-		ConfigFile:   filepath.Join(stateDir, "lab.yaml"),
-		Underlay:     prefix + "underlay",
+	p := &planner{
+		cfg: cfg,
+		l: &Lab{
+			Prefix:       prefix,
+			StateDir:     stateDir,
+			SourceConfig: cfg.File,
+			ConfigFile:   filepath.Join(stateDir, "lab.yaml"),
+			Underlay:     prefix + "underlay",
+		},
+		used: map[string]string{},
 	}
-	var errs []error
-	used := map[string]string{} // namespace -> what
-	ns := func(name, what string) string {
-		n := prefix + name
-		if !nsNameRE.MatchString(n) {
-			errs = append(errs, fmt.Errorf("%s: namespace name %q is not usable", what, n))
-		} else if prev, ok := used[n]; ok {
-			errs = append(errs, fmt.Errorf("%s: namespace %q is already used by %s; rename one of them", what, n, prev))
-		}
-		used[n] = what
-		l.Namespaces = append(l.Namespaces, n)
-		return n
-	}
-	ns("underlay", "the underlay")
-
-	// Subnets in use, to refuse clashes with a clear message.
-	type subnet struct {
-		p    netip.Prefix
-		what string
-	}
-	var subnets []subnet
-	claim := func(p netip.Prefix, what string) {
-		for _, s := range subnets {
-			if s.p.Overlaps(p) {
-				errs = append(errs, fmt.Errorf("%s %s overlaps %s %s", what, p, s.what, s.p))
-				return
-			}
-		}
-		subnets = append(subnets, subnet{p, what})
-	}
-
+	p.ns("underlay", "the underlay")
 	// Underlay: one flat subnet holding every endpoint.
 	var eps []netip.Addr
 	for _, g := range cfg.Gateways {
@@ -206,163 +179,237 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	claim(ul, "the underlay")
+	p.claim(ul, "the underlay")
+	p.gateways(ul)
+	p.regionLANs()
+	vbrIf := map[string]int{} // gateway -> VBR links so far
+	for _, n := range cfg.Networks {
+		if n.Type == config.VBR && n.BGP != nil {
+			p.vbr(n, vbrIf)
+		}
+	}
+	p.hostRoutes()
+	p.checkSocketPaths()
+	if err := errors.Join(p.errs...); err != nil {
+		return nil, err
+	}
+	return p.l, nil
+}
 
-	for _, g := range cfg.Gateways {
+// planner builds a lab's plan. It keeps the namespaces and subnets
+// claimed so far, so that a clash is refused with a message naming both
+// users, and every problem found, so that one pass reports them all.
+type planner struct {
+	cfg     *config.Config
+	l       *Lab
+	used    map[string]string // namespace -> what
+	subnets []claimedSubnet
+	errs    []error
+}
+
+// claimedSubnet is a subnet in use and what uses it.
+type claimedSubnet struct {
+	p    netip.Prefix
+	what string
+}
+
+// ns names a namespace of the lab for what, and records it in creation
+// order.
+func (p *planner) ns(name, what string) string {
+	n := p.l.Prefix + name
+	if !nsNameRE.MatchString(n) {
+		p.errorf("%s: namespace name %q is not usable", what, n)
+	} else if prev, ok := p.used[n]; ok {
+		p.errorf("%s: namespace %q is already used by %s; rename one of them", what, n, prev)
+	}
+	p.used[n] = what
+	p.l.Namespaces = append(p.l.Namespaces, n)
+	return n
+}
+
+// claim records pfx as used by what, refusing an overlap with a subnet
+// claimed already.
+func (p *planner) claim(pfx netip.Prefix, what string) {
+	for _, s := range p.subnets {
+		if s.p.Overlaps(pfx) {
+			p.errorf("%s %s overlaps %s %s", what, pfx, s.what, s.p)
+			return
+		}
+	}
+	p.subnets = append(p.subnets, claimedSubnet{pfx, what})
+}
+
+func (p *planner) errorf(format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf(format, args...))
+}
+
+// gateways plans a namespace per gateway, its underlay address in ul and
+// the files of its agent.
+func (p *planner) gateways(ul netip.Prefix) {
+	for _, g := range p.cfg.Gateways {
 		area := ""
-		if r, ok := cfg.Region(g.Region); ok {
+		if r, ok := p.cfg.Region(g.Region); ok {
 			area = r.Area
 		}
-		gdir := filepath.Join(stateDir, g.Name)
-		l.Gateways = append(l.Gateways, Gateway{
+		gdir := filepath.Join(p.l.StateDir, g.Name)
+		p.l.Gateways = append(p.l.Gateways, Gateway{
 			Name:         g.Name,
 			Region:       g.Region,
 			Area:         area,
-			Namespace:    ns(g.Name, "gateway "+g.Name),
+			Namespace:    p.ns(g.Name, "gateway "+g.Name),
 			Endpoint:     g.Endpoint,
 			UnderlayAddr: netip.PrefixFrom(g.Endpoint.Addr(), ul.Bits()),
 			Socket:       filepath.Join(gdir, "cend.sock"),
 			MetricsAddr:  "127.0.0.1:9469",
 			StateDir:     gdir,
 			LogFile:      filepath.Join(gdir, "cend.log"),
-			KeyFile:      filepath.Join(stateDir, "keys", g.Name+".key"),
+			KeyFile:      filepath.Join(p.l.StateDir, "keys", g.Name+".key"),
 		})
 	}
+}
 
-	// Region LANs and VPC hosts.
+// regionLANs plans a LAN per region holding a VPC, and a host per VPC on
+// it.
+func (p *planner) regionLANs() {
 	var regions []string
-	for _, n := range cfg.Networks {
+	for _, n := range p.cfg.Networks {
 		if n.Type == config.VPC && !slices.Contains(regions, n.Region) {
 			regions = append(regions, n.Region)
 		}
 	}
 	for _, region := range regions {
 		var gws []*Gateway
-		for i := range l.Gateways {
-			if l.Gateways[i].Region == region {
-				gws = append(gws, &l.Gateways[i])
+		for i := range p.l.Gateways {
+			if p.l.Gateways[i].Region == region {
+				gws = append(gws, &p.l.Gateways[i])
 			}
 		}
 		if len(gws) == 0 {
-			errs = append(errs, fmt.Errorf("region %s has a VPC but no gateway", region))
+			p.errorf("region %s has a VPC but no gateway", region)
 			continue
 		}
-		l.LANs = append(l.LANs, LAN{Region: region, Namespace: ns("lan-"+region, "the LAN of region "+region)})
-		for _, n := range cfg.Networks {
-			if n.Type != config.VPC || n.Region != region || len(n.CIDRs) == 0 {
-				continue
+		p.l.LANs = append(p.l.LANs, LAN{Region: region, Namespace: p.ns("lan-"+region, "the LAN of region "+region)})
+		for _, n := range p.cfg.Networks {
+			if n.Type == config.VPC && n.Region == region && len(n.CIDRs) > 0 {
+				p.vpcHost(n, gws)
 			}
-			for _, c := range n.CIDRs {
-				claim(c, "vpc "+n.Name+" cidr")
-			}
-			first := n.CIDRs[0]
-			host, err := hostAddr(first, 10)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
-				continue
-			}
-			var hops []netip.Addr
-			var names []string
-			for i, g := range gws {
-				a, err := hostAddr(first, uint64(1+i))
-				if err != nil {
-					errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
-					continue
-				}
-				g.LANAddrs = append(g.LANAddrs, a)
-				hops = append(hops, a.Addr())
-				names = append(names, g.Name)
-			}
-			extra, err := homedAddrs(cfg, first, region, host)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("vpc %s: %w", n.Name, err))
-			}
-			l.Hosts = append(l.Hosts, Host{
-				Name:      n.Name,
-				Kind:      KindVPC,
-				Namespace: ns(n.Name, "vpc host "+n.Name),
-				Region:    region,
-				Network:   n.Name,
-				Address:   host,
-				Extra:     extra,
-				NextHops:  hops,
-				Gateways:  names,
-			})
 		}
 	}
+}
 
-	// VBRs: a router behind the VBR's gateway and an on-premises host.
-	vbrIf := map[string]int{} // gateway -> VBR links so far
-	for _, n := range cfg.Networks {
-		if n.Type != config.VBR || n.BGP == nil {
-			continue
-		}
-		gw := l.gateway(n.Gateway)
-		if gw == nil {
-			errs = append(errs, fmt.Errorf("vbr %s: gateway %q is not in the config", n.Name, n.Gateway))
-			continue
-		}
-		rside, gside, err := linkPair(n.BGP.Neighbor)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
-			continue
-		}
-		claim(rside.Masked(), "vbr "+n.Name+" link")
-		lan, extra, err := onPremPrefixes(n.BGP.Accept, n.BGP.AcceptAny)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
-			continue
-		}
-		announce := []netip.Prefix{lan.Masked()}
-		claim(lan.Masked(), "vbr "+n.Name+" on-premises LAN")
-		if extra.IsValid() {
-			announce = append(announce, extra.Masked())
-			claim(extra.Masked(), "vbr "+n.Name+" on-premises prefix")
-		}
-		gi := fmt.Sprintf("%s%d", ifVBR, vbrIf[gw.Name])
-		vbrIf[gw.Name]++
-		rdir := filepath.Join(stateDir, n.Name+"-router")
-		l.Routers = append(l.Routers, Router{
-			Name:           n.Name + "-router",
-			Network:        n.Name,
-			Region:         n.Region,
-			Gateway:        gw.Name,
-			Namespace:      ns(n.Name+"-router", "router of vbr "+n.Name),
-			Address:        rside,
-			GatewayAddress: gside,
-			GatewayIf:      gi,
-			ASN:            n.BGP.PeerASN,
-			PeerASN:        cfg.Instance.ASN,
-			BFD:            n.BGP.BFD,
-			LAN:            lan,
-			Extra:          extra,
-			Announce:       announce,
-			Config:         filepath.Join(rdir, "bird.conf"),
-			Socket:         filepath.Join(rdir, "bird.ctl"),
-			LogFile:        filepath.Join(rdir, "bird.log"),
-		})
-		hostA, err := hostAddr(lan.Masked(), 10)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("vbr %s: %w", n.Name, err))
-			continue
-		}
-		l.Hosts = append(l.Hosts, Host{
-			Name:      n.Name,
-			Kind:      KindOnPrem,
-			Namespace: ns(n.Name, "on-premises host of vbr "+n.Name),
-			Region:    n.Region,
-			Network:   n.Name,
-			Address:   hostA,
-			NextHops:  []netip.Addr{lan.Addr()},
-		})
+// vpcHost plans VPC n's host on its region's LAN, and an address for
+// each of the region's gateways gws in n's first CIDR: the host's next
+// hops.
+func (p *planner) vpcHost(n config.Network, gws []*Gateway) {
+	for _, c := range n.CIDRs {
+		p.claim(c, "vpc "+n.Name+" cidr")
 	}
+	first := n.CIDRs[0]
+	host, err := hostAddr(first, 10)
+	if err != nil {
+		p.errorf("vpc %s: %w", n.Name, err)
+		return
+	}
+	var hops []netip.Addr
+	var names []string
+	for i, g := range gws {
+		a, err := hostAddr(first, uint64(1+i))
+		if err != nil {
+			p.errorf("vpc %s: %w", n.Name, err)
+			continue
+		}
+		g.LANAddrs = append(g.LANAddrs, a)
+		hops = append(hops, a.Addr())
+		names = append(names, g.Name)
+	}
+	extra, err := homedAddrs(p.cfg, first, n.Region, host)
+	if err != nil {
+		p.errorf("vpc %s: %w", n.Name, err)
+	}
+	p.l.Hosts = append(p.l.Hosts, Host{
+		Name:      n.Name,
+		Kind:      KindVPC,
+		Namespace: p.ns(n.Name, "vpc host "+n.Name),
+		Region:    n.Region,
+		Network:   n.Name,
+		Address:   host,
+		Extra:     extra,
+		NextHops:  hops,
+		Gateways:  names,
+	})
+}
 
-	// Every host routes every other network via its next hops: VPCs by
-	// their CIDRs, VBRs by their accept list (what the CEN may carry), or by
-	// what the lab's router announces when the list is omitted.
-	for i := range l.Hosts {
-		h := &l.Hosts[i]
-		for _, n := range cfg.Networks {
+// vbr plans VBR n's on-premises router behind its gateway and a host
+// behind the router. vbrIf counts each gateway's VBR links so far, to
+// name the gateway's port.
+func (p *planner) vbr(n config.Network, vbrIf map[string]int) {
+	gw := p.l.gateway(n.Gateway)
+	if gw == nil {
+		p.errorf("vbr %s: gateway %q is not in the config", n.Name, n.Gateway)
+		return
+	}
+	rside, gside, err := linkPair(n.BGP.Neighbor)
+	if err != nil {
+		p.errorf("vbr %s: %w", n.Name, err)
+		return
+	}
+	p.claim(rside.Masked(), "vbr "+n.Name+" link")
+	lan, extra, err := onPremPrefixes(n.BGP.Accept, n.BGP.AcceptAny)
+	if err != nil {
+		p.errorf("vbr %s: %w", n.Name, err)
+		return
+	}
+	announce := []netip.Prefix{lan.Masked()}
+	p.claim(lan.Masked(), "vbr "+n.Name+" on-premises LAN")
+	if extra.IsValid() {
+		announce = append(announce, extra.Masked())
+		p.claim(extra.Masked(), "vbr "+n.Name+" on-premises prefix")
+	}
+	gi := fmt.Sprintf("%s%d", ifVBR, vbrIf[gw.Name])
+	vbrIf[gw.Name]++
+	rdir := filepath.Join(p.l.StateDir, n.Name+"-router")
+	p.l.Routers = append(p.l.Routers, Router{
+		Name:           n.Name + "-router",
+		Network:        n.Name,
+		Region:         n.Region,
+		Gateway:        gw.Name,
+		Namespace:      p.ns(n.Name+"-router", "router of vbr "+n.Name),
+		Address:        rside,
+		GatewayAddress: gside,
+		GatewayIf:      gi,
+		ASN:            n.BGP.PeerASN,
+		PeerASN:        p.cfg.Instance.ASN,
+		BFD:            n.BGP.BFD,
+		LAN:            lan,
+		Extra:          extra,
+		Announce:       announce,
+		Config:         filepath.Join(rdir, "bird.conf"),
+		Socket:         filepath.Join(rdir, "bird.ctl"),
+		LogFile:        filepath.Join(rdir, "bird.log"),
+	})
+	hostA, err := hostAddr(lan.Masked(), 10)
+	if err != nil {
+		p.errorf("vbr %s: %w", n.Name, err)
+		return
+	}
+	p.l.Hosts = append(p.l.Hosts, Host{
+		Name:      n.Name,
+		Kind:      KindOnPrem,
+		Namespace: p.ns(n.Name, "on-premises host of vbr "+n.Name),
+		Region:    n.Region,
+		Network:   n.Name,
+		Address:   hostA,
+		NextHops:  []netip.Addr{lan.Addr()},
+	})
+}
+
+// hostRoutes has every host route every other network via its next hops:
+// VPCs by their CIDRs, VBRs by their accept list (what the CEN may
+// carry), or by what the lab's router announces when the list is omitted.
+func (p *planner) hostRoutes() {
+	for i := range p.l.Hosts {
+		h := &p.l.Hosts[i]
+		for _, n := range p.cfg.Networks {
 			if n.Name == h.Network {
 				continue
 			}
@@ -372,27 +419,27 @@ func plan(cfg *config.Config, prefix, stateDir string) (*Lab, error) {
 			case n.BGP != nil && !n.BGP.AcceptAny:
 				h.Routes = append(h.Routes, n.BGP.Accept...)
 			default:
-				if r := l.router(n.Name); r != nil {
+				if r := p.l.router(n.Name); r != nil {
 					h.Routes = append(h.Routes, r.Announce...)
 				}
 			}
 		}
 	}
-	// A unix socket path holds at most 107 bytes.
-	for _, g := range l.Gateways {
+}
+
+// checkSocketPaths refuses a control socket path longer than a unix
+// socket path may be (107 bytes).
+func (p *planner) checkSocketPaths() {
+	for _, g := range p.l.Gateways {
 		if len(g.Socket) > 107 {
-			errs = append(errs, fmt.Errorf("gateway %s: socket path %s is longer than 107 bytes; choose a shorter state dir", g.Name, g.Socket))
+			p.errorf("gateway %s: socket path %s is longer than 107 bytes; choose a shorter state dir", g.Name, g.Socket)
 		}
 	}
-	for _, r := range l.Routers {
+	for _, r := range p.l.Routers {
 		if len(r.Socket) > 107 {
-			errs = append(errs, fmt.Errorf("router %s: socket path %s is longer than 107 bytes; choose a shorter state dir", r.Name, r.Socket))
+			p.errorf("router %s: socket path %s is longer than 107 bytes; choose a shorter state dir", r.Name, r.Socket)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return l, nil
 }
 
 func (l *Lab) gateway(name string) *Gateway {
@@ -411,141 +458,6 @@ func (l *Lab) router(network string) *Router {
 		}
 	}
 	return nil
-}
-
-// commonPrefix is the longest prefix holding every address, at most /24
-// (IPv4) or /64 (IPv6) long so that the underlay is an ordinary subnet.
-func commonPrefix(addrs []netip.Addr) (netip.Prefix, error) {
-	if len(addrs) == 0 {
-		return netip.Prefix{}, errors.New("no gateway endpoints")
-	}
-	first := addrs[0].Unmap()
-	bits := 24
-	if first.Is6() {
-		bits = 64
-	}
-	for _, a := range addrs[1:] {
-		a = a.Unmap()
-		if a.Is4() != first.Is4() {
-			return netip.Prefix{}, fmt.Errorf("gateway endpoints %s and %s: the lab needs every endpoint in one address family", first, a)
-		}
-		for bits > 0 {
-			p, _ := first.Prefix(bits)
-			if p.Contains(a) {
-				break
-			}
-			bits--
-		}
-	}
-	if bits < 8 {
-		return netip.Prefix{}, fmt.Errorf("gateway endpoints span /%d: the lab needs them in one subnet of /8 or longer", bits)
-	}
-	return first.Prefix(bits)
-}
-
-// hostAddr is the n-th address of p with p's length, refusing the
-// network's last address and anything outside p.
-// homedAddrs are a VPC host's addresses besides primary: for every other
-// gateway of the region, host number 10 of the first piece of cidr dealt
-// to it, with cidr's length.
-func homedAddrs(cfg *config.Config, cidr netip.Prefix, region string, primary netip.Prefix) ([]netip.Prefix, error) {
-	seen := map[string]bool{}
-	var out []netip.Prefix
-	for _, p := range cfg.VPCPieces(cidr, region) {
-		if seen[p.Gateway] {
-			continue
-		}
-		seen[p.Gateway] = true
-		a, err := hostAddr(p.Prefix, 10)
-		if err != nil {
-			return nil, err
-		}
-		if a.Addr() != primary.Addr() {
-			out = append(out, netip.PrefixFrom(a.Addr(), cidr.Bits()))
-		}
-	}
-	return out, nil
-}
-
-func hostAddr(p netip.Prefix, n uint64) (netip.Prefix, error) {
-	p = p.Masked()
-	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
-	if new(big.Int).SetUint64(n+1).Cmp(size) >= 0 {
-		return netip.Prefix{}, fmt.Errorf("%s is too small for the lab's address .%d (want /%d or shorter)", p, n, p.Addr().BitLen()-5)
-	}
-	v := new(big.Int).SetBytes(p.Addr().AsSlice())
-	v.Add(v, new(big.Int).SetUint64(n))
-	b := v.FillBytes(make([]byte, p.Addr().BitLen()/8))
-	a, _ := netip.AddrFromSlice(b)
-	return netip.PrefixFrom(a, p.Bits()), nil
-}
-
-// linkPair places a VBR neighbor and its gateway on one point-to-point
-// subnet: the /30 (or /126) holding the neighbor when it is a usable
-// address there (the gateway takes the other one), else the /31 (/127).
-func linkPair(neighbor netip.Addr) (router, gateway netip.Prefix, err error) {
-	neighbor = neighbor.Unmap()
-	bits := neighbor.BitLen()
-	p30, _ := neighbor.Prefix(bits - 2)
-	last := neighbor.AsSlice()[bits/8-1] & 3
-	b := neighbor.AsSlice()
-	switch last {
-	case 1, 2:
-		b[len(b)-1] ^= 3 // .1 <-> .2
-		g, _ := netip.AddrFromSlice(b)
-		return netip.PrefixFrom(neighbor, p30.Bits()), netip.PrefixFrom(g, p30.Bits()), nil
-	default:
-		b[len(b)-1] ^= 1 // /31 partner
-		g, _ := netip.AddrFromSlice(b)
-		return netip.PrefixFrom(neighbor, bits-1), netip.PrefixFrom(g, bits-1), nil
-	}
-}
-
-// onPremPrefixes picks the on-premises LAN (its first address is the
-// router's, .10 the host's) and an extra announced prefix from what the VBR
-// may announce: the second /24 and the 101st /24 of the first accept
-// entry, so both are inside the accept list.
-func onPremPrefixes(accept []netip.Prefix, any bool) (lan, extra netip.Prefix, err error) {
-	base := netip.MustParsePrefix("192.168.0.0/16")
-	if !any {
-		if len(accept) == 0 {
-			return lan, extra, errors.New("accept list is empty, so the router may announce nothing")
-		}
-		base = accept[0].Masked()
-	}
-	if !base.Addr().Is4() {
-		return lan, extra, fmt.Errorf("accept %s: the lab's on-premises network is IPv4 only", base)
-	}
-	if base.Bits() > 24 {
-		if base.Bits() > 28 {
-			return lan, extra, fmt.Errorf("accept %s is too small for an on-premises LAN (want /28 or shorter)", base)
-		}
-		r, err := hostAddr(base, 1)
-		return r, extra, err
-	}
-	n24 := uint64(1) << (24 - base.Bits())
-	nth := func(i uint64) netip.Prefix {
-		p, _ := hostAddr(netip.PrefixFrom(base.Addr(), base.Bits()), i*256)
-		return netip.PrefixFrom(p.Addr(), 24)
-	}
-	lanIdx := uint64(0)
-	if n24 > 1 {
-		lanIdx = 1
-	}
-	r, err := hostAddr(nth(lanIdx), 1)
-	if err != nil {
-		return lan, extra, err
-	}
-	switch {
-	case n24 > 100:
-		extra = nth(100)
-	case n24 > 2:
-		extra = nth(n24 - 1)
-	}
-	if extra.IsValid() {
-		extra, _ = hostAddr(extra, 1)
-	}
-	return r, extra, nil
 }
 
 // Describe tells a person how to reach every host of the lab.

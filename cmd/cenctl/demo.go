@@ -69,18 +69,8 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 			if err != nil {
 				return err
 			}
-			if jsonFile != "" {
-				b, _ := json.MarshalIndent(rep, "", "  ")
-				if err := os.WriteFile(jsonFile, append(b, '\n'), 0o644); err != nil {
-					return err
-				}
-				say("report written to %s", jsonFile)
-			}
-			if htmlFile != "" {
-				if err := writeHTMLReport(htmlFile, rep); err != nil {
-					return err
-				}
-				say("page written to %s", htmlFile)
+			if err := writeReportFiles(rep, jsonFile, htmlFile, say); err != nil {
+				return err
 			}
 			if f.output == "json" {
 				err = writeJSON(cmd.OutOrStdout(), rep)
@@ -99,6 +89,25 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 	cmd.Flags().StringVar(&htmlFile, "html", "", "also write the report as an HTML page with a bandwidth chart per pair")
 	cmd.Flags().IntVar(&seconds, "seconds", 5, "iperf3 duration per pair and direction")
 	return cmd
+}
+
+// writeReportFiles writes the demo's report as JSON to jsonFile and as a
+// page to htmlFile, each unless its name is empty.
+func writeReportFiles(rep *lab.Report, jsonFile, htmlFile string, say func(string, ...any)) error {
+	if jsonFile != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(jsonFile, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		say("report written to %s", jsonFile)
+	}
+	if htmlFile != "" {
+		if err := writeHTMLReport(htmlFile, rep); err != nil {
+			return err
+		}
+		say("page written to %s", htmlFile)
+	}
+	return nil
 }
 
 // printReachability is the matrix of forced paths: a row per source

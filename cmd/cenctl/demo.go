@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -35,18 +33,7 @@ outage when a gateway of a region with two is killed. Prints the report,
 writes it as JSON (and with --html as a page), and takes the lab down, also
 when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(f.output); err != nil {
-				return err
-			}
-			if f.cend == "" {
-				var err error
-				if f.cend, err = findCend(); err != nil {
-					return err
-				}
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+		RunE: f.runE(func(ctx context.Context, cmd *cobra.Command) error {
 			opts := f.options(cmd)
 			stderr := cmd.ErrOrStderr()
 			say := func(format string, args ...any) {
@@ -72,16 +59,12 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 			if err := writeReportFiles(rep, jsonFile, htmlFile, say); err != nil {
 				return err
 			}
-			if f.output == "json" {
-				err = writeJSON(cmd.OutOrStdout(), rep)
-			} else {
-				printReport(cmd.OutOrStdout(), rep)
-			}
+			err = emit(cmd, f.output, rep, printReport)
 			if err == nil && len(rep.Failures) > 0 {
 				return reportedError{}
 			}
 			return err
-		},
+		}),
 	}
 	f.add(cmd, true)
 	outputFlag(cmd, &f.output)

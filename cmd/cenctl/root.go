@@ -110,6 +110,16 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 	}
 }
 
+// emit writes v to the command's output: as JSON when output is "json",
+// else as text by print.
+func emit[T any](cmd *cobra.Command, output string, v T, print func(io.Writer, T)) error {
+	if output == "json" {
+		return writeJSON(cmd.OutOrStdout(), v)
+	}
+	print(cmd.OutOrStdout(), v)
+	return nil
+}
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

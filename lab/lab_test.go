@@ -161,6 +161,20 @@ func mountsUnder(dir string) []string {
 	return slices.Compact(out)
 }
 
+// upPrivileged brings up a lab of the test's own (see privileged), with a
+// context that ends after timeout or with the test.
+func upPrivileged(t *testing.T, timeout time.Duration) (context.Context, *Lab, Options) {
+	t.Helper()
+	o := privileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	l, err := Up(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, l, o
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {

@@ -326,17 +326,23 @@ func (p *planner) vpcHost(n config.Network, gws []*Gateway) {
 	if err != nil {
 		p.errorf("vpc %s: %w", n.Name, err)
 	}
-	p.l.Hosts = append(p.l.Hosts, Host{
+	h := p.host(n, KindVPC, "vpc host "+n.Name, host, hops)
+	h.Extra, h.Gateways = extra, names
+	p.l.Hosts = append(p.l.Hosts, h)
+}
+
+// host is the host of network n, of kind, named after n, in a namespace
+// of its own (for what), at address, sending CEN traffic to hops.
+func (p *planner) host(n config.Network, kind, what string, address netip.Prefix, hops []netip.Addr) Host {
+	return Host{
 		Name:      n.Name,
-		Kind:      KindVPC,
-		Namespace: p.ns(n.Name, "vpc host "+n.Name),
+		Kind:      kind,
+		Namespace: p.ns(n.Name, what),
 		Region:    n.Region,
 		Network:   n.Name,
-		Address:   host,
-		Extra:     extra,
+		Address:   address,
 		NextHops:  hops,
-		Gateways:  names,
-	})
+	}
 }
 
 // vbr plans VBR n's on-premises router behind its gateway and a host
@@ -392,15 +398,7 @@ func (p *planner) vbr(n config.Network, vbrIf map[string]int) {
 		p.errorf("vbr %s: %w", n.Name, err)
 		return
 	}
-	p.l.Hosts = append(p.l.Hosts, Host{
-		Name:      n.Name,
-		Kind:      KindOnPrem,
-		Namespace: p.ns(n.Name, "on-premises host of vbr "+n.Name),
-		Region:    n.Region,
-		Network:   n.Name,
-		Address:   hostA,
-		NextHops:  []netip.Addr{lan.Addr()},
-	})
+	p.l.Hosts = append(p.l.Hosts, p.host(n, KindOnPrem, "on-premises host of vbr "+n.Name, hostA, []netip.Addr{lan.Addr()}))
 }
 
 // hostRoutes has every host route every other network via its next hops:

@@ -17,18 +17,13 @@ import (
 // the router asks for it), routes flow both ways into the kernels, and the
 // on-premises host reaches the gateway's VPC address through them.
 func TestRouterPeersWithBGPSpeaker(t *testing.T) {
-	o := privileged(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := Up(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, l, o := upPrivileged(t, 60*time.Second)
 	rt := l.Routers[0]
 	gw, _ := l.Gateway(rt.Gateway)
 	sock := startSpeaker(t, l, o, rt, gw)
 	deadline := time.Now().Add(30 * time.Second)
 	var state, info string
+	var err error
 	until(deadline, 200*time.Millisecond, func() bool {
 		state, info, err = l.BGPState(ctx, rt.Network)
 		return err == nil && state == "up" && strings.HasPrefix(info, "Established")
@@ -128,13 +123,7 @@ func until(deadline time.Time, interval time.Duration, cond func() bool) bool {
 // host-routes.sh): a flow hashed onto gw-beijing-2 moves to gw-beijing-1,
 // stays there, and returns when the gateway is revived.
 func TestMultipathSkipsDeadGateway(t *testing.T) {
-	o := privileged(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := Up(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, l, _ := upPrivileged(t, 60*time.Second)
 	h, _ := l.Host("vpc-beijing")
 	dead, live := h.NextHops[1].String(), h.NextHops[0].String()
 	routeVia := func(sport int) string {

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +54,22 @@ func TestIperf3Result(t *testing.T) {
 func TestSuffix(t *testing.T) {
 	if a, b := Suffix(4), Suffix(4); len(a) != 8 || a == b {
 		t.Errorf("Suffix(4) = %q, %q", a, b)
+	}
+}
+
+// TestOnlyTestsImportIt: no package of opencen imports testutil outside
+// its tests.
+func TestOnlyTestsImportIt(t *testing.T) {
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
+	cmd.Dir = "../.."
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && slices.Contains(f[1:], "github.com/opencen/opencen/internal/testutil") {
+			t.Errorf("%s imports internal/testutil outside its tests", f[0])
+		}
 	}
 }

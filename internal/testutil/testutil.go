@@ -44,8 +44,9 @@ func Suffix(n int) string {
 // random hex digits, with its loopback up, and deletes it when the test
 // ends. It returns the name; the namespace's path is /run/netns/NAME.
 // Anything left running in it keeps the namespace itself alive after the
-// name is gone: a test that starts processes there stops them first (a
-// cleanup registered later runs earlier).
+// name is gone: a test that starts processes there stops them in a
+// cleanup of its own, registered after this call (cleanups run in the
+// reverse order of their registration).
 func NewNetNS(tb testing.TB, prefix string) string {
 	tb.Helper()
 	name := prefix + Suffix(4)

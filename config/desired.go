@@ -1,11 +1,12 @@
 package config
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/opencen/opencen/internal/netipx"
 )
 
 // Desired is what one gateway should have, computed from the config alone
@@ -71,10 +72,8 @@ func (e Entitlement) Allows(prefix netip.Prefix) (network string, ok bool) {
 		if v.Any {
 			return v.Network, true
 		}
-		for _, a := range v.Accept {
-			if a.Addr().BitLen() == prefix.Addr().BitLen() && a.Bits() <= prefix.Bits() && a.Contains(prefix.Addr()) {
-				return v.Network, true
-			}
+		if netipx.CoveredBy(prefix, v.Accept) {
+			return v.Network, true
 		}
 	}
 	return "", false
@@ -192,7 +191,7 @@ func (c *Config) vpcOrigins(region string) []Origin {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b Origin) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b Origin) int { return netipx.ComparePrefix(a.Prefix, b.Prefix) })
 	return out
 }
 
@@ -205,8 +204,4 @@ func (c *Config) gatewayRegions() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func comparePrefix(a, b netip.Prefix) int {
-	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }

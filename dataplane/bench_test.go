@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // startBackground runs a process that cleanup always kills.
@@ -58,13 +60,7 @@ func iperf3(tb testing.TB, ns string, dst netip.Addr, extra ...string) float64 {
 	if err != nil {
 		tb.Fatalf("iperf3 to %s: %v\n%s", dst, err, out)
 	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
+	var r testutil.Iperf3Result
 	if err := json.Unmarshal(out, &r); err != nil || r.End.SumReceived.BitsPerSecond == 0 {
 		tb.Fatalf("iperf3 to %s: bad result (%v): %.300s", dst, err, out)
 	}
@@ -187,10 +183,10 @@ const routeRounds = 3
 // `ip -batch` of the same routes, alternating, best of 3 each, each into
 // an empty table on a fresh device.
 func BenchmarkRouteInstall(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	const n = 100_000
 	ns := newNetNS(b)
-	dev := "ocdp" + randSuffix(b, 4) + "r"
+	dev := "ocdp" + testutil.Suffix(4) + "r"
 	src := netip.MustParseAddr("100.64.0.1")
 	fresh := func() int {
 		_ = exec.Command("ip", "-n", ns, "link", "del", dev).Run()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 func TestSplitFamilies(t *testing.T) {
@@ -104,7 +106,7 @@ func deleteGuardTable(t testing.TB, ns, dev string) {
 // deleted, a rule added, the table flushed, another device, another
 // gateway) makes the next check rewrite it; removing it twice is fine.
 func TestNFTGuard(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ns := newNetNS(t)
 	g, err := newNFTGuard(int(mustNS(t, ns)))
 	if err != nil {

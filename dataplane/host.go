@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/opencen/opencen/internal/procx"
+	"github.com/opencen/opencen/internal/wgdev"
 )
 
-// UAPIDir is where wireguard-go and wgctrl put and look for UAPI sockets.
 // UAPIDir is where userspace WireGuard devices' UAPI sockets live, one
 // folder for every namespace of the host.
-const UAPIDir = "/var/run/wireguard"
+const UAPIDir = wgdev.UAPIDir
 
 // hostOps is what the dataplane needs from the host besides netlink and
 // WireGuard: helper processes, UAPI socket files and sysctls. The real
@@ -148,7 +150,7 @@ func (h *host) startHelper(name string, mtu int) (int, error) {
 	// Start returns once exec has begun, but the kernel sets the new
 	// command line a moment later: until then /proc/PID/cmdline is empty
 	// and findHelper would take the helper for gone.
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && processAlive(pid) && !helperArgsMatch(pid, name); {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && procx.Alive(pid) && !helperArgsMatch(pid, name); {
 		time.Sleep(time.Millisecond)
 	}
 	return pid, nil
@@ -156,7 +158,7 @@ func (h *host) startHelper(name string, mtu int) (int, error) {
 
 // helperArgsMatch reports whether pid is alive and runs a helper for name.
 func helperArgsMatch(pid int, name string) bool {
-	if !processAlive(pid) {
+	if !procx.Alive(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -185,19 +187,6 @@ func (h *host) findHelper(name string) int {
 		}
 	}
 	return 0
-}
-
-// processAlive is false for a missing process and for a zombie.
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	return b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 func (h *host) stopHelper(name string, pid int) error {
@@ -234,7 +223,7 @@ func (h *host) waitExit(pid int, d time.Duration) bool {
 				return true
 			default:
 			}
-		} else if !processAlive(pid) {
+		} else if !procx.Alive(pid) {
 			return true
 		}
 		select {
@@ -245,7 +234,7 @@ func (h *host) waitExit(pid int, d time.Duration) bool {
 	}
 }
 
-func socketPath(name string) string { return filepath.Join(UAPIDir, name+".sock") }
+func socketPath(name string) string { return wgdev.Socket(name) }
 
 func (h *host) socketState(name string) sockState {
 	p := socketPath(name)

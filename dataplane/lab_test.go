@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // lab is N gateways in namespaces of their own, joined by an underlay
@@ -37,8 +39,8 @@ type gateway struct {
 const labPort = 51820
 
 func newLab(tb testing.TB, n int) *lab {
-	requireRoot(tb)
-	l := &lab{tb: tb, id: randSuffix(tb, 4), stateDir: tb.TempDir()}
+	testutil.RequireRoot(tb)
+	l := &lab{tb: tb, id: testutil.Suffix(4), stateDir: tb.TempDir()}
 	u := newUnderlay(tb)
 	l.u = u
 	for i := range n {

@@ -2,11 +2,9 @@ package dataplane
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -18,24 +16,9 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
-
-// requireRoot skips privileged tests for non-root users; as root nothing
-// skips.
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("privileged test: needs root to create network namespaces, TUN devices and routes (run as root, e.g. make test)")
-	}
-}
-
-func randSuffix(tb testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		tb.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 func run(tb testing.TB, args ...string) string {
 	tb.Helper()
@@ -60,11 +43,7 @@ func output(args ...string) string {
 // it at cleanup. It returns the name; the path is /run/netns/NAME.
 func newNetNS(tb testing.TB) string {
 	tb.Helper()
-	name := "ocdp" + randSuffix(tb, 4)
-	run(tb, "ip", "netns", "add", name)
-	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	run(tb, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return testutil.NewNetNS(tb, "ocdp")
 }
 
 func nsPath(name string) string { return "/run/netns/" + name }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/procx"
 )
 
 func TestTwoGatewaysPing(t *testing.T) {
@@ -285,7 +287,7 @@ func TestCloseCleanupLeavesNothing(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(UAPIDir, dev+".sock")); !os.IsNotExist(err) {
 		t.Errorf("uapi socket left behind: %v", err)
 	}
-	if st.HelperPID == 0 || processAlive(st.HelperPID) {
+	if st.HelperPID == 0 || procx.Alive(st.HelperPID) {
 		t.Errorf("helper %d still running (or none was)", st.HelperPID)
 	}
 	if h := (&host{stateDir: l.stateDir}); h.findHelper(dev) != 0 {

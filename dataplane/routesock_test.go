@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // TestRouteSocketBatches writes routes of every form opencen uses through
@@ -20,7 +22,7 @@ import (
 // netlink library would have built them, and each refusal is reported for
 // its own route.
 func TestRouteSocketBatches(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ns := newNetNS(t)
 	run(t, "ip", "-n", ns, "link", "add", "ocdpr0", "type", "veth", "peer", "name", "ocdpr1")
 	run(t, "ip", "-n", ns, "link", "set", "ocdpr0", "up")

@@ -5,13 +5,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // TestRouteWatchSeesOnlyDeletions: the kernel hands the repair loop the
 // deletion of an opencen route and of a rule, and nothing else (not the
 // echo of every route installed, not other protocols' routes).
 func TestRouteWatchSeesOnlyDeletions(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ns := newNetNS(t)
 	run(t, "ip", "-n", ns, "link", "add", "ocdpd0", "type", "veth", "peer", "name", "ocdpd1")
 	run(t, "ip", "-n", ns, "link", "set", "ocdpd0", "up")

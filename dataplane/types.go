@@ -1,13 +1,13 @@
 package dataplane
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/internal/wgdev"
 )
 
 // RouteProtocol is the rtnetlink protocol number that marks every route and
@@ -140,10 +140,7 @@ func (d Desired) IsZero() bool {
 // kernel's limit) from id, e.g. "cen-demo/gw-beijing-1". Device names must
 // be unique across all namespaces of a host because WireGuard's UAPI
 // sockets share one folder.
-func DeviceName(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return "ocw" + hex.EncodeToString(sum[:])[:12]
-}
+func DeviceName(id string) string { return wgdev.Name(id) }
 
 // validDeviceName checks an interface name the kernel and the UAPI socket
 // path both accept.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/internal/fibbench"
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 func birdBulkConf(n int) string {
@@ -77,7 +78,7 @@ func ipBatch(b *testing.B, n int) time.Duration {
 // GoBGP takes to receive them and `ip -batch` takes to install them; and
 // the Speaker process's heap and RSS per route.
 func BenchmarkBIRD100k(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	for range b.N {
 		base := birdReceive(b, benchPrefixes, true)
 		sp := birdReceive(b, benchPrefixes, false)
@@ -106,7 +107,7 @@ routing benchmark with BIRD 2 (100,000 /32 prefixes, eBGP over a veth between na
 // BenchmarkFailover: 20 trials of a hung twin gateway, p50/p95 of the
 // time until routes move to the other twin.
 func BenchmarkFailover(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	for range b.N {
 		const trials = 20
 		times, _ := measureFailover(b, trials)

@@ -1,8 +1,6 @@
 package routing
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,20 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("privileged test: needs root to create network namespaces (run as root; nothing skips then)")
-	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func run(t testing.TB, args ...string) {
 	t.Helper()
@@ -43,16 +30,12 @@ type lab struct {
 }
 
 func newLab(t testing.TB) *lab {
-	requireRoot(t)
-	return &lab{t: t, suffix: randSuffix()}
+	testutil.RequireRoot(t)
+	return &lab{t: t, suffix: testutil.Suffix(3)}
 }
 
 func (l *lab) netns(role string) string {
-	name := fmt.Sprintf("ocrt-%s-%s", role, l.suffix)
-	run(l.t, "ip", "netns", "add", name)
-	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	run(l.t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return testutil.NewNetNS(l.t, "ocrt-"+role+"-")
 }
 
 // link joins two namespaces with a veth, addressing each end.

@@ -3,6 +3,8 @@ package shaping
 import (
 	"fmt"
 	"testing"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // accuracyCases are the allocations and flow counts.
@@ -18,7 +20,7 @@ var accuracyCases = []struct {
 // TestTCPGoodput runs iperf3 through the forwarding gateway for 10 s per
 // case and wants goodput within 0.95-1.00 of the allocation.
 func TestTCPGoodput(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: 60 s of iperf3 in -short mode")
 	}

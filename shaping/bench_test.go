@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // The benchmarks each measure once per invocation (make bench-shaping runs
@@ -64,7 +65,7 @@ func tcBaseline(b *testing.B, p *path, kind string, rate Rate) func() {
 // full-size packets; the target is judged against tbf and htb as the
 // issue sets them, at the same rate.
 func BenchmarkGoodput(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	p := newPath(b)
 	iperfServer(b, p.dst, 5201)
 	b.ResetTimer()
@@ -142,7 +143,7 @@ func boolInt(v bool) int {
 // BenchmarkLatencyUnderLoad: p99 ping RTT toward a region while one TCP
 // flow fills its allocation, shaper beside htb at the same rate.
 func BenchmarkLatencyUnderLoad(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	p := newPath(b)
 	iperfServer(b, p.dst, 5201)
 	b.ResetTimer()
@@ -183,9 +184,9 @@ func BenchmarkLatencyUnderLoad(b *testing.B) {
 // through BPF_PROG_TEST_RUN with 1,000 and 100,000 prefixes, beside a
 // program that parses the same way and only does the prefix lookup.
 func BenchmarkProgramCost(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	ns := newNS(b)
-	dev := "ocsh" + randSuffix()
+	dev := "ocsh" + testutil.Suffix(3)
 	ns.sh(b, "ip link add "+dev+" type veth peer name "+dev+"p")
 	var s *Shaper
 	dir := pinDir(b)
@@ -249,7 +250,7 @@ func BenchmarkProgramCost(b *testing.B) {
 // is the median of 9 pairs' ratios, each pair measured back to back in
 // alternating order.
 func BenchmarkUnlimitedOverhead(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	p := newPath(b)
 	iperfServer(b, p.dst, 5201)
 	b.ResetTimer()

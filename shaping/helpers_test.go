@@ -2,104 +2,30 @@ package shaping
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
-
-// requireRoot skips privileged tests when not root; as root (CI) nothing
-// skips.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (BPF, network namespaces); run as root, as CI does")
-	}
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // testNS is a named network namespace deleted at cleanup.
 type testNS struct{ name string }
 
 func newNS(t testing.TB) *testNS {
 	t.Helper()
-	name := "ocsh" + randSuffix()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
-	}
-	h.Close()
-	if err := netns.Set(orig); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Kill whatever still runs in it first, then delete.
-		exec.Command("ip", "netns", "pids", name).Run()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Logf("delete netns %s: %v", name, err)
-		}
-	})
-	ns := &testNS{name: name}
-	ns.sh(t, "ip link set lo up")
-	return ns
+	return &testNS{name: testutil.NewNetNS(t, "ocsh")}
 }
 
 // do runs fn on a thread inside the namespace.
-func (n *testNS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is left locked on purpose when switching back
-		// fails: the runtime then discards it.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(n.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("return from netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (n *testNS) do(fn func() error) error { return testutil.InNetNS(n.name, fn) }
 
 // sh runs one command line (no shell) in the namespace, failing the test
 // on error.
@@ -123,7 +49,7 @@ func (n *testNS) run(cmd string) (string, error) {
 // pinDir is a temporary directory for pins, unmounted at cleanup even if
 // the test fails and the shaper never removes it.
 func pinDir(t testing.TB) string {
-	dir := filepath.Join(t.TempDir(), "ocsh"+randSuffix())
+	dir := filepath.Join(t.TempDir(), "ocsh"+testutil.Suffix(3))
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
 }
@@ -140,7 +66,7 @@ type path struct {
 func newPath(t testing.TB) *path {
 	t.Helper()
 	p := &path{src: newNS(t), gw: newNS(t), dst: newNS(t)}
-	sfx := randSuffix()
+	sfx := testutil.Suffix(3)
 	a, b := "ocsh"+sfx+"a", "ocsh"+sfx+"b"
 	c, d := "ocsh"+sfx+"c", "ocsh"+sfx+"d"
 	p.gwOut = c
@@ -229,7 +155,7 @@ func iperfServer(t testing.TB, ns *testNS, port int) {
 
 // iperf runs an iperf3 TCP client for secs seconds with flows streams and
 // returns the receiver's goodput in bits/s. The sender uses cubic, Linux's
-// default, whatever the host's default is (test/lab's IperfOptions says
+// default, whatever the host's default is (lab.IperfOptions says
 // why).
 //
 // The server serves one test at a time and may still be closing the last
@@ -253,14 +179,7 @@ func iperfOnce(ns *testNS, addr string, port, secs, flows int) (float64, error) 
 	if err != nil && len(out) == 0 {
 		return 0, fmt.Errorf("iperf3 -c %s: %w", addr, err)
 	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
+	var res testutil.Iperf3Result
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
 		return 0, fmt.Errorf("iperf3 -c %s: %v: %.300s", addr, errors.Join(err, jerr), out)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // hooks counts the programs at the TCX and tc egress of dev.
@@ -135,7 +137,7 @@ func (c *lifecycle) first() {
 // at tcx again; a device dropped from Interfaces is detached with its
 // HTB; Close(true) leaves no program, filter, clsact, HTB or pin.
 func TestLifecycle(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	c := newLifecycle(t)
 	eth, tun, both := c.eth, c.tun, []string{c.eth, c.tun}
 	c.first()

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // modeBench is one shaping path on a tunnelPath: the program at tcx or tc
@@ -73,7 +75,7 @@ func (m *modeBench) iperf(secs int) float64 {
 // idle), as the median of 5 pairs' ratios, each pair back to back in
 // alternating order.
 func BenchmarkModes(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	p, shaped := userspaceTunnel(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // tcxEgress returns the ids of the programs attached at TCX egress of dev
@@ -73,7 +75,7 @@ func newShaperIn(t testing.TB, ns *testNS, opts Options) *Shaper {
 func twoDevices(t testing.TB) (ns *testNS, eth, tun string) {
 	t.Helper()
 	ns = newNS(t)
-	sfx := randSuffix()
+	sfx := testutil.Suffix(3)
 	eth, tun = "ocsh"+sfx+"e", "ocsh"+sfx+"t"
 	ns.sh(t, "ip link add "+eth+" type veth peer name "+eth+"p")
 	ns.sh(t, "ip tuntap add dev "+tun+" mode tun")
@@ -86,7 +88,7 @@ func twoDevices(t testing.TB) (ns *testNS, eth, tun string) {
 // one bucket: exactly burst/size packets pass in all, the counters are
 // the sum, and each program reads its own device's framing.
 func TestProgSharedBucketTwoDevices(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ns, eth, tun := twoDevices(t)
 	s := newShaperIn(t, ns, Options{Interfaces: []string{eth, tun}, PinPath: pinDir(t), Mode: ModePolice})
 	t.Cleanup(func() { s.Close(true) })
@@ -158,7 +160,7 @@ type splitPath struct {
 func newSplitPath(t *testing.T, wg bool) *splitPath {
 	t.Helper()
 	src, gw, dst := newNS(t), newNS(t), newNS(t)
-	sfx := randSuffix()
+	sfx := testutil.Suffix(3)
 	a, b, c, d, e, f := "ocsh"+sfx+"a", "ocsh"+sfx+"b", "ocsh"+sfx+"c", "ocsh"+sfx+"d", "ocsh"+sfx+"e", "ocsh"+sfx+"f"
 	p := &splitPath{src: src, gw: gw, dst: dst, devs: [2]string{c, e}}
 	src.sh(t, "ip link add "+a+" type veth peer name "+b+" netns "+gw.name)
@@ -284,7 +286,7 @@ func (p *splitPath) run(t *testing.T, s *Shaper, secs int) splitResult {
 // TCP flow on each; the sum of their goodput is held to the region's rate
 // and the region's counters carry both.
 func TestTwoDevicesSplitTraffic(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: 10 s of iperf3 in -short mode")
 	}

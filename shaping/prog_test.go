@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // Return codes of the program (TCX_NEXT, TCX_DROP) as BPF_PROG_TEST_RUN
@@ -42,9 +44,9 @@ type fixture struct {
 // device in a fresh namespace and a Shaper on it.
 func newFixture(t *testing.T, l3 bool, mode Mode) *fixture {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	ns := newNS(t)
-	dev := "ocsh" + randSuffix()
+	dev := "ocsh" + testutil.Suffix(3)
 	if l3 {
 		ns.sh(t, "ip tuntap add dev "+dev+" mode tun")
 	} else {

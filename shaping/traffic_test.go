@@ -7,12 +7,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // TestTwoRegions shapes two destination regions behind one device at once;
 // each gets its own rate.
 func TestTwoRegions(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: 10 s of iperf3 in -short mode")
 	}
@@ -56,7 +58,7 @@ func TestTwoRegions(t *testing.T) {
 // Had the old 100 Mbps still held for even 100 ms of the window, the
 // excess (1 MB) would be more than twice the slack (406 KB at 20 Mbps).
 func TestLiveRateChangeTraffic(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p := newPath(t)
 	s := p.shaper(t, ModeQueue)
 	if err := s.Set(pathDesired(100*Mbps, 0)); err != nil {
@@ -107,7 +109,7 @@ func TestLiveRateChangeTraffic(t *testing.T) {
 
 // TestPing1Kbps: a 1 Kbps pair still carries a default ping every second.
 func TestPing1Kbps(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p := newPath(t)
 	s := p.shaper(t, ModeQueue)
 	if err := s.Set(pathDesired(Kbps, Kbps)); err != nil {
@@ -131,7 +133,7 @@ func TestPing1Kbps(t *testing.T) {
 // shaper is adopted (one program on the device, its maps reused), buckets
 // and ids are intact; Close(true) removes everything.
 func TestRestartAdopts(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p := newPath(t)
 	dir := pinDir(t)
 	open := func() *Shaper {
@@ -214,7 +216,7 @@ func TestRestartAdopts(t *testing.T) {
 // TestSetIdempotentAndEmpty: the same Desired twice changes nothing (same
 // bucket state, same classes); an empty Desired tears everything down.
 func TestSetIdempotentAndEmpty(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	p := newPath(t)
 	s := p.shaper(t, ModeQueue)
 	d := pathDesired(10*Mbps, 20*Mbps)

@@ -11,6 +11,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/internal/testutil"
 )
 
 // wgDevice starts a wireguard-go device on a TUN named name inside ns,
@@ -94,7 +96,7 @@ func newTunnelPath(t testing.TB, wrap func(tun.Device) (tun.Device, error)) *tun
 	t.Helper()
 	p := &tunnelPath{src: newNS(t), gwA: newNS(t), gwB: newNS(t)}
 	src, gwA, gwB := p.src, p.gwA, p.gwB
-	sfx := randSuffix()
+	sfx := testutil.Suffix(3)
 	a, b, c, d := "ocsh"+sfx+"a", "ocsh"+sfx+"b", "ocsh"+sfx+"c", "ocsh"+sfx+"d"
 	wgA, wgB := "ocsh"+sfx+"w", "ocsh"+sfx+"x"
 	p.wgA = wgA
@@ -170,7 +172,7 @@ func (p *tunnelPath) up(t testing.TB) {
 // TestWireGuardTunnel shapes a real WireGuard tunnel with the program on
 // wgA's egress.
 func TestWireGuardTunnel(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: 10 s of iperf3 in -short mode")
 	}
@@ -209,7 +211,7 @@ func TestWireGuardTunnel(t *testing.T) {
 // wireguard-go device runs on the shaper's TUN, as the helper's does, and
 // TCP goodput through it holds 0.95-1.00 of the allocation.
 func TestUserspaceTunnel(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("skipping: 16 s of iperf3 in -short mode")
 	}

@@ -16,7 +16,7 @@ import (
 // restarts), BFD stays up, and no route is withdrawn, because the
 // gateways' own traffic is exempt by its addresses, not by its port. It
 // runs once, in the userspace mode (the lab's other tests run tcx), and
-// checks that the buckets were saturated (they dropped tenant traffic).
+// checks that the buckets are saturated (they drop tenant traffic).
 func TestControlTrafficUnderSaturation(t *testing.T) {
 	l, _ := upLabShaper(t, ownInstance(t, "testdata/shaping.yaml"), "userspace")
 	waitEstablished(t, l, "gw-x", "gw-y", "gw-z")

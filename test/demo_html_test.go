@@ -20,7 +20,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // The demo's HTML report (cenctl demo --html), rendered by a real browser:
@@ -46,13 +46,35 @@ func TestDemoHTMLInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// The DOM after loading.
+	checkDOM(ctx, t, browser, dir, page, rep)
+	checkScreenshot(ctx, t, browser, dir, page, rep)
+}
+
+// checkDOM checks the DOM Chromium serialises after loading page.
+func checkDOM(ctx context.Context, t *testing.T, browser, dir, page string, rep *lab.Report) {
+	t.Helper()
 	dom, logs := runChromium(ctx, t, browser, dir, "--dump-dom", "file://"+page)
 	checkConsole(t, logs)
 	doc, err := html.Parse(bytes.NewReader(dom))
 	if err != nil {
 		t.Fatalf("chromium's DOM does not parse: %v", err)
 	}
+	checkCharts(t, doc, rep)
+	for _, id := range []string{"failures", "default", "failover", "reachability"} {
+		if findAll(doc, func(n *html.Node) bool { return attr(n, "id") == id }) == nil {
+			t.Errorf("no #%s in the page", id)
+		}
+	}
+	if fo := text(findAll(doc, func(n *html.Node) bool { return attr(n, "id") == "failover" })[0]); !strings.Contains(fo, "cut for 412 ms") {
+		t.Errorf("failover paragraph: %q", fo)
+	}
+
+}
+
+// checkCharts checks that the DOM doc holds one chart per measured pair of
+// rep, in order, with its regions, figures and labels.
+func checkCharts(t *testing.T, doc *html.Node, rep *lab.Report) {
+	t.Helper()
 	figs := findAll(doc, func(n *html.Node) bool { return n.Data == "figure" && hasClass(n, "pair") })
 	if len(figs) != len(rep.Pairs) {
 		t.Fatalf("%d pair charts in the page, want one per measured pair: %d", len(figs), len(rep.Pairs))
@@ -94,18 +116,14 @@ func TestDemoHTMLInBrowser(t *testing.T) {
 			t.Errorf("chart %d: %d bars, want 2", i, len(rects))
 		}
 	}
-	for _, id := range []string{"failures", "default", "failover", "reachability"} {
-		if findAll(doc, func(n *html.Node) bool { return attr(n, "id") == id }) == nil {
-			t.Errorf("no #%s in the page", id)
-		}
-	}
-	if fo := text(findAll(doc, func(n *html.Node) bool { return attr(n, "id") == "failover" })[0]); !strings.Contains(fo, "cut for 412 ms") {
-		t.Errorf("failover paragraph: %q", fo)
-	}
+}
 
-	// The picture: every chart drawn, its bars to scale.
+// checkScreenshot checks a screenshot of page: every chart is drawn, its
+// bars as wide as the figures say, all on one scale.
+func checkScreenshot(ctx context.Context, t *testing.T, browser, dir, page string, rep *lab.Report) {
+	t.Helper()
 	shot := filepath.Join(dir, "page.png")
-	_, logs = runChromium(ctx, t, browser, dir, "--screenshot="+shot, "--window-size=1000,2600",
+	_, logs := runChromium(ctx, t, browser, dir, "--screenshot="+shot, "--window-size=1000,2600",
 		"--force-device-scale-factor=1", "--hide-scrollbars", "file://"+page)
 	checkConsole(t, logs)
 	f, err := os.Open(shot)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestFailoverUnderOneSecond kills one of two gateways of a region the way
@@ -14,15 +14,14 @@ import (
 // killed, its WireGuard helper included) under sixteen UDP flows from the
 // other region, and holds the outage of every flow under the one second
 // SPEC section 5 promises. Three trials, the gateway revived in between.
-// The gateways' half of a failover is BFD and a route change (about
-// 0.35 s); the host's half is its neighbour entry for the dead gateway
-// failing (scripts/lab/host-routes.sh), which with the lab's former
-// timers alone could take up to 1.05 s.
+// The gateways' half of a failover is BFD's detection and a route change;
+// the host's half is its neighbour entry for the dead gateway failing,
+// which the short neighbour timers of scripts/lab/host-routes.sh bound.
 //
-// The kill has to be a host failure: the lab once killed cend first, and
-// its kernel's FIN on the BGP sockets, carried out by the still-running
-// WireGuard helper, made the peers take the gateway for restarting (BGP
-// graceful restart) and keep its routes for 120 s whatever BFD said.
+// The kill has to be a host failure: killing cend alone lets its kernel
+// send FIN on the BGP sockets through the still-running WireGuard helper,
+// and the peers then take the gateway for restarting (BGP graceful
+// restart) and keep its routes for 120 s whatever BFD says.
 func TestFailoverUnderOneSecond(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	vpcA, _ := l.Host("vpc-a")
@@ -34,10 +33,9 @@ func TestFailoverUnderOneSecond(t *testing.T) {
 			return nil
 		})
 		// Both gateways must be carrying traffic (their sessions up, the
-		// host's neighbour entries valid) before one dies: a ping proves
-		// one path only, and a twin whose session with the remote region
-		// is still connecting has no routes to take over with (CI once
-		// killed gw-a1 4 s before gw-a2's session with gw-b1 came up).
+		// host's neighbour entries valid) when one dies: a ping proves one
+		// path only, and a twin whose session with the remote region is
+		// still connecting has no routes to take over with.
 		waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 		time.Sleep(2 * time.Second)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -20,17 +18,9 @@ import (
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/dataplane"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/internal/testutil"
+	"github.com/opencen/opencen/lab"
 )
-
-// requireRoot skips a privileged test as a normal user and says why; as
-// root (CI) nothing skips.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: it builds network namespaces and runs cend")
-	}
-}
 
 // upLab builds a lab of the config with a cend per gateway, in namespaces
 // named for this test alone, and removes it all when the test ends.
@@ -55,9 +45,7 @@ func upLabShaper(t testing.TB, configFile, shaper string) (*lab.Lab, lab.Options
 
 func testLab(t testing.TB, configFile string, agents bool, shaper string) (*lab.Lab, lab.Options) {
 	t.Helper()
-	requireRoot(t)
-	suffix := make([]byte, 3)
-	rand.Read(suffix)
+	testutil.RequireRoot(t)
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "lab.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +54,7 @@ func testLab(t testing.TB, configFile string, agents bool, shaper string) (*lab.
 		Config:     configFile,
 		StateDir:   filepath.Join(t.TempDir(), "lab"),
 		Cend:       binary(t, "cend"),
-		Prefix:     "ocl-e" + hex.EncodeToString(suffix) + "-",
+		Prefix:     "ocl-e" + testutil.Suffix(3) + "-",
 		CendShaper: shaper,
 		Logger:     slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -117,7 +105,7 @@ func dumpLogs(t testing.TB, stateDir string) {
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // ping sends count echoes from a lab host to addr at interval and returns
-// how many were sent and answered. Bounded: -c and -w.
+// how many it sent and how many came back. Bounded: -c and -w.
 func ping(t *testing.T, l *lab.Lab, from, addr string, count int, interval time.Duration) (sent, received int) {
 	t.Helper()
 	deadline := int(time.Duration(count)*interval/time.Second) + 3
@@ -256,13 +244,11 @@ func ownInstance(t testing.TB, configFile string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sfx := make([]byte, 3)
-	rand.Read(sfx)
 	re := regexp.MustCompile(`(?m)^(instance:\n  name: )(\S+)$`)
 	if !re.Match(b) {
 		t.Fatalf("%s: no instance name on the second line", configFile)
 	}
-	out := re.ReplaceAll(b, []byte("${1}${2}-"+hex.EncodeToString(sfx)))
+	out := re.ReplaceAll(b, []byte("${1}${2}-"+testutil.Suffix(3)))
 	path := filepath.Join(t.TempDir(), filepath.Base(configFile))
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/opencen/opencen/agent/api"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestEveryPathForced derives every path between every pair of networks
@@ -33,21 +33,7 @@ func TestEveryPathForced(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	before := map[string]string{}
-	for _, g := range l.Gateways {
-		// The kernel's IPv6 link-local addresses get their routes once
-		// duplicate address detection is over: wait for it.
-		eventually(t, 10*time.Second, g.Name+"'s addresses settled", func() error {
-			if out, _ := l.Exec(ctx, g.Name, "ip", "-6", "addr", "show", "tentative"); len(strings.TrimSpace(string(out))) > 0 {
-				return fmt.Errorf("tentative: %s", out)
-			}
-			return nil
-		})
-		before[g.Name] = routingTables(t, l, g.Name)
-		if err := l.StartAgent(ctx, g.Name, opts.Cend); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pristine := startAgentsRecordingTables(t, ctx, l, opts)
 	paths := l.Paths()
 	checkPathList(t, cfg, l, paths)
 	waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
@@ -68,48 +54,77 @@ func TestEveryPathForced(t *testing.T) {
 	})
 	t.Run("a prefix equal to the VBR link is refused", func(t *testing.T) { refuseConnected(t, ctx, l) })
 	t.Run("restarts lose nothing, cleanup restores every table and rule", func(t *testing.T) {
-		// UDP flows from vpc-a's address homed at gw-a1, forced in at
-		// gw-a2 (a handoff) while every agent restarts in turn.
-		src, _ := l.Host("vpc-a")
-		dst, _ := l.Host("vpc-b")
-		undo, err := l.Force(ctx, lab.Path{From: "vpc-a", To: "vpc-b", Src: src.Address.Addr(), Dst: dst.Address.Addr(), Ingress: "gw-a2", Return: "gw-b1"})
-		defer undo()
-		if err != nil {
-			t.Fatal(err)
-		}
-		probe, err := l.StartProbe(ctx, "vpc-a", "vpc-b", lab.ProbeOptions{Flows: 4, Interval: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		event := time.Now()
-		for _, g := range l.Gateways {
-			t.Logf("%.0f ms: restarting %s", ms(time.Since(event)), g.Name)
-			if err := l.StopAgent(ctx, g.Name, syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := l.StartAgent(ctx, g.Name, opts.Cend, "--cleanup"); err != nil {
-				t.Fatal(err)
-			}
-			waitEstablished(t, l, g.Name)
-		}
-		time.Sleep(2 * time.Second)
-		for _, f := range probe.Outages(event) {
-			if f.Lost > 0 || !f.Recovered {
-				t.Errorf("flow :%d through the handoff lost %d of %d packets (longest gap %.0f ms from %.0f ms) while every agent restarted", f.SourcePort, f.Lost, f.Sent, f.GapMs, f.GapStartMs)
-			}
-		}
-		// Every path again, through agents that will clean up.
+		restartsLoseNothing(t, ctx, l, opts)
+		// Every path again, through agents that clean up when they stop.
 		pingEveryPath(t, ctx, l, paths)
 		for _, g := range l.Gateways {
 			if err := l.StopAgent(ctx, g.Name, syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if after := routingTables(t, l, g.Name); after != before[g.Name] {
-				t.Errorf("%s: routes and rules after cend --cleanup differ from before the first start:\n%s", g.Name, lineDiff(before[g.Name], after))
+			if after := routingTables(t, l, g.Name); after != pristine[g.Name] {
+				t.Errorf("%s: routes and rules after cend --cleanup differ from those the gateway has with no agent yet:\n%s", g.Name, lineDiff(pristine[g.Name], after))
 			}
 		}
 	})
+}
+
+// startAgentsRecordingTables starts every gateway's agent, each once its
+// addresses have settled, and returns each gateway's routing tables and
+// rules as they are with no agent yet.
+func startAgentsRecordingTables(t *testing.T, ctx context.Context, l *lab.Lab, opts lab.Options) map[string]string {
+	t.Helper()
+	pristine := map[string]string{}
+	for _, g := range l.Gateways {
+		// The kernel's IPv6 link-local addresses get their routes once
+		// duplicate address detection is over: wait for it.
+		eventually(t, 10*time.Second, g.Name+"'s addresses settled", func() error {
+			if out, _ := l.Exec(ctx, g.Name, "ip", "-6", "addr", "show", "tentative"); len(strings.TrimSpace(string(out))) > 0 {
+				return fmt.Errorf("tentative: %s", out)
+			}
+			return nil
+		})
+		pristine[g.Name] = routingTables(t, l, g.Name)
+		if err := l.StartAgent(ctx, g.Name, opts.Cend); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pristine
+}
+
+// restartsLoseNothing restarts every agent in turn, each with --cleanup
+// (for the end of the test), under UDP flows from vpc-a's address homed
+// at gw-a1, forced in at gw-a2 (a handoff): no flow loses a packet.
+func restartsLoseNothing(t *testing.T, ctx context.Context, l *lab.Lab, opts lab.Options) {
+	t.Helper()
+	src, _ := l.Host("vpc-a")
+	dst, _ := l.Host("vpc-b")
+	undo, err := l.Force(ctx, lab.Path{From: "vpc-a", To: "vpc-b", Src: src.Address.Addr(), Dst: dst.Address.Addr(), Ingress: "gw-a2", Return: "gw-b1"})
+	defer undo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := l.StartProbe(ctx, "vpc-a", "vpc-b", lab.ProbeOptions{Flows: 4, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	event := time.Now()
+	for _, g := range l.Gateways {
+		t.Logf("%.0f ms: restarting %s", ms(time.Since(event)), g.Name)
+		if err := l.StopAgent(ctx, g.Name, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartAgent(ctx, g.Name, opts.Cend, "--cleanup"); err != nil {
+			t.Fatal(err)
+		}
+		waitEstablished(t, l, g.Name)
+	}
+	time.Sleep(2 * time.Second)
+	for _, f := range probe.Outages(event) {
+		if f.Lost > 0 || !f.Recovered {
+			t.Errorf("flow :%d through the handoff lost %d of %d packets (longest gap %.0f ms from %.0f ms) while every agent restarted", f.SourcePort, f.Lost, f.Sent, f.GapMs, f.GapStartMs)
+		}
+	}
 }
 
 // pingEveryPath forces every path and requires all its echoes back in one

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/internal/testutil"
+	"github.com/opencen/opencen/lab"
 	"github.com/vishvananda/netlink"
 
 	"github.com/opencen/opencen/internal/fibbench"
@@ -82,12 +83,7 @@ func opencenRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 // namespace: the kernel's share of the pipeline, on its own.
 func ipBatchInstall(tb testing.TB, prefixes []netip.Prefix) time.Duration {
 	tb.Helper()
-	ns := "ocl-pb" + fmt.Sprint(os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
-	d, err := fibbench.IPBatch(ns, prefixes, tb.TempDir())
+	d, err := fibbench.IPBatch(testutil.NewNetNS(tb, "ocl-pb"), prefixes, tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 // TestRoutingEndToEnd drives route exchange with real cend processes over
@@ -23,244 +23,273 @@ import (
 // and max_prefixes tripping.
 func TestRoutingEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
-	ctx := context.Background()
-	gw := func(name string) lab.Gateway { return gatewayOf(t, l, name) }
 	if len(l.Routers) != 1 {
 		t.Fatalf("the lab has %d routers, want the one of idc-a", len(l.Routers))
 	}
-	router := l.Routers[0]
-	routes := func(gateway string) map[string]api.Route {
-		var rs []api.Route
-		cenctlJSON(t, gw(gateway).Socket, &rs, "routes")
-		out := map[string]api.Route{}
-		for _, r := range rs {
-			out[r.Prefix] = r
-		}
-		return out
-	}
-	peer := func(gateway, name string) api.Peer {
-		var ps []api.Peer
-		cenctlJSON(t, gw(gateway).Socket, &ps, "peers")
-		for _, p := range ps {
-			if p.Name == name {
-				return p
-			}
-		}
-		t.Fatalf("%s has no peer %s", gateway, name)
-		return api.Peer{}
-	}
-	// fib lists the destinations of opencen's kernel routes (proto 79) in
-	// a gateway's main table, with the devices and gateways they use.
-	fib := func(gateway string) string {
-		out, err := exec.Command("ip", "-n", gw(gateway).Namespace, "route", "show", "proto", "79").CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip route in %s: %v: %s", gateway, err, out)
-		}
-		return string(out)
-	}
+	x := &routingE2E{l: l, opts: opts, router: l.Routers[0]}
 	waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
+	t.Run("cen routes reach the on-premises router", x.cenRoutesReachRouter)
+	t.Run("route conflict", x.routeConflict)
+	t.Run("hijack attempt", x.hijackAttempt)
+	t.Run("max_prefixes trips", x.maxPrefixesTrips)
+}
 
-	t.Run("cen routes reach the on-premises router", func(t *testing.T) {
-		eventually(t, 15*time.Second, "BIRD has the VPCs from the CEN, in its table and its kernel", func() error {
-			out, err := exec.Command("birdc", "-s", router.Socket, "show", "route", "protocol", lab.BGPProtocol).CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("birdc: %v: %s", err, out)
-			}
-			for _, p := range []string{"10.1.0.0/16", "10.2.0.0/16"} {
-				if !strings.Contains(string(out), p) {
-					return fmt.Errorf("%s missing from BIRD's routes from the CEN:\n%s", p, out)
-				}
-			}
-			for _, a := range router.Announce {
-				if strings.Contains(string(out), a.String()) {
-					return fmt.Errorf("the CEN sent the router its own prefix %s back:\n%s", a, out)
-				}
-			}
-			k, err := exec.Command("ip", "-n", router.Namespace, "route", "show", "10.2.0.0/16").CombinedOutput()
-			if err != nil || !strings.Contains(string(k), "proto bird") {
-				return fmt.Errorf("router kernel route to vpc-b: %v %s", err, k)
-			}
-			return nil
-		})
-	})
+// routingE2E is TestRoutingEndToEnd's lab, which its steps share in turn.
+type routingE2E struct {
+	l      *lab.Lab
+	opts   lab.Options
+	router lab.Router // idc-a's
+}
 
-	t.Run("route conflict", func(t *testing.T) {
-		// The data centre announces a prefix inside vpc-b besides a new
-		// prefix of its own: the conflict is not learned anywhere and is
-		// reported; the rest of the session's routes are learned.
-		clash, fresh := netip.MustParsePrefix("10.2.5.0/24"), netip.MustParsePrefix("192.168.77.0/24")
-		if err := l.SetAnnouncements(ctx, router.Name, append(slices.Clone(router.Announce), clash, fresh)); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if err := l.SetAnnouncements(ctx, router.Name, nil); err != nil {
-				t.Error(err)
-			}
-		}()
-		eventually(t, 15*time.Second, "the new on-premises prefix reaches gw-b1's FIB", func() error {
-			if r, ok := routes("gw-b1")[fresh.String()]; !ok || !r.Installed || r.OriginNetwork != "idc-a" {
-				return fmt.Errorf("gw-b1 route %s = %+v", fresh, r)
-			}
-			if !strings.Contains(fib("gw-b1"), fresh.String()) {
-				return fmt.Errorf("%s not in gw-b1's kernel table", fresh)
-			}
-			return nil
-		})
-		var st api.Status
-		eventually(t, 5*time.Second, "gw-a1 reports the conflict", func() error {
-			cenctlJSON(t, gw("gw-a1").Socket, &st, "status")
-			if st.Conflicts != 1 {
-				return fmt.Errorf("gw-a1 route_conflicts = %d, want 1", st.Conflicts)
-			}
-			return nil
-		})
-		if p := peer("gw-a1", "idc-a"); p.BGPState != "established" || p.PrefixesRejected != 1 {
-			t.Errorf("gw-a1's VBR session after the conflict: %+v, want established with 1 prefix rejected", p)
-		}
-		for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
-			if r, ok := routes(g)[clash.String()]; ok {
-				t.Errorf("%s learned the conflicting %s: %+v", g, clash, r)
-			}
-			if strings.Contains(fib(g), clash.String()) {
-				t.Errorf("%s installed the conflicting %s:\n%s", g, clash, fib(g))
-			}
-		}
-		if out := metric(t, gw("gw-a1"), "opencen_route_conflicts"); !strings.Contains(out, " 1") {
-			t.Errorf("gw-a1 conflict metric:\n%s", out)
-		}
-		logs, _ := os.ReadFile(gw("gw-a1").LogFile)
-		if !strings.Contains(string(logs), clash.String()) || !strings.Contains(string(logs), "conflict") {
-			t.Errorf("gw-a1's log does not report the conflict on %s", clash)
-		}
-	})
+func (x *routingE2E) gw(t *testing.T, name string) lab.Gateway { return gatewayOf(t, x.l, name) }
 
-	t.Run("hijack attempt", func(t *testing.T) {
-		// gw-a2 runs with a config that puts vpc-b in Beijing, so it
-		// originates vpc-b's CIDR. The others, with the true config, must
-		// ignore it for that prefix: no route via gw-a2, traffic to vpc-b
-		// still goes to gw-b1, and the rejection is counted.
-		good, err := os.ReadFile(l.ConfigFile)
+// routes is a gateway's routes by prefix.
+func (x *routingE2E) routes(t *testing.T, gateway string) map[string]api.Route {
+	var rs []api.Route
+	cenctlJSON(t, x.gw(t, gateway).Socket, &rs, "routes")
+	out := map[string]api.Route{}
+	for _, r := range rs {
+		out[r.Prefix] = r
+	}
+	return out
+}
+
+// peer is a gateway's view of its peer name.
+func (x *routingE2E) peer(t *testing.T, gateway, name string) api.Peer {
+	t.Helper()
+	var ps []api.Peer
+	cenctlJSON(t, x.gw(t, gateway).Socket, &ps, "peers")
+	for _, p := range ps {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("%s has no peer %s", gateway, name)
+	return api.Peer{}
+}
+
+// fib lists the destinations of opencen's kernel routes (proto 79) in a
+// gateway's main table, with the devices and gateways they use.
+func (x *routingE2E) fib(t *testing.T, gateway string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", x.gw(t, gateway).Namespace, "route", "show", "proto", "79").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route in %s: %v: %s", gateway, err, out)
+	}
+	return string(out)
+}
+
+func (x *routingE2E) cenRoutesReachRouter(t *testing.T) {
+	eventually(t, 15*time.Second, "BIRD has the VPCs from the CEN, in its table and its kernel", func() error {
+		out, err := exec.Command("birdc", "-s", x.router.Socket, "show", "route", "protocol", lab.BGPProtocol).CombinedOutput()
 		if err != nil {
-			t.Fatal(err)
+			return fmt.Errorf("birdc: %v: %s", err, out)
 		}
-		rogue := strings.Replace(string(good), "- name: vpc-b\n    type: vpc\n    region: us-west-1", "- name: vpc-b\n    type: vpc\n    region: cn-beijing", 1)
-		if rogue == string(good) {
-			t.Fatal("could not rewrite vpc-b's region in the lab config")
-		}
-		// Beside the lab's config: key files are relative to it.
-		roguePath := filepath.Join(filepath.Dir(l.ConfigFile), "rogue.yaml")
-		if err := os.WriteFile(roguePath, []byte(rogue), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Remove(roguePath)
-		if r := runCenctl(t, "validate", roguePath); r.code != 0 {
-			t.Fatalf("the rogue config does not validate:\n%s", r.stderr)
-		}
-		a2 := gw("gw-a2")
-		if err := l.StopAgent(ctx, "gw-a2", syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("ip", "netns", "exec", a2.Namespace,
-			opts.Cend, "--config", roguePath, "--gateway", a2.Name, "--socket", a2.Socket, "--metrics-addr", "",
-			"--state-dir", a2.StateDir)
-		logf, err := os.OpenFile(a2.LogFile, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		stopped := false
-		stopRogue := func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
+		for _, p := range []string{"10.1.0.0/16", "10.2.0.0/16"} {
+			if !strings.Contains(string(out), p) {
+				return fmt.Errorf("%s missing from BIRD's routes from the CEN:\n%s", p, out)
 			}
 		}
-		defer func() {
-			stopRogue()
-			if err := l.StartAgent(ctx, "gw-a2", opts.Cend); err != nil {
-				t.Errorf("restart gw-a2 with the lab's config: %v", err)
+		for _, a := range x.router.Announce {
+			if strings.Contains(string(out), a.String()) {
+				return fmt.Errorf("the CEN sent the router its own prefix %s back:\n%s", a, out)
 			}
-		}()
-		// The rogue's session comes up and it announces 10.2.0.0/16.
-		for _, g := range []string{"gw-a1", "gw-b1"} {
-			eventually(t, 30*time.Second, g+" sees gw-a2 announce vpc-b's CIDR and rejects it", func() error {
-				p := peer(g, "gw-a2")
-				if p.BGPState != "established" || p.PrefixesRejected < 1 {
-					return fmt.Errorf("%s's session with gw-a2: %+v", g, p)
-				}
-				return nil
-			})
 		}
-		r, ok := routes("gw-a1")["10.2.0.0/16"]
-		if !ok || !r.Installed || len(r.NextHops) != 1 || !strings.HasPrefix(r.NextHops[0], "100.64.0.21") {
-			t.Errorf("gw-a1's route to vpc-b = %+v, want via gw-b1 (100.64.0.21) alone", r)
+		k, err := exec.Command("ip", "-n", x.router.Namespace, "route", "show", "10.2.0.0/16").CombinedOutput()
+		if err != nil || !strings.Contains(string(k), "proto bird") {
+			return fmt.Errorf("router kernel route to vpc-b: %v %s", err, k)
 		}
-		// WireGuard hands vpc-b's traffic to gw-b1 and takes it from gw-b1
-		// alone: the hijacker is the home of none of it.
-		if p := peer("gw-a1", "gw-b1"); !slices.Contains(p.AllowedIPs, "10.2.0.0/16") {
-			t.Errorf("gw-a1's allowed ips of gw-b1 = %v, want 10.2.0.0/16 among them", p.AllowedIPs)
+		return nil
+	})
+}
+
+func (x *routingE2E) routeConflict(t *testing.T) {
+	ctx := context.Background()
+	// The data centre announces a prefix inside vpc-b besides a new
+	// prefix of its own: the conflict is not learned anywhere and is
+	// reported; the rest of the session's routes are learned.
+	clash, fresh := netip.MustParsePrefix("10.2.5.0/24"), netip.MustParsePrefix("192.168.77.0/24")
+	if err := x.l.SetAnnouncements(ctx, x.router.Name, append(slices.Clone(x.router.Announce), clash, fresh)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := x.l.SetAnnouncements(ctx, x.router.Name, nil); err != nil {
+			t.Error(err)
 		}
-		if p := peer("gw-a1", "gw-a2"); slices.ContainsFunc(p.AllowedIPs, func(s string) bool { return strings.HasPrefix(s, "10.2.") }) {
-			t.Errorf("gw-a1's allowed ips of the hijacker gw-a2 = %v, want nothing of vpc-b", p.AllowedIPs)
+	}()
+	eventually(t, 15*time.Second, "the new on-premises prefix reaches gw-b1's FIB", func() error {
+		if r, ok := x.routes(t, "gw-b1")[fresh.String()]; !ok || !r.Installed || r.OriginNetwork != "idc-a" {
+			return fmt.Errorf("gw-b1 route %s = %+v", fresh, r)
 		}
-		if r, ok := routes("gw-b1")["10.2.0.0/16"]; ok && r.Source != "local" {
-			t.Errorf("gw-b1 learned its own region's CIDR from the hijacker: %+v", r)
+		if !strings.Contains(x.fib(t, "gw-b1"), fresh.String()) {
+			return fmt.Errorf("%s not in gw-b1's kernel table", fresh)
 		}
-		if strings.Contains(fib("gw-b1"), "10.2.0.0/16") {
-			t.Errorf("gw-b1 installed a tunnel route to its own VPC:\n%s", fib("gw-b1"))
+		return nil
+	})
+	var st api.Status
+	eventually(t, 5*time.Second, "gw-a1 reports the conflict", func() error {
+		cenctlJSON(t, x.gw(t, "gw-a1").Socket, &st, "status")
+		if st.Conflicts != 1 {
+			return fmt.Errorf("gw-a1 route_conflicts = %d, want 1", st.Conflicts)
 		}
-		// Traffic from vpc-b to vpc-a is unaffected... through gw-a1; the
-		// rogue itself black-holes what it thinks is local, so only the
-		// control plane is judged beyond that.
-		logs, _ := os.ReadFile(gw("gw-b1").LogFile)
-		if !strings.Contains(string(logs), "10.2.0.0/16") || !strings.Contains(string(logs), "gw-a2") {
-			t.Errorf("gw-b1's log does not report gw-a2's announcement of 10.2.0.0/16")
+		return nil
+	})
+	if p := x.peer(t, "gw-a1", "idc-a"); p.BGPState != "established" || p.PrefixesRejected != 1 {
+		t.Errorf("gw-a1's VBR session after the conflict: %+v, want established with 1 prefix rejected", p)
+	}
+	for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+		if r, ok := x.routes(t, g)[clash.String()]; ok {
+			t.Errorf("%s learned the conflicting %s: %+v", g, clash, r)
 		}
+		if strings.Contains(x.fib(t, g), clash.String()) {
+			t.Errorf("%s installed the conflicting %s:\n%s", g, clash, x.fib(t, g))
+		}
+	}
+	if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts"); !strings.Contains(out, " 1") {
+		t.Errorf("gw-a1 conflict metric:\n%s", out)
+	}
+	logs, _ := os.ReadFile(x.gw(t, "gw-a1").LogFile)
+	if !strings.Contains(string(logs), clash.String()) || !strings.Contains(string(logs), "conflict") {
+		t.Errorf("gw-a1's log does not report the conflict on %s", clash)
+	}
+}
+
+// hijackAttempt: gw-a2 runs with a config that puts vpc-b in Beijing, so
+// it originates vpc-b's CIDR. The others, with the true config, must
+// ignore it for that prefix: no route via gw-a2, traffic to vpc-b still
+// goes to gw-b1, and the rejection is counted.
+func (x *routingE2E) hijackAttempt(t *testing.T) {
+	ctx := context.Background()
+	stopRogue := x.startRogue(t)
+	defer func() {
 		stopRogue()
-	})
+		if err := x.l.StartAgent(ctx, "gw-a2", x.opts.Cend); err != nil {
+			t.Errorf("restart gw-a2 with the lab's config: %v", err)
+		}
+	}()
+	// The rogue's session comes up and it announces 10.2.0.0/16.
+	for _, g := range []string{"gw-a1", "gw-b1"} {
+		eventually(t, 30*time.Second, g+" sees gw-a2 announce vpc-b's CIDR and rejects it", func() error {
+			p := x.peer(t, g, "gw-a2")
+			if p.BGPState != "established" || p.PrefixesRejected < 1 {
+				return fmt.Errorf("%s's session with gw-a2: %+v", g, p)
+			}
+			return nil
+		})
+	}
+	r, ok := x.routes(t, "gw-a1")["10.2.0.0/16"]
+	if !ok || !r.Installed || len(r.NextHops) != 1 || !strings.HasPrefix(r.NextHops[0], "100.64.0.21") {
+		t.Errorf("gw-a1's route to vpc-b = %+v, want via gw-b1 (100.64.0.21) alone", r)
+	}
+	// WireGuard hands vpc-b's traffic to gw-b1 and takes it from gw-b1
+	// alone: the hijacker is the home of none of it.
+	if p := x.peer(t, "gw-a1", "gw-b1"); !slices.Contains(p.AllowedIPs, "10.2.0.0/16") {
+		t.Errorf("gw-a1's allowed ips of gw-b1 = %v, want 10.2.0.0/16 among them", p.AllowedIPs)
+	}
+	if p := x.peer(t, "gw-a1", "gw-a2"); slices.ContainsFunc(p.AllowedIPs, func(s string) bool { return strings.HasPrefix(s, "10.2.") }) {
+		t.Errorf("gw-a1's allowed ips of the hijacker gw-a2 = %v, want nothing of vpc-b", p.AllowedIPs)
+	}
+	if r, ok := x.routes(t, "gw-b1")["10.2.0.0/16"]; ok && r.Source != "local" {
+		t.Errorf("gw-b1 learned its own region's CIDR from the hijacker: %+v", r)
+	}
+	if strings.Contains(x.fib(t, "gw-b1"), "10.2.0.0/16") {
+		t.Errorf("gw-b1 installed a tunnel route to its own VPC:\n%s", x.fib(t, "gw-b1"))
+	}
+	// Traffic from vpc-b to vpc-a is unaffected... through gw-a1; the
+	// rogue itself black-holes what it thinks is local, so only the
+	// control plane is judged beyond that.
+	logs, _ := os.ReadFile(x.gw(t, "gw-b1").LogFile)
+	if !strings.Contains(string(logs), "10.2.0.0/16") || !strings.Contains(string(logs), "gw-a2") {
+		t.Errorf("gw-b1's log does not report gw-a2's announcement of 10.2.0.0/16")
+	}
+	stopRogue()
+}
 
-	t.Run("max_prefixes trips", func(t *testing.T) {
-		// idc-a allows 100 prefixes: 101 shut the session down with a
-		// clear state, note and log, and the CEN withdraws its routes.
-		var many []netip.Prefix
-		for i := range 101 {
-			many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(100 + i), 0}), 24))
+// startRogue replaces gw-a2's agent by one whose config puts vpc-b in
+// Beijing. It returns the function that stops it, which may be called
+// more than once.
+func (x *routingE2E) startRogue(t *testing.T) (stop func()) {
+	good, err := os.ReadFile(x.l.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := strings.Replace(string(good), "- name: vpc-b\n    type: vpc\n    region: us-west-1", "- name: vpc-b\n    type: vpc\n    region: cn-beijing", 1)
+	if rogue == string(good) {
+		t.Fatal("could not rewrite vpc-b's region in the lab config")
+	}
+	// Beside the lab's config: key files are relative to it.
+	roguePath := filepath.Join(filepath.Dir(x.l.ConfigFile), "rogue.yaml")
+	if err := os.WriteFile(roguePath, []byte(rogue), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCenctl(t, "validate", roguePath); r.code != 0 {
+		os.Remove(roguePath)
+		t.Fatalf("the rogue config does not validate:\n%s", r.stderr)
+	}
+	a2 := x.gw(t, "gw-a2")
+	if err := x.l.StopAgent(context.Background(), "gw-a2", syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", a2.Namespace,
+		x.opts.Cend, "--config", roguePath, "--gateway", a2.Name, "--socket", a2.Socket, "--metrics-addr", "",
+		"--state-dir", a2.StateDir)
+	logf, err := os.OpenFile(a2.LogFile, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	return func() {
+		if stopped {
+			return
 		}
-		if err := l.SetAnnouncements(ctx, router.Name, many); err != nil {
-			t.Fatal(err)
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
 		}
-		eventually(t, 20*time.Second, "gw-a1 shuts the VBR session down", func() error {
-			p := peer("gw-a1", "idc-a")
-			if p.BGPState != "max-prefix-exceeded" || !strings.Contains(p.Note, "max_prefixes") {
-				return fmt.Errorf("gw-a1's VBR session: %+v", p)
+		os.Remove(roguePath)
+	}
+}
+
+func (x *routingE2E) maxPrefixesTrips(t *testing.T) {
+	ctx := context.Background()
+	// idc-a allows 100 prefixes: 101 shut the session down with a
+	// clear state, note and log, and the CEN withdraws its routes.
+	var many []netip.Prefix
+	for i := range 101 {
+		many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(100 + i), 0}), 24))
+	}
+	if err := x.l.SetAnnouncements(ctx, x.router.Name, many); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "gw-a1 shuts the VBR session down", func() error {
+		p := x.peer(t, "gw-a1", "idc-a")
+		if p.BGPState != "max-prefix-exceeded" || !strings.Contains(p.Note, "max_prefixes") {
+			return fmt.Errorf("gw-a1's VBR session: %+v", p)
+		}
+		return nil
+	})
+	logs, _ := os.ReadFile(x.gw(t, "gw-a1").LogFile)
+	if !strings.Contains(string(logs), "max_prefixes exceeded") {
+		t.Errorf("gw-a1's log does not say max_prefixes was exceeded")
+	}
+	eventually(t, 10*time.Second, "gw-b1 withdraws the data centre's routes", func() error {
+		for p, r := range x.routes(t, "gw-b1") {
+			if r.OriginNetwork == "idc-a" && r.Source != "held" {
+				return fmt.Errorf("gw-b1 still has %s from idc-a: %+v", p, r)
 			}
-			return nil
-		})
-		logs, _ := os.ReadFile(gw("gw-a1").LogFile)
-		if !strings.Contains(string(logs), "max_prefixes exceeded") {
-			t.Errorf("gw-a1's log does not say max_prefixes was exceeded")
 		}
-		eventually(t, 10*time.Second, "gw-b1 withdraws the data centre's routes", func() error {
-			for p, r := range routes("gw-b1") {
-				if r.OriginNetwork == "idc-a" && r.Source != "held" {
-					return fmt.Errorf("gw-b1 still has %s from idc-a: %+v", p, r)
-				}
-			}
-			return nil
-		})
+		return nil
 	})
 }
 

@@ -3,8 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/internal/testutil"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -54,121 +53,135 @@ networks:
 // VBR's TCP-MD5 password. Each time cend must exit 1 at once, name the file
 // and the fix (chmod 600), never print the secret or part of it, and leave
 // nothing behind: no state dir, no control socket, no WireGuard device or
-// helper, no link in the namespace it ran in (as root, a namespace of the
-// test's own; cend refuses before it needs root, so without root it runs
-// here and the namespace check is skipped, saying so).
+// helper, no link in the namespace it runs in (as root, a namespace of the
+// test's own; cend refuses while it needs no root yet, so without root it
+// runs here and the namespace check is skipped, saying so).
 func TestSecretFileModeRefused(t *testing.T) {
 	cend := binary(t, "cend")
-	for _, tc := range []struct {
-		name          string
-		keyMode       os.FileMode
-		pwMode        os.FileMode
-		file, subject string
-	}{
+	for _, tc := range []secretCase{
 		{"private key 0644", 0o644, 0o600, "gw-1.key", "private key file"},
 		{"password 0644", 0o600, 0o644, "idc-1.md5", "password file of idc-1"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			suffix := make([]byte, 4)
-			rand.Read(suffix)
-			instance := "cen-sec-" + hex.EncodeToString(suffix)
-			key1, key2 := genKey(t), genKey(t)
-			password := "md5-" + hex.EncodeToString(suffix) + "-Secret"
-			if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-				t.Fatal(err)
-			}
-			writeMode(t, filepath.Join(dir, "keys", "gw-1.key"), key1.String()+"\n", tc.keyMode)
-			writeMode(t, filepath.Join(dir, "keys", "gw-2.key"), key2.String()+"\n", 0o600)
-			writeMode(t, filepath.Join(dir, "keys", "idc-1.md5"), password+"\n", tc.pwMode)
-			cfg := filepath.Join(dir, "cen.yaml")
-			writeMode(t, cfg, fmt.Sprintf(secretsConfig, instance, key1.PublicKey(), key2.PublicKey()), 0o644)
-			// The file is valid as such: the mode alone is refused.
-			if r := runCenctl(t, "validate", cfg); r.code != 0 {
-				t.Fatalf("cenctl validate: exit %d: %s%s", r.code, r.stdout, r.stderr)
-			}
+		t.Run(tc.name, func(t *testing.T) { secretFileRefused(t, cend, tc) })
+	}
+}
 
-			dev := dataplane.DeviceName(instance + "/gw-1")
-			uapi := filepath.Join("/var/run/wireguard", dev+".sock")
-			if os.Geteuid() == 0 {
-				// Registered before the namespace's cleanup, so it runs
-				// after it: a helper killed there leaves its socket file.
-				t.Cleanup(func() { os.Remove(uapi) })
-			}
+// secretCase is one case of TestSecretFileModeRefused: the modes of the
+// key and password files, the file cend must refuse and how it names it.
+type secretCase struct {
+	name          string
+	keyMode       os.FileMode
+	pwMode        os.FileMode
+	file, subject string
+}
 
-			stateDir, socket := filepath.Join(dir, "state"), filepath.Join(dir, "cend.sock")
-			argv := []string{cend, "--config", cfg, "--gateway", "gw-1", "--state-dir", stateDir,
-				"--socket", socket, "--metrics-addr", "127.0.0.1:0"}
-			ns := ""
-			if os.Geteuid() == 0 {
-				ns = testNetns(t)
-				argv = append([]string{"ip", "netns", "exec", ns}, argv...)
-			} else {
-				t.Log("not root: cend runs in this namespace, and the check that it created no link is skipped")
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			start := time.Now()
-			err := cmd.Run()
-			took := time.Since(start)
-			text := out.String()
-			t.Logf("cend exited after %v: %v\n%s", took.Round(time.Millisecond), err, text)
+// secretFileRefused runs cend on a config whose secret files have tc's
+// modes and checks its refusal.
+func secretFileRefused(t *testing.T, cend string, tc secretCase) {
+	dir := t.TempDir()
+	suffix := testutil.Suffix(4)
+	instance := "cen-sec-" + suffix
+	key1, key2 := genKey(t), genKey(t)
+	password := "md5-" + suffix + "-Secret"
+	if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeMode(t, filepath.Join(dir, "keys", "gw-1.key"), key1.String()+"\n", tc.keyMode)
+	writeMode(t, filepath.Join(dir, "keys", "gw-2.key"), key2.String()+"\n", 0o600)
+	writeMode(t, filepath.Join(dir, "keys", "idc-1.md5"), password+"\n", tc.pwMode)
+	cfg := filepath.Join(dir, "cen.yaml")
+	writeMode(t, cfg, fmt.Sprintf(secretsConfig, instance, key1.PublicKey(), key2.PublicKey()), 0o644)
+	// The file is valid as such: the mode alone is refused.
+	if r := runCenctl(t, "validate", cfg); r.code != 0 {
+		t.Fatalf("cenctl validate: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
 
-			var exit *exec.ExitError
-			switch {
-			case ctx.Err() != nil:
-				t.Fatalf("cend still ran after %v: it must refuse the file at once", took)
-			case !errors.As(err, &exit):
-				t.Fatalf("cend: want exit status 1, got %v", err)
-			case exit.ExitCode() != 1:
-				t.Errorf("cend: exit status %d, want 1 (failure)", exit.ExitCode())
-			}
-			if took > 5*time.Second {
-				t.Errorf("cend took %v to refuse, want it at once", took)
-			}
-			path := filepath.Join(dir, "keys", tc.file)
-			for _, want := range []string{tc.subject + " " + path, "mode 0644", "chmod 600 " + path} {
-				if !strings.Contains(text, want) {
-					t.Errorf("output lacks %q", want)
-				}
-			}
-			for name, secret := range map[string]string{"private key": key1.String(), "password": password} {
-				if leak := secretPiece(text, secret); leak != "" {
-					t.Errorf("output shows part of the %s: %q", name, leak)
-				}
-			}
+	dev := dataplane.DeviceName(instance + "/gw-1")
+	uapi := filepath.Join("/var/run/wireguard", dev+".sock")
+	if os.Geteuid() == 0 {
+		// Registered ahead of the namespace's cleanup, so it runs
+		// last: a helper killed there leaves its socket file.
+		t.Cleanup(func() { os.Remove(uapi) })
+	}
 
-			// Nothing was created.
-			for _, p := range []string{stateDir, socket} {
-				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("%s exists (err %v): cend must refuse before creating anything", p, err)
-				}
-			}
-			if _, err := os.Stat(uapi); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("wireguard uapi socket of %s exists (err %v)", dev, err)
-			}
-			if out, err := exec.Command("ip", "-o", "link", "show", "dev", dev).CombinedOutput(); err == nil {
-				t.Errorf("device %s exists in the root namespace: %s", dev, out)
-			}
-			if ns == "" {
-				return
-			}
-			links, err := exec.Command("ip", "-n", ns, "-o", "link", "show").CombinedOutput()
-			if err != nil {
-				t.Fatalf("ip -n %s link: %v: %s", ns, err, links)
-			}
-			for _, line := range strings.Split(strings.TrimSpace(string(links)), "\n") {
-				if f := strings.Fields(line); len(f) < 2 || f[1] != "lo:" {
-					t.Errorf("namespace %s has a link besides lo: %s", ns, line)
-				}
-			}
-			if pids := netnsPIDs(t, ns); len(pids) > 0 {
-				t.Errorf("processes left in namespace %s: %v", ns, pids)
-			}
-		})
+	stateDir, socket := filepath.Join(dir, "state"), filepath.Join(dir, "cend.sock")
+	argv := []string{cend, "--config", cfg, "--gateway", "gw-1", "--state-dir", stateDir,
+		"--socket", socket, "--metrics-addr", "127.0.0.1:0"}
+	ns := ""
+	if os.Geteuid() == 0 {
+		ns = testNetns(t)
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	} else {
+		t.Log("not root: cend runs in this namespace, and the check that it created no link is skipped")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	text := out.String()
+	t.Logf("cend exited after %v: %v\n%s", took.Round(time.Millisecond), err, text)
+
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("cend still ran after %v: it must refuse the file at once", took)
+	case !errors.As(err, &exit):
+		t.Fatalf("cend: want exit status 1, got %v", err)
+	case exit.ExitCode() != 1:
+		t.Errorf("cend: exit status %d, want 1 (failure)", exit.ExitCode())
+	}
+	if took > 5*time.Second {
+		t.Errorf("cend took %v to refuse, want it at once", took)
+	}
+	path := filepath.Join(dir, "keys", tc.file)
+	for _, want := range []string{tc.subject + " " + path, "mode 0644", "chmod 600 " + path} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for name, secret := range map[string]string{"private key": key1.String(), "password": password} {
+		if leak := secretPiece(text, secret); leak != "" {
+			t.Errorf("output shows part of the %s: %q", name, leak)
+		}
+	}
+
+	checkNothingCreated(t, stateDir, socket, uapi, dev, ns)
+}
+
+// checkNothingCreated: cend left no state dir, control socket, UAPI
+// socket or device, and (when ns is not empty) no link besides lo and no
+// process in namespace ns.
+func checkNothingCreated(t *testing.T, stateDir, socket, uapi, dev, ns string) {
+	t.Helper()
+	for _, p := range []string{stateDir, socket} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s exists (err %v): cend must refuse while it has created nothing", p, err)
+		}
+	}
+	if _, err := os.Stat(uapi); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("wireguard uapi socket of %s exists (err %v)", dev, err)
+	}
+	if out, err := exec.Command("ip", "-o", "link", "show", "dev", dev).CombinedOutput(); err == nil {
+		t.Errorf("device %s exists in the root namespace: %s", dev, out)
+	}
+	if ns == "" {
+		return
+	}
+	links, err := exec.Command("ip", "-n", ns, "-o", "link", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip -n %s link: %v: %s", ns, err, links)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(links)), "\n") {
+		if f := strings.Fields(line); len(f) < 2 || f[1] != "lo:" {
+			t.Errorf("namespace %s has a link besides lo: %s", ns, line)
+		}
+	}
+	if pids := netnsPIDs(t, ns); len(pids) > 0 {
+		t.Errorf("processes left in namespace %s: %v", ns, pids)
 	}
 }
 
@@ -204,19 +217,15 @@ func secretPiece(text, secret string) string {
 	return ""
 }
 
-// testNetns creates an empty network namespace for one test and removes
-// it when the test ends, after stopping anything still running in it.
+// testNetns creates a network namespace for one test and removes it when
+// the test ends, after stopping anything still running in it.
 func testNetns(t *testing.T) string {
 	t.Helper()
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	ns := "ocsec-" + hex.EncodeToString(suffix)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-	}
+	ns := testutil.NewNetNS(t, "ocsec-")
+	// Registered after the namespace's own cleanup, so it runs first; only
+	// if cend went further than it should have (a failed test): its
+	// WireGuard helper would outlive the namespace's name.
 	t.Cleanup(func() {
-		// Only if cend went further than it should have (a failed test):
-		// its WireGuard helper would outlive the namespace's name.
 		for range 30 {
 			pids := netnsPIDs(t, ns)
 			if len(pids) == 0 {
@@ -224,9 +233,6 @@ func testNetns(t *testing.T) string {
 			}
 			exec.Command("kill", append([]string{"-KILL"}, pids...)...).Run()
 			time.Sleep(100 * time.Millisecond)
-		}
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
 		}
 	})
 	return ns

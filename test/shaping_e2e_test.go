@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/internal/testutil"
+	"github.com/opencen/opencen/lab"
 	"github.com/opencen/opencen/shaping"
-	"github.com/opencen/opencen/test/lab"
 	"github.com/vishvananda/netlink"
 )
 
@@ -73,7 +74,7 @@ func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (floa
 // buckets are charged at the WireGuard device's egress (tcx, tc) or in its
 // helper (userspace).
 func TestShapingModes(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	for _, mode := range []string{"tcx", "tc", "userspace"} {
 		t.Run(mode, func(t *testing.T) { shapingMode(t, mode) })
 	}
@@ -131,8 +132,8 @@ func failedStartThenCleanup(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Ga
 	if err := os.Remove(shaping.SocketPath(device)); err != nil {
 		t.Fatal(err)
 	}
-	// The control socket opens before the start fails: StartAgent may see
-	// it, or the exit.
+	// The control socket opens, then the start fails: StartAgent may see
+	// the socket, or the exit.
 	_ = l.StartAgent(context.Background(), x.Name, opts.Cend)
 	pid := gatewayOf(t, l, x.Name).PID
 	eventually(t, 15*time.Second, "the failed cend exits", func() error {
@@ -189,8 +190,8 @@ func killAndAdopt(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Gateway, mod
 	if before.PassedBytes == 0 || after.PassedBytes < before.PassedBytes {
 		t.Errorf("counters after the restart %+v, before %+v: the running shaper's were not adopted", after, before)
 	}
-	// BFD lives in the agent: its peers saw it go; wait until they
-	// are back before the next subtest.
+	// BFD lives in the agent: its peers see it go; the next subtest
+	// starts once they are back.
 	waitEstablished(t, l, "gw-x", "gw-y", "gw-z")
 	reach(t, l)
 }
@@ -297,10 +298,10 @@ func toward(t *testing.T, g lab.Gateway, region string) api.Bandwidth {
 
 // goodputWithin measures vpc-x to vpc-y for 6 s (the first second left
 // out) and wants 0.95-1.00 of mbps. A run short of 0.95 is measured once
-// more, and both are reported: on this shared 2-core machine a WireGuard
-// helper descheduled for a few milliseconds loses goodput that no shaper
-// can give back (the shaper's own drops are logged to tell the two
-// apart). Above 1.00 is never retried: that would be the shaper letting
+// more, and both are reported: on a shared machine with few cores a
+// WireGuard helper descheduled for a few milliseconds loses goodput that
+// no shaper can give back (the shaper's own drops are logged to tell the
+// two apart). Above 1.00 is never retried: that would be the shaper letting
 // too much through.
 func goodputWithin(t *testing.T, l *lab.Lab, x lab.Gateway, mbps, flows int) {
 	t.Helper()
@@ -359,8 +360,8 @@ func twoRegionsAtOnce(t *testing.T, l *lab.Lab) {
 // Mbps under load: from one second after the reload, what the gateway
 // passed toward us-west-1 is within the new allocation, over the agent's
 // own sample times, at most 20 Mbps plus what the bucket may hold and owe
-// (shaping.MaxExcessBytes). The old 100 Mbps for even 100 ms of the
-// window would overshoot that more than twice.
+// (shaping.MaxExcessBytes). The first rate, 100 Mbps, for even 100 ms of
+// the window would overshoot that more than twice.
 func liveRateChange(t *testing.T, l *lab.Lab, x lab.Gateway) {
 	setRates(t, l, 100, 10)
 	h, _ := l.Host("vpc-y")

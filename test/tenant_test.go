@@ -11,9 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencen/opencen/internal/nsdo"
-	"github.com/opencen/opencen/test/lab"
-	"github.com/vishvananda/netns"
+	"github.com/opencen/opencen/internal/testutil"
+	"github.com/opencen/opencen/lab"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,12 +46,7 @@ func inHost(l *lab.Lab, host string, fn func() error) error {
 	if err != nil {
 		return err
 	}
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
-	defer ns.Close()
-	return nsdo.In(ns, fn)
+	return testutil.InNetNS(name, fn)
 }
 
 // tenantTraffic sends every flow at once from one lab host to another for

@@ -6,27 +6,22 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/opencen/opencen/config"
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/spf13/cobra"
 )
 
-// demoFlags are cenctl demo's flags: the lab's and where the report goes.
-type demoFlags struct {
-	lab      labFlags
-	jsonFile string
-	htmlFile string
-	seconds  int
-}
-
 func newDemoCmd(_ *globals) *cobra.Command {
-	var f demoFlags
+	var (
+		f        labFlags
+		jsonFile string
+		htmlFile string
+		seconds  int
+	)
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Bring the lab up, prove reachability, measure every shaped pair and a failover, print a report, tear down",
@@ -38,80 +33,62 @@ outage when a gateway of a region with two is killed. Prints the report,
 writes it as JSON (and with --html as a page), and takes the lab down, also
 when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(cmd, &f) },
+		RunE: f.runE(func(ctx context.Context, cmd *cobra.Command) error {
+			opts := f.options(cmd)
+			stderr := cmd.ErrOrStderr()
+			say := func(format string, args ...any) {
+				fmt.Fprintf(stderr, "demo: "+format+"\n", args...)
+			}
+			say("bringing the lab up from %s", f.config)
+			l, err := lab.Up(ctx, opts)
+			if err != nil {
+				// Up removes what it built when it fails; a lab that is
+				// already up (ErrAlreadyUp) is someone else's to take down.
+				return err
+			}
+			defer func() {
+				say("taking the lab down")
+				if err := lab.Down(context.WithoutCancel(ctx), opts); err != nil {
+					say("lab down: %v", err)
+				}
+			}()
+			rep, err := lab.Demo(ctx, l, lab.DemoOptions{IperfSeconds: seconds, Progress: say})
+			if err != nil {
+				return err
+			}
+			if err := writeReportFiles(rep, jsonFile, htmlFile, say); err != nil {
+				return err
+			}
+			err = emit(cmd, f.output, rep, printReport)
+			if err == nil && len(rep.Failures) > 0 {
+				return reportedError{}
+			}
+			return err
+		}),
 	}
-	f.lab.add(cmd, true)
-	outputFlag(cmd, &f.lab.output)
-	cmd.Flags().StringVar(&f.jsonFile, "json", "opencen-demo.json", "write the report as JSON to this file (empty: don't)")
-	cmd.Flags().StringVar(&f.htmlFile, "html", "", "also write the report as an HTML page with a bandwidth chart per pair")
-	cmd.Flags().IntVar(&f.seconds, "seconds", 5, "iperf3 duration per pair and direction")
+	f.add(cmd, true)
+	outputFlag(cmd, &f.output)
+	cmd.Flags().StringVar(&jsonFile, "json", "opencen-demo.json", "write the report as JSON to this file (empty: don't)")
+	cmd.Flags().StringVar(&htmlFile, "html", "", "also write the report as an HTML page with a bandwidth chart per pair")
+	cmd.Flags().IntVar(&seconds, "seconds", 5, "iperf3 duration per pair and direction")
 	return cmd
 }
 
-// runDemo brings the lab up, runs the demo, writes and prints the report
-// and takes the lab down, also when interrupted.
-func runDemo(cmd *cobra.Command, f *demoFlags) error {
-	if err := checkOutput(f.lab.output); err != nil {
-		return err
-	}
-	if f.lab.cend == "" {
-		var err error
-		if f.lab.cend, err = findCend(); err != nil {
-			return err
-		}
-	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	opts := f.lab.options(cmd)
-	stderr := cmd.ErrOrStderr()
-	say := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "demo: "+format+"\n", args...)
-	}
-	say("bringing the lab up from %s", f.lab.config)
-	l, err := lab.Up(ctx, opts)
-	if err != nil {
-		// Up removes what it built when it fails; a lab that is already
-		// up (ErrAlreadyUp) is someone else's to take down.
-		return err
-	}
-	defer func() {
-		say("taking the lab down")
-		if err := lab.Down(context.WithoutCancel(ctx), opts); err != nil {
-			say("lab down: %v", err)
-		}
-	}()
-	rep, err := lab.Demo(ctx, l, lab.DemoOptions{IperfSeconds: f.seconds, Progress: say})
-	if err != nil {
-		return err
-	}
-	if err := f.writeFiles(rep, say); err != nil {
-		return err
-	}
-	if f.lab.output == "json" {
-		err = writeJSON(cmd.OutOrStdout(), rep)
-	} else {
-		printReport(cmd.OutOrStdout(), rep)
-	}
-	if err == nil && len(rep.Failures) > 0 {
-		return reportedError{}
-	}
-	return err
-}
-
-// writeFiles writes the report as JSON and as a page, where asked.
-func (f *demoFlags) writeFiles(rep *lab.Report, say func(string, ...any)) error {
-	if f.jsonFile != "" {
+// writeReportFiles writes the demo's report as JSON to jsonFile and as a
+// page to htmlFile, each unless its name is empty.
+func writeReportFiles(rep *lab.Report, jsonFile, htmlFile string, say func(string, ...any)) error {
+	if jsonFile != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(f.jsonFile, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(jsonFile, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
-		say("report written to %s", f.jsonFile)
+		say("report written to %s", jsonFile)
 	}
-	if f.htmlFile != "" {
-		if err := writeHTMLReport(f.htmlFile, rep); err != nil {
+	if htmlFile != "" {
+		if err := writeHTMLReport(htmlFile, rep); err != nil {
 			return err
 		}
-		say("page written to %s", f.htmlFile)
+		say("page written to %s", htmlFile)
 	}
 	return nil
 }

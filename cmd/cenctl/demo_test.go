@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 )
 
 func sampleReport() *lab.Report {

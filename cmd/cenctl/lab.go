@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -11,7 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/opencen/opencen/test/lab"
+	"github.com/opencen/opencen/lab"
 	"github.com/spf13/cobra"
 )
 
@@ -39,6 +40,27 @@ func (f *labFlags) options(cmd *cobra.Command) lab.Options {
 		StateDir: f.stateDir,
 		Cend:     f.cend,
 		Logger:   slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
+	}
+}
+
+// runE is the RunE of a command that runs the lab with its agents: it
+// checks the flags (the output format; the cend binary, found when not
+// given), then runs run with the command's context, cancelled on SIGINT
+// or SIGTERM.
+func (f *labFlags) runE(run func(ctx context.Context, cmd *cobra.Command) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := checkOutput(f.output); err != nil {
+			return err
+		}
+		if f.cend == "" {
+			var err error
+			if f.cend, err = findCend(); err != nil {
+				return err
+			}
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return run(ctx, cmd)
 	}
 }
 
@@ -73,35 +95,20 @@ namespaces; none of them has a route out of the machine.`,
 		Use:   "up",
 		Short: "Build the lab and start a cend per gateway",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(up.output); err != nil {
-				return err
-			}
-			if up.cend == "" {
-				var err error
-				if up.cend, err = findCend(); err != nil {
-					return err
-				}
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+		RunE: up.runE(func(ctx context.Context, cmd *cobra.Command) error {
 			l, err := lab.Up(ctx, up.options(cmd))
 			if err != nil {
 				return err
 			}
-			if up.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), l)
-			}
-			fmt.Fprint(cmd.OutOrStdout(), l.Describe())
-			return nil
-		},
+			return emit(cmd, up.output, l, func(w io.Writer, l *lab.Lab) { fmt.Fprint(w, l.Describe()) })
+		}),
 	}
 	up.add(upCmd, true)
 	outputFlag(upCmd, &up.output)
 
 	downCmd := &cobra.Command{
 		Use:   "down",
-		Short: "Remove the lab: every namespace, process, link, mount and file it made, even after a crash",
+		Short: "Remove the lab: every namespace, process, link and file it made, even after a crash",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return lab.Down(context.WithoutCancel(cmd.Context()), down.options(cmd))
@@ -121,11 +128,7 @@ namespaces; none of them has a route out of the machine.`,
 			if err != nil {
 				return err
 			}
-			if status.output == "json" {
-				err = writeJSON(cmd.OutOrStdout(), st)
-			} else {
-				fmt.Fprint(cmd.OutOrStdout(), st.String())
-			}
+			err = emit(cmd, status.output, st, func(w io.Writer, st *lab.StatusReport) { fmt.Fprint(w, st.String()) })
 			if err == nil && !st.Up() {
 				return reportedError{}
 			}

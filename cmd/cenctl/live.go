@@ -19,29 +19,31 @@ import (
 // document and prints it as a table, or as JSON with -o json.
 func liveCmd[T any](g *globals, use, short string, fetch func(context.Context, *api.Client) (T, error), table func(io.Writer, T)) *cobra.Command {
 	var output string
-	cmd := &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			v, err := fetch(ctx, api.NewClient(g.socket))
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSON(cmd.OutOrStdout(), v)
-			}
-			table(cmd.OutOrStdout(), v)
-			return nil
-		},
-	}
+	cmd := &cobra.Command{Use: use, Short: short, Args: exactArgs()}
+	cmd.RunE = liveRunE(g, &output, 30*time.Second, fetch, func(cmd *cobra.Command, v T) error {
+		return emit(cmd, output, v, table)
+	})
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// liveRunE is the RunE of a command that asks the gateway on --socket for
+// one document, within timeout, and has show print it; *output is the
+// command's -o, checked first.
+func liveRunE[T any](g *globals, output *string, timeout time.Duration, fetch func(context.Context, *api.Client) (T, error),
+	show func(*cobra.Command, T) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+		defer cancel()
+		v, err := fetch(ctx, api.NewClient(g.socket))
+		if err != nil {
+			return err
+		}
+		return show(cmd, v)
+	}
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -70,40 +72,39 @@ errors and the gateway keeps running the old one (cenctl exits 1); a good
 one is applied as a difference, leaving unchanged tunnels, sessions and
 buckets alone.`,
 		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-			defer cancel()
-			res, err := api.NewClient(g.socket).Reload(ctx)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if output == "json" {
-				if err := writeJSON(w, res); err != nil {
-					return err
-				}
-			} else if res.Applied {
-				fmt.Fprintf(w, "reloaded: config generation %d\n", res.Generation)
-				for _, c := range res.Changes {
-					fmt.Fprintf(w, "  %s\n", c)
-				}
-			} else {
-				fmt.Fprintf(cmd.ErrOrStderr(), "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
-				for _, e := range res.Errors {
-					fmt.Fprintln(cmd.ErrOrStderr(), e)
-				}
-			}
-			if !res.Applied {
-				return reportedError{}
-			}
-			return nil
-		},
 	}
+	reload := func(ctx context.Context, c *api.Client) (api.ReloadResult, error) { return c.Reload(ctx) }
+	cmd.RunE = liveRunE(g, &output, 2*time.Minute, reload, func(cmd *cobra.Command, res api.ReloadResult) error {
+		return showReload(cmd, output, res)
+	})
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// showReload prints the result of a reload: as JSON with -o json, else
+// the changes of an applied one, or on stderr the errors of a rejected
+// one. A rejected reload is the command's failure.
+func showReload(cmd *cobra.Command, output string, res api.ReloadResult) error {
+	w := cmd.OutOrStdout()
+	if output == "json" {
+		if err := writeJSON(w, res); err != nil {
+			return err
+		}
+	} else if res.Applied {
+		fmt.Fprintf(w, "reloaded: config generation %d\n", res.Generation)
+		for _, c := range res.Changes {
+			fmt.Fprintf(w, "  %s\n", c)
+		}
+	} else {
+		fmt.Fprintf(cmd.ErrOrStderr(), "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
+		for _, e := range res.Errors {
+			fmt.Fprintln(cmd.ErrOrStderr(), e)
+		}
+	}
+	if !res.Applied {
+		return reportedError{}
+	}
+	return nil
 }
 
 func newBandwidthCmd(g *globals) *cobra.Command {
@@ -176,7 +177,24 @@ utilisation and the shaper's drops. With --watch the view refreshes every
 	return cmd
 }
 
-func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+// writeTable writes header, then a row of cells per item, aligned in
+// columns (header and rows separate their columns with tabs).
+func writeTable[T any](w io.Writer, header string, items []T, cells func(T) []string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, strings.Join(cells(it), "\t"))
+	}
+	tw.Flush()
+}
+
+// either is yes when cond holds, else no.
+func either(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
+}
 
 // shapingWhere says how and where the gateway shapes.
 func shapingWhere(s api.Status) string {
@@ -198,62 +216,37 @@ func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "  peers       %d of %d established\n", s.PeersUp, s.PeersTotal)
 	fmt.Fprintf(w, "  routes      %d of %d installed\n", s.RoutesActive, s.RoutesTotal)
 	fmt.Fprintf(w, "  conflicts   %d\n", s.Conflicts)
-	tw := table(w)
-	fmt.Fprintln(tw, "\nSUBSYSTEM\tSTATE\tLAST APPLIED\tERROR")
-	for _, sub := range s.Subsystems {
-		state := "ok"
-		if !sub.OK {
-			state = "FAILING"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sub.Name, state, ago(sub.LastApplied), sub.Error)
-	}
-	tw.Flush()
+	writeTable(w, "\nSUBSYSTEM\tSTATE\tLAST APPLIED\tERROR", s.Subsystems, func(sub api.SubsystemStatus) []string {
+		return []string{sub.Name, either(sub.OK, "ok", "FAILING"), ago(sub.LastApplied), sub.Error}
+	})
 }
 
 func printPeers(w io.Writer, peers []api.Peer) {
-	tw := table(w)
-	fmt.Fprintln(tw, "PEER\tKIND\tREGION\tADDRESS\tBGP\tUPTIME\tBFD\tPREFIXES RCVD/ACC/REJ\tHANDSHAKE\tRX\tTX\tNOTE")
-	for _, p := range peers {
-		handshake := "never"
-		if !p.LatestHandshake.IsZero() {
-			handshake = ago(p.LatestHandshake)
-		}
+	writeTable(w, "PEER\tKIND\tREGION\tADDRESS\tBGP\tUPTIME\tBFD\tPREFIXES RCVD/ACC/REJ\tHANDSHAKE\tRX\tTX\tNOTE", peers, func(p api.Peer) []string {
+		handshake := ago(p.LatestHandshake) // "never" when there is none
 		if p.Kind == "vbr" {
-			handshake = "-"
+			handshake = "-" // a VBR's router has no tunnel
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d\t%s\t%s\t%s\t%s\n",
-			p.Name, p.Kind, p.Region, p.Address, p.BGPState, seconds(p.BGPUptimeSeconds), dash(p.BFDState),
-			p.PrefixesReceived, p.PrefixesAccepted, p.PrefixesRejected, handshake, byteCount(p.RxBytes), byteCount(p.TxBytes), p.Note)
-	}
-	tw.Flush()
+		return []string{p.Name, p.Kind, p.Region, p.Address, p.BGPState, seconds(p.BGPUptimeSeconds), dash(p.BFDState),
+			fmt.Sprintf("%d/%d/%d", p.PrefixesReceived, p.PrefixesAccepted, p.PrefixesRejected),
+			handshake, byteCount(p.RxBytes), byteCount(p.TxBytes), p.Note}
+	})
 }
 
 func printRoutes(w io.Writer, routes []api.Route) {
-	tw := table(w)
-	fmt.Fprintln(tw, "PREFIX\tORIGIN REGION\tNETWORK\tKIND\tSOURCE\tNEXT HOPS\tINSTALLED")
-	for _, r := range routes {
-		installed := "no"
-		if r.Installed {
-			installed = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Prefix, r.OriginRegion, r.OriginNetwork, r.Kind, r.Source, dash(strings.Join(r.NextHops, ",")), installed)
-	}
-	tw.Flush()
+	writeTable(w, "PREFIX\tORIGIN REGION\tNETWORK\tKIND\tSOURCE\tNEXT HOPS\tINSTALLED", routes, func(r api.Route) []string {
+		return []string{r.Prefix, r.OriginRegion, r.OriginNetwork, r.Kind, r.Source, dash(strings.Join(r.NextHops, ",")), either(r.Installed, "yes", "no")}
+	})
 }
 
 func printBandwidth(w io.Writer, rows []api.Bandwidth) {
-	tw := table(w)
-	fmt.Fprintln(tw, "TO REGION\tALLOCATION\tPAIR\tSOURCE\tRATE\tUTIL\tPASSED\tDROPPED")
-	for _, b := range rows {
-		source := "default"
-		if b.Source == config.SourcePackage {
-			source = "package " + b.Package
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%5.1f%%\t%s / %d pkts\t%s / %d pkts\n",
-			b.Region, config.Bandwidth(b.AllocationBps), config.Bandwidth(b.PairBps), source, rateText(b.RateBps),
-			b.Utilisation*100, byteCount(b.PassedBytes), b.PassedPackets, byteCount(b.DroppedBytes), b.DroppedPackets)
-	}
-	tw.Flush()
+	writeTable(w, "TO REGION\tALLOCATION\tPAIR\tSOURCE\tRATE\tUTIL\tPASSED\tDROPPED", rows, func(b api.Bandwidth) []string {
+		return []string{b.Region, config.Bandwidth(b.AllocationBps).String(), config.Bandwidth(b.PairBps).String(),
+			either(b.Source == config.SourcePackage, "package "+b.Package, "default"), rateText(b.RateBps),
+			fmt.Sprintf("%5.1f%%", b.Utilisation*100),
+			fmt.Sprintf("%s / %d pkts", byteCount(b.PassedBytes), b.PassedPackets),
+			fmt.Sprintf("%s / %d pkts", byteCount(b.DroppedBytes), b.DroppedPackets)}
+	})
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "(no other region has a gateway: nothing is shaped)")
 	}

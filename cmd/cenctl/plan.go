@@ -6,41 +6,7 @@ import (
 	"strings"
 
 	"github.com/opencen/opencen/config"
-	"github.com/spf13/cobra"
 )
-
-func newPlanCmd(_ *globals) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "plan OLD NEW",
-		Short: "Show what changing a config from OLD to NEW would do, gateway by gateway",
-		Long: `Compare two config files and print, for every gateway, the peers, prefixes,
-egress rates and VBR sessions a change would add, remove or alter, and the
-region pairs whose bandwidth changes. Both files must validate.`,
-		Args: exactArgs("OLD", "NEW"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			old, err := loadConfig(cmd.ErrOrStderr(), args[0])
-			if err != nil {
-				return err
-			}
-			new, err := loadConfig(cmd.ErrOrStderr(), args[1])
-			if err != nil {
-				return err
-			}
-			plan := config.MakePlan(old, new)
-			if output == "json" {
-				return writeJSON(cmd.OutOrStdout(), plan)
-			}
-			printPlan(cmd.OutOrStdout(), plan)
-			return nil
-		},
-	}
-	outputFlag(cmd, &output)
-	return cmd
-}
 
 func printPlan(w io.Writer, p *config.Plan) {
 	if !p.Changed() {

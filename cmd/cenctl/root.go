@@ -23,7 +23,7 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// reportedError marks a failure whose details were already printed (for
+// reportedError marks a failure whose details are printed already (for
 // example every located error of a config): exit 1 with nothing more.
 type reportedError struct{}
 
@@ -53,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // isCobraUsage recognises the errors cobra raises for an unknown command
-// before any of ours run.
+// or flag, which none of ours sees.
 func isCobraUsage(err error) bool {
 	msg := err.Error()
 	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
@@ -71,7 +71,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	// --socket is global and may stand before or after the command.
+	// --socket is global and may stand on either side of the command.
 	root.PersistentFlags().StringVar(&g.socket, "socket", "/run/opencen/cend.sock", "control socket of the gateway to talk to")
 	root.AddCommand(
 		newValidateCmd(g),
@@ -108,6 +108,16 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// emit writes v to the command's output: as JSON when output is "json",
+// else as text by print.
+func emit[T any](cmd *cobra.Command, output string, v T, print func(io.Writer, T)) error {
+	if output == "json" {
+		return writeJSON(cmd.OutOrStdout(), v)
+	}
+	print(cmd.OutOrStdout(), v)
+	return nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -7,7 +7,7 @@ import (
 )
 
 // TestUsageErrors: a bad --shaper, or the helper without its device, is bad
-// usage (exit 2), said before anything is read or touched.
+// usage (exit 2), said while nothing is read or touched yet.
 func TestUsageErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string

@@ -14,7 +14,7 @@
 //
 // Exit status: 0 when every benchmark ran, whether or not it met its target
 // (a missed target is a finding, not a failure); 1 when a command failed,
-// a benchmark did not report, or the run was interrupted, each named in
+// a benchmark did not report, or the run is interrupted, each named in
 // the report; 2 for bad usage.
 package main
 

@@ -95,9 +95,9 @@ type parser struct {
 	area string // the marker's area, "" outside markers
 	pkg  string // from the last pkg: line of this package's block
 	// Indexes of the results and failures of the package block under way:
-	// a benchmark failing before any result prints its failure before the
-	// block's pkg: line, so the package is known only at the block's end
-	// (its ok or FAIL line).
+	// a benchmark that fails ahead of any result prints its failure ahead
+	// of the block's pkg: line, so the package is known only at the
+	// block's end (its ok or FAIL line).
 	blockResults, blockFails []int
 	blockPanic               string
 	pending                  string // a benchmark name printed without its results yet
@@ -149,9 +149,9 @@ func (p *parser) line(l string) {
 		if iters, units, metrics, ok := parseFields(strings.Fields(m[2])); ok {
 			p.result(m[1], iters, units, metrics)
 		} else {
-			// go test prints the name before running (for all but a
-			// -benchtime 1x run), so what the benchmark prints comes
-			// between the name and its results.
+			// go test prints the name, then runs the benchmark (for all
+			// but a -benchtime 1x run), so what the benchmark prints
+			// comes between the name and its results.
 			p.pending = m[1]
 		}
 	case p.pending != "":

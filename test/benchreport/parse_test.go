@@ -109,8 +109,8 @@ func TestParseWholeRun(t *testing.T) {
 }
 
 // A log without the runner's markers (make bench-agent with -count 2):
-// areas come from the packages; a name printed before the benchmark's own
-// output gets the results that follow it.
+// areas come from the packages; a name printed ahead of the benchmark's
+// own output gets the results that follow it.
 func TestParseLogWithoutMarkersAndSplitLines(t *testing.T) {
 	lg := parseFile(t, "split.log")
 	if len(lg.runs) != 0 || len(lg.results) != 2 {
@@ -134,8 +134,8 @@ func TestParseFailures(t *testing.T) {
 	if len(lg.fails) != 1 {
 		t.Fatalf("fails %+v", lg.fails)
 	}
-	// It failed before go test printed the package (pkg: comes with the
-	// first result), so the package comes later.
+	// It fails while go test has not printed the package yet (pkg: comes
+	// with the first result), so the package comes later.
 	f := lg.fails[0]
 	want := benchFail{area: "routing", pkg: module + "/routing", bench: "BenchmarkBIRD100k", kind: "FAIL",
 		reason: "bench_privileged_test.go:54: BIRD did not load 100000 routes: BIRD 2.0.12 ready."}

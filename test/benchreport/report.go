@@ -258,7 +258,7 @@ func standardUnit(u string) bool {
 }
 
 // expand makes the rows of a wildcard row, one per case the benchmark
-// reported, in natural order (10Mbps before 100Mbps); other rows are
+// reported, in natural order (10Mbps, then 100Mbps); other rows are
 // returned as they are.
 func expand(r row, res *benchResult) []row {
 	key := r.value

@@ -162,7 +162,7 @@ func TestReportFailedAndMissing(t *testing.T) {
 		t.Errorf("p95 row %+v", f)
 	}
 	// tbf and htb missing: a row within the range cannot be judged, one
-	// below 0.95 is missed whatever they were.
+	// below 0.95 is missed whatever they are.
 	if f := find(t, rep, "goodput 10Mbps-1f, share of allocation"); f.Verdict != missing || !near(f.Opencen, 0.9712) ||
 		!slices.Equal(f.Missing, []string{"tbf-ratio-10Mbps-1f", "htb-ratio-10Mbps-1f"}) {
 		t.Errorf("goodput row %+v", f)
@@ -196,7 +196,7 @@ func TestReportAbsentArea(t *testing.T) {
 	if got := rep.Areas[0].Problems; len(got) != 5 || got[0] != "BenchmarkGoodput did not report (skipped, or the run stopped before it)" {
 		t.Errorf("shaping problems %q", got)
 	}
-	// split.log is from before the pipeline benchmark: only it is absent.
+	// split.log holds no pipeline benchmark: only it is absent.
 	if got := rep.Areas[1].Problems; len(got) != 1 || !strings.Contains(got[0], "BenchmarkPipeline100k did not report") {
 		t.Errorf("agent problems %q", got)
 	}

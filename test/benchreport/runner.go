@@ -52,7 +52,7 @@ func runAreas(ctx context.Context, o runOptions) error {
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = w, w // the same writer: one goroutine writes
 		// An interrupt reaches go test as an interrupt, so its tests run
-		// their cleanups (namespaces, qdiscs) before it exits.
+		// their cleanups (namespaces, qdiscs), and then it exits.
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 2 * time.Minute
 		err := cmd.Run()

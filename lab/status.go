@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/opencen/opencen/internal/procx"
 )
 
 // StatusReport is what of a lab is up.
@@ -106,10 +108,10 @@ func Status(opts Options) (*StatusReport, error) {
 		if g.PID == 0 {
 			continue
 		}
-		s.Agents = append(s.Agents, ProcessStatus{Name: g.Name, PID: g.PID, Alive: alive(g.PID) && cmdlineMentions(g.PID, o.StateDir), Socket: g.Socket})
+		s.Agents = append(s.Agents, ProcessStatus{Name: g.Name, PID: g.PID, Alive: procx.Alive(g.PID) && cmdlineMentions(g.PID, o.StateDir), Socket: g.Socket})
 	}
 	for _, r := range l.Routers {
-		rs := RouterStatus{Name: r.Name, PID: r.PID, Alive: alive(r.PID) && cmdlineMentions(r.PID, o.StateDir), Socket: r.Socket}
+		rs := RouterStatus{Name: r.Name, PID: r.PID, Alive: procx.Alive(r.PID) && cmdlineMentions(r.PID, o.StateDir), Socket: r.Socket}
 		if rs.Alive {
 			st, info, err := bgpState(context.Background(), r.Socket)
 			rs.State, rs.Info = st, info
@@ -226,7 +228,7 @@ func (l *Lab) StopAgent(ctx context.Context, gateway string, sig syscall.Signal)
 	if g == nil {
 		return fmt.Errorf("no gateway %q in the lab", gateway)
 	}
-	if g.PID == 0 || !alive(g.PID) {
+	if g.PID == 0 || !procx.Alive(g.PID) {
 		return fmt.Errorf("gateway %s: no agent running", gateway)
 	}
 	if err := syscall.Kill(g.PID, sig); err != nil {
@@ -246,7 +248,7 @@ func (l *Lab) StartAgent(ctx context.Context, gateway, cend string, extra ...str
 	if g == nil {
 		return fmt.Errorf("no gateway %q in the lab", gateway)
 	}
-	if g.PID != 0 && alive(g.PID) {
+	if g.PID != 0 && procx.Alive(g.PID) {
 		return fmt.Errorf("gateway %s: cend already runs (pid %d)", gateway, g.PID)
 	}
 	if cend == "" {
@@ -298,7 +300,7 @@ func (l *Lab) KillGateway(ctx context.Context, gateway string) error {
 			}
 		}
 	}
-	if g.PID != 0 && alive(g.PID) {
+	if g.PID != 0 && procx.Alive(g.PID) {
 		pids[g.PID] = true
 	}
 	for p := range pids {

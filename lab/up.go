@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/internal/procx"
 )
 
 // areaDelay is the delay netem adds on the underlay toward a gateway of each
@@ -38,41 +39,10 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := os.ReadFile(o.Config)
-	if err != nil {
-		return nil, fmt.Errorf("read lab config: %w", err)
-	}
-	cfg, err := config.Load(o.Config)
-	if err != nil {
-		return nil, fmt.Errorf("lab config: %w", err)
-	}
-	l, err := plan(cfg, o.Prefix, o.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("lab config %s: %w", o.Config, err)
-	}
-	scripts, err := findScripts(o)
+	l, cfg, src, err := prepare(&o)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkTools(len(l.Routers) > 0); err != nil {
-		return nil, err
-	}
-	if o.Cend != "" {
-		if o.Cend, err = exec.LookPath(o.Cend); err != nil {
-			return nil, fmt.Errorf("cend binary: %w", err)
-		}
-		if o.Cend, err = filepath.Abs(o.Cend); err != nil {
-			return nil, fmt.Errorf("cend binary: %w", err)
-		}
-	}
-	if err := checkNotUp(o); err != nil {
-		return nil, err
-	}
-	l.r = &runner{log: o.Logger}
-	if l.Scripts, err = filepath.Abs(scripts); err != nil {
-		return nil, fmt.Errorf("scripts folder: %w", err)
-	}
-
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
@@ -83,53 +53,108 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	if err := l.save(); err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*Lab, error) {
-		o.Logger.Error("lab up failed; removing what was built", "err", err)
+	start := time.Now()
+	if err := l.bringUp(ctx, o, cfg, src); err != nil {
+		o.Logger.Error("lab up failed; removing what it built", "err", err)
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		return nil, errors.Join(err, Down(dctx, o))
 	}
-	start := time.Now()
-	if err := l.build(ctx, o, scripts); err != nil {
-		return fail(err)
+	o.Logger.Info("lab up", "namespaces", len(l.Namespaces), "agents", o.Cend != "", "took", time.Since(start).Round(time.Millisecond))
+	return l, nil
+}
+
+// prepare checks everything Up needs while nothing is built yet: the
+// config and its plan, the scripts, the tools, the cend binary (made an
+// absolute path in o), and that this lab is not up already. It returns
+// the plan, the config and the config file's text.
+func prepare(o *Options) (*Lab, *config.Config, []byte, error) {
+	src, err := os.ReadFile(o.Config)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read lab config: %w", err)
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("lab config: %w", err)
+	}
+	l, err := plan(cfg, o.Prefix, o.StateDir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("lab config %s: %w", o.Config, err)
+	}
+	scripts, err := findScripts(*o)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkTools(len(l.Routers) > 0); err != nil {
+		return nil, nil, nil, err
+	}
+	if o.Cend != "" {
+		if o.Cend, err = exec.LookPath(o.Cend); err != nil {
+			return nil, nil, nil, fmt.Errorf("cend binary: %w", err)
+		}
+		if o.Cend, err = filepath.Abs(o.Cend); err != nil {
+			return nil, nil, nil, fmt.Errorf("cend binary: %w", err)
+		}
+	}
+	if err := checkNotUp(*o); err != nil {
+		return nil, nil, nil, err
+	}
+	l.r = &runner{log: o.Logger}
+	if l.Scripts, err = filepath.Abs(scripts); err != nil {
+		return nil, nil, nil, fmt.Errorf("scripts folder: %w", err)
+	}
+	return l, cfg, src, nil
+}
+
+// bringUp builds the planned lab l of cfg (src is the config file's
+// text), writes its keys and config copy, starts its routers and, when
+// o.Cend is set, its agents, saving the state file after each process.
+func (l *Lab) bringUp(ctx context.Context, o Options, cfg *config.Config, src []byte) error {
+	if err := l.build(ctx, o); err != nil {
+		return err
 	}
 	labCfg, err := writeKeysAndConfig(l, src)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	if labCfg.Instance.ASN != cfg.Instance.ASN || len(labCfg.Gateways) != len(cfg.Gateways) {
-		return fail(errors.New("lab config copy differs from its source beyond keys"))
+		return errors.New("lab config copy differs from its source beyond keys")
 	}
 	for i := range l.Routers {
-		if err := l.startBird(ctx, o, scripts, &l.Routers[i]); err != nil {
-			return fail(err)
+		if err := l.startBird(ctx, o, l.Scripts, &l.Routers[i]); err != nil {
+			return err
 		}
 		if err := l.save(); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if o.Cend != "" {
-		l.AgentLogFormat = o.CendLogFormat
-		l.AgentShaper = o.CendShaper
-		for i := range l.Gateways {
-			if err := l.startAgent(ctx, o.Cend, o.CendLogFormat, &l.Gateways[i]); err != nil {
-				return fail(err)
-			}
-			if err := l.save(); err != nil {
-				return fail(err)
-			}
-		}
-		for i := range l.Gateways {
-			if err := waitSocket(ctx, l.Gateways[i].Socket, l.Gateways[i].PID, o.StartTimeout); err != nil {
-				return fail(fmt.Errorf("cend of %s: %w%s", l.Gateways[i].Name, err, logTail(l.Gateways[i].LogFile)))
-			}
+		if err := l.startAgents(ctx, o); err != nil {
+			return err
 		}
 	}
-	if err := l.save(); err != nil {
-		return fail(err)
+	return l.save()
+}
+
+// startAgents starts a cend per gateway and waits for every control
+// socket.
+func (l *Lab) startAgents(ctx context.Context, o Options) error {
+	l.AgentLogFormat = o.CendLogFormat
+	l.AgentShaper = o.CendShaper
+	for i := range l.Gateways {
+		if err := l.startAgent(ctx, o.Cend, o.CendLogFormat, &l.Gateways[i]); err != nil {
+			return err
+		}
+		if err := l.save(); err != nil {
+			return err
+		}
 	}
-	o.Logger.Info("lab up", "namespaces", len(l.Namespaces), "agents", o.Cend != "", "took", time.Since(start).Round(time.Millisecond))
-	return l, nil
+	for _, g := range l.Gateways {
+		if err := waitSocket(ctx, g.Socket, g.PID, o.StartTimeout); err != nil {
+			return fmt.Errorf("cend of %s: %w%s", g.Name, err, logTail(g.LogFile))
+		}
+	}
+	return nil
 }
 
 func checkTools(bird bool) error {
@@ -168,123 +193,31 @@ func checkNotUp(o Options) error {
 // build creates the namespaces, links, addresses and routes. veth pairs are
 // created with both ends inside lab namespaces (ip -n A link add ... peer
 // ... netns B), so nothing ever appears in the root namespace.
-func (l *Lab) build(ctx context.Context, o Options, scripts string) error {
-	r := l.r
+func (l *Lab) build(ctx context.Context, o Options) error {
 	for _, ns := range l.Namespaces {
-		if err := r.run(ctx, "ip", "netns", "add", ns); err != nil {
+		if err := l.r.run(ctx, "ip", "netns", "add", ns); err != nil {
 			return err
 		}
-		if err := r.ip(ctx, ns, "link", "set", "lo", "up"); err != nil {
+		if err := l.r.ip(ctx, ns, "link", "set", "lo", "up"); err != nil {
 			return err
 		}
 	}
-	bridge := func(ns string) error {
-		if err := r.ip(ctx, ns, "link", "add", ifBridge, "type", "bridge"); err != nil {
-			return err
-		}
-		return r.ip(ctx, ns, "link", "set", ifBridge, "up")
-	}
-	// port joins a bridge in ns to dev in peerNS.
-	port := func(ns, port, peerNS, dev string) error {
-		if err := r.ip(ctx, ns, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", peerNS); err != nil {
-			return err
-		}
-		if err := r.ip(ctx, ns, "link", "set", port, "master", ifBridge, "up"); err != nil {
-			return err
-		}
-		return r.ip(ctx, peerNS, "link", "set", dev, "up")
-	}
-
-	// Underlay.
-	if err := bridge(l.Underlay); err != nil {
+	if err := l.buildUnderlay(ctx); err != nil {
 		return err
-	}
-	for i, g := range l.Gateways {
-		if err := port(l.Underlay, fmt.Sprintf("ocl-u%d", i), g.Namespace, ifUnderlay); err != nil {
-			return err
-		}
-		if err := r.ip(ctx, g.Namespace, "addr", "add", g.UnderlayAddr.String(), "dev", ifUnderlay); err != nil {
-			return err
-		}
-		if err := r.run(ctx, "ip", "netns", "exec", g.Namespace, "sh", filepath.Join(scripts, "gateway-sysctls.sh")); err != nil {
-			return err
-		}
 	}
 	if !o.NoDelay {
 		l.addDelays(ctx, o)
 	}
-
-	// Region LANs.
 	for _, lan := range l.LANs {
-		if err := bridge(lan.Namespace); err != nil {
+		if err := l.buildLAN(ctx, lan); err != nil {
 			return err
 		}
-		k := 0
-		for _, g := range l.GatewaysIn(lan.Region) {
-			if err := port(lan.Namespace, fmt.Sprintf("ocl-p%d", k), g.Namespace, ifLAN); err != nil {
-				return err
-			}
-			k++
-			for _, a := range g.LANAddrs {
-				if err := r.ip(ctx, g.Namespace, "addr", "add", a.String(), "dev", ifLAN); err != nil {
-					return err
-				}
-			}
-		}
-		for _, h := range l.Hosts {
-			if h.Kind != KindVPC || h.Region != lan.Region {
-				continue
-			}
-			if err := port(lan.Namespace, fmt.Sprintf("ocl-p%d", k), h.Namespace, ifLAN); err != nil {
-				return err
-			}
-			k++
-			for _, a := range append([]netip.Prefix{h.Address}, h.Extra...) {
-				if err := r.ip(ctx, h.Namespace, "addr", "add", a.String(), "dev", ifLAN); err != nil {
-					return err
-				}
-			}
-		}
 	}
-
-	// VBR routers and on-premises hosts.
 	for _, rt := range l.Routers {
-		g := l.gateway(rt.Gateway)
-		if err := r.ip(ctx, g.Namespace, "link", "add", rt.GatewayIf, "type", "veth", "peer", "name", ifVBR, "netns", rt.Namespace); err != nil {
-			return err
-		}
-		h, _ := l.Host(rt.Network)
-		if err := r.ip(ctx, rt.Namespace, "link", "add", ifLAN, "type", "veth", "peer", "name", ifLAN, "netns", h.Namespace); err != nil {
-			return err
-		}
-		steps := [][]string{
-			{g.Namespace, "addr", "add", rt.GatewayAddress.String(), "dev", rt.GatewayIf},
-			{g.Namespace, "link", "set", rt.GatewayIf, "up"},
-			{rt.Namespace, "addr", "add", rt.Address.String(), "dev", ifVBR},
-			{rt.Namespace, "link", "set", ifVBR, "up"},
-			{rt.Namespace, "addr", "add", rt.LAN.String(), "dev", ifLAN},
-			{rt.Namespace, "link", "set", ifLAN, "up"},
-			{h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN},
-			{h.Namespace, "link", "set", ifLAN, "up"},
-		}
-		if rt.Extra.IsValid() {
-			steps = append(steps,
-				// On loopback as a /32 (this kernel may lack dummy
-				// interfaces); BIRD announces the whole prefix.
-				[]string{rt.Namespace, "addr", "add", netip.PrefixFrom(rt.Extra.Addr(), 32).String(), "dev", "lo"})
-		}
-		for _, s := range steps {
-			if err := r.ip(ctx, s[0], s[1:]...); err != nil {
-				return err
-			}
-		}
-		// The router forwards like a gateway. (The gateway's new port needs
-		// nothing: its sysctls set the defaults new interfaces inherit.)
-		if err := r.run(ctx, "ip", "netns", "exec", rt.Namespace, "sh", filepath.Join(scripts, "gateway-sysctls.sh")); err != nil {
+		if err := l.buildRouter(ctx, rt); err != nil {
 			return err
 		}
 	}
-
 	// Host routes toward the gateways (or the router), CEN prefixes only.
 	for _, h := range l.Hosts {
 		if len(h.Routes) == 0 {
@@ -294,15 +227,124 @@ func (l *Lab) build(ctx context.Context, o Options, scripts string) error {
 		for _, a := range h.NextHops {
 			hops = append(hops, a.String())
 		}
-		argv := []string{"ip", "netns", "exec", h.Namespace, "sh", filepath.Join(scripts, "host-routes.sh"), ifLAN, strings.Join(hops, ",")}
+		argv := []string{"ip", "netns", "exec", h.Namespace, "sh", filepath.Join(l.Scripts, "host-routes.sh"), ifLAN, strings.Join(hops, ",")}
 		for _, p := range h.Routes {
 			argv = append(argv, p.String())
 		}
-		if err := r.run(ctx, argv...); err != nil {
+		if err := l.r.run(ctx, argv...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// bridge creates the bridge of namespace ns, up.
+func (l *Lab) bridge(ctx context.Context, ns string) error {
+	if err := l.r.ip(ctx, ns, "link", "add", ifBridge, "type", "bridge"); err != nil {
+		return err
+	}
+	return l.r.ip(ctx, ns, "link", "set", ifBridge, "up")
+}
+
+// port joins the bridge of ns, through its port named port, to device
+// dev in peerNS.
+func (l *Lab) port(ctx context.Context, ns, port, peerNS, dev string) error {
+	if err := l.r.ip(ctx, ns, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", peerNS); err != nil {
+		return err
+	}
+	if err := l.r.ip(ctx, ns, "link", "set", port, "master", ifBridge, "up"); err != nil {
+		return err
+	}
+	return l.r.ip(ctx, peerNS, "link", "set", dev, "up")
+}
+
+// buildUnderlay joins every gateway to the underlay's bridge, addressed,
+// with the gateway's sysctls set.
+func (l *Lab) buildUnderlay(ctx context.Context) error {
+	if err := l.bridge(ctx, l.Underlay); err != nil {
+		return err
+	}
+	for i, g := range l.Gateways {
+		if err := l.port(ctx, l.Underlay, fmt.Sprintf("ocl-u%d", i), g.Namespace, ifUnderlay); err != nil {
+			return err
+		}
+		if err := l.r.ip(ctx, g.Namespace, "addr", "add", g.UnderlayAddr.String(), "dev", ifUnderlay); err != nil {
+			return err
+		}
+		if err := l.r.run(ctx, "ip", "netns", "exec", g.Namespace, "sh", filepath.Join(l.Scripts, "gateway-sysctls.sh")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildLAN joins a region's gateways and VPC hosts to its LAN's bridge,
+// each with its addresses.
+func (l *Lab) buildLAN(ctx context.Context, lan LAN) error {
+	if err := l.bridge(ctx, lan.Namespace); err != nil {
+		return err
+	}
+	type member struct {
+		ns    string
+		addrs []netip.Prefix
+	}
+	var members []member
+	for _, g := range l.GatewaysIn(lan.Region) {
+		members = append(members, member{g.Namespace, g.LANAddrs})
+	}
+	for _, h := range l.Hosts {
+		if h.Kind == KindVPC && h.Region == lan.Region {
+			members = append(members, member{h.Namespace, append([]netip.Prefix{h.Address}, h.Extra...)})
+		}
+	}
+	for k, m := range members {
+		if err := l.port(ctx, lan.Namespace, fmt.Sprintf("ocl-p%d", k), m.ns, ifLAN); err != nil {
+			return err
+		}
+		for _, a := range m.addrs {
+			if err := l.r.ip(ctx, m.ns, "addr", "add", a.String(), "dev", ifLAN); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// buildRouter links an on-premises router to its VBR's gateway and to its
+// on-premises host, addressed, and makes it forward.
+func (l *Lab) buildRouter(ctx context.Context, rt Router) error {
+	g := l.gateway(rt.Gateway)
+	if err := l.r.ip(ctx, g.Namespace, "link", "add", rt.GatewayIf, "type", "veth", "peer", "name", ifVBR, "netns", rt.Namespace); err != nil {
+		return err
+	}
+	h, _ := l.Host(rt.Network)
+	if err := l.r.ip(ctx, rt.Namespace, "link", "add", ifLAN, "type", "veth", "peer", "name", ifLAN, "netns", h.Namespace); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{g.Namespace, "addr", "add", rt.GatewayAddress.String(), "dev", rt.GatewayIf},
+		{g.Namespace, "link", "set", rt.GatewayIf, "up"},
+		{rt.Namespace, "addr", "add", rt.Address.String(), "dev", ifVBR},
+		{rt.Namespace, "link", "set", ifVBR, "up"},
+		{rt.Namespace, "addr", "add", rt.LAN.String(), "dev", ifLAN},
+		{rt.Namespace, "link", "set", ifLAN, "up"},
+		{h.Namespace, "addr", "add", h.Address.String(), "dev", ifLAN},
+		{h.Namespace, "link", "set", ifLAN, "up"},
+	}
+	if rt.Extra.IsValid() {
+		steps = append(steps,
+			// On loopback as a /32 (a kernel may lack dummy interfaces);
+			// BIRD announces the whole prefix.
+			[]string{rt.Namespace, "addr", "add", netip.PrefixFrom(rt.Extra.Addr(), 32).String(), "dev", "lo"})
+	}
+	for _, s := range steps {
+		if err := l.r.ip(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	// The router forwards like a gateway. (The gateway's new port needs
+	// nothing: its sysctls set the defaults new interfaces inherit.)
+	return l.r.run(ctx, "ip", "netns", "exec", rt.Namespace, "sh", filepath.Join(l.Scripts, "gateway-sysctls.sh"))
 }
 
 // addDelays puts a netem delay on each underlay port toward a gateway, by
@@ -353,8 +395,8 @@ func (l *Lab) startBird(ctx context.Context, o Options, scripts string, rt *Rout
 }
 
 // writeBirdConf renders a router's BIRD config with the shared script,
-// announcing prefixes, and checks that BIRD parses it before it replaces
-// the old one.
+// announcing prefixes: it checks that BIRD parses the new config, and only
+// then replaces the old one.
 func (l *Lab) writeBirdConf(ctx context.Context, scripts string, rt *Router, announce []netip.Prefix) error {
 	bfd := "off"
 	if rt.BFD {
@@ -460,7 +502,7 @@ func waitSocket(ctx context.Context, path string, pid int, timeout time.Duration
 			c.Close()
 			return nil
 		}
-		if !alive(pid) {
+		if !procx.Alive(pid) {
 			return fmt.Errorf("exited before opening %s", path)
 		}
 		if time.Now().After(deadline) {

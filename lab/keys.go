@@ -52,7 +52,7 @@ func writeKeysAndConfig(l *Lab, src []byte) (*config.Config, error) {
 }
 
 // writeSecret creates path with mode 0600 whatever the umask, replacing
-// any previous file.
+// any file already there.
 func writeSecret(path string, data []byte) error {
 	_ = os.Remove(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

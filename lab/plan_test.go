@@ -16,7 +16,7 @@ import (
 	"github.com/opencen/opencen/config"
 )
 
-const labConfig = "../../examples/lab.yaml"
+const labConfig = "../examples/lab.yaml"
 
 func loadLab(t *testing.T) *config.Config {
 	t.Helper()
@@ -194,7 +194,7 @@ func TestBirdConfScript(t *testing.T) {
 	if _, err := exec.LookPath("bird"); err != nil {
 		t.Skip("bird not installed (Debian: bird2)")
 	}
-	out, err := exec.Command("sh", "../../scripts/lab/bird-conf.sh", "172.30.0.2", "65010", "172.30.0.1", "64512", "on", "192.168.1.0/24", "192.168.100.0/24").Output()
+	out, err := exec.Command("sh", "../scripts/lab/bird-conf.sh", "172.30.0.2", "65010", "172.30.0.1", "64512", "on", "192.168.1.0/24", "192.168.100.0/24").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestBirdConfScript(t *testing.T) {
 	if out, err := exec.Command("bird", "-p", "-c", f).CombinedOutput(); err != nil {
 		t.Errorf("bird -p: %v: %s", err, out)
 	}
-	if err := exec.Command("sh", "../../scripts/lab/bird-conf.sh", "1.2.3.4", "1", "2.3.4.5", "2", "maybe", "10.0.0.0/8").Run(); err == nil {
+	if err := exec.Command("sh", "../scripts/lab/bird-conf.sh", "1.2.3.4", "1", "2.3.4.5", "2", "maybe", "10.0.0.0/8").Run(); err == nil {
 		t.Error("bad BFD word accepted")
 	}
 }
@@ -243,7 +243,7 @@ func TestVMPlanUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, '\n')
-	const file = "../../scripts/lab/lab-plan.json"
+	const file = "../scripts/lab/lab-plan.json"
 	if os.Getenv("OCL_UPDATE_PLAN") == "1" {
 		if err := os.WriteFile(file, want, 0o644); err != nil {
 			t.Fatal(err)
@@ -254,6 +254,6 @@ func TestVMPlanUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(got) != string(want) {
-		t.Errorf("%s is stale: run OCL_UPDATE_PLAN=1 go test -run TestVMPlanUpToDate ./test/lab/", file)
+		t.Errorf("%s is stale: run OCL_UPDATE_PLAN=1 go test -run TestVMPlanUpToDate ./lab/", file)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/opencen/opencen/internal/netipx"
 )
 
 // Path is one way a flow between two lab hosts can go, every choice in it
@@ -116,7 +118,7 @@ func (l *Lab) hostRoute(ctx context.Context, host string, dst netip.Addr, gatewa
 	if i < 0 {
 		return nil, fmt.Errorf("host %s cannot hand a flow to %s (its gateways: %s)", host, gateway, strings.Join(h.Gateways, ", "))
 	}
-	route := []string{netip.PrefixFrom(dst, dst.BitLen()).String(), "via", h.NextHops[i].String(), "dev", ifLAN}
+	route := []string{netipx.Host(dst).String(), "via", h.NextHops[i].String(), "dev", ifLAN}
 	if err := l.runner().ip(ctx, h.Namespace, append([]string{"route", "replace"}, route...)...); err != nil {
 		return nil, fmt.Errorf("force %s -> %s through %s: %w", host, dst, gateway, err)
 	}

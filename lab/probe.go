@@ -3,17 +3,15 @@ package lab
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
+
+	"github.com/opencen/opencen/internal/nsdo"
 )
 
 // Failover probing: UDP flows from one lab host to an echo responder on
@@ -31,7 +29,7 @@ import (
 // (the echo goes back by its own hash, from the responder's side).
 //
 // Sockets are created inside the hosts' namespaces (a locked thread enters
-// the namespace for the socket call; a socket stays in the namespace it was
+// the namespace for the socket call; a socket stays in the namespace it is
 // created in), so no helper process is needed and every timestamp comes
 // from one clock.
 
@@ -62,11 +60,12 @@ type FlowOutage struct {
 	Received   int     `json:"received"`
 	Lost       int     `json:"lost"` // sequence numbers never echoed
 	GapMs      float64 `json:"gap_ms"`
-	// GapStartMs is when the longest gap began (the last echo before it),
-	// relative to the event (the kill); negative when before it.
+	// GapStartMs is when the longest gap began (the last echo ahead of
+	// it), relative to the event (the kill); negative when the gap began
+	// ahead of the event.
 	GapStartMs float64 `json:"gap_start_ms"`
-	// Recovered is false when no echo came back after the gap before the
-	// probe ended: the outage then lasted at least GapMs.
+	// Recovered is false when no echo came back after the gap within the
+	// probe: the outage then lasts at least GapMs.
 	Recovered bool `json:"recovered"`
 }
 
@@ -124,17 +123,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 		return fail(fmt.Errorf("probe responder on %s: %w", to, err))
 	}
 	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		buf := make([]byte, 64)
-		for {
-			n, addr, err := p.echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = p.echo.WriteToUDPAddrPort(buf[:n], addr)
-		}
-	}()
+	go p.serveEcho()
 	for range o.Flows {
 		var c *net.UDPConn
 		err := inNamespace(fromNS, func() error {
@@ -150,46 +139,66 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 	p.start = time.Now()
 	for _, f := range p.flows {
 		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			buf := make([]byte, 64)
-			for {
-				n, err := f.conn.Read(buf)
-				if err != nil {
-					return
-				}
-				if n >= 4 {
-					now := time.Now()
-					f.mu.Lock()
-					if _, dup := f.recv[binary.BigEndian.Uint32(buf)]; !dup {
-						f.recv[binary.BigEndian.Uint32(buf)] = now
-					}
-					f.mu.Unlock()
-				}
-			}
-		}()
-		go func() {
-			defer p.wg.Done()
-			t := time.NewTicker(o.Interval)
-			defer t.Stop()
-			msg := make([]byte, 32)
-			for seq := uint32(0); ; seq++ {
-				binary.BigEndian.PutUint32(msg, seq)
-				// A send may fail while routes change (no route, a failed
-				// neighbour): that is loss, as it would be for a host.
-				_, _ = f.conn.Write(msg)
-				f.mu.Lock()
-				f.sent++
-				f.mu.Unlock()
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
+		go func() { defer p.wg.Done(); f.receive() }()
+		go func() { defer p.wg.Done(); f.send(ctx, o.Interval) }()
 	}
 	return p, nil
+}
+
+// serveEcho answers every datagram on the responder's socket with itself,
+// until the socket closes.
+func (p *Probe) serveEcho() {
+	defer p.wg.Done()
+	buf := make([]byte, 64)
+	for {
+		n, addr, err := p.echo.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		_, _ = p.echo.WriteToUDPAddrPort(buf[:n], addr)
+	}
+}
+
+// receive records the arrival of each sequence number's first echo, until
+// the flow's socket closes.
+func (f *probeFlow) receive() {
+	buf := make([]byte, 64)
+	for {
+		n, err := f.conn.Read(buf)
+		if err != nil {
+			return
+		}
+		if n < 4 {
+			continue
+		}
+		now, seq := time.Now(), binary.BigEndian.Uint32(buf)
+		f.mu.Lock()
+		if _, dup := f.recv[seq]; !dup {
+			f.recv[seq] = now
+		}
+		f.mu.Unlock()
+	}
+}
+
+// send sends numbered datagrams every interval until ctx ends.
+func (f *probeFlow) send(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	msg := make([]byte, 32)
+	for seq := uint32(0); ; seq++ {
+		binary.BigEndian.PutUint32(msg, seq)
+		// A send may fail while routes change (no route, a failed
+		// neighbour): that is loss, as it would be for a host.
+		_, _ = f.conn.Write(msg)
+		f.mu.Lock()
+		f.sent++
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Stop ends the probe: no more sends, then a grace of a quarter second
@@ -215,8 +224,8 @@ func (p *Probe) Stop() {
 // marked not recovered.
 func (p *Probe) Outages(event time.Time) []FlowOutage {
 	p.Stop()
-	// Sends stopped a grace period before now; echoes of those in flight
-	// then had that long to arrive.
+	// Stop ends the sends, then waits a grace period for the echoes in
+	// flight: the sends ended that long ago.
 	end := time.Now().Add(-250 * time.Millisecond)
 	var out []FlowOutage
 	for _, f := range p.flows {
@@ -259,7 +268,7 @@ func (p *Probe) Outages(event time.Time) []FlowOutage {
 
 // settled reports whether no flow missed an echo among its sends of the
 // last window (the last five intervals' are left to be in flight): the
-// outage, if there was one, is over.
+// outage, if any, is over.
 func (p *Probe) settled(window time.Duration) bool {
 	n := int(window / p.o.Interval)
 	for _, f := range p.flows {
@@ -281,28 +290,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // inNamespace runs fn on a thread inside the named network namespace.
 // Sockets fn creates belong to that namespace for their whole life.
 func inNamespace(ns string, fn func() error) error {
-	target, err := os.Open(filepath.Join("/run/netns", ns))
+	h, err := netns.GetFromName(ns)
 	if err != nil {
 		return fmt.Errorf("open namespace %s: %w", ns, err)
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter namespace %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is stuck in the lab's namespace: leave it locked so
-		// the runtime retires it with the goroutine instead of reusing it.
-		return errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", ns, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer h.Close()
+	return nsdo.In(h, fn)
 }

@@ -38,8 +38,8 @@ type ShapedGoodput struct {
 // carry the measurement (a stray ping or iperf3's control connection).
 const carryFloor = 0.05
 
-// ShapedGoodput runs Goodput and reads, before and after, every sending
-// gateway's counters toward the receiving host's region.
+// ShapedGoodput runs Goodput and reads every sending gateway's counters
+// toward the receiving host's region at its start and at its end.
 func (l *Lab) ShapedGoodput(ctx context.Context, from, to string, o IperfOptions) (ShapedGoodput, error) {
 	src, ok := l.Host(from)
 	if !ok {

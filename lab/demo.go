@@ -113,8 +113,8 @@ type FailoverTrial struct {
 	Sent        int     `json:"sent"` // over every flow
 	Lost        int     `json:"lost"` // by the worst flow
 	OutageMs    float64 `json:"outage_ms"`
-	// Recovered is false when some flow never got through again before the
-	// probe ended: the outage was then at least OutageMs.
+	// Recovered is false when some flow did not get through again within
+	// the probe: the outage then lasts at least OutageMs.
 	Recovered bool         `json:"recovered"`
 	PerFlow   []FlowOutage `json:"per_flow,omitempty"`
 }
@@ -147,34 +147,57 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 
 	say("waiting for every host to reach every other (BGP convergence)")
 	l.converge(ctx, o.ConvergeTimeout)
-	paths := l.Paths()
-	say("pinging %d paths, each forced through its gateways with host routes", len(paths))
-	rep.Paths = l.PingPaths(ctx, paths, 3, 100*time.Millisecond)
-	// A path can miss its first echoes while the last routes and handoff
-	// addresses spread after the sessions came up: the failed ones get
-	// one more round before they count.
-	var again []Path
-	for _, r := range rep.Paths {
-		if !r.OK() {
-			again = append(again, r.Path)
-		}
-	}
-	if len(again) > 0 {
-		time.Sleep(5 * time.Second)
-		retried := l.PingPaths(ctx, again, 3, 100*time.Millisecond)
-		for i, r := range rep.Paths {
-			if j := slices.IndexFunc(retried, func(x PathResult) bool { return x.Path == r.Path }); j >= 0 {
-				rep.Paths[i] = retried[j]
-			}
-		}
-	}
+	rep.Paths = l.pingEveryPath(ctx, say)
 	rep.Reachability = reachMatrix(rep.Paths)
 	for _, r := range rep.Paths {
 		if !r.OK() {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %d of %d pings answered%s", r.Path, r.Received, r.Sent, r.Error))
 		}
 	}
+	l.measurePairs(ctx, cfg, o, say, rep)
+	if rep.Default != nil && rep.Default.PingReceived == 0 {
+		rep.Failures = append(rep.Failures, "the 1 Kbps pair does not pass ping")
+	}
+	if f, err := l.failover(ctx, o, say); err != nil {
+		rep.Failures = append(rep.Failures, "failover: "+err.Error())
+	} else {
+		rep.Failover = f
+		rep.Failures = append(rep.Failures, f.Verdict()...)
+	}
+	return rep, nil
+}
 
+// pingEveryPath pings every path of the lab, each forced through its
+// gateways with host routes. A path can miss its first echoes while the
+// last routes and handoff addresses spread after the sessions come up:
+// the failed ones get one more round, and that round's verdict counts.
+func (l *Lab) pingEveryPath(ctx context.Context, say func(string, ...any)) []PathResult {
+	paths := l.Paths()
+	say("pinging %d paths, each forced through its gateways with host routes", len(paths))
+	res := l.PingPaths(ctx, paths, 3, 100*time.Millisecond)
+	var again []Path
+	for _, r := range res {
+		if !r.OK() {
+			again = append(again, r.Path)
+		}
+	}
+	if len(again) == 0 {
+		return res
+	}
+	time.Sleep(5 * time.Second)
+	retried := l.PingPaths(ctx, again, 3, 100*time.Millisecond)
+	for i, r := range res {
+		if j := slices.IndexFunc(retried, func(x PathResult) bool { return x.Path == r.Path }); j >= 0 {
+			res[i] = retried[j]
+		}
+	}
+	return res
+}
+
+// measurePairs measures, between a VPC host of each region, the first
+// pair left on the 1 Kbps default and every shaped pair in both
+// directions, into rep.
+func (l *Lab) measurePairs(ctx context.Context, cfg *config.Config, o DemoOptions, say func(string, ...any), rep *Report) {
 	hostIn := map[string]Host{}
 	for _, h := range l.Hosts {
 		if h.Kind == KindVPC {
@@ -197,39 +220,40 @@ func Demo(ctx context.Context, l *Lab, o DemoOptions) (*Report, error) {
 			continue
 		}
 		for _, dir := range [][2]Host{{a, b}, {b, a}} {
-			say("shaped pair %s -> %s: iperf3 %ds (after 1 s of slow start) x %d flows against %s", dir[0].Region, dir[1].Region, o.IperfSeconds, o.Streams, p.Bandwidth)
-			m := PairMeasure{FromRegion: dir[0].Region, ToRegion: dir[1].Region, From: dir[0].Name, To: dir[1].Name,
-				AllocationBps: uint64(p.Bandwidth), Package: p.Package}
-			g, err := l.ShapedGoodput(ctx, dir[0].Name, dir[1].Name, IperfOptions{Seconds: o.IperfSeconds, Streams: o.Streams, Omit: 1})
-			if err != nil {
-				m.Error = err.Error()
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: %v", m.FromRegion, m.ToRegion, err))
-			}
-			m.GoodputBps, m.ShareBps, m.Gateways = g.Bps, g.ShareBps, g.Gateways
-			if m.ShareBps == 0 {
-				m.ShareBps = m.AllocationBps
-			}
-			m.Ratio = m.GoodputBps / float64(m.ShareBps)
-			if m.ShareBps < m.AllocationBps {
-				say("  every flow hashed onto some of %s's gateways: %s; measured against their share, %s", m.FromRegion, g.Carriers(), config.Bandwidth(m.ShareBps))
-			}
-			if err == nil && (m.Ratio < MinGoodputRatio || m.Ratio > 1) {
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s -> %s: goodput %.3f of the allocation, outside %.2f to 1.00", m.FromRegion, m.ToRegion, m.Ratio, MinGoodputRatio))
+			m, failure := l.measurePair(ctx, p, dir[0], dir[1], o, say)
+			if failure != "" {
+				rep.Failures = append(rep.Failures, failure)
 			}
 			rep.Pairs = append(rep.Pairs, m)
 		}
 	}
-	if rep.Default != nil && rep.Default.PingReceived == 0 {
-		rep.Failures = append(rep.Failures, "the 1 Kbps pair does not pass ping")
-	}
+}
 
-	if f, err := l.failover(ctx, o, say); err != nil {
-		rep.Failures = append(rep.Failures, "failover: "+err.Error())
-	} else {
-		rep.Failover = f
-		rep.Failures = append(rep.Failures, f.Verdict()...)
+// measurePair measures the shaped pair p from host from to host to
+// against its allocation, or against the share of the gateways that
+// carry every flow when the hosts hash them onto some of the source
+// region's gateways only. failure says what is wrong, if anything.
+func (l *Lab) measurePair(ctx context.Context, p config.PairBandwidth, from, to Host, o DemoOptions, say func(string, ...any)) (m PairMeasure, failure string) {
+	say("shaped pair %s -> %s: iperf3 %ds (after 1 s of slow start) x %d flows against %s", from.Region, to.Region, o.IperfSeconds, o.Streams, p.Bandwidth)
+	m = PairMeasure{FromRegion: from.Region, ToRegion: to.Region, From: from.Name, To: to.Name,
+		AllocationBps: uint64(p.Bandwidth), Package: p.Package}
+	g, err := l.ShapedGoodput(ctx, from.Name, to.Name, IperfOptions{Seconds: o.IperfSeconds, Streams: o.Streams, Omit: 1})
+	if err != nil {
+		m.Error = err.Error()
+		failure = fmt.Sprintf("%s -> %s: %v", m.FromRegion, m.ToRegion, err)
 	}
-	return rep, nil
+	m.GoodputBps, m.ShareBps, m.Gateways = g.Bps, g.ShareBps, g.Gateways
+	if m.ShareBps == 0 {
+		m.ShareBps = m.AllocationBps
+	}
+	m.Ratio = m.GoodputBps / float64(m.ShareBps)
+	if m.ShareBps < m.AllocationBps {
+		say("  every flow hashed onto some of %s's gateways: %s; measured against their share, %s", m.FromRegion, g.Carriers(), config.Bandwidth(m.ShareBps))
+	}
+	if err == nil && (m.Ratio < MinGoodputRatio || m.Ratio > 1) {
+		failure = fmt.Sprintf("%s -> %s: goodput %.3f of the allocation, outside %.2f to 1.00", m.FromRegion, m.ToRegion, m.Ratio, MinGoodputRatio)
+	}
+	return m, failure
 }
 
 // MinGoodputRatio is the least share of its allocation a shaped pair's TCP
@@ -326,11 +350,10 @@ type IperfOptions struct {
 	Streams int // parallel TCP flows
 	Omit    int // leading seconds left out (slow start); 0 counts them
 	// Congestion is the sender's TCP congestion control; default cubic,
-	// Linux's default, whatever the host's own default is. (This
-	// machine's is bbr, whose ProbeRTT phase stops sending for about
-	// 200 ms every 10 s: against a shaper's shallow queue that costs a
-	// 500 Mbps flow 2 to 3% of its goodput, and measures BBR, not the
-	// shaper.)
+	// Linux's default, whatever the host's own default is: a host may
+	// default to bbr, whose ProbeRTT phase stops sending for about 200 ms
+	// every 10 s, and against a shaper's shallow queue that costs goodput
+	// and measures BBR, not the shaper.
 	Congestion string
 }
 

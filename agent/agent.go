@@ -21,13 +21,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/dataplane"
 	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/routing"
 	"github.com/opencen/opencen/shaping"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure an Agent; ConfigPath, Gateway and Logger are required.
@@ -87,7 +88,7 @@ type Agent struct {
 
 	// applyMu serialises reconciles and guards the subsystems' buffers.
 	applyMu sync.Mutex
-	buf     applyBuf
+	buf     desired.Buffers
 
 	// The subsystems, set once by Run, ahead of the loop.
 	dp           *dataplane.Dataplane

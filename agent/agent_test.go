@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/routing"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // testInstance writes a two-gateway config and gateway a's key into a
@@ -303,8 +304,8 @@ func TestRoutesSurviveARestartFile(t *testing.T) {
 func TestHeldRoutes(t *testing.T) {
 	gwA := netip.MustParseAddr("100.64.0.11")
 	gwB := netip.MustParseAddr("100.64.0.12")
-	r := func(p string, nh ...netip.Addr) desired.Route {
-		return desired.Route{Prefix: netip.MustParsePrefix(p), NextHops: nh}
+	r := func(p string, nh ...netip.Addr) config.LearnedRoute {
+		return config.LearnedRoute{Prefix: netip.MustParsePrefix(p), NextHops: nh}
 	}
 	if holdable(r("10.1.0.0/16", gwA), map[netip.Addr]bool{gwA: true}) {
 		t.Error("a route withdrawn by a peer whose session is up was held")
@@ -342,7 +343,7 @@ func TestHeldRoutes(t *testing.T) {
 func TestOnlyNewPrefixesArePaced(t *testing.T) {
 	p := netip.MustParsePrefix
 	r := func(s string) routing.LearnedRoute { return routing.LearnedRoute{Prefix: p(s)} }
-	dr := func(s string) desired.Route { return desired.Route{Prefix: p(s)} }
+	dr := func(s string) config.LearnedRoute { return config.LearnedRoute{Prefix: p(s)} }
 	l := &learnedState{
 		routes: desired.Routes{p("10.2.0.0/16"): dr("10.2.0.0/16")},
 		held:   map[netip.Prefix]heldRoute{p("10.3.0.0/16"): {route: dr("10.3.0.0/16")}},

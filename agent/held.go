@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/desired"
 )
 
@@ -23,13 +24,13 @@ import (
 const holdTime = 120 * time.Second
 
 type heldRoute struct {
-	route desired.Route
+	route config.LearnedRoute
 	until time.Time
 }
 
 // holdable reports whether a withdrawn route may be held: learned from
 // gateways (not straight from a VBR), none of which still has a session.
-func holdable(r desired.Route, established map[netip.Addr]bool) bool {
+func holdable(r config.LearnedRoute, established map[netip.Addr]bool) bool {
 	if r.Direct || len(r.NextHops) == 0 {
 		return false
 	}
@@ -76,7 +77,7 @@ func covered(routes desired.Routes, p netip.Prefix) bool {
 
 // withHopsOf is r with the next hops and gateways of kept added (a
 // gateway route the last agent saved, while BGP resyncs).
-func withHopsOf(r, kept desired.Route) desired.Route {
+func withHopsOf(r, kept config.LearnedRoute) config.LearnedRoute {
 	if r.Direct != kept.Direct {
 		return r
 	}

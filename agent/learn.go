@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/routing"
 )
@@ -18,7 +19,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 	now := time.Now()
 	a.mu.Lock()
 	l := &a.learn
-	gone := map[netip.Prefix]desired.Route{}
+	gone := map[netip.Prefix]config.LearnedRoute{}
 	if b.Full {
 		for p, r := range l.routes {
 			gone[p] = r
@@ -34,7 +35,7 @@ func (a *Agent) onRoutes(b routing.RouteBatch) {
 	}
 	onlyNew := l.onlyNewPrefixes(b)
 	for _, lr := range b.Upsert {
-		r := fromRouting(lr)
+		r := lr
 		if r.Handoff {
 			l.handoffs[r.Prefix] = r
 			delete(l.routes, r.Prefix)

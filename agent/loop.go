@@ -171,7 +171,7 @@ func (a *Agent) want() (wants, error) {
 	a.desired = d
 	v := desired.View{Routes: a.routesNow(time.Now()), Down: a.down, LAN: a.lanAddrs()}
 	w := wants{
-		tunnel:  toDataplane(desired.TunnelInto(cfg, d, sec, v, &a.buf.desired), &a.buf),
+		tunnel:  desired.TunnelInto(cfg, d, sec, v, &a.buf),
 		shaping: toShaping(desired.ShapingOf(cfg, d, v.Routes)),
 		missing: desired.MissingHandoffs(d, v),
 	}
@@ -183,7 +183,7 @@ func (a *Agent) want() (wants, error) {
 		}
 	}
 	connected, handoff := desired.ConnectedAndHandoff(d, local)
-	w.routing = toRouting(desired.RoutingOf(cfg, d, sec, connected, handoff))
+	w.routing = desired.RoutingOf(cfg, d, sec, connected, handoff)
 	return w, nil
 }
 

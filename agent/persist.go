@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/desired"
 	"github.com/opencen/opencen/internal/netipx"
 )
@@ -62,7 +63,7 @@ func loadRoutes(path string, log *slog.Logger) desired.Routes {
 	out := make(desired.Routes, len(in))
 	for _, r := range in {
 		if r.Prefix.IsValid() {
-			out[r.Prefix] = desired.Route{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops,
+			out[r.Prefix] = config.LearnedRoute{Prefix: r.Prefix, OriginRegion: r.Region, OriginNetwork: r.Network, NextHops: r.NextHops,
 				Direct: r.Direct, Gateways: r.Gateways, Handoff: r.Handoff}
 		}
 	}
@@ -70,11 +71,11 @@ func loadRoutes(path string, log *slog.Logger) desired.Routes {
 }
 
 // sortedRoutes lists routes in prefix order.
-func sortedRoutes(routes desired.Routes) []desired.Route {
-	out := make([]desired.Route, 0, len(routes))
+func sortedRoutes(routes desired.Routes) []config.LearnedRoute {
+	out := make([]config.LearnedRoute, 0, len(routes))
 	for _, r := range routes {
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b desired.Route) int { return netipx.ComparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b config.LearnedRoute) int { return netipx.ComparePrefix(a.Prefix, b.Prefix) })
 	return out
 }

@@ -231,7 +231,7 @@ func (d *Dataplane) Set(ctx context.Context, want Desired) error {
 	if d.closed {
 		return errors.New("dataplane closed")
 	}
-	if want.IsZero() {
+	if isZero(want) {
 		d.desired, d.have = Desired{}, false
 		err := d.teardown()
 		d.lastErr = err

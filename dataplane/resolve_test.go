@@ -111,8 +111,8 @@ func TestDesiredNeverPrintsKey(t *testing.T) {
 			t.Fatalf("formatted Desired contains the private key: %s", s)
 		}
 	}
-	if d.IsZero() || !(Desired{}).IsZero() {
-		t.Error("IsZero")
+	if isZero(d) || !isZero(Desired{}) {
+		t.Error("isZero")
 	}
 }
 

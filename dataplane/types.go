@@ -7,6 +7,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/internal/wgdev"
 )
 
@@ -42,96 +43,23 @@ const wireguardOverhead = 80
 // defaultMTU is used when no underlay interface can be found.
 const defaultMTU = 1500 - wireguardOverhead
 
-// Desired is everything one gateway's dataplane should have. It is plain
-// data; the agent computes it from the config and the learned routes. The
-// zero value means "nothing": Set(ctx, Desired{}) tears the dataplane down.
-//
-// Desired holds a private key: it never formats it (String and GoString
-// redact it), and neither must callers.
-type Desired struct {
-	// PrivateKey is this gateway's WireGuard private key.
-	PrivateKey wgtypes.Key
-	// ListenPort is the UDP port the device listens on (the port of the
-	// gateway's endpoint in the config). 1 to 65535.
-	ListenPort int
-	// Addresses are the gateway's own tunnel addresses, put on the device,
-	// e.g. 100.64.0.1/32 and fd00:cen::1/128. The first of each family is
-	// the source of the routes of that family.
-	Addresses []netip.Prefix
-	// MTU of the device; 0 means the underlay MTU minus 80.
-	MTU int
-	// Peers are the other gateways of the instance.
-	Peers []Peer
-	// Routes are the CEN prefixes reached through the tunnel (other
-	// regions' VPC CIDRs, on-premises prefixes learned by other gateways):
-	// each is one kernel route on the WireGuard device, and WireGuard hands
-	// a packet to the peer whose AllowedIPs hold its destination, so every
-	// route should lie inside the AllowedIPs of the peers.
-	Routes []netip.Prefix
-	// DirectRoutes are prefixes reached without the tunnel, through a
-	// router on a directly connected network: the on-premises prefixes a
-	// VBR's router announces to this gateway.
-	DirectRoutes []DirectRoute
-	// Handoffs send the packets of local prefixes homed at a twin gateway
-	// of the region, which reach this gateway, to that twin over a LAN
-	// both gateways share (see the package docs).
-	Handoffs []Handoff
-}
+// Desired is everything one gateway's dataplane should have: plain data
+// the desired package computes from the config and the learned routes.
+// The zero value means "nothing": Set(ctx, Desired{}) tears the dataplane
+// down. It holds a private key and prints without it.
+type Desired = config.TunnelState
 
 // Peer is one remote gateway.
-type Peer struct {
-	// Name identifies the peer in status and errors (the gateway name).
-	Name string
-	// PublicKey is the peer's WireGuard public key; unique among peers.
-	PublicKey wgtypes.Key
-	// Endpoint is the underlay address:port the peer listens on. A zero
-	// value leaves the endpoint to be learned from the peer's packets.
-	Endpoint netip.AddrPort
-	// TunnelAddresses are the peer's own addresses (host prefixes): they
-	// go into its AllowedIPs and each gets a kernel route on the device.
-	TunnelAddresses []netip.Prefix
-	// AllowedIPs are the prefixes homed at the peer: WireGuard sends
-	// packets to them to this peer and accepts packets from them only from
-	// this peer. They get no kernel route of their own (Routes does that).
-	// A prefix may be allowed to one peer only.
-	AllowedIPs []netip.Prefix
-	// Keepalive is the persistent keepalive interval; 0 means
-	// DefaultKeepalive, a negative value turns it off.
-	Keepalive time.Duration
-}
+type Peer = config.TunnelPeer
 
-// DirectRoute is a prefix behind a directly connected router. The kernel
-// resolves the outgoing interface from Via; several are a multipath route.
-type DirectRoute struct {
-	Prefix netip.Prefix
-	Via    []netip.Addr
-}
+// DirectRoute is a prefix behind a directly connected router.
+type DirectRoute = config.DirectRoute
 
-// Handoff hands packets from Sources to a twin gateway, their home: a
-// policy rule per source sends whatever the tunnel would carry to Via on
-// a shared LAN, so the packet enters WireGuard at the one gateway every
-// receiver accepts it from.
-type Handoff struct {
-	// Twin is the name of the peer that is the sources' home.
-	Twin string
-	// Via are the twin's addresses on its LANs. For each family, the first
-	// one on a subnet connected to this gateway is the next hop.
-	Via []netip.Addr
-	// Sources are the prefixes homed at the twin (no overlaps).
-	Sources []netip.Prefix
-}
+// Handoff hands packets of prefixes homed at a twin gateway to it.
+type Handoff = config.Handoff
 
-// String describes d without its private key.
-func (d Desired) String() string {
-	return fmt.Sprintf("dataplane.Desired{PrivateKey:<redacted> ListenPort:%d Addresses:%v MTU:%d Peers:%d Routes:%d DirectRoutes:%d Handoffs:%d}",
-		d.ListenPort, d.Addresses, d.MTU, len(d.Peers), len(d.Routes), len(d.DirectRoutes), len(d.Handoffs))
-}
-
-// GoString is String: %#v must not print the key either.
-func (d Desired) GoString() string { return d.String() }
-
-// IsZero reports whether d is the empty desired state (tear down).
-func (d Desired) IsZero() bool {
+// isZero reports whether d is the empty desired state (tear down).
+func isZero(d Desired) bool {
 	return d.PrivateKey == (wgtypes.Key{}) && d.ListenPort == 0 && len(d.Addresses) == 0 && d.MTU == 0 &&
 		len(d.Peers) == 0 && len(d.Routes) == 0 && len(d.DirectRoutes) == 0 && len(d.Handoffs) == 0
 }

@@ -7,8 +7,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/opencen/opencen/config"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/config"
 )
 
 // twinsConfig is a region with two gateways (a1, a2; a2 holds a VBR) and a
@@ -44,7 +45,7 @@ var (
 
 // learnedAt is what gateway gw learns: every VPC CIDR of another region
 // from the gateways up there, and extra routes.
-func learnedAt(cfg *config.Config, gw string, up map[netip.Addr]bool, extra ...Route) Routes {
+func learnedAt(cfg *config.Config, gw string, up map[netip.Addr]bool, extra ...config.LearnedRoute) Routes {
 	self, _ := cfg.Gateway(gw)
 	out := Routes{}
 	for _, n := range cfg.Networks {
@@ -52,7 +53,7 @@ func learnedAt(cfg *config.Config, gw string, up map[netip.Addr]bool, extra ...R
 			continue
 		}
 		for _, c := range n.CIDRs {
-			r := Route{Prefix: c, OriginRegion: n.Region, OriginNetwork: n.Name}
+			r := config.LearnedRoute{Prefix: c, OriginRegion: n.Region, OriginNetwork: n.Name}
 			for _, g := range cfg.GatewaysIn(n.Region) {
 				if up[g.TunnelAddress] {
 					r.NextHops = append(r.NextHops, g.TunnelAddress)
@@ -75,7 +76,7 @@ func inVPCA(p netip.Prefix) bool {
 
 // homesSeen maps each prefix in a dataplane state's AllowedIPs to its peer,
 // and adds the handed-off sources by twin.
-func homesSeen(d Tunnel) (allowed map[netip.Prefix]string, handoff map[netip.Prefix]string) {
+func homesSeen(d config.TunnelState) (allowed map[netip.Prefix]string, handoff map[netip.Prefix]string) {
 	allowed, handoff = map[netip.Prefix]string{}, map[netip.Prefix]string{}
 	for _, p := range d.Peers {
 		for _, a := range p.AllowedIPs {
@@ -90,7 +91,7 @@ func homesSeen(d Tunnel) (allowed map[netip.Prefix]string, handoff map[netip.Pre
 	return allowed, handoff
 }
 
-func desiredOf(t *testing.T, cfg *config.Config, gw string, v View) Tunnel {
+func desiredOf(t *testing.T, cfg *config.Config, gw string, v View) config.TunnelState {
 	t.Helper()
 	d, err := cfg.Desired(gw, config.DesiredOptions{Down: v.Down})
 	if err != nil {
@@ -219,9 +220,9 @@ func TestHomesOfOnPremisesPrefixes(t *testing.T) {
 	var agree, atA1 int
 	for i := range 64 {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)
-		remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, Route{Prefix: p, NextHops: []netip.Addr{a1, a2}})}))
+		remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, config.LearnedRoute{Prefix: p, NextHops: []netip.Addr{a1, a2}})}))
 		// a1 learned it from its own VBR; a2 announces it too.
-		direct := Route{Prefix: p, NextHops: []netip.Addr{netip.MustParseAddr("172.30.1.2")}, Direct: true, Gateways: []netip.Addr{a2}}
+		direct := config.LearnedRoute{Prefix: p, NextHops: []netip.Addr{netip.MustParseAddr("172.30.1.2")}, Direct: true, Gateways: []netip.Addr{a2}}
 		lan := map[netip.Addr][]netip.Addr{a2: {netip.MustParseAddr("10.1.0.2")}}
 		d := desiredOf(t, cfg, "a1", View{Routes: learnedAt(cfg, "a1", all, direct), LAN: lan})
 		allowed, handoff := homesSeen(d)
@@ -246,7 +247,7 @@ func TestHomesOfOnPremisesPrefixes(t *testing.T) {
 	}
 	// Only a2 announcing: a2, whatever the hash.
 	p := netip.MustParsePrefix("192.168.77.0/24")
-	if remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, Route{Prefix: p, NextHops: []netip.Addr{a2}})})); remote[p] != "a2" {
+	if remote, _ := homesSeen(desiredOf(t, cfg, "b", View{Routes: learnedAt(cfg, "b", all, config.LearnedRoute{Prefix: p, NextHops: []netip.Addr{a2}})})); remote[p] != "a2" {
 		t.Errorf("a prefix only a2 announces is homed at %q", remote[p])
 	}
 }

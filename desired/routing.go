@@ -32,8 +32,8 @@ func ConnectedAndHandoff(d *config.Desired, local []netip.Prefix) (connected []n
 
 // RoutingOf is what the gateway's BGP speaker should do; connected and
 // handoff come from ConnectedAndHandoff.
-func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []netip.Prefix, handoff []netip.Addr) Routing {
-	out := Routing{
+func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []netip.Prefix, handoff []netip.Addr) config.SpeakerState {
+	out := config.SpeakerState{
 		Connected:        connected,
 		HandoffAddresses: handoff,
 		RouterID:         d.TunnelAddress,
@@ -42,7 +42,7 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []n
 		InstanceASN:      d.InstanceASN,
 	}
 	for _, p := range d.Peers {
-		gp := GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
+		gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
 		byNetwork := map[string][]netip.Prefix{}
 		var order []string
 		for _, o := range p.Entitled.VPCs {
@@ -55,10 +55,10 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []n
 			byNetwork[o.Network] = append(byNetwork[o.Network], o.Prefix)
 		}
 		for _, n := range order {
-			gp.Entitled = append(gp.Entitled, Entitlement{Network: n, Region: p.Region, Prefixes: byNetwork[n]})
+			gp.Entitled = append(gp.Entitled, config.NetworkEntitlement{Network: n, Region: p.Region, Kind: config.KindVPC, Prefixes: byNetwork[n]})
 		}
 		for _, v := range p.Entitled.VBRs {
-			e := Entitlement{Network: v.Network, Region: p.Region, VBR: true}
+			e := config.NetworkEntitlement{Network: v.Network, Region: p.Region, Kind: config.KindVBR}
 			if !v.Any {
 				e.Prefixes = ipv4Only(v.Accept)
 				if len(e.Prefixes) == 0 {
@@ -71,14 +71,14 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []n
 	}
 	for _, o := range d.Originate {
 		if o.Prefix.Addr().Is4() {
-			out.Originate = append(out.Originate, Origin{Prefix: o.Prefix, Region: d.Region, Network: o.Network})
+			out.Originate = append(out.Originate, config.NamedPrefix{Prefix: o.Prefix, Region: d.Region, Network: o.Network})
 		}
 	}
 	for _, v := range d.VBRs {
 		if !v.Neighbor.Is4() {
 			continue
 		}
-		s := VBRSession{
+		s := config.VBRPeer{
 			Network:     v.Network,
 			Region:      d.Region,
 			Neighbor:    v.Neighbor,
@@ -95,7 +95,7 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []n
 	for _, n := range cfg.Networks {
 		for _, p := range n.CIDRs {
 			if p.Addr().Is4() {
-				out.InstanceCIDRs = append(out.InstanceCIDRs, NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
+				out.InstanceCIDRs = append(out.InstanceCIDRs, config.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
 			}
 		}
 	}

@@ -4,29 +4,30 @@ import (
 	"net/netip"
 	"slices"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/internal/netipx"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // TunnelOf turns the gateway's part of the config and what it knows into
 // what its WireGuard device, kernel routes and handoffs should be.
-func TunnelOf(cfg *config.Config, d *config.Desired, sec Secrets, v View) Tunnel {
+func TunnelOf(cfg *config.Config, d *config.Desired, sec Secrets, v View) config.TunnelState {
 	return TunnelInto(cfg, d, sec, v, nil)
 }
 
-// Buffers keep the route lists of the last Tunnel for the next one to
+// Buffers keep the route lists of the last tunnel state for the next one to
 // fill (the dataplane copies what it keeps): one entry per learned route,
 // rebuilt on every reconcile.
 type Buffers struct {
 	routes []netip.Prefix
-	direct []DirectRoute
+	direct []config.DirectRoute
 	vias   []netip.Addr
 }
 
 // TunnelInto is TunnelOf, filling buf's memory when it is not nil; the
 // result is valid until buf's next use.
-func TunnelInto(cfg *config.Config, d *config.Desired, sec Secrets, v View, buf *Buffers) Tunnel {
+func TunnelInto(cfg *config.Config, d *config.Desired, sec Secrets, v View, buf *Buffers) config.TunnelState {
 	if buf == nil {
 		buf = &Buffers{}
 	}
@@ -36,14 +37,14 @@ func TunnelInto(cfg *config.Config, d *config.Desired, sec Secrets, v View, buf 
 	return b.finish()
 }
 
-// tunnelBuilder gathers a Tunnel: peers by tunnel address, the
+// tunnelBuilder gathers a tunnel state: peers by tunnel address, the
 // prefixes homed at each, and the local prefixes homed at each twin.
 type tunnelBuilder struct {
 	cfg     *config.Config
 	d       *config.Desired
 	v       View
 	h       homes
-	out     Tunnel
+	out     config.TunnelState
 	peerIdx map[netip.Addr]int // tunnel address -> index in out.Peers
 	sole    map[netip.Addr][]netip.Prefix
 	vpcs    map[netip.Prefix]string // every VPC CIDR -> its region
@@ -53,14 +54,14 @@ type tunnelBuilder struct {
 func newTunnelBuilder(cfg *config.Config, d *config.Desired, sec Secrets, v View) *tunnelBuilder {
 	b := &tunnelBuilder{cfg: cfg, d: d, v: v, h: newHomes(cfg), peerIdx: map[netip.Addr]int{},
 		sole: soleRanges(cfg), vpcs: map[netip.Prefix]string{}, handoff: map[netip.Addr][]netip.Prefix{}}
-	b.out = Tunnel{
+	b.out = config.TunnelState{
 		PrivateKey: sec.PrivateKey,
 		ListenPort: int(d.ListenPort),
 		Addresses:  []netip.Prefix{netipx.Host(d.TunnelAddress)},
 	}
 	for _, p := range d.Peers {
 		b.peerIdx[p.TunnelAddress] = len(b.out.Peers)
-		b.out.Peers = append(b.out.Peers, Peer{
+		b.out.Peers = append(b.out.Peers, config.TunnelPeer{
 			Name:            p.Name,
 			PublicKey:       wgtypes.Key(p.PublicKey),
 			Endpoint:        p.Endpoint,
@@ -108,7 +109,7 @@ func (b *tunnelBuilder) remoteRoutes(buf *Buffers) {
 		if r.Direct {
 			start := len(vias)
 			vias = append(vias, r.NextHops...)
-			b.out.DirectRoutes = append(b.out.DirectRoutes, DirectRoute{Prefix: r.Prefix, Via: vias[start:len(vias):len(vias)]})
+			b.out.DirectRoutes = append(b.out.DirectRoutes, config.DirectRoute{Prefix: r.Prefix, Via: vias[start:len(vias):len(vias)]})
 			b.homeLocal(r.Prefix, b.onPremCandidates(r))
 			continue
 		}
@@ -151,7 +152,7 @@ func (b *tunnelBuilder) inSoleRange(p netip.Prefix, via []netip.Addr) bool {
 // onPremCandidates are the gateways that may be the home of an
 // on-premises prefix this gateway learned from its own VBR: itself and
 // the twins, up, that announce it too.
-func (b *tunnelBuilder) onPremCandidates(r Route) []netip.Addr {
+func (b *tunnelBuilder) onPremCandidates(r config.LearnedRoute) []netip.Addr {
 	out := []netip.Addr{b.d.TunnelAddress}
 	for _, g := range r.Gateways {
 		if b.twinUp(g) {
@@ -203,7 +204,7 @@ func (b *tunnelBuilder) localPrefixes() {
 // of the twins whose LAN addresses are known (without one, a twin's
 // sources take the tunnel from here, which its receivers refuse: the
 // agent reports it).
-func (b *tunnelBuilder) finish() Tunnel {
+func (b *tunnelBuilder) finish() config.TunnelState {
 	for i := range b.out.Peers {
 		a := b.out.Peers[i].AllowedIPs
 		slices.SortFunc(a, netipx.ComparePrefix)
@@ -215,7 +216,7 @@ func (b *tunnelBuilder) finish() Tunnel {
 			continue
 		}
 		slices.SortFunc(srcs, netipx.ComparePrefix)
-		b.out.Handoffs = append(b.out.Handoffs, Handoff{Twin: p.Name, Via: b.v.LAN[p.TunnelAddress], Sources: slices.Compact(srcs)})
+		b.out.Handoffs = append(b.out.Handoffs, config.Handoff{Twin: p.Name, Via: b.v.LAN[p.TunnelAddress], Sources: slices.Compact(srcs)})
 	}
 	return b.out
 }

@@ -68,14 +68,14 @@ func TestGracefulRestart(t *testing.T) {
 	da.VBRs = nil
 	da.Gateways = da.Gateways[:1]
 	da.Gateways[0].Entitled = append(da.Gateways[0].Entitled, Entitlement{Network: "vpc-b3", Region: "r-b", Kind: KindVPC, Prefixes: []netip.Prefix{extra}})
-	da.InstanceCIDRs = append(da.InstanceCIDRs, NamedPrefix{extra, "r-b", "vpc-b3"})
+	da.InstanceCIDRs = append(da.InstanceCIDRs, NamedPrefix{Prefix: extra, Region: "r-b", Network: "vpc-b3"})
 
 	gone := &withdrawals{watch: []netip.Prefix{vpcB, extra}}
 	a := startNode(t, port, da, gone.option)
 
 	db := desiredB(addrB, addrC, "gw-c")
 	db.Gateways = db.Gateways[:1]
-	db.Originate = append(db.Originate, Origin{extra, "r-b", "vpc-b3"})
+	db.Originate = append(db.Originate, Origin{Prefix: extra, Region: "r-b", Network: "vpc-b3"})
 	db.InstanceCIDRs = da.InstanceCIDRs
 	b := startNode(t, port, db, func(o *Options) { o.GracefulRestartTime = 30 * time.Second })
 	waitFor(t, 20*time.Second, "vpc-b and extra at A", func() bool {

@@ -9,29 +9,14 @@ import (
 
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
+	"github.com/opencen/opencen/config"
 )
 
 // LearnedRoute is one prefix the gateway should route toward the CEN.
-type LearnedRoute struct {
-	Prefix        netip.Prefix
-	OriginRegion  string
-	OriginNetwork string
-	// NextHops are the tunnel addresses of the gateways announcing the
-	// prefix. For a prefix learned straight from a local VBR they are the
-	// on-prem router's address, and Direct is true.
-	NextHops []netip.Addr
-	Direct   bool
-	// Gateways, for a Direct prefix, are the gateways of this region that
-	// announce it too (their own VBRs learned it): the candidates, with
-	// this gateway, for its home.
-	Gateways []netip.Addr
-	// Handoff marks not a route but a gateway of this region telling its
-	// address on a LAN (Prefix, a host route): where to hand it the
-	// packets of the prefixes it is the home of. NextHops is that gateway.
-	Handoff bool
-}
+type LearnedRoute = config.LearnedRoute
 
-func (r *LearnedRoute) hash() uint64 {
+func routeHash(r *LearnedRoute) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(r.OriginRegion))
 	h.Write([]byte{0})
@@ -211,7 +196,7 @@ func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 			r, ok := st.route(p, e)
 			e.sent = ok
 			if ok {
-				e.sentHash = r.hash()
+				e.sentHash = routeHash(&r)
 				b.Upsert = append(b.Upsert, r)
 			}
 			if len(e.paths) == 0 {
@@ -229,7 +214,7 @@ func (st *state) buildBatch(now time.Time, start time.Time) (RouteBatch, bool) {
 			r, ok := st.route(p, e)
 			var h uint64
 			if ok {
-				h = r.hash()
+				h = routeHash(&r)
 			}
 			switch {
 			case ok && (!e.sent || e.sentHash != h):

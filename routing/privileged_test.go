@@ -185,12 +185,12 @@ func newBIRDLab(t *testing.T) *birdLab {
 	sock := startBIRD(t, nsOp, fmt.Sprintf(birdConf, birdPassword))
 
 	tunA, tunB := ma("100.64.0.1"), ma("100.64.0.2")
-	inst := []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
+	inst := []NamedPrefix{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}, {Prefix: vpcB, Region: "r-b", Network: "vpc-b"}}
 	prot := []netip.Prefix{mp("100.64.0.1/32"), mp("100.64.0.2/32"), mp("172.30.0.1/32")}
 	accept := []netip.Prefix{mp("192.168.0.0/16"), mp("10.0.0.0/8")}
 	dA := Desired{RouterID: tunA, LocalAddress: tunA, Region: "r-a", InstanceASN: testASN,
 		Gateways:  []GatewayPeer{{Name: "gw-b", Region: "r-b", Address: tunB, Entitled: entB()}},
-		Originate: []Origin{{vpcA, "r-a", "vpc-a"}},
+		Originate: []Origin{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}},
 		VBRs: []VBRSession{{Network: "idc-a", Region: "r-a", Neighbor: ma("172.30.0.2"), LocalAddress: ma("172.30.0.1"),
 			PeerASN: 65010, Accept: accept, Password: birdPassword, BFD: true}},
 		InstanceCIDRs: inst, ProtectedPrefixes: prot}
@@ -199,7 +199,7 @@ func newBIRDLab(t *testing.T) *birdLab {
 	// gw-b also claims a piece of vpc-a: a hijack gw-a must ignore.
 	dB := Desired{RouterID: tunB, LocalAddress: tunB, Region: "r-b", InstanceASN: testASN,
 		Gateways:      []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entAll}},
-		Originate:     []Origin{{vpcB, "r-b", "vpc-b"}, {mp("10.1.7.0/24"), "r-b", "vpc-b"}},
+		Originate:     []Origin{{Prefix: vpcB, Region: "r-b", Network: "vpc-b"}, {Prefix: mp("10.1.7.0/24"), Region: "r-b", Network: "vpc-b"}},
 		InstanceCIDRs: inst, ProtectedPrefixes: prot}
 	return &birdLab{
 		a: l.speaker(nsA, helperConfig{Desired: dA, Port: 179}), b: l.speaker(nsB, helperConfig{Desired: dB, Port: 179}),
@@ -361,16 +361,16 @@ func newFailoverLab(t testing.TB) (a, b1 *helperProc) {
 	run(t, "ip", "-n", nsB1, "route", "add", "100.64.0.1/32", "via", "10.255.1.1", "src", "100.64.0.2")
 	run(t, "ip", "-n", nsB2, "route", "add", "100.64.0.1/32", "via", "10.255.2.1", "src", "100.64.0.3")
 
-	inst := []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
+	inst := []NamedPrefix{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}, {Prefix: vpcB, Region: "r-b", Network: "vpc-b"}}
 	prot := []netip.Prefix{mp("100.64.0.0/29")}
 	dA := Desired{RouterID: tunA, LocalAddress: tunA, Region: "r-a", InstanceASN: testASN,
 		Gateways: []GatewayPeer{{Name: "gw-b1", Region: "r-b", Address: tunB1, Entitled: entB()},
 			{Name: "gw-b2", Region: "r-b", Address: tunB2, Entitled: entB()}},
-		Originate: []Origin{{vpcA, "r-a", "vpc-a"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
+		Originate: []Origin{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
 	dB := func(self netip.Addr) Desired {
 		return Desired{RouterID: self, LocalAddress: self, Region: "r-b", InstanceASN: testASN,
 			Gateways:  []GatewayPeer{{Name: "gw-a", Region: "r-a", Address: tunA, Entitled: entA()}},
-			Originate: []Origin{{vpcB, "r-b", "vpc-b"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
+			Originate: []Origin{{Prefix: vpcB, Region: "r-b", Network: "vpc-b"}}, InstanceCIDRs: inst, ProtectedPrefixes: prot}
 	}
 	a = l.speaker(nsA, helperConfig{Desired: dA, Port: 179})
 	b1 = l.speaker(nsB1, helperConfig{Desired: dB(tunB1), Port: 179})

@@ -108,11 +108,11 @@ func (s *Speaker) Start(ctx context.Context) error {
 func (s *Speaker) Set(ctx context.Context, d Desired) error {
 	empty := !d.RouterID.IsValid() && !d.LocalAddress.IsValid() && len(d.Gateways) == 0 && len(d.VBRs) == 0 && len(d.Originate) == 0
 	if !empty {
-		if err := d.Validate(); err != nil {
+		if err := Validate(&d); err != nil {
 			return err
 		}
 	}
-	d = d.clone()
+	d = cloneDesired(d)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.life.started || s.life.closed {

@@ -196,7 +196,7 @@ var (
 )
 
 func instanceCIDRs() []NamedPrefix {
-	return []NamedPrefix{{vpcA, "r-a", "vpc-a"}, {vpcB, "r-b", "vpc-b"}}
+	return []NamedPrefix{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}, {Prefix: vpcB, Region: "r-b", Network: "vpc-b"}}
 }
 
 func protected() []netip.Prefix {
@@ -219,7 +219,7 @@ func desiredA(port int32) Desired {
 			{Name: "gw-b", Region: "r-b", Address: addrB, Entitled: entB()},
 			{Name: "gw-c", Region: "r-b", Address: addrC, Entitled: entB()},
 		},
-		Originate:         []Origin{{vpcA, "r-a", "vpc-a"}},
+		Originate:         []Origin{{Prefix: vpcA, Region: "r-a", Network: "vpc-a"}},
 		VBRs:              []VBRSession{{Network: "idc-a", Region: "r-a", Neighbor: addrOnprem, Port: uint16(port), PeerASN: 65010, Accept: []netip.Prefix{mp("192.168.0.0/16")}}},
 		InstanceCIDRs:     instanceCIDRs(),
 		ProtectedPrefixes: protected(),
@@ -233,7 +233,7 @@ func desiredB(self, twin netip.Addr, twinName string) Desired {
 			{Name: "gw-a", Region: "r-a", Address: addrA, Entitled: entA()},
 			{Name: twinName, Region: "r-b", Address: twin, Entitled: entB()},
 		},
-		Originate:         []Origin{{vpcB, "r-b", "vpc-b"}},
+		Originate:         []Origin{{Prefix: vpcB, Region: "r-b", Network: "vpc-b"}},
 		InstanceCIDRs:     instanceCIDRs(),
 		ProtectedPrefixes: protected(),
 	}
@@ -451,7 +451,7 @@ func TestEntitlementHijack(t *testing.T) {
 	db.Gateways = db.Gateways[:1]
 	// B's agent is compromised or misconfigured: it also claims a piece of
 	// vpc-a and an unrelated prefix.
-	db.Originate = append(db.Originate, Origin{mp("10.1.5.0/24"), "r-b", "vpc-b"}, Origin{mp("10.99.0.0/16"), "r-b", "vpc-b"})
+	db.Originate = append(db.Originate, Origin{Prefix: mp("10.1.5.0/24"), Region: "r-b", Network: "vpc-b"}, Origin{Prefix: mp("10.99.0.0/16"), Region: "r-b", Network: "vpc-b"})
 	b := startNode(t, port, db)
 	waitFor(t, 20*time.Second, "vpc-b at A", func() bool { _, ok := a.route(vpcB); return ok })
 	waitFor(t, 10*time.Second, "two hijacks counted at A", func() bool {
@@ -560,7 +560,7 @@ func TestMaxPrefixes(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	good := desiredA(1179)
-	if err := good.Validate(); err != nil {
+	if err := Validate(&good); err != nil {
 		t.Fatalf("valid desired rejected: %v", err)
 	}
 	cases := map[string]func(d *Desired){
@@ -573,9 +573,9 @@ func TestValidate(t *testing.T) {
 		"vpc entitlement \"vpc-b\" has no prefixes": func(d *Desired) { d.Gateways[0].Entitled[0].Prefixes = nil },
 	}
 	for want, mod := range cases {
-		d := desiredA(1179).clone()
+		d := cloneDesired(desiredA(1179))
 		mod(&d)
-		err := d.Validate()
+		err := Validate(&d)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v", want, err)
 		}
@@ -583,7 +583,7 @@ func TestValidate(t *testing.T) {
 	d := desiredA(1179)
 	d.VBRs[0].Password = "s3cret-md5"
 	d.VBRs[0].PeerASN = 0
-	if err := d.Validate(); err == nil || strings.Contains(err.Error(), "s3cret") {
+	if err := Validate(&d); err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("error must exist and not reveal the password: %v", err)
 	}
 	if s := fmt.Sprintf("%v %+v %#v", d.VBRs[0], d.VBRs[0], d.VBRs[0]); strings.Contains(s, "s3cret") {

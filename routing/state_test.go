@@ -19,17 +19,17 @@ func TestSetSameDesiredRecomputesNothing(t *testing.T) {
 		st.setDesired(&d, newFilter(&d), names)
 	}
 	d := desiredA(1179)
-	set(d.clone())
+	set(cloneDesired(d))
 	for i := range 3 {
 		st.learned.rib[netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)] = &ribEntry{}
 	}
 	clear(st.learned.dirty)
 
-	set(d.clone())
+	set(cloneDesired(d))
 	if len(st.learned.dirty) != 0 {
 		t.Errorf("the same desired state again marked %d routes for recomputation", len(st.learned.dirty))
 	}
-	changed := d.clone()
+	changed := cloneDesired(d)
 	changed.Originate[0].Network = "renamed"
 	set(changed)
 	if len(st.learned.dirty) != 3 {

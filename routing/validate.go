@@ -10,7 +10,7 @@ import (
 var ErrInvalid = errors.New("invalid routing desired state")
 
 // Validate reports every problem of d, each naming the offending value.
-func (d *Desired) Validate() error {
+func Validate(d *Desired) error {
 	v := &validator{seen: map[netip.Addr]string{}}
 	v.v4("router id", d.RouterID)
 	v.v4("local address", d.LocalAddress)

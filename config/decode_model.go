@@ -25,15 +25,25 @@ func (d decoder) instance(n *yaml.Node) Instance {
 	return inst
 }
 
+// identified opens an item that has an id key: it stores the id and its
+// position and returns the keys. ok is false when n is no mapping.
+func (d decoder) identified(n *yaml.Node, article, what, example string, id *string, pos *Pos, keys ...string) (map[string]*yaml.Node, bool) {
+	m, ok := d.mapping(n, article, append([]string{"id"}, keys...)...)
+	if !ok {
+		return nil, false
+	}
+	if v, ok := d.required(m, n, article, "id", ", like id: "+example); ok {
+		*id = d.name(v, what)
+		*pos = nodePos(v)
+	}
+	return m, true
+}
+
 func (d decoder) area(n *yaml.Node) Area {
 	var a Area
-	m, ok := d.mapping(n, "an area", "id", "regions")
+	m, ok := d.identified(n, "an area", "area id", "lab", &a.ID, &a.pos, "regions")
 	if !ok {
 		return a
-	}
-	if v, ok := d.required(m, n, "an area", "id", ", like id: lab"); ok {
-		a.ID = d.name(v, "area id")
-		a.pos = nodePos(v)
 	}
 	if _, ok := d.required(m, n, "area "+a.ID, "regions", "; list at least one region"); ok {
 		items := d.list(m["regions"], "regions of area "+a.ID)
@@ -49,13 +59,9 @@ func (d decoder) area(n *yaml.Node) Area {
 
 func (d decoder) region(n *yaml.Node, area string) Region {
 	r := Region{Area: area}
-	m, ok := d.mapping(n, "a region", "id", "name")
+	m, ok := d.identified(n, "a region", "region id", "lab-east", &r.ID, &r.pos, "name")
 	if !ok {
 		return r
-	}
-	if v, ok := d.required(m, n, "a region", "id", ", like id: lab-east"); ok {
-		r.ID = d.name(v, "region id")
-		r.pos = nodePos(v)
 	}
 	r.Name = r.ID
 	if v, ok := m["name"]; ok {
@@ -64,17 +70,28 @@ func (d decoder) region(n *yaml.Node, area string) Region {
 	return r
 }
 
+// named opens an item of the given kind that has a name key: it stores
+// the name and the keys' positions and returns the keys and how errors
+// call the item ("gateway gw-beijing-1"). ok is false when n is no mapping.
+func (d decoder) named(n *yaml.Node, kind, example string, name *string, pos *fields, keys ...string) (m map[string]*yaml.Node, what string, ok bool) {
+	article := "a " + kind
+	m, ok = d.mapping(n, article, append([]string{"name"}, keys...)...)
+	if !ok {
+		return nil, "", false
+	}
+	*pos = positions(m, n)
+	if v, ok := d.required(m, n, article, "name", ", like name: "+example); ok {
+		*name = d.name(v, kind+" name")
+	}
+	return m, kind + " " + *name, true
+}
+
 func (d decoder) gateway(n *yaml.Node) Gateway {
 	g := Gateway{Weight: 1}
-	m, ok := d.mapping(n, "a gateway", "name", "region", "endpoint", "public_key", "private_key_file", "tunnel_address", "weight")
+	m, what, ok := d.named(n, "gateway", "gw-beijing-1", &g.Name, &g.pos, "region", "endpoint", "public_key", "private_key_file", "tunnel_address", "weight")
 	if !ok {
 		return g
 	}
-	g.pos = positions(m, n)
-	if v, ok := d.required(m, n, "a gateway", "name", ", like name: gw-beijing-1"); ok {
-		g.Name = d.name(v, "gateway name")
-	}
-	what := "gateway " + g.Name
 	if v, ok := d.required(m, n, what, "region", ", like region: cn-beijing"); ok {
 		g.Region = d.name(v, what+" region")
 	}
@@ -131,15 +148,10 @@ func (d decoder) endpoint(n *yaml.Node, what string) netip.AddrPort {
 
 func (d decoder) network(n *yaml.Node) Network {
 	var nw Network
-	m, ok := d.mapping(n, "a network", "name", "type", "region", "cidrs", "gateway", "bgp")
+	m, what, ok := d.named(n, "network", "vpc-beijing", &nw.Name, &nw.pos, "type", "region", "cidrs", "gateway", "bgp")
 	if !ok {
 		return nw
 	}
-	nw.pos = positions(m, n)
-	if v, ok := d.required(m, n, "a network", "name", ", like name: vpc-beijing"); ok {
-		nw.Name = d.name(v, "network name")
-	}
-	what := "network " + nw.Name
 	if v, ok := d.required(m, n, what, "type", ": vpc or vbr"); ok {
 		if s, ok := d.scalar(v, what+" type"); ok {
 			nw.Type = NetworkType(s)
@@ -231,15 +243,10 @@ func (d decoder) pair(n *yaml.Node, what, example string) ([2]string, [2]Pos, bo
 
 func (d decoder) pkg(n *yaml.Node) Package {
 	var p Package
-	m, ok := d.mapping(n, "a bandwidth package", "name", "areas", "bandwidth")
+	m, what, ok := d.named(n, "bandwidth package", "bwp-china-na", &p.Name, &p.pos, "areas", "bandwidth")
 	if !ok {
 		return p
 	}
-	p.pos = positions(m, n)
-	if v, ok := d.required(m, n, "a bandwidth package", "name", ", like name: bwp-china-na"); ok {
-		p.Name = d.name(v, "bandwidth package name")
-	}
-	what := "bandwidth package " + p.Name
 	if v, ok := d.required(m, n, what, "areas", ", the two areas it connects, like areas: [mainland-china, north-america]"); ok {
 		var at [2]Pos
 		p.Areas, at, _ = d.pair(v, what+" areas", "[mainland-china, north-america]")

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -138,25 +139,35 @@ func planGateway(name string, prev, after *Desired) GatewayPlan {
 
 // planPeers records the peers added, removed and changed.
 func (gp *GatewayPlan) planPeers(prev, after []Peer) {
-	oldPeers := map[string]Peer{}
-	for _, pr := range prev {
-		oldPeers[pr.Name] = pr
-	}
-	for _, pr := range after {
-		o, ok := oldPeers[pr.Name]
-		delete(oldPeers, pr.Name)
-		if !ok {
-			gp.PeersAdded = append(gp.PeersAdded, pr.Name)
-			continue
+	byName(prev, after, func(p Peer) string { return p.Name }, func(name string, o *Peer, p *Peer) {
+		switch {
+		case o == nil:
+			gp.PeersAdded = append(gp.PeersAdded, name)
+		case p == nil:
+			gp.PeersRemoved = append(gp.PeersRemoved, name)
+		default:
+			if ch := diffPeer(*o, *p); len(ch) > 0 {
+				gp.PeersChanged = append(gp.PeersChanged, PeerChange{Peer: name, Changes: ch})
+			}
 		}
-		if ch := diffPeer(o, pr); len(ch) > 0 {
-			gp.PeersChanged = append(gp.PeersChanged, PeerChange{Peer: pr.Name, Changes: ch})
-		}
+	})
+}
+
+// byName pairs the items of prev and after by name and calls fn for each
+// name in order: old nil for an added item, cur nil for a removed one.
+func byName[T any](prev, after []T, name func(T) string, fn func(name string, old, cur *T)) {
+	olds := map[string]*T{}
+	for i := range prev {
+		olds[name(prev[i])] = &prev[i]
 	}
-	for name := range oldPeers {
-		gp.PeersRemoved = append(gp.PeersRemoved, name)
+	for i := range after {
+		n := name(after[i])
+		fn(n, olds[n], &after[i])
+		delete(olds, n)
 	}
-	slices.Sort(gp.PeersRemoved)
+	for _, n := range slices.Sorted(maps.Keys(olds)) {
+		fn(n, olds[n], nil)
+	}
 }
 
 // planRates records the egress rates that change (0: no rate any more).
@@ -179,24 +190,16 @@ func (gp *GatewayPlan) planRates(prev, after []EgressRate) {
 
 // planVBRs records the VBR sessions added, removed and changed.
 func (gp *GatewayPlan) planVBRs(prev, after []VBRSessionState) {
-	oldVBRs := map[string]VBRSessionState{}
-	for _, v := range prev {
-		oldVBRs[v.Network] = v
-	}
-	for _, v := range after {
-		o, ok := oldVBRs[v.Network]
-		delete(oldVBRs, v.Network)
+	byName(prev, after, func(v VBRSessionState) string { return v.Network }, func(name string, o, v *VBRSessionState) {
 		switch {
-		case !ok:
-			gp.VBRsAdded = append(gp.VBRsAdded, v.Network)
+		case o == nil:
+			gp.VBRsAdded = append(gp.VBRsAdded, name)
+		case v == nil:
+			gp.VBRsRemoved = append(gp.VBRsRemoved, name)
 		case !sameSession(o.VBRSession, v.VBRSession):
-			gp.VBRsChanged = append(gp.VBRsChanged, v.Network)
+			gp.VBRsChanged = append(gp.VBRsChanged, name)
 		}
-	}
-	for name := range oldVBRs {
-		gp.VBRsRemoved = append(gp.VBRsRemoved, name)
-	}
-	slices.Sort(gp.VBRsRemoved)
+	})
 }
 
 func diffPeer(o, n Peer) []FieldChange {

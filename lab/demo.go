@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
+	"github.com/opencen/opencen/internal/iperf3"
 )
 
 // DemoOptions tune Demo's measurements.
@@ -387,14 +388,7 @@ func (l *Lab) Goodput(ctx context.Context, from, to string, o IperfOptions) (flo
 			srv.Process.Kill()
 		}
 	}()
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
+	var res iperf3.Result
 	var out []byte
 	// The server needs a moment to listen; iperf3 -J may exit 0 on a
 	// refused connection, so the verdict is in its JSON.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/opencen/opencen/internal/iperf3"
 	"github.com/opencen/opencen/internal/nsdo"
 )
 
@@ -78,13 +79,4 @@ func InNetNS(name string, fn func() error) error {
 }
 
 // Iperf3Result is the part of `iperf3 -c ... -J`'s output the tests read.
-type Iperf3Result struct {
-	End struct {
-		SumReceived struct {
-			BitsPerSecond float64 `json:"bits_per_second"`
-		} `json:"sum_received"`
-	} `json:"end"`
-	// Error is iperf3's own complaint ("the server is busy running a
-	// test"); with -J it may exit 0 and say so here only.
-	Error string `json:"error"`
-}
+type Iperf3Result = iperf3.Result

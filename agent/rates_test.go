@@ -25,7 +25,7 @@ func TestRateTracker(t *testing.T) {
 	if !s.at.Equal(t1) || s.counters["r-a"].PassedBytes != 2_501_000 {
 		t.Fatalf("sample at %v with %+v, want the counters read at %v", s.at, s.counters, t1)
 	}
-	// A region no longer shaped leaves the rates.
+	// A region left out of the shaping leaves the rates.
 	rt.observe(t1.Add(time.Second), map[string]shaping.Counters{"r-a": {PassedBytes: 2_501_000}})
 	if s := rt.snapshot(); len(s.rates) != 1 || s.rates["r-a"] != 0 {
 		t.Fatalf("rates %v, want only r-a, idle", s.rates)

@@ -61,7 +61,7 @@ func TestChooseShaper(t *testing.T) {
 }
 
 // TestRefusesBeforeTouchingAnything: on a host where no shaper can
-// enforce, Run fails before it makes its state folder, a device or
+// enforce, Run fails ahead of making its state folder, a device or
 // anything else.
 func TestRefusesBeforeTouchingAnything(t *testing.T) {
 	path, _ := testInstance(t, 0o600)

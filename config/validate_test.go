@@ -21,7 +21,7 @@ gateways:
   - {name: gw-sv, region: us-west-1, endpoint: "192.0.2.2:51820", public_key: "` + key2 + `", private_key_file: k2}
 `
 
-// marker stands right before the value an error must point at.
+// marker stands right ahead of the value an error must point at.
 const marker = "«"
 
 // locate strips the marker and returns the text and the marker's 1-based

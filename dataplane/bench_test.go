@@ -224,7 +224,7 @@ func BenchmarkRouteInstall(b *testing.B) {
 			}
 			idx := fresh()
 			// A Dataplane as the agent runs it, watchers included; it is
-			// closed before ip runs so its netlink listeners do not slow
+			// closed ahead of ip so its netlink listeners do not slow
 			// ip down.
 			d, err := New(Options{Device: dev, NetNS: nsPath(ns), ResyncInterval: -1})
 			if err != nil {

@@ -133,7 +133,7 @@ func TestSetBuildsEverything(t *testing.T) {
 	if g.dev != "ocdptest0" || !slices.Equal(g.addrs, addrs("100.64.0.1", "100.64.0.2", "100.64.0.3", "fd00:64::1", "fd00:64::2")) {
 		t.Errorf("guard %+v: want device ocdptest0 and every gateway's tunnel address", g)
 	}
-	// The LAN a handoff leaves through existed before the Set: its own
+	// The LAN a handoff leaves through exists ahead of the Set: its own
 	// send_redirects is what counts there.
 	for key, want := range map[string]string{
 		"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1", "net.ipv4.conf.all.send_redirects": "0",

@@ -20,7 +20,7 @@ import (
 // answers as the kernel does where the dataplane relies on it (a route
 // keyed by table, prefix and metric; a router resolved to the link of its
 // connected subnet; routes flushed with their link) and counts every write
-// so tests can assert that nothing was written.
+// so tests can assert that nothing is written.
 type fakeKernel struct {
 	mu        sync.Mutex
 	kernelWG  bool // LinkAdd of a wireguard link succeeds

@@ -68,7 +68,7 @@ func nftTables(t testing.TB, ns string) []string {
 }
 
 // nftGuardRules describes the guard's chains and rules (not their
-// counters) for before/after comparisons.
+// counters) to compare the states around a change.
 func nftGuardRules(t testing.TB, ns, dev string) string {
 	c := nftConn(t, ns)
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)

@@ -79,7 +79,7 @@ func TestHandoffRulesAndTables(t *testing.T) {
 }
 
 // TestHandoffLongerSourcesFirst: each twin has a table of its own (by
-// name), and the rule of a longer source comes before a shorter one it
+// name), and the rule of a longer source comes ahead of a shorter one it
 // lies in, whichever twin each belongs to.
 func TestHandoffLongerSourcesFirst(t *testing.T) {
 	f := newFixture(t)
@@ -132,7 +132,7 @@ func TestHandoffWithoutConnectedAddress(t *testing.T) {
 
 // TestHandoffChanges: a twin's new LAN address replaces its table's
 // route; a twin sorting first moves the other's rules to the next table
-// (new rules added before the old ones go) and empties the old table; the
+// (new rules added ahead of removing the old ones) and empties the old table; the
 // last handoff removed takes every rule and table with it; foreign rules
 // stay throughout.
 func TestHandoffChanges(t *testing.T) {

@@ -297,7 +297,7 @@ func TestLocalAddresses(t *testing.T) {
 			t.Errorf("%s: LocalAddresses = %v, want %v", when, got, want)
 		}
 	}
-	// An adopted device, before this Dataplane's first Set.
+	// An adopted device, ahead of this Dataplane's first Set.
 	other := newFakeDataplane(k, "ocdptest0")
 	if err := other.Set(ctx, newFixture(t).desired()); err != nil {
 		t.Fatal(err)

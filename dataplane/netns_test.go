@@ -112,7 +112,7 @@ func newPingerFrom(tb testing.TB, ns string, src netip.Addr) *pinger {
 }
 
 // ping sends count echo requests to dst every interval and returns how
-// many distinct ones were answered within wait after the last was sent.
+// many distinct ones get an answer within wait after the last one sent.
 func (p *pinger) ping(dst netip.Addr, count int, interval, wait time.Duration) (int, error) {
 	got := make(map[int]bool, count)
 	var mu sync.Mutex

@@ -167,8 +167,8 @@ func TestRuleDeletedByHandComesBack(t *testing.T) {
 		{"route", "del", "default", "table", table},
 		{"-6", "route", "del", "default", "table", table},
 	} {
-		// run fails unless there was something to delete; the watcher may
-		// put it back before anything here could look.
+		// run fails unless there is something to delete; the watcher may
+		// put it back ahead of anything here looking.
 		run(t, append([]string{"ip", "-n", ns}, del...)...)
 		eventually(t, 5*time.Second, "ip "+strings.Join(del, " ")+" repaired", func() bool { return state() == want })
 	}
@@ -223,7 +223,7 @@ func routingState(t *testing.T, ns string) string {
 }
 
 // TestCloseCleanupLeavesNothing: after Close(true) the namespace's routes
-// in every table and its rules of both families are what they were before
+// in every table and its rules of both families are those it found ahead of
 // the first Set (which made handoff rules and tables in both families and
 // direct routes via a router on a link of its own), and the device, the
 // guard, the helper, its socket and its state files are gone.
@@ -240,7 +240,7 @@ func TestCloseCleanupLeavesNothing(t *testing.T) {
 	run(t, "ip", "-n", router, "link", "set", "ocdpvbr1", "up")
 	// Set leaves its sysctls (other parts of a gateway rely on
 	// forwarding), and IPv6 forwarding adds subnet-router anycast routes:
-	// the state before is that of a router. Link-local addresses settle
+	// the starting state is that of a router. Link-local addresses settle
 	// first.
 	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	eventually(t, 10*time.Second, "IPv6 duplicate address detection done", func() bool {

@@ -14,7 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// kernelState is what Set may change, as text, for before/after checks:
+// kernelState is what Set may change, as text, to compare around a Set:
 // the device, its global addresses, our routes in every table, the rules
 // of both families and the guard (the IPv6 link-local and local-table
 // entries the kernel manages by itself are left out).
@@ -88,7 +88,7 @@ func netlinkEvents(t *testing.T, ns, dev string, settle time.Duration, fn func()
 
 // TestSetTwiceChangesNothing: an identical Set (with handoff rules and
 // tables in both families) sends no netlink message that changes state,
-// leaves the kernel as it was and resets no WireGuard session; a Set that
+// leaves the kernel as it is and resets no WireGuard session; a Set that
 // changes one peer leaves the other's session alone.
 func TestSetTwiceChangesNothing(t *testing.T) {
 	l := newLab(t, 3)

@@ -112,10 +112,10 @@ type Bandwidth struct {
 	PassedPackets  uint64  `json:"passed_packets"`
 	DroppedBytes   uint64  `json:"dropped_bytes"`
 	DroppedPackets uint64  `json:"dropped_packets"`
-	// SampledAt is when the counters above were read (once a second);
+	// SampledAt is when the counters above are read (once a second);
 	// RateBps is over the interval that ended then. Tools that want a
 	// rate over a longer window divide counter differences by the
-	// difference of SampledAt. Zero before the first sample.
+	// difference of SampledAt. Zero until the first sample.
 	SampledAt time.Time `json:"sampled_at,omitzero"`
 }
 

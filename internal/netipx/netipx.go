@@ -8,7 +8,7 @@ import (
 )
 
 // ComparePrefix orders prefixes by address, then by length (shorter
-// first): IPv4 before IPv6, a supernet before its more-specifics.
+// first): IPv4 ahead of IPv6, a supernet ahead of its more-specifics.
 func ComparePrefix(a, b netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }

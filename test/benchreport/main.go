@@ -41,7 +41,7 @@ func main() {
 // flags are benchreport's command line.
 type flags struct {
 	areas    []string // selected areas
-	only     bool     // --only was given
+	only     bool     // --only is given
 	fromLog  string
 	logPath  string
 	jsonPath string

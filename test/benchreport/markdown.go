@@ -42,7 +42,7 @@ func thisMachine() machine {
 
 // writeMarkdown writes the report as BENCHMARKS.md: the figures the docs
 // link to instead of quoting numbers, each with its baseline from the same
-// run, its target and verdict, and when and where it was measured.
+// run, its target and verdict, and when and where it is measured.
 func (rep *report) writeMarkdown(w io.Writer, when time.Time, m machine) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# opencen benchmarks\n\n")

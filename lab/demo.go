@@ -258,8 +258,8 @@ func (l *Lab) measurePair(ctx context.Context, p config.PairBandwidth, from, to 
 }
 
 // MinGoodputRatio is the least share of its allocation a shaped pair's TCP
-// goodput must reach (the shaping issue's bar; TCP over a 1420-byte MTU
-// tops out at about 0.963 of the IP bytes the allocation counts).
+// goodput must reach: TCP's headers and acknowledgements are charged to
+// the allocation but are not goodput, so a perfect shaper stays under 1.
 const MinGoodputRatio = 0.95
 
 var rttAvg = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)

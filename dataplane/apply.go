@@ -170,7 +170,7 @@ func (d *Dataplane) syncRoutes(p plan, idx int) error {
 }
 
 // sweepForeignTables deletes our routes in tables that are neither the
-// route table nor a handoff table of p: those of a layout this package no
+// route table nor a handoff table of p: those of a layout this package
 // does not use, adopted from an agent of another layout.
 func (d *Dataplane) sweepForeignTables(p plan) error {
 	keep := map[int]bool{d.opts.Table: true}

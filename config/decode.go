@@ -74,7 +74,8 @@ func decodeFile(p *problems, data []byte) *Config {
 		if errors.Is(err, io.EOF) {
 			p.add(Pos{}, "the file is empty; a config needs at least instance and gateways")
 		} else {
-			p.add(yamlErrorPos(err), "not valid YAML: %s", yamlErrorText(err))
+			at, msg := syntaxError(data, err)
+			p.add(at, "%s", msg)
 		}
 		return nil
 	}
@@ -82,7 +83,8 @@ func decodeFile(p *problems, data []byte) *Config {
 	if err := dec.Decode(&extra); err == nil {
 		p.add(nodePos(&extra), "the file holds more than one YAML document; a config is one document")
 	} else if !errors.Is(err, io.EOF) {
-		p.add(yamlErrorPos(err), "not valid YAML: %s", yamlErrorText(err))
+		at, msg := syntaxError(data, err)
+		p.add(at, "%s", msg)
 		return nil
 	}
 	d := decoder{p}
@@ -123,23 +125,6 @@ func decodeFile(p *problems, data []byte) *Config {
 		cfg.Interconnections = append(cfg.Interconnections, d.interconnection(n))
 	}
 	return cfg
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-func yamlErrorPos(err error) Pos {
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return Pos{Line: line, Column: 1}
-	}
-	return Pos{Line: 1, Column: 1}
-}
-
-func yamlErrorText(err error) string {
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		return m[2]
-	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
 func nodePos(n *yaml.Node) Pos { return Pos{Line: n.Line, Column: n.Column} }

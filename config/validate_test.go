@@ -258,7 +258,9 @@ gateways:
 `, "network v is missing cidrs"},
 		{"mapping expected", "instance: «[t]\ngateways: []\n", "instance must be a mapping of keys to values, not a list"},
 		{"bad name", "instance: {name: «Cen_Demo}\ngateways: []\n", `instance name "Cen_Demo" is not a valid name`},
-		{"malformed yaml", "instance: {name: t}\ngateways:\n«  - name: a\n - name: b\n", "not valid YAML"},
+		// The item less indented than its list's first is the error, not
+		// the list it leaves.
+		{"malformed yaml", "instance: {name: t}\ngateways:\n  - name: a\n «- name: b\n", "not valid YAML"},
 		{"two documents", "instance: {name: t}\ngateways: []\n«---\ninstance: {name: u}\n", "more than one YAML document"},
 		{"missing instance", "«gateways: []\n", "instance is missing"},
 	}

@@ -7,7 +7,7 @@ PKGS      := ./...
 # time so shaping measurements are not disturbed by a parallel build.
 TESTFLAGS ?= -count=1 -p 1 -timeout 25m
 
-.PHONY: all build test unit demo bench bench-dataplane bench-routing bench-shaping bench-agent lint generate fuzz clean
+.PHONY: all build test unit demo bench bench-dataplane bench-routing bench-shaping bench-agent bench-config lint generate fuzz clean
 
 all: build
 
@@ -51,6 +51,10 @@ bench-shaping:
 # the routing pipeline from BIRD to a remote gateway's FIB (100k prefixes).
 bench-agent:
 	$(GO) test -count=1 -run '^$$' -bench 'IdleAgent|Pipeline100k' -benchtime 1x ./test/
+
+# cenctl validate of 100,000 networks, beside decoding its YAML alone.
+bench-config:
+	$(GO) test -count=1 -run '^$$' -bench Validate100k -benchtime 1x ./cmd/cenctl/
 
 # Fuzz the config parser (FUZZTIME=2m for the issue's acceptance run).
 FUZZTIME ?= 30s

@@ -106,24 +106,14 @@ func decodeFile(p *problems, data []byte) *Config {
 	} else {
 		p.add(nodePos(root), "instance is missing; give it a name, like instance: {name: cen-demo}")
 	}
-	for _, n := range d.list(m["areas"], "areas") {
-		cfg.Areas = append(cfg.Areas, d.area(n))
-	}
+	cfg.Areas = each(d.list(m["areas"], "areas"), d.area)
 	if _, ok := m["gateways"]; !ok {
 		p.add(nodePos(root), "gateways is missing; an instance needs at least one gateway")
 	}
-	for _, n := range d.list(m["gateways"], "gateways") {
-		cfg.Gateways = append(cfg.Gateways, d.gateway(n))
-	}
-	for _, n := range d.list(m["networks"], "networks") {
-		cfg.Networks = append(cfg.Networks, d.network(n))
-	}
-	for _, n := range d.list(m["bandwidth_packages"], "bandwidth_packages") {
-		cfg.Packages = append(cfg.Packages, d.pkg(n))
-	}
-	for _, n := range d.list(m["interconnections"], "interconnections") {
-		cfg.Interconnections = append(cfg.Interconnections, d.interconnection(n))
-	}
+	cfg.Gateways = each(d.list(m["gateways"], "gateways"), d.gateway)
+	cfg.Networks = each(d.list(m["networks"], "networks"), d.network)
+	cfg.Packages = each(d.list(m["bandwidth_packages"], "bandwidth_packages"), d.pkg)
+	cfg.Interconnections = each(d.list(m["interconnections"], "interconnections"), d.interconnection)
 	return cfg
 }
 
@@ -192,6 +182,20 @@ func (d decoder) list(n *yaml.Node, what string) []*yaml.Node {
 		items[i] = deref(c)
 	}
 	return items
+}
+
+// each decodes every item of a list into a slice sized once: a config may
+// hold a hundred thousand networks, and Network is a large value to copy
+// as a slice grows.
+func each[T any](items []*yaml.Node, decode func(*yaml.Node) T) []T {
+	if len(items) == 0 {
+		return nil
+	}
+	out := make([]T, len(items))
+	for i, n := range items {
+		out[i] = decode(n)
+	}
+	return out
 }
 
 // scalar returns the text of a scalar value.

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+
+	"github.com/opencen/opencen/internal/netipx"
 )
 
 // validate checks every rule of SPEC section 2 and the cross-references of
@@ -153,12 +155,13 @@ func DeriveTunnelAddress(gateway string) netip.Addr {
 type ownedPrefix struct {
 	prefix  netip.Prefix
 	network string
+	at      Pos
 }
 
 func (v validator) networks() {
 	c := v.c
 	names := map[string]bool{}
-	var cidrs []ownedPrefix
+	cidrs := make([]ownedPrefix, 0, len(c.Networks))
 	sessions := map[string]string{} // gateway/neighbor -> network
 	for i := range c.Networks {
 		n := &c.Networks[i]
@@ -179,11 +182,12 @@ func (v validator) networks() {
 			v.vbrSession(n, sessions)
 		}
 	}
+	v.cidrOverlaps(cidrs)
 	v.cenAddressesOutside(cidrs)
 }
 
-// networkCIDRs checks n's CIDRs against each other and those of the
-// networks so far, and returns cidrs with n's added.
+// networkCIDRs checks n's CIDRs on their own and returns cidrs with them
+// added; overlaps are found once every network's are in (cidrOverlaps).
 func (v validator) networkCIDRs(n *Network, cidrs []ownedPrefix) []ownedPrefix {
 	for j, p := range n.CIDRs {
 		at := n.cidrPos[j]
@@ -191,19 +195,29 @@ func (v validator) networkCIDRs(n *Network, cidrs []ownedPrefix) []ownedPrefix {
 			v.p.add(at, "network %s cidr %s is a default route; a VPC's CIDRs must be specific", n.Name, p)
 			continue
 		}
-		for _, o := range cidrs {
-			if o.prefix.Overlaps(p) {
-				if o.network == n.Name {
-					v.p.add(at, "network %s cidr %s overlaps its own cidr %s", n.Name, p, o.prefix)
-				} else {
-					v.p.add(at, "network %s cidr %s overlaps network %s's cidr %s: a route conflict; give them disjoint CIDRs", n.Name, p, o.network, o.prefix)
-				}
-				break
-			}
-		}
-		cidrs = append(cidrs, ownedPrefix{p, n.Name})
+		cidrs = append(cidrs, ownedPrefix{prefix: p, network: n.Name, at: at})
 	}
 	return cidrs
+}
+
+// cidrOverlaps reports every CIDR that overlaps one ahead of it in the
+// file, at the later one, naming the first it overlaps.
+func (v validator) cidrOverlaps(cidrs []ownedPrefix) {
+	prefixes := make([]netip.Prefix, len(cidrs))
+	for i, o := range cidrs {
+		prefixes[i] = o.prefix
+	}
+	for i, j := range netipx.FirstOverlaps(prefixes) {
+		if j < 0 {
+			continue
+		}
+		p, o := cidrs[i], cidrs[j]
+		if o.network == p.network {
+			v.p.add(p.at, "network %s cidr %s overlaps its own cidr %s", p.network, p.prefix, o.prefix)
+		} else {
+			v.p.add(p.at, "network %s cidr %s overlaps network %s's cidr %s: a route conflict; give them disjoint CIDRs", p.network, p.prefix, o.network, o.prefix)
+		}
+	}
 }
 
 // vbrGateway checks (or, in a region with one gateway, fills in) the

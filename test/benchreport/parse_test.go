@@ -80,7 +80,7 @@ func TestParseFieldsRejectsText(t *testing.T) {
 
 func TestParseWholeRun(t *testing.T) {
 	lg := parseFile(t, "all.log")
-	if len(lg.runs) != 4 {
+	if len(lg.runs) != len(areas) {
 		t.Fatalf("runs: %+v", lg.runs)
 	}
 	for _, r := range lg.runs {
@@ -91,13 +91,13 @@ func TestParseWholeRun(t *testing.T) {
 	if lg.runs[1].command != "go test -count=1 -run '^$' -bench . -benchtime 1x ./routing/..." {
 		t.Errorf("routing command %q", lg.runs[1].command)
 	}
-	if len(lg.results) != 13 || len(lg.fails) != 0 || len(lg.pkgFails) != 0 {
+	if len(lg.results) != 14 || len(lg.fails) != 0 || len(lg.pkgFails) != 0 {
 		t.Fatalf("%d results, %d fails, %d package fails", len(lg.results), len(lg.fails), len(lg.pkgFails))
 	}
 	// The benchmark's own text (indented figures, --- BENCH logs with
 	// ok/MISSED verdicts) is not a result.
 	wantArea := map[string]string{"BenchmarkThroughput": "dataplane", "BenchmarkFailover": "routing",
-		"BenchmarkGoodput": "shaping", "BenchmarkIdleAgent": "agent"}
+		"BenchmarkGoodput": "shaping", "BenchmarkIdleAgent": "agent", "BenchmarkValidate100k": "config"}
 	for _, r := range lg.results {
 		if a, ok := wantArea[r.bench]; ok && (r.area != a || !strings.HasPrefix(r.pkg, module+"/")) {
 			t.Errorf("%s: area %q pkg %q, want area %q", r.bench, r.area, r.pkg, a)

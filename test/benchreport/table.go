@@ -26,6 +26,7 @@ var areas = []area{
 	{"routing", []string{"test", "-count=1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./routing/..."}},
 	{"shaping", []string{"test", "-count=1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./shaping/..."}},
 	{"agent", []string{"test", "-count=1", "-run", "^$", "-bench", "IdleAgent|Pipeline100k", "-benchtime", "1x", "./test/"}},
+	{"config", []string{"test", "-count=1", "-run", "^$", "-bench", "Validate100k", "-benchtime", "1x", "./cmd/cenctl/"}},
 }
 
 // holds reports whether the package with import path pkg is one this
@@ -181,6 +182,12 @@ var rows = []row{
 		value: "helper-rss-MB", unit: "MB"},
 	{area: "agent", bench: "BenchmarkIdleAgent", figure: "  its WireGuard helper: CPU of one core",
 		value: "helper-cpu-%", unit: "%"},
+
+	// Config: cenctl validate of 100,000 VPCs (every overlap check
+	// included) beside decoding the file's YAML alone.
+	{area: "config", bench: "BenchmarkValidate100k", figure: "cenctl validate, 100k networks",
+		value: "validate-s", unit: "s", baselines: []baseline{{"YAML decode alone", "yaml-decode-s"}},
+		ratio: "ratio-vs-yaml-decode", target: []cond{valueBelow(2)}},
 }
 
 // cond is one condition of a target: opencen's value (or the row's ratio)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,6 +27,17 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("%s: %s", e.File, e.Msg)
 	}
 	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Column, e.Msg)
+}
+
+// MarshalJSON writes the error as tools read it: {"file", "line",
+// "column", "message"}, line and column 0 when it has no place in the file.
+func (e *Error) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		File    string `json:"file"`
+		Line    int    `json:"line"`
+		Column  int    `json:"column"`
+		Message string `json:"message"`
+	}{e.File, e.Pos.Line, e.Pos.Column, e.Msg})
 }
 
 // ErrorList is every problem of a file, in file order. Load returns it as

@@ -42,107 +42,107 @@ var (
 // holds. It is also the lab's state file (JSON), so a later process
 // (cenctl lab status, lab down, a test) can find everything again.
 type Lab struct {
-	Prefix       string // start of every namespace name
-	StateDir     string
-	SourceConfig string // the config the lab is built from
-	ConfigFile   string // the lab's own copy, with the lab's fresh keys
-	Scripts      string // the scripts/lab folder the lab is built with
+	Prefix       string `json:"prefix"` // start of every namespace name
+	StateDir     string `json:"state_dir"`
+	SourceConfig string `json:"source_config"` // the config the lab is built from
+	ConfigFile   string `json:"config_file"`   // the lab's own copy, with the lab's fresh keys
+	Scripts      string `json:"scripts"`       // the scripts/lab folder the lab is built with
 	// AgentLogFormat is cend's --log-format, AgentShaper its --shaper
 	// (empty: cend's default), kept for StartAgent.
-	AgentLogFormat string `json:",omitempty"`
-	AgentShaper    string `json:",omitempty"`
-	Underlay       string // namespace holding the underlay bridge
+	AgentLogFormat string `json:"agent_log_format,omitempty"`
+	AgentShaper    string `json:"agent_shaper,omitempty"`
+	Underlay       string `json:"underlay"` // namespace holding the underlay bridge
 	// UnderlayDelays is the one-way delay added toward each region's
 	// gateways on the underlay (netem), by region; empty when the kernel has
 	// no netem and the underlay is flat.
-	UnderlayDelays map[string]time.Duration `json:",omitempty"`
-	LANs           []LAN
-	Gateways       []Gateway
-	Hosts          []Host
-	Routers        []Router
+	UnderlayDelays map[string]time.Duration `json:"underlay_delays,omitempty"`
+	LANs           []LAN                    `json:"lans"`
+	Gateways       []Gateway                `json:"gateways"`
+	Hosts          []Host                   `json:"hosts"`
+	Routers        []Router                 `json:"routers"`
 	// Namespaces is every namespace of the lab, in creation order.
-	Namespaces []string
+	Namespaces []string `json:"namespaces"`
 
 	r *runner // nil on a Lab read back from its state file
 }
 
 // LAN is the L2 segment of one region: its gateways and VPC hosts.
 type LAN struct {
-	Region    string
-	Namespace string // holds the bridge
+	Region    string `json:"region"`
+	Namespace string `json:"namespace"` // holds the bridge
 }
 
 // Gateway is one gateway namespace and the agent running in it.
 type Gateway struct {
-	Name      string
-	Region    string
-	Area      string
-	Namespace string
-	Endpoint  netip.AddrPort
+	Name      string         `json:"name"`
+	Region    string         `json:"region"`
+	Area      string         `json:"area"`
+	Namespace string         `json:"namespace"`
+	Endpoint  netip.AddrPort `json:"endpoint"`
 	// UnderlayAddr is the endpoint address with the underlay's prefix
 	// length, as configured on the gateway's underlay port.
-	UnderlayAddr netip.Prefix
+	UnderlayAddr netip.Prefix `json:"underlay_addr"`
 	// LANAddrs are the gateway's addresses on its region LAN, one in the
 	// first CIDR of every VPC of the region.
-	LANAddrs []netip.Prefix
+	LANAddrs []netip.Prefix `json:"lan_addrs"`
 	// Agent, when the lab runs cend.
-	Socket      string // control socket, for cenctl --socket
-	MetricsAddr string // inside the gateway's namespace
-	StateDir    string
-	LogFile     string
-	KeyFile     string // private key, mode 0600
-	PID         int    `json:",omitempty"`
+	Socket      string `json:"socket"`       // control socket, for cenctl --socket
+	MetricsAddr string `json:"metrics_addr"` // inside the gateway's namespace
+	StateDir    string `json:"state_dir"`
+	LogFile     string `json:"log_file"`
+	KeyFile     string `json:"key_file"` // private key, mode 0600
+	PID         int    `json:"pid,omitempty"`
 }
 
 // Host is a VPC host or an on-premises host.
 type Host struct {
-	Name      string // the network's name (vpc-beijing, idc-beijing)
-	Kind      string // KindVPC or KindOnPrem
-	Namespace string
-	Region    string
-	Network   string
-	Address   netip.Prefix // on its LAN
+	Name      string       `json:"name"` // the network's name (vpc-beijing, idc-beijing)
+	Kind      string       `json:"kind"` // KindVPC or KindOnPrem
+	Namespace string       `json:"namespace"`
+	Region    string       `json:"region"`
+	Network   string       `json:"network"`
+	Address   netip.Prefix `json:"address"` // on its LAN
 	// Extra are more addresses of a VPC host in a region with several
 	// gateways: with Address, one in a piece of the VPC's first CIDR dealt
 	// to each gateway (config.VPCPieces), so that every gateway is the
 	// home of one of the host's addresses.
-	Extra []netip.Prefix `json:",omitempty"`
+	Extra []netip.Prefix `json:"extra,omitempty"`
 	// NextHops are where the host sends CEN traffic: its region's gateways
 	// (a multipath route when there are several) or its on-premises router.
-	NextHops []netip.Addr
+	NextHops []netip.Addr `json:"next_hops"`
 	// Gateways name the gateway of each of NextHops; empty for an
 	// on-premises host.
-	Gateways []string `json:",omitempty"`
+	Gateways []string `json:"gateways,omitempty"`
 	// Routes are the prefixes the host routes via NextHops: every other
 	// network of the instance.
-	Routes []netip.Prefix
+	Routes []netip.Prefix `json:"routes"`
 }
 
 // Router is the on-premises router of one VBR, running BIRD.
 type Router struct {
-	Name      string // <vbr>-router
-	Network   string // the VBR
-	Region    string
-	Gateway   string // the gateway holding the VBR's session
-	Namespace string
+	Name      string `json:"name"`    // <vbr>-router
+	Network   string `json:"network"` // the VBR
+	Region    string `json:"region"`
+	Gateway   string `json:"gateway"` // the gateway holding the VBR's session
+	Namespace string `json:"namespace"`
 	// Address is the router's side of its link to the gateway (the VBR's
 	// configured neighbor); GatewayAddress the gateway's side.
-	Address        netip.Prefix
-	GatewayAddress netip.Prefix
-	GatewayIf      string // the gateway's port toward this router
-	ASN            uint32 // the on-premises ASN (peer_asn)
-	PeerASN        uint32 // the instance ASN
-	BFD            bool
+	Address        netip.Prefix `json:"address"`
+	GatewayAddress netip.Prefix `json:"gateway_address"`
+	GatewayIf      string       `json:"gateway_if"` // the gateway's port toward this router
+	ASN            uint32       `json:"asn"`        // the on-premises ASN (peer_asn)
+	PeerASN        uint32       `json:"peer_asn"`   // the instance ASN
+	BFD            bool         `json:"bfd"`
 	// LAN is the router's address on the on-premises host's LAN; Extra, when
 	// valid, a second prefix whose first address the router holds on its
 	// loopback. Both are announced.
-	LAN      netip.Prefix
-	Extra    netip.Prefix `json:",omitempty"`
-	Announce []netip.Prefix
-	Config   string // bird.conf
-	Socket   string // birdc -s
-	LogFile  string
-	PID      int `json:",omitempty"`
+	LAN      netip.Prefix   `json:"lan"`
+	Extra    netip.Prefix   `json:"extra,omitempty"`
+	Announce []netip.Prefix `json:"announce"`
+	Config   string         `json:"config"` // bird.conf
+	Socket   string         `json:"socket"` // birdc -s
+	LogFile  string         `json:"log_file"`
+	PID      int            `json:"pid,omitempty"`
 }
 
 // BGPProtocol is the name of the router's eBGP protocol in its BIRD config.

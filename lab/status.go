@@ -16,40 +16,40 @@ import (
 
 // StatusReport is what of a lab is up.
 type StatusReport struct {
-	StateDir   string
-	StateFile  bool // the state file is there
-	Namespaces []NamespaceStatus
-	Agents     []ProcessStatus
-	Routers    []RouterStatus
+	StateDir   string            `json:"state_dir"`
+	StateFile  bool              `json:"state_file"` // the state file is there
+	Namespaces []NamespaceStatus `json:"namespaces"`
+	Agents     []ProcessStatus   `json:"agents"`
+	Routers    []RouterStatus    `json:"routers"`
 }
 
 // NamespaceStatus is one namespace the lab should have, or one with the
 // lab's prefix that it does not know (Expected false: a leftover).
 type NamespaceStatus struct {
-	Name     string
-	Present  bool
-	Expected bool
+	Name     string `json:"name"`
+	Present  bool   `json:"present"`
+	Expected bool   `json:"expected"`
 }
 
 // ProcessStatus is one agent.
 type ProcessStatus struct {
-	Name   string // the gateway
-	PID    int
-	Alive  bool
-	Socket string
+	Name   string `json:"name"` // the gateway
+	PID    int    `json:"pid"`
+	Alive  bool   `json:"alive"`
+	Socket string `json:"socket"`
 }
 
 // RouterStatus is one on-premises router and its eBGP session as BIRD
 // reports it (birdc show protocols): State is BIRD's protocol state (up,
 // start, ...), Info its detail (Established, Active, Connect, ...).
 type RouterStatus struct {
-	Name   string
-	PID    int
-	Alive  bool
-	Socket string
-	State  string
-	Info   string
-	Err    string `json:",omitempty"`
+	Name   string `json:"name"`
+	PID    int    `json:"pid"`
+	Alive  bool   `json:"alive"`
+	Socket string `json:"socket"`
+	State  string `json:"state"`
+	Info   string `json:"info"`
+	Err    string `json:"err,omitempty"`
 }
 
 // Up reports whether the lab is whole: every expected namespace there,

@@ -49,7 +49,7 @@ func configCmd[T any](cmd *cobra.Command, result func([]*config.Config) T, print
 		}
 		var cfgs []*config.Config
 		for _, a := range args {
-			cfg, err := loadConfig(cmd.ErrOrStderr(), a)
+			cfg, err := loadConfig(cmd, output, a)
 			if err != nil {
 				return err
 			}
@@ -76,19 +76,39 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// loadConfig loads a file and, when it does not validate, prints every
-// located error to stderr.
-func loadConfig(stderr io.Writer, path string) (*config.Config, error) {
+// loadConfig loads a file. When it does not validate, every located error
+// is printed: one a line on stderr, or with -o json as one document on
+// stdout, {"file": FILE, "errors": [{"file", "line", "column",
+// "message"}]}, that a file that cannot be read gets too.
+func loadConfig(cmd *cobra.Command, output, path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
+	if err == nil {
+		return cfg, nil
+	}
 	var list config.ErrorList
-	if errors.As(err, &list) {
-		for _, e := range list {
-			fmt.Fprintln(stderr, e)
+	if !errors.As(err, &list) {
+		list = config.ErrorList{{File: path, Msg: err.Error()}}
+		if output != "json" {
+			return nil, err
 		}
-		fmt.Fprintf(stderr, "%s: %d error(s)\n", path, len(list))
+	}
+	if output == "json" {
+		if err := writeJSON(cmd.OutOrStdout(), invalidFile{File: path, Errors: list}); err != nil {
+			return nil, err
+		}
 		return nil, reportedError{}
 	}
-	return cfg, err
+	for _, e := range list {
+		fmt.Fprintln(cmd.ErrOrStderr(), e)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(list))
+	return nil, reportedError{}
+}
+
+// invalidFile is what -o json prints of a file that does not validate.
+type invalidFile struct {
+	File   string           `json:"file"`
+	Errors config.ErrorList `json:"errors"`
 }
 
 func printMatrix(w io.Writer, m matrix) {

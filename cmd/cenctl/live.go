@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,9 +34,13 @@ func liveRunE[T any](g *globals, output *string, timeout time.Duration, fetch fu
 		if err := checkOutput(*output); err != nil {
 			return err
 		}
+		socket, err := g.socketPath()
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 		defer cancel()
-		v, err := fetch(ctx, api.NewClient(g.socket))
+		v, err := fetch(ctx, api.NewClient(socket))
 		if err != nil {
 			return err
 		}
@@ -105,76 +107,6 @@ func showReload(cmd *cobra.Command, output string, res api.ReloadResult) error {
 		return reportedError{}
 	}
 	return nil
-}
-
-func newBandwidthCmd(g *globals) *cobra.Command {
-	var (
-		output   string
-		watch    bool
-		interval time.Duration
-		count    int
-	)
-	cmd := &cobra.Command{
-		Use:   "bandwidth",
-		Short: "Show a gateway's egress per destination region against its allocation",
-		Long: `Show, per destination region, this gateway's allocation, the current rate,
-utilisation and the shaper's drops. With --watch the view refreshes every
---interval the way top does, until interrupted (or --count refreshes).`,
-		Args: exactArgs(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			if interval < 100*time.Millisecond {
-				return usageError{fmt.Errorf("--interval %s is too short; use at least 100ms", interval)}
-			}
-			client := api.NewClient(g.socket)
-			w := cmd.OutOrStdout()
-			show := func(first bool) error {
-				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-				defer cancel()
-				rows, err := client.Bandwidth(ctx)
-				if err != nil {
-					return err
-				}
-				if output == "json" {
-					return writeJSON(w, rows)
-				}
-				if watch {
-					// Clear the screen and home the cursor, as top does.
-					fmt.Fprint(w, "\x1b[H\x1b[2J")
-					fmt.Fprintf(w, "cenctl bandwidth --socket %s   %s   (every %s, Ctrl-C to stop)\n\n", g.socket, time.Now().Format(time.TimeOnly), interval)
-				}
-				printBandwidth(w, rows)
-				return nil
-			}
-			if !watch {
-				return show(true)
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			for i := 0; count == 0 || i < count; i++ {
-				if i > 0 {
-					select {
-					case <-ctx.Done():
-						return nil
-					case <-tick.C:
-					}
-				}
-				if err := show(i == 0); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
-	outputFlag(cmd, &output)
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep refreshing")
-	cmd.Flags().DurationVar(&interval, "interval", time.Second, "refresh interval with --watch")
-	cmd.Flags().IntVar(&count, "count", 0, "with --watch, stop after this many refreshes (0: until interrupted)")
-	return cmd
 }
 
 // writeTable writes header, then a row of cells per item, aligned in

@@ -31,7 +31,7 @@ func (reportedError) Error() string { return "reported" }
 
 // globals are the flags every command shares.
 type globals struct {
-	socket string
+	socket, gateway string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -71,8 +71,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	// --socket is global and may stand on either side of the command.
-	root.PersistentFlags().StringVar(&g.socket, "socket", "/run/opencen/cend.sock", "control socket of the gateway to talk to")
+	g.addSocketFlags(root)
 	root.AddCommand(
 		newValidateCmd(g),
 		newPlanCmd(g),
@@ -84,8 +83,37 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newReloadCmd(g),
 		newLabCmd(g),
 		newDemoCmd(g),
+		newVersionCmd(),
 	)
+	root.InitDefaultCompletionCmd()
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command below root that only groups others
+// (lab, completion) take an unknown subcommand as bad usage, exit 2, where
+// cobra would print its help and succeed. Run bare, a group prints its
+// help.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if !c.HasParent() || c.Runnable() || !c.HasSubCommands() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		return usageError{fmt.Errorf("unknown command %q for %q; use one of %s", args[0], cmd.CommandPath(), strings.Join(names, ", "))}
+	}
 }
 
 // outputFlag adds -o/--output to a read command.

@@ -20,7 +20,7 @@ with their bandwidth (dashed: the 1 Kbps default). Render it with, for
 example, cenctl topology FILE | dot -Tsvg > cen.svg`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd.ErrOrStderr(), args[0])
+			cfg, err := loadConfig(cmd, "text", args[0])
 			if err != nil {
 				return err
 			}

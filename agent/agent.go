@@ -60,7 +60,15 @@ type Options struct {
 	// PathTC, PathUserspace, or PathAuto (default), which takes the first
 	// of those the host supports. Prepare refuses a path the host lacks.
 	Shaper shaping.Path
+	// Ready, when set, is called once the gateway is up: tunnel, shaper
+	// and BGP started (cend tells systemd READY=1 then).
+	Ready func()
+	// Build is the binary's identity, for the opencen_build_info metric.
+	Build BuildInfo
 }
+
+// BuildInfo is a binary's version and the commit it was built from.
+type BuildInfo struct{ Version, Commit string }
 
 // Agent runs one gateway. Its fields are grouped by what guards them.
 type Agent struct {

@@ -20,6 +20,7 @@ type metrics struct {
 	shaperMode                                    *prometheus.Desc
 	bgpState                                      *prometheus.Desc
 	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
+	buildInfo, configInfo                         *prometheus.Desc
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -42,13 +43,16 @@ func newMetrics(a *Agent) *metrics {
 		tunnelBytes:   prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
 		conflicts:     prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
 		configG:       prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
+		buildInfo:     prometheus.NewDesc("opencen_build_info", "The cend binary's version and commit (the series is 1).", []string{"version", "commit"}, nil),
+		configInfo: prometheus.NewDesc("opencen_config_info", "The config in use: its instance and the digest of its file (the series is 1); "+
+			"gateways of one instance with different digests run different configs.", []string{"cen", "digest"}, nil),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.reconcileErrors.Describe(ch)
 	m.reloads.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG} {
+	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG, m.buildInfo, m.configInfo} {
 		ch <- d
 	}
 }
@@ -58,9 +62,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.reloads.Collect(ch)
 	a := m.a
 	a.mu.Lock()
-	d, gen, mode := a.desired, a.gen, a.shPath
+	d, gen, mode, cfg := a.desired, a.gen, a.shPath, a.cfg
 	a.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(m.configG, prometheus.GaugeValue, float64(gen))
+	ch <- prometheus.MustNewConstMetric(m.buildInfo, prometheus.GaugeValue, 1, a.opts.Build.Version, a.opts.Build.Commit)
+	ch <- prometheus.MustNewConstMetric(m.configInfo, prometheus.GaugeValue, 1, cfg.Instance.Name, cfg.Digest)
 	// Every mode has a series, so a dashboard sees a mode change as one
 	// series going to 0 and another to 1.
 	for _, p := range []shaping.Path{shaping.PathTCX, shaping.PathTC, shaping.PathUserspace} {

@@ -84,6 +84,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	a.log.Info("gateway up", "instance", cfg.Instance.Name, "region", a.snapshotDesired().Region, "restarting", restarting)
 	up = true
+	if a.opts.Ready != nil {
+		a.opts.Ready()
+	}
 	return a.loop(ctx)
 }
 

@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	cfg := decodeFile(p, data)
 	if cfg != nil {
 		cfg.File = file
+		cfg.Digest = digest(data)
 		cfg.Dir = filepath.Dir(file)
 		cfg.resolvePaths()
 		validate(p, cfg)
@@ -43,6 +46,12 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, p.sorted()
 	}
 	return cfg, nil
+}
+
+// digest is Config.Digest of data.
+func digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
 }
 
 func (c *Config) resolvePaths() {

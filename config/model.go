@@ -17,6 +17,10 @@ type Config struct {
 	// folder relative paths in it are resolved against.
 	File string
 	Dir  string
+	// Digest names the file's bytes (SHA-256, first 16 hex digits): the
+	// gateways of an instance read the same file, so gateways whose
+	// digests differ run different configs.
+	Digest string
 
 	Instance         Instance
 	Areas            []Area // user-defined areas only; see BuiltinAreas

@@ -11,7 +11,8 @@ import (
 
 const bpffsMagic = 0xcafe4a11
 
-func isBPFFS(path string) (bool, error) {
+// IsBPFFS reports whether path is on a bpf filesystem.
+func IsBPFFS(path string) (bool, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
 		return false, fmt.Errorf("statfs %s: %w", path, err)
@@ -32,7 +33,7 @@ func EnsureBPFFS(dir string) (bool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	ok, err := isBPFFS(dir)
+	ok, err := IsBPFFS(dir)
 	if err != nil || ok {
 		return false, err
 	}
@@ -50,11 +51,11 @@ var bpffsPreloaded = map[string]bool{"maps.debug": true, "progs.debug": true}
 // EnsureBPFFS does) and nothing but the kernel's own files is left in it.
 // Call it only for a mount of the caller's own.
 func ReleaseBPFFS(dir string) error {
-	ok, err := isBPFFS(dir)
+	ok, err := IsBPFFS(dir)
 	if err != nil || !ok {
 		return nil
 	}
-	parentOK, err := isBPFFS(filepath.Dir(dir))
+	parentOK, err := IsBPFFS(filepath.Dir(dir))
 	if err != nil || parentOK {
 		return nil
 	}

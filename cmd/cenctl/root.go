@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/opencen/opencen/internal/cmddoc"
 	"github.com/spf13/cobra"
 )
 
@@ -85,6 +86,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newDemoCmd(g),
 		newVersionCmd(),
 	)
+	root.AddCommand(cmddoc.ManCommand(root))
 	root.InitDefaultCompletionCmd()
 	strictGroups(root)
 	return root

@@ -10,20 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"slices"
-	"syscall"
-	"time"
 
 	"github.com/opencen/opencen/agent"
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/opencen/opencen/internal/buildinfo"
+	"github.com/opencen/opencen/internal/cmddoc"
 	"github.com/spf13/cobra"
 )
 
@@ -41,10 +34,45 @@ func main() {
 
 type flags struct {
 	config, gateway, socket, metricsAddr, stateDir, logFormat, shaper string
-	cleanup                                                           bool
+	cleanup, check, version                                           bool
 }
 
 func run(args []string, stderr io.Writer) int {
+	return runWith(args, os.Stdout, stderr)
+}
+
+func runWith(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	var list config.ErrorList
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, new(reportedError)):
+		return exitFailure
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "cend: %v\nRun 'cend --help' for usage.\n", err)
+		return exitUsage
+	case errors.As(err, &list):
+		for _, e := range list {
+			fmt.Fprintln(stderr, e)
+		}
+		fmt.Fprintf(stderr, "cend: %s does not validate (%d error(s)); nothing is changed\n", list[0].File, len(list))
+		return exitFailure
+	default:
+		fmt.Fprintf(stderr, "cend: %v\n", err)
+		return exitFailure
+	}
+}
+
+// reportedError marks a failure whose details are printed already (the
+// preflight's failing checks): exit 1 with nothing more.
+type reportedError struct{}
+
+func (reportedError) Error() string { return "reported" }
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var f flags
 	root := &cobra.Command{
 		Use:   "cend --config FILE --gateway NAME",
@@ -62,8 +90,18 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), f, stderr) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case f.version:
+				fmt.Fprintln(stdout, "cend", buildinfo.Get())
+				return nil
+			case f.check:
+				return preflight(f, stdout)
+			}
+			return serve(cmd.Context(), f, stderr)
+		},
 	}
+	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fl := root.Flags()
@@ -75,29 +113,13 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "on exit, remove everything this gateway installed instead of keeping it for a restart")
 	fl.StringVar(&f.shaper, "shaper", string(agent.ShaperAuto), "how cross-region traffic is shaped: auto, tcx (Linux 6.6+), tc (clsact + cls_bpf) or userspace (in the userspace WireGuard device)")
+	fl.BoolVar(&f.check, "check", false, "check the host and the config, changing nothing: one line per check, exit 1 when one fails")
+	fl.BoolVar(&f.version, "version", false, "print the version and the commit cend was built from")
 
 	// The userspace WireGuard device lives in a helper process of its own so
 	// that tunnels outlive the agent; this hidden command is that helper.
-	root.AddCommand(helperCommand(stderr))
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
-	var list config.ErrorList
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "cend: %v\nRun 'cend --help' for usage.\n", err)
-		return exitUsage
-	case errors.As(err, &list):
-		for _, e := range list {
-			fmt.Fprintln(stderr, e)
-		}
-		fmt.Fprintf(stderr, "cend: %s does not validate (%d error(s)); nothing is changed\n", f.config, len(list))
-		return exitFailure
-	default:
-		fmt.Fprintf(stderr, "cend: %v\n", err)
-		return exitFailure
-	}
+	root.AddCommand(helperCommand(stderr), cmddoc.ManCommand(root))
+	return root
 }
 
 func newLogger(format string, w io.Writer) (*slog.Logger, error) {
@@ -108,98 +130,4 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, nil)), nil
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: use text or json", format)}
-}
-
-func serve(ctx context.Context, f flags, stderr io.Writer) error {
-	if f.config == "" || f.gateway == "" {
-		return usageError{errors.New("--config and --gateway are required")}
-	}
-	log, err := newLogger(f.logFormat, stderr)
-	if err != nil {
-		return err
-	}
-	if !slices.Contains(agent.ShaperModes, agent.ShaperMode(f.shaper)) {
-		return usageError{fmt.Errorf("--shaper %q: use auto, tcx, tc or userspace", f.shaper)}
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := agent.New(agent.Options{
-		ConfigPath: f.config,
-		Gateway:    f.gateway,
-		StateDir:   f.stateDir,
-		Cleanup:    f.cleanup,
-		Logger:     log,
-		// Every series carries the gateway's name, so one dashboard serves
-		// a whole instance without relabelling.
-		Registerer:    prometheus.WrapRegistererWith(prometheus.Labels{"gateway": f.gateway}, reg),
-		HelperCommand: []string{self, "wireguard-device"},
-		Shaper:        agent.ShaperMode(f.shaper),
-	})
-	if err != nil {
-		return err
-	}
-	// The config and key files are checked first, so their errors show even
-	// when run by hand without root.
-	if os.Geteuid() != 0 {
-		return errors.New("cend manages tunnels, routes and eBPF programs: run it as root")
-	}
-	// Where no shaper can enforce, nothing is touched.
-	if err := a.Prepare(); err != nil {
-		return err
-	}
-
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	control, err := agent.ListenControl(f.socket, a, log)
-	if err != nil {
-		return err
-	}
-	defer control.Close()
-	go func() {
-		if err := control.Serve(); err != nil {
-			log.Error("control socket stopped", "err", err)
-		}
-	}()
-	if f.metricsAddr != "" {
-		srv, err := serveMetrics(f.metricsAddr, reg, log)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				log.Info("SIGHUP: reloading config")
-				a.Reload(ctx)
-			}
-		}
-	}()
-	err = a.Run(ctx)
-	log.Info("stopped", "cleanup", f.cleanup, "err", err)
-	return err
-}
-
-// serveMetrics serves the registry's /metrics on addr.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
 }

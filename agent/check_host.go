@@ -56,7 +56,7 @@ func (hostProbe) nftables() error {
 }
 
 func (hostProbe) support(a *Agent, device string) hostSupport { return a.probeHost(device) }
-func (hostProbe) kernelWG() bool                                { return kernelWireGuard() }
+func (hostProbe) kernelWG() bool                              { return kernelWireGuard() }
 
 // kernelVersion is the major and minor number of a kernel release such as
 // "6.1.0-18-amd64".

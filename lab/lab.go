@@ -82,6 +82,9 @@ type Options struct {
 	// StartTimeout bounds how long an agent or BIRD may take to open its
 	// socket; default 20s.
 	StartTimeout time.Duration
+	// Measure says the demo's measurements follow (Up then checks for
+	// iperf3 too, ahead of building anything).
+	Measure bool
 }
 
 func (o Options) withDefaults() (Options, error) {

@@ -85,7 +85,7 @@ func prepare(o *Options) (*Lab, *config.Config, []byte, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := checkTools(len(l.Routers) > 0); err != nil {
+	if err := CheckHost(len(l.Routers) > 0, o.Measure); err != nil {
 		return nil, nil, nil, err
 	}
 	if o.Cend != "" {
@@ -155,20 +155,6 @@ func (l *Lab) startAgents(ctx context.Context, o Options) error {
 		}
 	}
 	return nil
-}
-
-func checkTools(bird bool) error {
-	tools := []string{"ip", "sh"}
-	if bird {
-		tools = append(tools, "bird", "birdc")
-	}
-	var errs []error
-	for _, t := range tools {
-		if _, err := exec.LookPath(t); err != nil {
-			errs = append(errs, fmt.Errorf("the lab needs %s (Debian: iproute2, bird2): %w", t, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // checkNotUp refuses a second lab over a running one: a state file, or any

@@ -35,6 +35,7 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 		Args: exactArgs(),
 		RunE: f.runE(func(ctx context.Context, cmd *cobra.Command) error {
 			opts := f.options(cmd)
+			opts.Measure = true
 			stderr := cmd.ErrOrStderr()
 			say := func(format string, args ...any) {
 				fmt.Fprintf(stderr, "demo: "+format+"\n", args...)

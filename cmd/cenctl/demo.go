@@ -40,6 +40,15 @@ when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 			say := func(format string, args ...any) {
 				fmt.Fprintf(stderr, "demo: "+format+"\n", args...)
 			}
+			// A machine that cannot run the demo is told so in one line,
+			// ahead of anything else.
+			plan, err := lab.Plan(opts)
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckHost(len(plan.Routers) > 0, true); err != nil {
+				return err
+			}
 			say("bringing the lab up from %s", f.config)
 			l, err := lab.Up(ctx, opts)
 			if err != nil {

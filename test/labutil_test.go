@@ -46,6 +46,13 @@ func upLabShaper(t testing.TB, configFile, shaper string) (*lab.Lab, lab.Options
 func testLab(t testing.TB, configFile string, agents bool, shaper string) (*lab.Lab, lab.Options) {
 	t.Helper()
 	testutil.RequireRoot(t)
+	return testLabCend(t, configFile, agents, shaper, binary(t, "cend"))
+}
+
+// testLabCend is testLab with cend the command each gateway runs.
+func testLabCend(t testing.TB, configFile string, agents bool, shaper, cend string) (*lab.Lab, lab.Options) {
+	t.Helper()
+	testutil.RequireRoot(t)
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "lab.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +60,7 @@ func testLab(t testing.TB, configFile string, agents bool, shaper string) (*lab.
 	opts := lab.Options{
 		Config:     configFile,
 		StateDir:   filepath.Join(t.TempDir(), "lab"),
-		Cend:       binary(t, "cend"),
+		Cend:       cend,
 		Prefix:     "ocl-e" + testutil.Suffix(3) + "-",
 		CendShaper: shaper,
 		Logger:     slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})),

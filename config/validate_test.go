@@ -38,12 +38,15 @@ func locate(t *testing.T, text string) (string, Pos) {
 	return before + text[i+len(marker):], Pos{Line: line, Column: col}
 }
 
+// locatedCase is a file with one error, its place marked by «.
+type locatedCase struct {
+	name string
+	yaml string
+	want string // a part of the message at the marker
+}
+
 func TestValidationErrorsAreLocated(t *testing.T) {
-	cases := []struct {
-		name string
-		yaml string
-		want string // a part of the message at the marker
-	}{
+	cases := []locatedCase{
 		{"unknown top-level key", twoGateways + "«gateway: []\n", `unknown key "gateway" in the config (did you mean gateways?)`},
 		{"unknown gateway key", `instance: {name: t}
 gateways:
@@ -264,6 +267,7 @@ gateways:
 		{"two documents", "instance: {name: t}\ngateways: []\n«---\ninstance: {name: u}\n", "more than one YAML document"},
 		{"missing instance", "«gateways: []\n", "instance is missing"},
 	}
+	cases = append(cases, yamlSyntaxCases(t)...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			text, at := locate(t, tc.yaml)

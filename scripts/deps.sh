@@ -12,8 +12,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # command:package pairs of each set (a command starting with / is a file
-# to find, one starting with @ a package to find installed).
-demo="ip:iproute2 ping:iputils-ping iperf3:iperf3 bird:bird2 birdc:bird2 nsenter:util-linux"
+# to find, one starting with @ a package to find installed). The build
+# fetches go.mod's modules over HTTPS: a minimal Debian lacks the CA
+# certificates for that.
+demo="ip:iproute2 ping:iputils-ping iperf3:iperf3 bird:bird2 birdc:bird2 nsenter:util-linux /etc/ssl/certs/ca-certificates.crt:ca-certificates"
 test="$demo dot:graphviz vagrant:vagrant @vagrant-libvirt:vagrant-libvirt chromium:chromium systemd-analyze:systemd promtool:prometheus dpkg-deb:dpkg man:man-db"
 generate="clang:clang llc:llvm /usr/include/bpf/bpf_helpers.h:libbpf-dev"
 

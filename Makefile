@@ -66,7 +66,7 @@ demo:
 # completions made from the commands themselves, /etc/opencen with an
 # example config, and the Prometheus rules and Grafana dashboard. nfpm is
 # built at a pinned version into bin/tools (only the Go module proxy is
-# needed).
+# needed). One package at a time in bin/: the older ones go.
 NFPM_VERSION := v2.48.0
 NFPM         := $(BIN)/tools/nfpm-$(NFPM_VERSION)
 DEB_ARCH     ?= $(shell $(GO) env GOARCH)
@@ -74,7 +74,7 @@ DEB_ARCH     ?= $(shell $(GO) env GOARCH)
 # checkout without tags -> 0.0.0~gitHASH.
 DEB_VERSION  ?= $(shell echo $(VERSION) | sed -E 's/^v//; s/^([0-9a-f]{7,})/0.0.0~git\1/; s/-/+/; s/-/./g')
 deb: build $(NFPM)
-	rm -rf $(BIN)/pkg && mkdir -p $(BIN)/pkg/man $(BIN)/pkg/completions
+	rm -rf $(BIN)/pkg $(BIN)/opencen_*.deb && mkdir -p $(BIN)/pkg/man $(BIN)/pkg/completions
 	./$(BIN)/cend man $(BIN)/pkg/man && ./$(BIN)/cenctl man $(BIN)/pkg/man && gzip -9n $(BIN)/pkg/man/*.1
 	for c in cend cenctl; do \
 		./$(BIN)/$$c completion bash > $(BIN)/pkg/completions/$$c.bash && \

@@ -67,7 +67,7 @@ type Options struct {
 	Build BuildInfo
 }
 
-// BuildInfo is a binary's version and the commit it was built from.
+// BuildInfo is a binary's version and the commit it is built from.
 type BuildInfo struct{ Version, Commit string }
 
 // Agent runs one gateway. Its fields are grouped by what guards them.

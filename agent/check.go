@@ -23,7 +23,7 @@ const (
 	CheckFail CheckStatus = "fail"
 )
 
-// CheckResult is one preflight check: what was found and, when it is not
+// CheckResult is one preflight check: what it finds and, when it is not
 // ok, what to do.
 type CheckResult struct {
 	Name   string

@@ -11,7 +11,7 @@ import (
 )
 
 // ErrHostCannot is what CheckHost's error wraps: this machine cannot run
-// the lab (or the demo), and nothing was built.
+// the lab (or the demo), and nothing is built yet.
 var ErrHostCannot = errors.New("this machine cannot run the lab")
 
 // tool is a command the lab runs and the Debian package that has it.

@@ -12,7 +12,7 @@ func newVersionCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print cenctl's version and the commit it was built from",
+		Short: "Print cenctl's version and the commit it is built from",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {

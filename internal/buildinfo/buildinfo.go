@@ -1,5 +1,5 @@
 // Package buildinfo says which opencen a binary is: its version and the
-// commit it was built from, for cend --version, cenctl version and the
+// commit it is built from, for cend --version, cenctl version and the
 // opencen_build_info metric.
 package buildinfo
 

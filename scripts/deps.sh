@@ -16,7 +16,7 @@ fi
 # fetches go.mod's modules over HTTPS: a minimal Debian lacks the CA
 # certificates for that.
 demo="ip:iproute2 ping:iputils-ping iperf3:iperf3 bird:bird2 birdc:bird2 nsenter:util-linux /etc/ssl/certs/ca-certificates.crt:ca-certificates"
-test="$demo dot:graphviz vagrant:vagrant @vagrant-libvirt:vagrant-libvirt chromium:chromium systemd-analyze:systemd promtool:prometheus dpkg-deb:dpkg man:man-db debootstrap:debootstrap git:git"
+test="$demo dot:graphviz vagrant:vagrant @vagrant-libvirt:vagrant-libvirt chromium:chromium systemd-analyze:systemd promtool:prometheus dpkg-deb:dpkg man:man-db debootstrap:debootstrap git:git nft:nftables"
 generate="clang:clang llc:llvm /usr/include/bpf/bpf_helpers.h:libbpf-dev"
 
 want=""

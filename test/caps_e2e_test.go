@@ -2,16 +2,21 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/internal/testutil"
+	"github.com/opencen/opencen/lab"
 	"golang.org/x/sys/unix"
 )
 
@@ -92,7 +97,7 @@ func procCaps(t *testing.T, pid int) (eff, bnd uint64) {
 // TestGatewayOnTheUnitsCapabilities: cend runs a gateway with no more than
 // the cend@ unit's capabilities, as systemd starts it: every gateway of a
 // lab comes up, sessions established and shaper started, each cend holding
-// exactly that set. Without CAP_SYS_ADMIN, cend refuses to start, naming
+// exactly that set, and cend --check with that set passes beside it. Without CAP_SYS_ADMIN, cend refuses to start, naming
 // it, while nothing is touched.
 func TestGatewayOnTheUnitsCapabilities(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -116,6 +121,9 @@ func TestGatewayOnTheUnitsCapabilities(t *testing.T) {
 				t.Errorf("%s: subsystem %s fails: %s", name, sub.Name, sub.Error)
 			}
 		}
+		if name == "gw-x" {
+			preflightBesideCend(t, l, boundedCend(t, caps), g, st)
+		}
 	}
 
 	var fewer []string
@@ -133,5 +141,63 @@ func TestGatewayOnTheUnitsCapabilities(t *testing.T) {
 	}
 	if _, err := os.Stat(state); err == nil {
 		t.Error("cend without its capabilities made its state dir")
+	}
+}
+
+// checkOrder is the checks cend --check prints, in order, on a gateway of
+// one region with one gateway.
+var checkOrder = []string{"privileges", "kernel", "config", "gateway", "secrets", "wireguard", "shaping", "nftables", "bpffs", "forwarding", "clock"}
+
+// preflightBesideCend runs cend --check (as cend, with the unit's
+// capabilities) in the namespace of g, whose cend runs with status st: it
+// passes, prints one ok, warn or fail line per check in order, says the
+// WireGuard and the shaping mode the running cend has, and changes nothing
+// of the namespace's links, addresses, policy rules, nftables or tc.
+func preflightBesideCend(t *testing.T, l *lab.Lab, cend string, g lab.Gateway, st api.Status) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	snapshot := func() string {
+		var b strings.Builder
+		for _, argv := range [][]string{{"ip", "-d", "link", "show"}, {"ip", "addr", "show"}, {"ip", "rule", "show"}, {"ip", "-6", "rule", "show"},
+			{"nft", "list", "ruleset"}, {"tc", "filter", "show", "dev", st.ShapedDevices[0], "egress"}} {
+			out, err := l.Exec(ctx, g.Name, argv...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(out)
+		}
+		return b.String()
+	}
+	before := snapshot()
+	cmd, err := l.Command(ctx, g.Name, cend, "--check", "--config", l.ConfigFile, "--gateway", g.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("cend --check beside %s's cend:\n%s", g.Name, out)
+	if err != nil {
+		t.Errorf("cend --check beside %s's cend: %v", g.Name, err)
+	}
+	says := map[string]string{"wireguard": map[string]string{"kernel": "kernel module", "userspace": "userspace"}[st.WireGuard],
+		"shaping": "--shaper auto shapes with " + st.Shaping}
+	var names []string
+	line := regexp.MustCompile(`^(ok|warn|fail) +(\S+) +(.+)$`)
+	for _, text := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		m := line.FindStringSubmatch(text)
+		if m == nil {
+			t.Errorf("cend --check printed %q: not a check's line", text)
+			continue
+		}
+		names = append(names, m[2])
+		if m[1] == "fail" || !strings.Contains(m[3], says[m[2]]) {
+			t.Errorf("cend --check: %q; want no fail, and %q", text, says[m[2]])
+		}
+	}
+	if !slices.Equal(names, checkOrder) {
+		t.Errorf("cend --check ran %v, want %v", names, checkOrder)
+	}
+	if after := snapshot(); after != before {
+		t.Errorf("cend --check changed %s's namespace:\nbefore:\n%s\nafter:\n%s", g.Name, before, after)
 	}
 }

@@ -208,10 +208,11 @@ func wantOfA(t *testing.T) (*Agent, wgtypes.Key, wants) {
 func TestDesiredTunnel(t *testing.T) {
 	_, key, w := wantOfA(t)
 	dp := w.tunnel
-	if dp.PrivateKey != key || dp.ListenPort != 51820 || len(dp.Addresses) != 1 || dp.Addresses[0].String() != "100.64.0.1/32" {
+	// The IPv6 tunnel address is the IPv4 one inside fd63:656e::/96.
+	if dp.PrivateKey != key || dp.ListenPort != 51820 || fmt.Sprint(dp.Addresses) != "[100.64.0.1/32 fd63:656e::6440:1/128]" {
 		t.Errorf("dataplane device = %v", dp)
 	}
-	if len(dp.Peers) != 1 || dp.Peers[0].Name != "b" || fmt.Sprint(dp.Peers[0].TunnelAddresses) != "[100.64.0.2/32]" || dp.Peers[0].Endpoint.String() != "192.0.2.2:51820" {
+	if len(dp.Peers) != 1 || dp.Peers[0].Name != "b" || fmt.Sprint(dp.Peers[0].TunnelAddresses) != "[100.64.0.2/32 fd63:656e::6440:2/128]" || dp.Peers[0].Endpoint.String() != "192.0.2.2:51820" {
 		t.Errorf("dataplane peers = %+v", dp.Peers)
 	}
 	// b is its region's only gateway: the home of all of b's VPC, in one
@@ -239,8 +240,8 @@ func TestDesiredRoutingAndShaping(t *testing.T) {
 	if rd.LocalAddress.String() != "100.64.0.1" || rd.InstanceASN != 64512 || rd.Region != "cn-beijing" {
 		t.Errorf("routing = %+v", rd)
 	}
-	if len(rd.Originate) != 1 || rd.Originate[0].Prefix.String() != "10.1.0.0/16" {
-		t.Errorf("originate = %+v (IPv6 is not carried by BGP yet)", rd.Originate)
+	if fmt.Sprint(rd.Originate) != "[{10.1.0.0/16 cn-beijing vpc-a} {fd00:1::/48 cn-beijing vpc-a}]" {
+		t.Errorf("originate = %+v, want both of vpc-a's CIDRs", rd.Originate)
 	}
 	if len(rd.VBRs) != 1 || rd.VBRs[0].Password != "s3cret-md5-password" || rd.VBRs[0].Accept[0].String() != "192.168.0.0/16" {
 		t.Errorf("vbrs = %v", rd.VBRs)
@@ -248,7 +249,7 @@ func TestDesiredRoutingAndShaping(t *testing.T) {
 	if len(rd.Gateways) != 1 || len(rd.Gateways[0].Entitled) != 1 || rd.Gateways[0].Entitled[0].Kind != routing.KindVPC {
 		t.Errorf("gateway entitlements = %+v", rd.Gateways)
 	}
-	if len(rd.InstanceCIDRs) != 2 || len(rd.ProtectedPrefixes) != 4 {
+	if len(rd.InstanceCIDRs) != 3 || fmt.Sprint(rd.ProtectedPrefixes) != "[100.64.0.1/32 fd63:656e::6440:1/128 192.0.2.1/32 100.64.0.2/32 fd63:656e::6440:2/128 192.0.2.2/32]" {
 		t.Errorf("instance cidrs %v, protected %v", rd.InstanceCIDRs, rd.ProtectedPrefixes)
 	}
 
@@ -264,7 +265,7 @@ func TestDesiredRoutingAndShaping(t *testing.T) {
 		}
 	}
 
-	if len(sd.ControlAddrs) != 2 {
+	if fmt.Sprint(sd.ControlAddrs) != "[100.64.0.1 fd63:656e::6440:1 100.64.0.2 fd63:656e::6440:2]" {
 		t.Errorf("control addrs = %v", sd.ControlAddrs)
 	}
 }

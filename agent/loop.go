@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -176,14 +175,14 @@ func (a *Agent) want() (wants, error) {
 		missing: desired.MissingHandoffs(d, v),
 	}
 	a.mu.Unlock()
-	var local []netip.Prefix
+	var links []config.LinkAddresses
 	if a.dp != nil {
-		if local, err = a.dp.LocalAddresses(); err != nil {
+		if links, err = a.dp.LocalAddresses(); err != nil {
 			a.log.Warn("reading the gateway's addresses", "err", err)
 		}
 	}
-	connected, handoff := desired.ConnectedAndHandoff(d, local)
-	w.routing = desired.RoutingOf(cfg, d, sec, connected, handoff)
+	connected, handoff := desired.ConnectedAndHandoff(d, links)
+	w.routing = desired.RoutingOf(cfg, d, sec, links, connected, handoff)
 	return w, nil
 }
 

@@ -148,6 +148,9 @@ func fillSession(ap *api.Peer, s routing.SessionStatus) {
 	ap.BGPUptimeSeconds = s.Uptime.Seconds()
 	ap.BFDState = s.BFD
 	ap.PrefixesReceived, ap.PrefixesAccepted, ap.PrefixesRejected = s.Received, s.Accepted, s.Rejected
+	for _, f := range s.Families {
+		ap.Families = append(ap.Families, api.PeerFamily{Family: f.Family, Received: f.Received, Accepted: f.Accepted, Rejected: f.Rejected})
+	}
 	switch {
 	case s.State == "max-prefix-exceeded":
 		ap.Note = "max_prefixes exceeded: session shut down"

@@ -112,6 +112,10 @@ func (d decoder) gateway(n *yaml.Node) Gateway {
 	}
 	if v, ok := m["tunnel_address"]; ok {
 		g.TunnelAddress = d.addr(v, what+" tunnel_address")
+		if g.TunnelAddress.Is6() {
+			d.p.add(nodePos(v), "%s tunnel_address %s must be IPv4: it is the gateway's BGP router ID, and its IPv6 tunnel address is derived from it (in %s)", what, g.TunnelAddress, TunnelPrefix6)
+			g.TunnelAddress = netip.Addr{}
+		}
 	}
 	if v, ok := m["weight"]; ok {
 		w, _ := d.unsigned(v, what+" weight", 1, 1_000_000)

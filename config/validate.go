@@ -152,6 +152,23 @@ func DeriveTunnelAddress(gateway string) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 }
 
+// TunnelPrefix6 holds the gateways' IPv6 tunnel addresses, each the IPv4
+// tunnel address embedded in its last 32 bits (RFC 6052 style), so the two
+// never disagree. fd63:656e is "cen" in a unique local prefix.
+var TunnelPrefix6 = netip.MustParsePrefix("fd63:656e::/96")
+
+// TunnelAddress6 is the IPv6 tunnel address of the gateway whose IPv4
+// tunnel address is a4.
+func TunnelAddress6(a4 netip.Addr) netip.Addr {
+	if !a4.Is4() {
+		return netip.Addr{}
+	}
+	b := TunnelPrefix6.Addr().As16()
+	v4 := a4.As4()
+	copy(b[12:], v4[:])
+	return netip.AddrFrom16(b)
+}
+
 type ownedPrefix struct {
 	prefix  netip.Prefix
 	network string
@@ -273,12 +290,17 @@ func (v validator) cenAddressesOutside(cidrs []ownedPrefix) {
 	}
 	for i := range c.Gateways {
 		g := &c.Gateways[i]
+		at, hint := g.pos.of("tunnel_address"), "pick an address outside every network's CIDRs"
+		if g.TunnelAddressDerived {
+			at, hint = g.pos.of("name"), "set tunnel_address outside every network's CIDRs"
+		}
 		if o, in := within(cidrs, g.TunnelAddress); in {
-			at, hint := g.pos.of("tunnel_address"), "pick an address outside every network's CIDRs"
-			if g.TunnelAddressDerived {
-				at, hint = g.pos.of("name"), "set tunnel_address outside every network's CIDRs"
-			}
 			v.p.add(at, "gateway %s tunnel address %s lies inside network %s's cidr %s; %s", g.Name, g.TunnelAddress, o.network, o.prefix, hint)
+		}
+		if a6 := TunnelAddress6(g.TunnelAddress); a6.IsValid() {
+			if o, in := within(cidrs, a6); in {
+				v.p.add(at, "gateway %s's IPv6 tunnel address %s lies inside network %s's cidr %s; keep IPv6 CIDRs outside %s", g.Name, a6, o.network, o.prefix, TunnelPrefix6)
+			}
 		}
 		if o, in := within(cidrs, g.Endpoint.Addr()); in {
 			v.p.add(g.pos.of("endpoint"), "gateway %s endpoint %s lies inside network %s's cidr %s; the underlay must stay outside the CEN's CIDRs", g.Name, g.Endpoint.Addr(), o.network, o.prefix)

@@ -231,6 +231,16 @@ gateways:
 networks:
   - {name: v, type: vpc, region: cn-beijing, cidrs: [100.64.0.0/10]}
 `, "tunnel address 100.110.196.214 lies inside network v's cidr 100.64.0.0/10; set tunnel_address"},
+		{"IPv6 tunnel address", `instance: {name: t}
+gateways:
+  - {name: gw-bj, region: cn-beijing, endpoint: "192.0.2.1:51820", public_key: "` + key1 + `", private_key_file: k1, tunnel_address: «"fd00::1"}
+`, "tunnel_address fd00::1 must be IPv4: it is the gateway's BGP router ID, and its IPv6 tunnel address is derived from it (in fd63:656e::/96)"},
+		{"IPv6 tunnel address inside a vpc", `instance: {name: t}
+gateways:
+  - {name: gw-bj, region: cn-beijing, endpoint: "192.0.2.1:51820", public_key: "` + key1 + `", private_key_file: k1, tunnel_address: «100.64.0.1}
+networks:
+  - {name: v, type: vpc, region: cn-beijing, cidrs: ["fd63:656e::/64"]}
+`, "IPv6 tunnel address fd63:656e::6440:1 lies inside network v's cidr fd63:656e::/64; keep IPv6 CIDRs outside fd63:656e::/96"},
 		{"endpoint inside a vpc", `instance: {name: t}
 gateways:
   - {name: gw-bj, region: cn-beijing, endpoint: «"10.0.0.1:51820", public_key: "` + key1 + `", private_key_file: k1}

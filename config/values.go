@@ -147,6 +147,13 @@ type VBRPeer struct {
 	Password string
 	// BFD enables BFD on the session.
 	BFD bool
+	// LinkAddresses are the gateway's addresses on the link to Neighbor
+	// (with their prefix length), at most one per family: the next hop
+	// announced to the router in that family, and the subnet the router's
+	// next hops must lie in. A family with none is not announced to the
+	// router, and of what it announces only the session's own family is
+	// installed (via the neighbor).
+	LinkAddresses []netip.Prefix
 }
 
 // String leaves the password out, so a %v of a session is safe to log.
@@ -201,6 +208,14 @@ func (t TunnelState) String() string {
 
 // GoString is String: %#v must not print the key either.
 func (t TunnelState) GoString() string { return t.String() }
+
+// LinkAddresses are the addresses of one of the gateway's links outside
+// its tunnel (host bits kept, with their prefix length; IPv6 link-local
+// ones left out).
+type LinkAddresses struct {
+	Link  string
+	Addrs []netip.Prefix
+}
 
 // TunnelPeer is one remote gateway as the WireGuard device sees it.
 type TunnelPeer struct {

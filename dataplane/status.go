@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/opencen/opencen/config"
 )
 
 // Status is a snapshot of the dataplane for cenctl and metrics.
@@ -150,11 +153,11 @@ func (d *Dataplane) routeStatus(st *Status, p plan, idx int) error {
 	return err
 }
 
-// LocalAddresses lists the addresses of the namespace's links other than
-// the WireGuard device and loopback (host bits kept, with their prefix
-// length), IPv6 link-local ones left out: the gateway's LAN, VBR and
-// underlay addresses.
-func (d *Dataplane) LocalAddresses() ([]netip.Prefix, error) {
+// LocalAddresses lists, link by link, the addresses of the namespace's
+// links other than the WireGuard device and loopback (host bits kept,
+// with their prefix length), IPv6 link-local ones left out: the gateway's
+// LAN, VBR and underlay addresses.
+func (d *Dataplane) LocalAddresses() ([]config.LinkAddresses, error) {
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return d.nl.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
@@ -167,7 +170,8 @@ func (d *Dataplane) LocalAddresses() ([]netip.Prefix, error) {
 			skip[l.Attrs().Index] = true
 		}
 	}
-	var out []netip.Prefix
+	byLink := map[int]int{} // link index -> index in out
+	var out []config.LinkAddresses
 	for _, a := range addrs {
 		if a.IPNet == nil || skip[a.LinkIndex] {
 			continue
@@ -176,8 +180,22 @@ func (d *Dataplane) LocalAddresses() ([]netip.Prefix, error) {
 		if !ip.IsValid() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
 			continue
 		}
+		i, ok := byLink[a.LinkIndex]
+		if !ok {
+			i = len(out)
+			byLink[a.LinkIndex] = i
+			out = append(out, config.LinkAddresses{Link: d.linkName(a.LinkIndex)})
+		}
 		ones, _ := a.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip, ones))
+		out[i].Addrs = append(out[i].Addrs, netip.PrefixFrom(ip, ones))
 	}
 	return out, nil
+}
+
+// linkName is the name of the link with index idx, or its index as text.
+func (d *Dataplane) linkName(idx int) string {
+	if l, err := d.nl.LinkByIndex(idx); err == nil {
+		return l.Attrs().Name
+	}
+	return strconv.Itoa(idx)
 }

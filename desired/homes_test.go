@@ -271,23 +271,27 @@ func TestScoreWeights(t *testing.T) {
 	}
 }
 
-// TestConnectedAndHandoff: the gateway's own addresses give the connected
-// subnets and, inside its region's VPC CIDRs, its handoff addresses.
+// TestConnectedAndHandoff: the gateway's own addresses, of both families,
+// give the connected subnets and, inside its region's VPC CIDRs, its
+// handoff addresses.
 func TestConnectedAndHandoff(t *testing.T) {
-	cfg := twinsConfig(t, "")
+	cfg := twinsConfig(t, "  - {name: vpc-a6, type: vpc, region: cn-beijing, cidrs: [\"fd00:1::/48\"]}\n")
 	d, err := cfg.Desired("a1", config.DesiredOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := []netip.Prefix{
-		netip.MustParsePrefix("10.1.0.1/16"), netip.MustParsePrefix("172.30.1.1/30"),
-		netip.MustParsePrefix("10.255.0.11/24"), netip.MustParsePrefix("10.11.0.9/24"),
+	mp := netip.MustParsePrefix
+	links := []config.LinkAddresses{
+		{Link: "lan", Addrs: []netip.Prefix{mp("10.1.0.1/16"), mp("fd00:1::1/64")}},
+		{Link: "vbr", Addrs: []netip.Prefix{mp("172.30.1.1/30"), mp("2001:db8:30::1/64")}},
+		{Link: "underlay", Addrs: []netip.Prefix{mp("10.255.0.11/24")}},
+		{Link: "lan2", Addrs: []netip.Prefix{mp("10.11.0.9/24")}},
 	}
-	conn, ho := ConnectedAndHandoff(d, local)
-	if fmt.Sprint(conn) != "[10.1.0.0/16 10.11.0.0/24 10.255.0.0/24 172.30.1.0/30]" {
+	conn, ho := ConnectedAndHandoff(d, links)
+	if fmt.Sprint(conn) != "[10.1.0.0/16 10.11.0.0/24 10.255.0.0/24 172.30.1.0/30 2001:db8:30::/64 fd00:1::/64]" {
 		t.Errorf("connected = %v", conn)
 	}
-	if fmt.Sprint(ho) != "[10.1.0.1 10.11.0.9]" {
+	if fmt.Sprint(ho) != "[10.1.0.1 10.11.0.9 fd00:1::1]" {
 		t.Errorf("handoff addresses = %v", ho)
 	}
 }

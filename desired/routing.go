@@ -8,20 +8,19 @@ import (
 	"github.com/opencen/opencen/internal/netipx"
 )
 
-// ConnectedAndHandoff derives from the gateway's own addresses (outside
-// its tunnel) the subnets connected to it, which are never learned, and
-// its handoff addresses: those inside its region's VPC CIDRs.
-func ConnectedAndHandoff(d *config.Desired, local []netip.Prefix) (connected []netip.Prefix, handoff []netip.Addr) {
-	for _, a := range local {
-		if !a.Addr().Is4() {
-			continue // BGP carries IPv4 only for now (see routing docs)
-		}
-		if m := a.Masked(); !slices.Contains(connected, m) {
-			connected = append(connected, m)
-		}
-		for _, o := range d.Originate {
-			if o.Prefix.Contains(a.Addr()) && !slices.Contains(handoff, a.Addr()) {
-				handoff = append(handoff, a.Addr())
+// ConnectedAndHandoff derives from the gateway's own links (outside its
+// tunnel) the subnets connected to it, which are never learned, and its
+// handoff addresses: those inside its region's VPC CIDRs.
+func ConnectedAndHandoff(d *config.Desired, links []config.LinkAddresses) (connected []netip.Prefix, handoff []netip.Addr) {
+	for _, l := range links {
+		for _, a := range l.Addrs {
+			if m := a.Masked(); !slices.Contains(connected, m) {
+				connected = append(connected, m)
+			}
+			for _, o := range d.Originate {
+				if o.Prefix.Contains(a.Addr()) && !slices.Contains(handoff, a.Addr()) {
+					handoff = append(handoff, a.Addr())
+				}
 			}
 		}
 	}
@@ -31,8 +30,8 @@ func ConnectedAndHandoff(d *config.Desired, local []netip.Prefix) (connected []n
 }
 
 // RoutingOf is what the gateway's BGP speaker should do; connected and
-// handoff come from ConnectedAndHandoff.
-func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []netip.Prefix, handoff []netip.Addr) config.SpeakerState {
+// handoff come from ConnectedAndHandoff, links are the gateway's own.
+func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []config.LinkAddresses, connected []netip.Prefix, handoff []netip.Addr) config.SpeakerState {
 	out := config.SpeakerState{
 		Connected:        connected,
 		HandoffAddresses: handoff,
@@ -42,80 +41,91 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, connected []n
 		InstanceASN:      d.InstanceASN,
 	}
 	for _, p := range d.Peers {
-		gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
-		byNetwork := map[string][]netip.Prefix{}
-		var order []string
-		for _, o := range p.Entitled.VPCs {
-			if !o.Prefix.Addr().Is4() {
-				continue // BGP carries IPv4 only for now (see routing docs)
-			}
-			if _, ok := byNetwork[o.Network]; !ok {
-				order = append(order, o.Network)
-			}
-			byNetwork[o.Network] = append(byNetwork[o.Network], o.Prefix)
-		}
-		for _, n := range order {
-			gp.Entitled = append(gp.Entitled, config.NetworkEntitlement{Network: n, Region: p.Region, Kind: config.KindVPC, Prefixes: byNetwork[n]})
-		}
-		for _, v := range p.Entitled.VBRs {
-			e := config.NetworkEntitlement{Network: v.Network, Region: p.Region, Kind: config.KindVBR}
-			if !v.Any {
-				e.Prefixes = ipv4Only(v.Accept)
-				if len(e.Prefixes) == 0 {
-					continue // only IPv6 accepted: nothing BGP can carry yet
-				}
-			}
-			gp.Entitled = append(gp.Entitled, e)
-		}
-		out.Gateways = append(out.Gateways, gp)
+		out.Gateways = append(out.Gateways, gatewayPeer(p))
 	}
 	for _, o := range d.Originate {
-		if o.Prefix.Addr().Is4() {
-			out.Originate = append(out.Originate, config.NamedPrefix{Prefix: o.Prefix, Region: d.Region, Network: o.Network})
-		}
+		out.Originate = append(out.Originate, config.NamedPrefix{Prefix: o.Prefix, Region: d.Region, Network: o.Network})
 	}
 	for _, v := range d.VBRs {
-		if !v.Neighbor.Is4() {
-			continue
-		}
 		s := config.VBRPeer{
-			Network:     v.Network,
-			Region:      d.Region,
-			Neighbor:    v.Neighbor,
-			PeerASN:     v.PeerASN,
-			MaxPrefixes: v.MaxPrefixes,
-			Password:    sec.Passwords[v.Network],
-			BFD:         v.BFD,
+			Network:       v.Network,
+			Region:        d.Region,
+			Neighbor:      v.Neighbor,
+			PeerASN:       v.PeerASN,
+			MaxPrefixes:   v.MaxPrefixes,
+			Password:      sec.Passwords[v.Network],
+			BFD:           v.BFD,
+			LinkAddresses: linkAddressesTo(links, v.Neighbor),
 		}
 		if !v.AcceptAny {
-			s.Accept = ipv4Only(v.Accept)
+			// Not nil, even when empty: nil would admit any prefix.
+			s.Accept = append([]netip.Prefix{}, v.Accept...)
 		}
 		out.VBRs = append(out.VBRs, s)
 	}
 	for _, n := range cfg.Networks {
 		for _, p := range n.CIDRs {
-			if p.Addr().Is4() {
-				out.InstanceCIDRs = append(out.InstanceCIDRs, config.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
-			}
+			out.InstanceCIDRs = append(out.InstanceCIDRs, config.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
 		}
 	}
 	for _, g := range cfg.Gateways {
-		if g.TunnelAddress.Is4() {
-			out.ProtectedPrefixes = append(out.ProtectedPrefixes, netip.PrefixFrom(g.TunnelAddress, 32))
-		}
-		if a := g.Endpoint.Addr(); a.Is4() {
-			out.ProtectedPrefixes = append(out.ProtectedPrefixes, netip.PrefixFrom(a, 32))
+		out.ProtectedPrefixes = append(out.ProtectedPrefixes, TunnelHosts(g.TunnelAddress)...)
+		if a := g.Endpoint.Addr(); a.IsValid() {
+			out.ProtectedPrefixes = append(out.ProtectedPrefixes, netipx.Host(a))
 		}
 	}
 	return out
 }
 
-func ipv4Only(ps []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range ps {
-		if p.Addr().Is4() {
-			out = append(out, p)
+// gatewayPeer is peer p with what it may announce: its region's VPC CIDRs
+// exactly (grouped by network, in the config's order) and its VBRs' accept
+// ranges.
+func gatewayPeer(p config.Peer) config.GatewayPeer {
+	gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
+	byNetwork := map[string][]netip.Prefix{}
+	var order []string
+	for _, o := range p.Entitled.VPCs {
+		if _, ok := byNetwork[o.Network]; !ok {
+			order = append(order, o.Network)
 		}
+		byNetwork[o.Network] = append(byNetwork[o.Network], o.Prefix)
 	}
-	return out
+	for _, n := range order {
+		gp.Entitled = append(gp.Entitled, config.NetworkEntitlement{Network: n, Region: p.Region, Kind: config.KindVPC, Prefixes: byNetwork[n]})
+	}
+	for _, v := range p.Entitled.VBRs {
+		e := config.NetworkEntitlement{Network: v.Network, Region: p.Region, Kind: config.KindVBR}
+		if !v.Any {
+			e.Prefixes = append([]netip.Prefix{}, v.Accept...)
+		}
+		gp.Entitled = append(gp.Entitled, e)
+	}
+	return gp
+}
+
+// linkAddressesTo are the gateway's addresses, at most one per family,
+// on the link whose subnet holds neighbor: the next hop it announces to
+// the router in each family. None when no link holds it (the router is
+// then reached through a route, and the session's own address is the only
+// next hop).
+func linkAddressesTo(links []config.LinkAddresses, neighbor netip.Addr) []netip.Prefix {
+	for _, l := range links {
+		if !slices.ContainsFunc(l.Addrs, func(a netip.Prefix) bool { return a.Contains(neighbor) }) {
+			continue
+		}
+		var out []netip.Prefix
+		var have4, have6 bool
+		for _, a := range l.Addrs {
+			switch {
+			case a.Addr().Is4() && !have4:
+				have4 = true
+				out = append(out, a)
+			case a.Addr().Is6() && !have6:
+				have6 = true
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	return nil
 }

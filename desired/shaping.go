@@ -35,7 +35,9 @@ func ShapingOf(cfg *config.Config, d *config.Desired, routes Routes) Shaping {
 		out.Prefixes[p] = r.OriginRegion
 	}
 	for _, g := range cfg.Gateways {
-		out.ControlAddrs = append(out.ControlAddrs, g.TunnelAddress)
+		for _, h := range TunnelHosts(g.TunnelAddress) {
+			out.ControlAddrs = append(out.ControlAddrs, h.Addr())
+		}
 	}
 	return out
 }

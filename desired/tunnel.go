@@ -57,7 +57,7 @@ func newTunnelBuilder(cfg *config.Config, d *config.Desired, sec Secrets, v View
 	b.out = config.TunnelState{
 		PrivateKey: sec.PrivateKey,
 		ListenPort: int(d.ListenPort),
-		Addresses:  []netip.Prefix{netipx.Host(d.TunnelAddress)},
+		Addresses:  TunnelHosts(d.TunnelAddress),
 	}
 	for _, p := range d.Peers {
 		b.peerIdx[p.TunnelAddress] = len(b.out.Peers)
@@ -65,7 +65,7 @@ func newTunnelBuilder(cfg *config.Config, d *config.Desired, sec Secrets, v View
 			Name:            p.Name,
 			PublicKey:       wgtypes.Key(p.PublicKey),
 			Endpoint:        p.Endpoint,
-			TunnelAddresses: []netip.Prefix{netipx.Host(p.TunnelAddress)},
+			TunnelAddresses: TunnelHosts(p.TunnelAddress),
 			// Everything inside an accept range only the peer's VBRs may
 			// announce into is homed at the peer: one AllowedIPs entry
 			// for the range, not one per learned prefix, so 100,000
@@ -81,6 +81,16 @@ func newTunnelBuilder(cfg *config.Config, d *config.Desired, sec Secrets, v View
 		}
 	}
 	return b
+}
+
+// TunnelHosts are a gateway's tunnel addresses as host prefixes: the
+// configured IPv4 one and the IPv6 one derived from it.
+func TunnelHosts(a4 netip.Addr) []netip.Prefix {
+	out := []netip.Prefix{netipx.Host(a4)}
+	if a6 := config.TunnelAddress6(a4); a6.IsValid() {
+		out = append(out, netipx.Host(a6))
+	}
+	return out
 }
 
 // allow homes p at the peer with tunnel address home; nothing for self.

@@ -117,10 +117,20 @@
 //
 // # Address families
 //
-// The speaker carries IPv4 unicast: Validate rejects IPv6 addresses and
-// CIDRs with a clear error. The import table names the families it covers
-// in one place (allPrefixes in rules.go), and the policy compiler already
-// keeps each family in sets of its own.
+// Every session carries IPv4 and IPv6 unicast (MP-BGP), whatever the
+// family of its own addresses. Gateway sessions run between the IPv4
+// tunnel addresses; a gateway routes a learned prefix by the session it
+// came from, so the next hop attribute is only for the protocol (IPv6
+// paths carry the IPv4-mapped tunnel address). A VBR session may run over
+// IPv4 or IPv6: toward the router, the family the session does not run in
+// gets the gateway's own address of that family on the router's link as
+// next hop (VBRSession.LinkAddresses, export policy); from the router, a
+// prefix is installed via the next hop it names when that lies on the
+// same link, else via the session's address where the families match.
+// The import table names the families in one place (allPrefixes in
+// rules.go): each accept list filters each family by its own entries, and
+// max_prefixes counts each family on its own. The router id and gateway
+// session addresses are IPv4.
 //
 // # Files
 //

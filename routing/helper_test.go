@@ -297,10 +297,14 @@ func plainMain(dir string, cfg helperConfig, log *slog.Logger) int {
 		log.Error("start", "error", err)
 		return 2
 	}
+	// The baseline carries the one family of its session, as the
+	// benchmark's BIRD announces only that.
+	fam := families[family(v.Neighbor)]
 	peer := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: v.Neighbor.String(), PeerAsn: v.PeerASN, AuthPassword: v.Password},
 		Transport: &api.Transport{},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
+		AfiSafis:  []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: fam, Enabled: true}}},
 	}
 	if v.LocalAddress.IsValid() {
 		peer.Transport.LocalAddress = v.LocalAddress.String()
@@ -329,8 +333,7 @@ func plainMain(dir string, cfg helperConfig, log *slog.Logger) int {
 					}
 				})
 			} else if st.Count < cfg.Expect {
-				r, err := srv.GetTable(ctx, &api.GetTableRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL,
-					Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}})
+				r, err := srv.GetTable(ctx, &api.GetTableRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: fam})
 				if err == nil && int(r.NumDestination) != st.Count {
 					st.Count, st.LastAt = int(r.NumDestination), now
 					if st.Count >= cfg.Expect {

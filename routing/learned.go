@@ -75,7 +75,11 @@ type learnedRoutes struct {
 }
 
 type ribPath struct {
-	src             netip.Addr // invalid: originated locally
+	src netip.Addr // invalid: originated locally
+	// via is the path's next hop where it is the one to install: a VBR
+	// router's next hop of the prefix's family (an IPv6 prefix over an
+	// IPv4 session names its router's IPv6 address). Invalid otherwise.
+	via             netip.Addr
 	regionID, netID uint32
 }
 
@@ -113,7 +117,7 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 				e = &ribEntry{}
 				st.learned.rib[pfx] = e
 			}
-			rp := ribPath{src: src}
+			rp := ribPath{src: src, via: st.vbrNexthop(pfx, p)}
 			for _, a := range p.Attrs {
 				if lc, ok := a.(*bgp.PathAttributeLargeCommunities); ok && st.d != nil {
 					for _, c := range lc.Values {
@@ -141,23 +145,70 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 	st.wake()
 }
 
+// vbrNexthop is the next hop p names for pfx when that is where to send
+// pfx's packets: an address of pfx's family inside the subnet of the
+// gateway's address of that family on the VBR's link, other than the
+// session's own (the common case, kept implicit in ribPath.src). Nothing
+// for paths from gateways, or when the router names no such next hop: a
+// router may not point the gateway anywhere but its own link.
+func (st *state) vbrNexthop(pfx netip.Prefix, p *apiutil.Path) netip.Addr {
+	if st.f == nil {
+		return netip.Addr{}
+	}
+	v := st.f.vbrs[p.PeerAddress]
+	if v == nil {
+		return netip.Addr{}
+	}
+	var nh netip.Addr
+	for _, a := range p.Attrs {
+		switch a := a.(type) {
+		case *bgp.PathAttributeNextHop:
+			nh = a.Value
+		case *bgp.PathAttributeMpReachNLRI:
+			nh = a.Nexthop
+		}
+	}
+	nh = nh.Unmap()
+	if !nh.IsValid() || nh == p.PeerAddress || nh.Is4() != pfx.Addr().Is4() {
+		return netip.Addr{}
+	}
+	for _, l := range v.LinkAddresses {
+		if l.Masked().Contains(nh) && nh != l.Addr() {
+			return nh
+		}
+	}
+	return netip.Addr{}
+}
+
 // route computes what the agent should install for one RIB entry.
 func (st *state) route(pfx netip.Prefix, e *ribEntry) (LearnedRoute, bool) {
 	if len(e.paths) == 0 || st.d == nil {
 		return LearnedRoute{}, false
 	}
 	r := LearnedRoute{Prefix: pfx}
+	first := e.paths[0]
+	direct := st.f.vbrs[first.src] != nil
 	for _, p := range e.paths {
-		if !p.src.IsValid() {
+		switch {
+		case !p.src.IsValid():
 			return LearnedRoute{}, false // our own VPC CIDR
+		case !direct:
+			r.NextHops = append(r.NextHops, p.src)
+		case p.via.IsValid():
+			r.NextHops = append(r.NextHops, p.via)
+		case p.src.Is4() == pfx.Addr().Is4():
+			r.NextHops = append(r.NextHops, p.src)
 		}
-		r.NextHops = append(r.NextHops, p.src)
+	}
+	if len(r.NextHops) == 0 {
+		// A VBR router announced a prefix of the other family without a
+		// usable next hop of that family: nothing to install it with.
+		return LearnedRoute{}, false
 	}
 	slices.SortFunc(r.NextHops, func(a, b netip.Addr) int { return a.Compare(b) })
-	first := e.paths[0]
 	r.OriginRegion = st.names.regions[first.regionID]
 	r.OriginNetwork = st.names.networks[first.netID]
-	if st.f.vbrs[first.src] != nil {
+	if direct {
 		r.Direct = true
 		r.Gateways = st.learned.twinPaths[pfx]
 	}

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,16 +19,17 @@ type Collector struct {
 // NewCollector returns a collector reading s at scrape time.
 func NewCollector(s *Speaker) *Collector {
 	l := []string{"session", "kind", "neighbor"}
+	lf := append(slices.Clone(l), "family")
 	return &Collector{
 		s:             s,
 		up:            prometheus.NewDesc("opencen_bgp_session_up", "1 if the BGP session is established.", l, nil),
 		bfdUp:         prometheus.NewDesc("opencen_bgp_bfd_up", "1 if BFD is up on the session (absent when BFD is off).", l, nil),
-		received:      prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces.", l, nil),
-		accepted:      prometheus.NewDesc("opencen_bgp_prefixes_accepted", "Announced prefixes that passed import policy.", l, nil),
-		rejected:      prometheus.NewDesc("opencen_bgp_prefixes_rejected", "Announced prefixes refused by import policy.", l, nil),
+		received:      prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces, by address family.", lf, nil),
+		accepted:      prometheus.NewDesc("opencen_bgp_prefixes_accepted", "Announced prefixes that passed import policy, by address family.", lf, nil),
+		rejected:      prometheus.NewDesc("opencen_bgp_prefixes_rejected", "Announced prefixes refused by import policy, by address family.", lf, nil),
 		rejectedTotal: prometheus.NewDesc("opencen_bgp_routes_rejected_total", "Prefixes refused since start, by reason.", []string{"reason"}, nil),
 		conflicts:     prometheus.NewDesc("opencen_route_conflicts_total", "VBR prefixes refused as conflicting with an instance CIDR since start.", nil, nil),
-		learned:       prometheus.NewDesc("opencen_bgp_learned_routes", "Routes delivered to the dataplane.", nil, nil),
+		learned:       prometheus.NewDesc("opencen_bgp_learned_routes", "Routes delivered to the dataplane, by address family.", []string{"family"}, nil),
 	}
 }
 
@@ -59,13 +61,22 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if ss.BFD != "" {
 			ch <- prometheus.MustNewConstMetric(c.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
 		}
-		ch <- prometheus.MustNewConstMetric(c.received, prometheus.GaugeValue, float64(ss.Received), l...)
-		ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.GaugeValue, float64(ss.Accepted), l...)
-		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(ss.Rejected), l...)
+		for _, f := range ss.Families {
+			lf := append(slices.Clone(l), f.Family)
+			ch <- prometheus.MustNewConstMetric(c.received, prometheus.GaugeValue, float64(f.Received), lf...)
+			ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.GaugeValue, float64(f.Accepted), lf...)
+			ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(f.Rejected), lf...)
+		}
 	}
 	for r, n := range st.RejectedTotal {
 		ch <- prometheus.MustNewConstMetric(c.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
 	}
 	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(st.RejectedTotal[ReasonConflict]))
-	ch <- prometheus.MustNewConstMetric(c.learned, prometheus.GaugeValue, float64(len(st.Routes)))
+	var learned [2]int
+	for _, r := range st.Routes {
+		learned[family(r.Prefix.Addr())]++
+	}
+	for i, n := range learned {
+		ch <- prometheus.MustNewConstMetric(c.learned, prometheus.GaugeValue, float64(n), familyName[i])
+	}
 }

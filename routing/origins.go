@@ -27,9 +27,20 @@ func originPath(d *Desired, o Origin) (*apiutil.Path, error) {
 		return nil, err
 	}
 	// An unspecified next hop makes GoBGP use each session's own local
-	// address: the tunnel address toward gateways (next-hop-self), the
-	// VBR link address toward the on-prem router.
-	nh, err := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+	// address: the tunnel address toward gateways (next-hop-self; for
+	// IPv6 the IPv4-mapped tunnel address, as receivers route by the
+	// session, not the next hop), the VBR link address toward the on-prem
+	// router (export policy sets the other family's, see policy.go).
+	family, unspecified := bgp.RF_IPv4_UC, netip.IPv4Unspecified()
+	if o.Prefix.Addr().Is6() {
+		family, unspecified = bgp.RF_IPv6_UC, netip.IPv6Unspecified()
+	}
+	var nh bgp.PathAttributeInterface
+	if family == bgp.RF_IPv4_UC {
+		nh, err = bgp.NewPathAttributeNextHop(unspecified)
+	} else {
+		nh, err = bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, unspecified)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +52,7 @@ func originPath(d *Desired, o Origin) (*apiutil.Path, error) {
 		bgp.NewLargeCommunity(d.InstanceASN, tagRegion, nameID(o.Region)), second,
 	})
 	return &apiutil.Path{
-		Family: bgp.RF_IPv4_UC,
+		Family: family,
 		Nlri:   nlri,
 		Attrs:  []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh, lc},
 	}, nil

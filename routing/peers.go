@@ -93,14 +93,22 @@ func (s *Speaker) setGatewayBFDPeers() {
 	s.bgp.gwBFD.setPeers(peers)
 }
 
-var familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+// families are the address families every session carries, gateway and
+// VBR alike, whatever the family of the session's own addresses.
+var families = []*api.Family{
+	{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
+	{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST},
+}
 
 func secs(d time.Duration) uint64 { return uint64((d + time.Second - 1) / time.Second) }
 
 func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
-	af := &api.AfiSafi{
-		Config:            &api.AfiSafiConfig{Family: familyV4, Enabled: true},
-		MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+	afs := make([]*api.AfiSafi, len(families))
+	for i, f := range families {
+		afs[i] = &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: f, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
+		}
 	}
 	peer := &api.Peer{
 		Conf: &api.PeerConf{
@@ -123,7 +131,7 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 			// carry the R bit; one added by a reload hours later must not.
 			LocalRestarting: s.opts.Restarting && !s.state.isSynced(),
 		},
-		AfiSafis: []*api.AfiSafi{af},
+		AfiSafis: afs,
 	}
 	if p.local.IsValid() {
 		peer.Transport.LocalAddress = p.local.String()

@@ -167,8 +167,9 @@ func ruleActions(r rule, asn uint32, e ruleEntry) *api.Actions {
 
 // exportStatements: gateways get everything (iBGP rules already stop
 // re-advertising iBGP routes); VBR routers get only tagged CEN routes
-// (default deny beyond what the config allows); handoff addresses go to
-// the gateways of this region only. GoBGP never sends a route back to the
+// (default deny beyond what the config allows), each family with a next
+// hop of its own family; handoff addresses go to the gateways of this
+// region only. GoBGP never sends a route back to the
 // session it came from.
 func (b *policyBuilder) exportStatements(d *Desired) {
 	_, vbrs := sessionAddrs(d)
@@ -193,6 +194,32 @@ func (b *policyBuilder) exportStatements(d *Desired) {
 		c.NeighborSet = &api.MatchSet{Type: api.MatchSet_TYPE_INVERT, Name: b.neighborSet("twins", twins...).Name}
 	}
 	b.stmt("handoff-twins-only", c, reject)
+	for i, v := range d.VBRs {
+		b.vbrNexthops(i, v)
+	}
+}
+
+// vbrNexthops sets the next hop of the family v's session does not run
+// in to the gateway's address of that family on v's link (GoBGP would
+// name its session address, of the wrong family), or, with no such
+// address, announces nothing of that family to v. The session's own
+// family keeps GoBGP's next-hop-self.
+func (b *policyBuilder) vbrNexthops(i int, v VBRSession) {
+	other, fam := families[0], "v4"
+	if v.Neighbor.Is4() {
+		other, fam = families[1], "v6"
+	}
+	c := &api.Conditions{NeighborSet: b.neighborSet(fmt.Sprintf("vbr%d", i), v.Neighbor), AfiSafiIn: []*api.Family{other}}
+	for _, l := range v.LinkAddresses {
+		if l.Addr().Is4() != v.Neighbor.Is4() {
+			b.stmt(fmt.Sprintf("vbr%d-nexthop-%s", i, fam), c, &api.Actions{
+				RouteAction: api.RouteAction_ROUTE_ACTION_UNSPECIFIED,
+				Nexthop:     &api.NexthopAction{Address: l.Addr().String()},
+			})
+			return
+		}
+	}
+	b.stmt(fmt.Sprintf("vbr%d-no-%s", i, fam), c, reject)
 }
 
 func (b *policyBuilder) stmt(name string, c *api.Conditions, a *api.Actions) {

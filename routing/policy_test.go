@@ -23,14 +23,17 @@ func TestPolicyMatchesFilter(t *testing.T) {
 	d := desiredA(port)
 	d.Gateways = []GatewayPeer{
 		{Name: "gw-twin", Region: "r-a", Address: addrB, Entitled: []Entitlement{
-			{Network: "vpc-a", Region: "r-a", Kind: KindVPC, Prefixes: []netip.Prefix{vpcA}},
-			{Network: "idc-b", Region: "r-a", Kind: KindVBR, Prefixes: []netip.Prefix{mp("172.16.0.0/12"), mp("192.168.128.0/17")}},
+			{Network: "vpc-a", Region: "r-a", Kind: KindVPC, Prefixes: []netip.Prefix{vpcA, vpcA6}},
+			{Network: "idc-b", Region: "r-a", Kind: KindVBR, Prefixes: []netip.Prefix{mp("172.16.0.0/12"), mp("192.168.128.0/17"), mp("2001:db8:100::/48")}},
 		}},
 		{Name: "gw-c", Region: "r-b", Address: addrC, Entitled: append(entB(), Entitlement{Network: "idc-c", Region: "r-b", Kind: KindVBR})},
 	}
-	d.VBRs[0].Accept = []netip.Prefix{mp("192.168.0.0/16"), mp("172.16.0.0/12"), mp("10.0.0.0/8")}
-	d.ProtectedPrefixes = append(d.ProtectedPrefixes, mp("100.64.0.1/32"), mp("198.51.100.7/32"))
-	d.Connected = []netip.Prefix{mp("172.20.0.0/30"), mp("10.3.0.0/24")}
+	d.VBRs[0].Accept = []netip.Prefix{mp("192.168.0.0/16"), mp("172.16.0.0/12"), mp("10.0.0.0/8"), mp("2001:db8::/32"), mp("fd00::/16")}
+	d.ProtectedPrefixes = append(d.ProtectedPrefixes, mp("100.64.0.1/32"), mp("198.51.100.7/32"), mp("fd63:656e::6440:1/128"))
+	d.Connected = []netip.Prefix{mp("172.20.0.0/30"), mp("10.3.0.0/24"), mp("2001:db8:30::/64")}
+	d.InstanceCIDRs = append(d.InstanceCIDRs, NamedPrefix{Prefix: vpcA6, Region: "r-a", Network: "vpc-a"},
+		NamedPrefix{Prefix: vpcB6, Region: "r-b", Network: "vpc-b"})
+	d.Gateways[1].Entitled[0].Prefixes = append(d.Gateways[1].Entitled[0].Prefixes, vpcB6)
 	names := map[netip.Addr]string{addrOnprem: "idc-a", addrB: "gw-twin", addrC: "gw-c"}
 	routers := map[netip.Addr]*server.BgpServer{
 		addrOnprem: rawRouter(t, addrOnprem, 65010, port, addrA, testASN),
@@ -89,13 +92,27 @@ func policyTestPrefixes() []netip.Prefix {
 		"10.1.0.7/32", "10.1.255.255/32", "10.2.0.0/16", "10.2.0.7/32", "10.3.0.0/16", "10.0.0.0/16", "192.168.0.0/16",
 		"192.168.0.0/15", "192.168.7.0/24", "192.168.128.0/17", "192.168.200.0/24", "172.16.0.0/12", "172.15.0.0/16",
 		"172.31.255.255/32", "100.64.0.0/10", "100.64.0.1/32", "100.64.0.2/32", "198.51.100.0/24", "11.0.0.0/8",
-		"127.0.0.2/32", "127.0.0.0/8", "172.20.0.0/30", "172.20.0.0/16", "172.20.0.2/32", "10.3.0.128/25"} {
+		"127.0.0.2/32", "127.0.0.0/8", "172.20.0.0/30", "172.20.0.0/16", "172.20.0.2/32", "10.3.0.128/25",
+		"::/0", "fd00::/16", "fd00:1::/48", "fd00:1::/64", "fd00:1::7/128", "fd00:2::/48", "fd00:2::/47", "fd00:3::/48",
+		"2001:db8::/32", "2001:db8:100::/48", "2001:db8:100:5::/64", "2001:db8:30::/64", "2001:db8:30::2/128",
+		"2001:db8:30::/60", "fd63:656e::/96", "fd63:656e::6440:1/128", "2001:db9::/32"} {
 		set[mp(s)] = true
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	bases := []netip.Prefix{mp("10.0.0.0/8"), mp("10.1.0.0/16"), mp("10.2.0.0/16"), mp("172.16.0.0/12"), mp("192.168.0.0/16"),
 		mp("100.64.0.0/10"), mp("198.51.100.0/24")}
-	for len(set) < 500 {
+	bases6 := []netip.Prefix{mp("fd00::/16"), mp("fd00:1::/48"), mp("fd00:2::/48"), mp("2001:db8::/32"), mp("2001:db8:100::/48"), mp("fd63:656e::/96")}
+	for len(set) < 200 {
+		b := bases6[rng.IntN(len(bases6))]
+		bits := b.Bits() + rng.IntN(129-b.Bits())
+		v := b.Addr().As16()
+		for i := b.Bits() / 8; i < 16; i++ {
+			v[i] |= byte(rng.Uint32()) & (0xff >> max(0, b.Bits()-8*i))
+		}
+		p, _ := netip.AddrFrom16(v).Prefix(bits)
+		set[p] = true
+	}
+	for len(set) < 700 {
 		b := bases[rng.IntN(len(bases))]
 		bits := b.Bits() + rng.IntN(33-b.Bits())
 		v := b.Addr().As4()

@@ -43,8 +43,13 @@ func (l *lab) link(nsA, addrA, nsB, addrB string) {
 	l.n++
 	a, b := fmt.Sprintf("ocrt%da%s", l.n, l.suffix), fmt.Sprintf("ocrt%db%s", l.n, l.suffix)
 	run(l.t, "ip", "link", "add", a, "netns", nsA, "type", "veth", "peer", "name", b, "netns", nsB)
-	run(l.t, "ip", "-n", nsA, "addr", "add", addrA, "dev", a)
-	run(l.t, "ip", "-n", nsB, "addr", "add", addrB, "dev", b)
+	for _, end := range [][3]string{{nsA, addrA, a}, {nsB, addrB, b}} {
+		args := []string{"ip", "-n", end[0], "addr", "add", end[1], "dev", end[2]}
+		if strings.Contains(end[1], ":") {
+			args = append(args, "nodad") // usable at once, not after duplicate detection
+		}
+		run(l.t, args...)
+	}
 	run(l.t, "ip", "-n", nsA, "link", "set", a, "up")
 	run(l.t, "ip", "-n", nsB, "link", "set", b, "up")
 }

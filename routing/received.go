@@ -12,6 +12,9 @@ import (
 
 const logEvery = 1000 // after the first few, log one rejection in this many
 
+// familyName names an address family by its index (see family).
+var familyName = [2]string{"ipv4", "ipv6"}
+
 // observeReceived classifies what peers sent, ahead of policy, to record and
 // log why a prefix is not learned. GoBGP's policy, compiled from the same
 // table, does the enforcing.
@@ -63,7 +66,8 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 	}
 }
 
-// countReceived enforces max_prefixes on what a VBR router announced.
+// countReceived enforces max_prefixes on what a VBR router announced, in
+// each address family separately.
 //
 // The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
 // whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
@@ -77,27 +81,33 @@ func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal boo
 		return
 	}
 	si := st.session(peer)
+	fam := family(pfx.Addr())
+	_, had := si.received[pfx]
 	if withdrawal {
-		delete(si.received, pfx)
+		if had {
+			delete(si.received, pfx)
+			si.perFamily[fam]--
+		}
 		return
 	}
-	if si.maxPrefix {
+	if si.maxPrefix || had {
 		return
 	}
 	if si.received == nil {
 		si.received = map[netip.Prefix]struct{}{}
 	}
 	si.received[pfx] = struct{}{}
-	n := len(si.received)
+	si.perFamily[fam]++
+	n := si.perFamily[fam]
 	if !si.warned && n > int(v.MaxPrefixes)*8/10 {
 		si.warned = true
-		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "received", n, "max_prefixes", v.MaxPrefixes)
+		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "received", n, "max_prefixes", v.MaxPrefixes)
 	}
 	if n <= int(v.MaxPrefixes) {
 		return
 	}
-	si.maxPrefix, si.received = true, nil
-	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "max_prefixes", v.MaxPrefixes)
+	si.maxPrefix, si.received, si.perFamily = true, nil, [2]int{}
+	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "max_prefixes", v.MaxPrefixes)
 	st.wakeSessions()
 	if srv := st.srv; srv != nil {
 		// Not from this callback: GoBGP serves the request from the loop

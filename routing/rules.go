@@ -102,10 +102,10 @@ type ruleEntry struct {
 }
 
 // allPrefixes are the roots of the address families the speaker carries
-// (Validate admits IPv4 only): a default route is one of them exactly,
-// and "any prefix" is any of them or longer. The policy compiler keeps
-// each family in sets of its own, as GoBGP requires.
-var allPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+// (IPv4 and IPv6 unicast): a default route is one of them exactly, and
+// "any prefix" is any of them or longer. The policy compiler keeps each
+// family in sets of its own, as GoBGP requires.
+var allPrefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 // anyPrefix lists entries matching every prefix with matchOrLonger, each
 // naming the given origin and collision.

@@ -109,9 +109,11 @@ type sessionInfo struct {
 	lastError string
 	maxPrefix bool
 	// received holds what a VBR router with max_prefixes has announced
-	// (ahead of policy, as the limit counts), while its session is up;
-	// warned says the warning at 80% of the limit has been logged.
+	// (ahead of policy, as the limit counts), while its session is up,
+	// and how many of each family (the limit applies to each); warned
+	// says the warning at 80% of the limit has been logged.
 	received    map[netip.Prefix]struct{}
+	perFamily   [2]int
 	warned      bool
 	rejected    map[Reason]uint64
 	hasSeenUp   bool
@@ -173,11 +175,11 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 	switch {
 	case si.state == bgp.BGP_FSM_ESTABLISHED && old != bgp.BGP_FSM_ESTABLISHED:
 		si.hasSeenUp = true
-		si.maxPrefix, si.received, si.warned = false, nil, false
+		si.maxPrefix, si.received, si.perFamily, si.warned = false, nil, [2]int{}, false
 		si.lastError = ""
 		st.log.Info("bgp session up", "session", name, "neighbor", addr)
 	case old == bgp.BGP_FSM_ESTABLISHED && si.state != bgp.BGP_FSM_ESTABLISHED:
-		si.received = nil
+		si.received, si.perFamily = nil, [2]int{}
 		st.forgetTwin(addr)
 		st.wake()
 		select {

@@ -144,6 +144,10 @@ func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip
 		Conf:      &api.PeerConf{NeighborAddress: peer.String(), PeerAsn: peerASN},
 		Transport: &api.Transport{LocalAddress: addr.String(), RemotePort: uint32(port)},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
+		AfiSafis: []*api.AfiSafi{
+			{Config: &api.AfiSafiConfig{Family: families[0], Enabled: true}},
+			{Config: &api.AfiSafiConfig{Family: families[1], Enabled: true}},
+		},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +159,15 @@ func rawAnnounce(t testing.TB, s *server.BgpServer, nh netip.Addr, withdraw bool
 	paths := make([]*apiutil.Path, 0, len(prefixes))
 	for _, p := range prefixes {
 		nlri, _ := bgp.NewIPAddrPrefix(p)
-		nhA, _ := bgp.NewPathAttributeNextHop(nh)
-		paths = append(paths, &apiutil.Path{Family: bgp.RF_IPv4_UC, Nlri: nlri, Withdrawal: withdraw,
+		var nhA bgp.PathAttributeInterface
+		family := bgp.RF_IPv4_UC
+		if p.Addr().Is6() {
+			family = bgp.RF_IPv6_UC
+			nhA, _ = bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, nh)
+		} else {
+			nhA, _ = bgp.NewPathAttributeNextHop(nh)
+		}
+		paths = append(paths, &apiutil.Path{Family: family, Nlri: nlri, Withdrawal: withdraw,
 			Attrs: []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0), nhA}})
 	}
 	if withdraw {
@@ -173,14 +184,16 @@ func rawAnnounce(t testing.TB, s *server.BgpServer, nh netip.Addr, withdraw bool
 func rawTable(t testing.TB, s *server.BgpServer) map[netip.Prefix][]*apiutil.Path {
 	t.Helper()
 	out := map[netip.Prefix][]*apiutil.Path{}
-	err := s.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC},
-		func(n bgp.NLRI, paths []*apiutil.Path) {
-			if p, ok := nlriPrefix(n); ok {
-				out[p] = paths
-			}
-		})
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
+		err := s.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f},
+			func(n bgp.NLRI, paths []*apiutil.Path) {
+				if p, ok := nlriPrefix(n); ok {
+					out[p] = paths
+				}
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	return out
 }
@@ -341,15 +354,15 @@ func (p *propagation) checkObservable(t *testing.T) {
 	}
 	got := gatherMetrics(t, NewCollector(p.a.s))
 	for k, v := range map[string]float64{"opencen_route_conflicts_total": 1, "opencen_bgp_session_up/idc-a": 1,
-		"opencen_bgp_prefixes_rejected/idc-a": 4, "opencen_bgp_routes_rejected_total/default-route": 1} {
+		"opencen_bgp_prefixes_rejected/ipv4/idc-a": 4, "opencen_bgp_prefixes_rejected/ipv6/idc-a": 0, "opencen_bgp_routes_rejected_total/default-route": 1} {
 		if got[k] != v {
 			t.Errorf("metric %s = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
 }
 
-// gatherMetrics reads c's metrics keyed by name and their session or
-// reason labels.
+// gatherMetrics reads c's metrics keyed by name and their family, reason
+// and session labels (in the labels' name order).
 func gatherMetrics(t *testing.T, c prometheus.Collector) map[string]float64 {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c)
@@ -362,7 +375,7 @@ func gatherMetrics(t *testing.T, c prometheus.Collector) map[string]float64 {
 		for _, m := range mf.GetMetric() {
 			key := mf.GetName()
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "session" || lp.GetName() == "reason" {
+				if n := lp.GetName(); n == "session" || n == "reason" || n == "family" {
 					key += "/" + lp.GetValue()
 				}
 			}
@@ -564,10 +577,15 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("valid desired rejected: %v", err)
 	}
 	cases := map[string]func(d *Desired){
-		"router id is not set":                      func(d *Desired) { d.RouterID = netip.Addr{} },
-		"instance asn is 0":                         func(d *Desired) { d.InstanceASN = 0 },
-		"host bits set, want 10.1.0.0/16":           func(d *Desired) { d.Originate[0].Prefix = mp("10.1.2.3/16") },
-		"only IPv4 prefixes":                        func(d *Desired) { d.InstanceCIDRs[0].Prefix = mp("fd00::/64") },
+		"router id is not set":             func(d *Desired) { d.RouterID = netip.Addr{} },
+		"instance asn is 0":                func(d *Desired) { d.InstanceASN = 0 },
+		"host bits set, want 10.1.0.0/16":  func(d *Desired) { d.Originate[0].Prefix = mp("10.1.2.3/16") },
+		"want a plain IPv4 or IPv6 prefix": func(d *Desired) { d.InstanceCIDRs[0].Prefix = mp("::ffff:10.1.0.0/112") },
+		"router id fd00::1: must be IPv4":  func(d *Desired) { d.RouterID = netip.MustParseAddr("fd00::1") },
+		"not of the neighbor":              func(d *Desired) { d.VBRs[0].LocalAddress = netip.MustParseAddr("fd00::1") },
+		"at most one per family": func(d *Desired) {
+			d.VBRs[0].LinkAddresses = []netip.Prefix{mp("172.30.0.1/30"), mp("172.30.9.1/30")}
+		},
 		"equals the instance asn":                   func(d *Desired) { d.VBRs[0].PeerASN = testASN },
 		"already used by":                           func(d *Desired) { d.VBRs[0].Neighbor = addrB },
 		"vpc entitlement \"vpc-b\" has no prefixes": func(d *Desired) { d.Gateways[0].Entitled[0].Prefixes = nil },

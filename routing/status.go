@@ -39,12 +39,20 @@ type SessionStatus struct {
 	State  string
 	Uptime time.Duration // zero unless established
 	// Received counts prefixes the peer currently announces; Accepted those
-	// that passed import policy; Rejected the rest.
+	// that passed import policy; Rejected the rest. Families splits them
+	// by address family (IPv4, then IPv6).
 	Received, Accepted, Rejected uint64
+	Families                     [2]FamilyCounts
 	// RejectedByReason counts rejections since start.
 	RejectedByReason map[Reason]uint64
 	BFD              string // "up", "down", "init", "admin-down", or "" when off
 	LastError        string
+}
+
+// FamilyCounts are a session's prefix counts in one address family.
+type FamilyCounts struct {
+	Family                       string // "ipv4" or "ipv6"
+	Received, Accepted, Rejected uint64
 }
 
 // Rejection is one prefix a session offers that is not learned.
@@ -107,7 +115,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	for addr, spec := range specs {
 		rejected := s.state.sessions.rejected[addr]
 		ss := s.state.sessionStatus(addr, spec)
-		addCounters(&ss, spec, counters[addr], len(rejected))
+		addCounters(&ss, spec, counters[addr], rejected)
 		if b, ok := gwBFD[addr]; ok {
 			ss.BFD = b
 		}
@@ -166,21 +174,37 @@ func (st *state) sessionStatus(addr netip.Addr, spec peerSpec) SessionStatus {
 }
 
 // addCounters adds to ss what GoBGP reports of the session, p, and the
-// count of prefixes it offers that are not learned.
-func addCounters(ss *SessionStatus, spec peerSpec, p *api.Peer, rejected int) {
+// prefixes it offers that are not learned.
+func addCounters(ss *SessionStatus, spec peerSpec, p *api.Peer, rejected map[netip.Prefix]Reason) {
+	for i := range ss.Families {
+		ss.Families[i].Family = familyName[i]
+	}
 	if p == nil {
 		return
 	}
 	for _, af := range p.AfiSafis {
-		if af.State != nil {
-			ss.Received += af.State.Received
+		if af.State == nil || af.Config == nil || af.Config.Family == nil {
+			continue
 		}
+		i := 0
+		if af.Config.Family.Afi == api.Family_AFI_IP6 {
+			i = 1
+		}
+		ss.Families[i].Received += af.State.Received
 	}
 	// GoBGP's own "accepted" counts paths ahead of import policy, so
 	// derive it from the rejections this package records.
-	ss.Rejected = uint64(rejected)
-	if ss.Received >= ss.Rejected {
-		ss.Accepted = ss.Received - ss.Rejected
+	for pfx := range rejected {
+		ss.Families[family(pfx.Addr())].Rejected++
+	}
+	for i := range ss.Families {
+		f := &ss.Families[i]
+		if f.Received >= f.Rejected {
+			f.Accepted = f.Received - f.Rejected
+		}
+		ss.Received += f.Received
+		ss.Accepted += f.Accepted
+		ss.Rejected += f.Rejected
 	}
 	if p.State != nil && p.State.BfdState != nil && spec.bfd && spec.kind != SessionGateway {
 		ss.BFD = bfdName(p.State.BfdState.SessionState)

@@ -45,7 +45,7 @@ func Validate(d *Desired) error {
 		v.prefix("connected subnet", p)
 	}
 	for _, a := range d.HandoffAddresses {
-		v.v4("handoff address", a)
+		v.addr("handoff address", a)
 	}
 	if len(v.errs) == 0 {
 		if _, err := newNameTable(d); err != nil {
@@ -65,23 +65,34 @@ func (v *validator) bad(format string, a ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...))
 }
 
-// v4 checks that a is set and IPv4.
+// v4 checks that a is set and IPv4: a router id, and the tunnel
+// addresses gateway sessions run between (they carry both families).
 func (v *validator) v4(what string, a netip.Addr) {
 	if !a.IsValid() {
 		v.bad("%s is not set", what)
 	} else if !a.Is4() {
-		v.bad("%s %s: only IPv4 is supported", what, a)
+		v.bad("%s %s: must be IPv4", what, a)
 	}
 }
 
-// prefix checks that p is a valid IPv4 prefix without host bits.
+// addr checks that a is set, of either family, without a zone.
+func (v *validator) addr(what string, a netip.Addr) {
+	switch {
+	case !a.IsValid():
+		v.bad("%s is not set", what)
+	case a.Zone() != "" || a.Is4In6():
+		v.bad("%s %s: want a plain IPv4 or IPv6 address", what, a)
+	}
+}
+
+// prefix checks that p is a valid prefix without host bits.
 func (v *validator) prefix(what string, p netip.Prefix) {
 	if !p.IsValid() {
 		v.bad("%s: invalid prefix", what)
 		return
 	}
-	if !p.Addr().Is4() {
-		v.bad("%s %s: only IPv4 prefixes are supported", what, p)
+	if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		v.bad("%s %s: want a plain IPv4 or IPv6 prefix", what, p)
 	}
 	if p.Masked() != p {
 		v.bad("%s %s: host bits set, want %s", what, p, p.Masked())
@@ -127,10 +138,19 @@ func (v *validator) vbr(s VBRSession, instanceASN uint32) {
 	if s.Network == "" || s.Region == "" {
 		v.bad("vbr session to %s without network or region", s.Neighbor)
 	}
-	v.v4(what+" neighbor", s.Neighbor)
+	v.addr(what+" neighbor", s.Neighbor)
 	v.unique(what, s.Neighbor)
-	if s.LocalAddress.IsValid() && !s.LocalAddress.Is4() {
-		v.bad("%s local address %s: only IPv4 is supported", what, s.LocalAddress)
+	if s.LocalAddress.IsValid() && s.LocalAddress.Is4() != s.Neighbor.Is4() {
+		v.bad("%s local address %s: not of the neighbor %s's family", what, s.LocalAddress, s.Neighbor)
+	}
+	var fams [2]bool
+	for _, a := range s.LinkAddresses {
+		v.addr(what+" link address", a.Addr())
+		if i := family(a.Addr()); fams[i] {
+			v.bad("%s link addresses %v: at most one per family", what, s.LinkAddresses)
+		} else {
+			fams[i] = true
+		}
 	}
 	if s.PeerASN == 0 {
 		v.bad("%s peer asn is 0, want 1 to 4294967295", what)
@@ -141,4 +161,12 @@ func (v *validator) vbr(s VBRSession, instanceASN uint32) {
 	for _, p := range s.Accept {
 		v.prefix(what+" accept", p)
 	}
+}
+
+// family is 0 for IPv4, 1 for IPv6.
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
 }

@@ -79,8 +79,18 @@ type Peer struct {
 	PrefixesReceived uint64    `json:"prefixes_received"`
 	PrefixesAccepted uint64    `json:"prefixes_accepted"`
 	PrefixesRejected uint64    `json:"prefixes_rejected"`
+	// Families splits the prefix counts by address family.
+	Families []PeerFamily `json:"families,omitempty"`
 	// Note explains a state that needs attention, e.g. max_prefixes hit.
 	Note string `json:"note,omitempty"`
+}
+
+// PeerFamily is a session's prefix counts in one address family.
+type PeerFamily struct {
+	Family   string `json:"family"` // "ipv4" or "ipv6"
+	Received uint64 `json:"received"`
+	Accepted uint64 `json:"accepted"`
+	Rejected uint64 `json:"rejected"`
 }
 
 // Route is a prefix this gateway knows: originated here, or learned.

@@ -154,13 +154,13 @@ func printStatus(w io.Writer, s api.Status) {
 }
 
 func printPeers(w io.Writer, peers []api.Peer) {
-	writeTable(w, "PEER\tKIND\tREGION\tADDRESS\tBGP\tUPTIME\tBFD\tPREFIXES RCVD/ACC/REJ\tHANDSHAKE\tRX\tTX\tNOTE", peers, func(p api.Peer) []string {
+	writeTable(w, "PEER\tKIND\tREGION\tADDRESS\tBGP\tUPTIME\tBFD\tIPV4 RCVD/ACC/REJ\tIPV6 RCVD/ACC/REJ\tHANDSHAKE\tRX\tTX\tNOTE", peers, func(p api.Peer) []string {
 		handshake := ago(p.LatestHandshake) // "never" when there is none
 		if p.Kind == "vbr" {
 			handshake = "-" // a VBR's router has no tunnel
 		}
 		return []string{p.Name, p.Kind, p.Region, p.Address, p.BGPState, seconds(p.BGPUptimeSeconds), dash(p.BFDState),
-			fmt.Sprintf("%d/%d/%d", p.PrefixesReceived, p.PrefixesAccepted, p.PrefixesRejected),
+			familyCounts(p, "ipv4"), familyCounts(p, "ipv6"),
 			handshake, byteCount(p.RxBytes), byteCount(p.TxBytes), p.Note}
 	})
 }
@@ -228,4 +228,15 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// familyCounts is a peer's received/accepted/rejected prefixes in one
+// family, "-" when its session never reported them.
+func familyCounts(p api.Peer, family string) string {
+	for _, f := range p.Families {
+		if f.Family == family {
+			return fmt.Sprintf("%d/%d/%d", f.Received, f.Accepted, f.Rejected)
+		}
+	}
+	return "-"
 }

@@ -78,6 +78,7 @@ func TestReportWholeRun(t *testing.T) {
 		// The pipeline: the Speaker plus the FIB against GoBGP plus the
 		// FIB, ratio computed: (3.05+0.84)/(2.31+0.84).
 		{"100k prefixes from BIRD, learned + installed", 3.89, 1.2349, 1, "ratio <= 2 and < 10 s", met},
+		{"100k IPv6 prefixes from BIRD, learned + installed", 4.17, 1.2560, 1, "ratio <= 2 and < 10 s", met},
 		{"Speaker RSS growth per route (in-process)", 1611.0, nil, 0, "<= 1536 B", missed},
 		{"failover to the twin gateway, p95", 688.0, nil, 0, "< 1000 ms", met},
 		{"convergence for one new prefix", 104.0, nil, 0, "", noTarget},
@@ -117,7 +118,7 @@ func TestReportWholeRun(t *testing.T) {
 	if want := []string{"10Mbps-1f,", "10Mbps-4f,", "100Mbps-1f,", "100Mbps-4f,", "500Mbps-1f,", "500Mbps-4f,"}; !slices.Equal(goodput, want) {
 		t.Errorf("goodput cases %v, want %v", goodput, want)
 	}
-	want := map[string]int{met: 30, missed: 4, noTarget: 14, missing: 0}
+	want := map[string]int{met: 31, missed: 4, noTarget: 17, missing: 0}
 	for k, v := range want {
 		if rep.Verdicts[k] != v {
 			t.Errorf("verdicts %v, want %v", rep.Verdicts, want)
@@ -231,7 +232,7 @@ func TestRunFromLog(t *testing.T) {
 		code int
 		want []string // in standard output
 	}{
-		{[]string{"--from-log", "testdata/all.log"}, 0, []string{"every benchmark ran", "30 met, 4 MISSED"}},
+		{[]string{"--from-log", "testdata/all.log"}, 0, []string{"every benchmark ran", "31 met, 4 MISSED"}},
 		{[]string{"--from-log", "testdata/failed.log"}, 1, []string{"routing: BenchmarkBIRD100k failed", "NOT every benchmark ran"}},
 		{[]string{"--from-log", "testdata/all.log", "--only", "agent"}, 0, []string{"agent  routing pipeline", "idle cend"}},
 		{[]string{"--from-log", "testdata/split.log", "--only", "dataplane"}, 1, []string{"dataplane: BenchmarkThroughput did not report"}},
@@ -292,7 +293,7 @@ func TestJSON(t *testing.T) {
 		!strings.HasPrefix(got.Areas[0].Command, "go test ") || len(got.Areas[0].Problems) != 2 {
 		t.Errorf("report head: %+v", got)
 	}
-	if len(got.Figures) != 32 || got.Verdicts[missing] != 10 || len(got.Unlisted) != 1 {
+	if len(got.Figures) != 36 || got.Verdicts[missing] != 14 || len(got.Unlisted) != 1 {
 		t.Errorf("%d figures, verdicts %v, unlisted %v", len(got.Figures), got.Verdicts, got.Unlisted)
 	}
 	first := got.Figures[0]

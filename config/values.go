@@ -62,6 +62,11 @@ type SpeakerState struct {
 	// ProtectedPrefixes are never learned from anyone, nor anything that
 	// overlaps them: tunnel addresses and underlay endpoints.
 	ProtectedPrefixes []netip.Prefix
+	// RouterAddresses are the on-premises routers of every VBR of the
+	// instance, as host prefixes: never learned from anyone, nor anything
+	// more specific (a route to a router would carry its own session),
+	// while a range that holds one, as a data centre's often does, is.
+	RouterAddresses []netip.Prefix
 	// Connected are the subnets connected to this gateway (its LANs, VBR
 	// links, underlay): a learned prefix overlapping one would take over
 	// the link's own route, so it is refused (ReasonConnected).

@@ -68,6 +68,11 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 			out.InstanceCIDRs = append(out.InstanceCIDRs, config.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
 		}
 	}
+	for _, n := range cfg.Networks {
+		if n.BGP != nil {
+			out.RouterAddresses = append(out.RouterAddresses, netipx.Host(n.BGP.Neighbor))
+		}
+	}
 	for _, g := range cfg.Gateways {
 		out.ProtectedPrefixes = append(out.ProtectedPrefixes, TunnelHosts(g.TunnelAddress)...)
 		if a := g.Endpoint.Addr(); a.IsValid() {

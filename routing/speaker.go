@@ -123,7 +123,7 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			s.log.Info("empty routing state: stopping the bgp speaker")
 			s.stopServer(false)
 		}
-		s.state.setDesired(nil, nil, nil)
+		s.state.setDesired(nil, nil)
 		s.redact.set(nil)
 		return nil
 	}
@@ -162,8 +162,7 @@ func (s *Speaker) ensureServer(ctx context.Context, d *Desired) error {
 			"router_id", d.RouterID, "local_address", d.LocalAddress, "asn", d.InstanceASN)
 		s.stopServer(false)
 	}
-	names, _ := newNameTable(d) // Validate checked it
-	s.state.setDesired(d, newFilter(d), names)
+	s.state.setDesired(d, newFilter(d))
 	if s.bgp.srv != nil {
 		return nil
 	}

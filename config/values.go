@@ -146,8 +146,13 @@ type VBRPeer struct {
 	// protected prefix or a default route).
 	Accept []netip.Prefix
 	// MaxPrefixes shuts the session down when the router sends more
-	// prefixes than this (0: no limit).
-	MaxPrefixes uint32
+	// prefixes than this (0: no limit); MaxPrefixesRestart brings it back
+	// after that long (0: only cenctl peers reset does).
+	MaxPrefixes        uint32
+	MaxPrefixesRestart time.Duration
+	// TTLSecurity is GTSM (RFC 5082, one hop): sent with TTL 255, and
+	// nothing received with less.
+	TTLSecurity bool
 	// Password enables TCP-MD5. It is never logged nor put in errors.
 	Password string
 	// BFD enables BFD on the session.

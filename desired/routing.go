@@ -48,14 +48,16 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 	}
 	for _, v := range d.VBRs {
 		s := config.VBRPeer{
-			Network:       v.Network,
-			Region:        d.Region,
-			Neighbor:      v.Neighbor,
-			PeerASN:       v.PeerASN,
-			MaxPrefixes:   v.MaxPrefixes,
-			Password:      sec.Passwords[v.Network],
-			BFD:           v.BFD,
-			LinkAddresses: linkAddressesTo(links, v.Neighbor),
+			Network:            v.Network,
+			Region:             d.Region,
+			Neighbor:           v.Neighbor,
+			PeerASN:            v.PeerASN,
+			MaxPrefixes:        v.MaxPrefixes,
+			MaxPrefixesRestart: v.MaxPrefixesRestart,
+			TTLSecurity:        v.TTLSecurity,
+			Password:           sec.Passwords[v.Network],
+			BFD:                v.BFD,
+			LinkAddresses:      linkAddressesTo(links, v.Neighbor),
 		}
 		if !v.AcceptAny {
 			// Not nil, even when empty: nil would admit any prefix.

@@ -129,7 +129,7 @@ func pollFor(t testing.TB, timeout, every time.Duration, what string, cond func(
 }
 
 // rawRouter is a plain GoBGP speaker standing in for an on-prem router.
-func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip.Addr, peerASN uint32) *server.BgpServer {
+func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip.Addr, peerASN uint32, mod ...func(*api.Peer)) *server.BgpServer {
 	t.Helper()
 	s := server.NewBgpServer(server.LoggerOption(testLogger(t).With("node", "onprem/"+addr.String()), new(slog.LevelVar)))
 	go s.Serve()
@@ -140,7 +140,7 @@ func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.StopBgp(context.Background(), &api.StopBgpRequest{}) })
-	if err := s.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
+	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: peer.String(), PeerAsn: peerASN},
 		Transport: &api.Transport{LocalAddress: addr.String(), RemotePort: uint32(port)},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
@@ -148,7 +148,11 @@ func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip
 			{Config: &api.AfiSafiConfig{Family: families[0], Enabled: true}},
 			{Config: &api.AfiSafiConfig{Family: families[1], Enabled: true}},
 		},
-	}}); err != nil {
+	}
+	for _, m := range mod {
+		m(p)
+	}
+	if err := s.AddPeer(context.Background(), &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -95,6 +95,8 @@ func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
 		OnRoutes:   a.onRoutes,
 		OnSessions: a.onSessions,
 		Restarting: restarting,
+		// BFD between gateways hears only what comes out of the tunnel.
+		TunnelDevice: a.dp.Device(),
 	})
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)

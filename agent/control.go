@@ -124,7 +124,9 @@ func controlHandler(src Source, log *slog.Logger) http.Handler {
 			writeError(w, http.StatusBadRequest, "reload takes no body: cend re-reads the file it runs from")
 			return
 		}
-		writeJSON(w, http.StatusOK, src.Reload(r.Context()))
+		// The reload outlives the request: a client that goes away
+		// does not cut short a config already swapped in.
+		writeJSON(w, http.StatusOK, src.Reload(context.WithoutCancel(r.Context())))
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such request: %s %s; see GET /v1/status, /v1/peers, /v1/routes, /v1/bandwidth and POST /v1/reload", r.Method, r.URL.Path))

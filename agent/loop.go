@@ -137,6 +137,9 @@ type wants struct {
 func (a *Agent) reconcile(ctx context.Context) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	if a.closed {
+		return errors.New("the agent is stopping")
+	}
 	w, err := a.want()
 	if err != nil {
 		return err

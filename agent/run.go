@@ -20,7 +20,9 @@ func (a *Agent) gracefulMarker() string { return filepath.Join(a.opts.StateDir, 
 // Run brings the gateway up and keeps it reconciled until ctx is done, then
 // stops it (keeping or removing its state as Options.Cleanup says).
 func (a *Agent) Run(ctx context.Context) (err error) {
-	a.started = time.Now()
+	a.mu.Lock()
+	a.started, a.life = time.Now(), ctx
+	a.mu.Unlock()
 	if err := a.Prepare(); err != nil {
 		return err
 	}
@@ -32,13 +34,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		restarting = true
 		os.Remove(a.gracefulMarker())
 	}
-	a.learn.stale = loadRoutes(a.routesFile(), a.log)
+	stale := loadRoutes(a.routesFile(), a.log)
+	a.mu.Lock()
+	a.learn.stale = stale
 	for p, r := range a.learn.stale {
 		if r.Handoff {
 			a.learn.staleHandoffs[p] = r
 			delete(a.learn.stale, p)
 		}
 	}
+	a.mu.Unlock()
 	up := false
 	defer func() {
 		if err != nil && !up {
@@ -51,7 +56,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cfg := a.snapshotConfig()
-	a.dp, err = dataplane.New(dataplane.Options{
+	dp, err := dataplane.New(dataplane.Options{
 		Logger:        a.log.With("subsystem", subDataplane),
 		ID:            cfg.Instance.Name + "/" + a.opts.Gateway,
 		StateDir:      filepath.Join(a.opts.StateDir, "dataplane"),
@@ -61,6 +66,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
+	a.setSubsystem(func() { a.dp = dp })
 	// The tunnel comes first: BGP rides inside it, and the shaper attaches
 	// to it. Without a device nothing else can start: say why and stop.
 	firstErr := a.reconcile(ctx)
@@ -88,8 +94,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 }
 
 // startRouting starts the BGP speaker.
-func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
-	a.rt, err = routing.New(routing.Options{
+func (a *Agent) startRouting(ctx context.Context, restarting bool) error {
+	rt, err := routing.New(routing.Options{
 		Logger:     a.log.With("subsystem", subRouting),
 		Port:       a.opts.BGPPort,
 		OnRoutes:   a.onRoutes,
@@ -101,6 +107,7 @@ func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
+	a.setSubsystem(func() { a.rt = rt })
 	if err := a.rt.Start(ctx); err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
@@ -112,8 +119,12 @@ func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
 	return nil
 }
 
-// close stops the subsystems in the reverse order of their start.
+// close stops the subsystems in the reverse order of their start. It
+// waits for a reconcile under way (a reload's) and leaves none to run.
 func (a *Agent) close() error {
+	a.applyMu.Lock()
+	a.closed = true
+	a.applyMu.Unlock()
 	var errs []error
 	graceful := !a.opts.Cleanup
 	if a.rt != nil {

@@ -20,20 +20,22 @@ var _ Source = (*Agent)(nil)
 const statusTimeout = 5 * time.Second
 
 func (a *Agent) routingStatus() (routing.Status, bool) {
-	if a.rt == nil {
+	_, rt, _ := a.subsystems()
+	if rt == nil {
 		return routing.Status{}, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
-	st, err := a.rt.Status(ctx)
+	st, err := rt.Status(ctx)
 	return st, err == nil
 }
 
 func (a *Agent) dataplaneStatus() (dataplane.Status, bool) {
-	if a.dp == nil {
+	dp, _, _ := a.subsystems()
+	if dp == nil {
 		return dataplane.Status{}, false
 	}
-	st, err := a.dp.Status()
+	st, err := dp.Status()
 	return st, err == nil
 }
 

@@ -82,26 +82,33 @@ buckets alone.`,
 }
 
 // showReload prints the result of a reload: as JSON with -o json, else
-// the changes of an applied one, or on stderr the errors of a rejected
-// one. A rejected reload is the command's failure.
+// the changes of an applied one, and on stderr every error: those of a
+// rejected one, or those of applying an accepted one ("applied, but").
+// Either is the command's failure.
 func showReload(cmd *cobra.Command, output string, res api.ReloadResult) error {
-	w := cmd.OutOrStdout()
-	if output == "json" {
+	w, ew := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	switch {
+	case output == "json":
 		if err := writeJSON(w, res); err != nil {
 			return err
 		}
-	} else if res.Applied {
+	case res.Applied:
 		fmt.Fprintf(w, "reloaded: config generation %d\n", res.Generation)
 		for _, c := range res.Changes {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
-	} else {
-		fmt.Fprintf(cmd.ErrOrStderr(), "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
+		if len(res.Errors) > 0 {
+			fmt.Fprintf(ew, "config generation %d is in place, but applying it failed (cend retries):\n", res.Generation)
+		}
+	default:
+		fmt.Fprintf(ew, "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
+	}
+	if output != "json" {
 		for _, e := range res.Errors {
-			fmt.Fprintln(cmd.ErrOrStderr(), e)
+			fmt.Fprintln(ew, e)
 		}
 	}
-	if !res.Applied {
+	if !res.Applied || len(res.Errors) > 0 {
 		return reportedError{}
 	}
 	return nil

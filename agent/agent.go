@@ -116,6 +116,10 @@ type Agent struct {
 	grow     chan struct{}
 	lastGrow atomic.Int64 // the last call of growReconcile, unix ns
 	metrics  *metrics
+	// snap is the loop's latest reading of the subsystems for the
+	// metrics; snapKick asks the loop for a new one.
+	snap     atomic.Pointer[snapshot]
+	snapKick chan struct{}
 }
 
 // learnedState is what BGP taught the agent, under Agent.mu.
@@ -196,6 +200,7 @@ func New(opts Options) (*Agent, error) {
 		subsys:   map[string]*api.SubsystemStatus{},
 		kick:     make(chan struct{}, 1),
 		grow:     make(chan struct{}, 1),
+		snapKick: make(chan struct{}, 1),
 		rates:    newRateTracker(),
 	}
 	a.probe = a.probeHost

@@ -51,6 +51,9 @@ func (a *Agent) loop(ctx context.Context) error {
 				return nil
 			}
 		case <-resync.C:
+		case <-a.snapKick:
+			a.refreshSnapshot()
+			continue
 		}
 		// This reconcile takes in everything asked for so far.
 		select {

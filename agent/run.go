@@ -111,11 +111,6 @@ func (a *Agent) startRouting(ctx context.Context, restarting bool) error {
 	if err := a.rt.Start(ctx); err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
-	if a.opts.Registerer != nil {
-		if err := a.opts.Registerer.Register(routing.NewCollector(a.rt)); err != nil {
-			return fmt.Errorf("register routing metrics: %w", err)
-		}
-	}
 	return nil
 }
 

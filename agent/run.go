@@ -13,10 +13,6 @@ import (
 	"github.com/opencen/opencen/routing"
 )
 
-// gracefulMarker is written when an agent stops leaving its state in place,
-// so the next one tells BGP peers it is restarting.
-func (a *Agent) gracefulMarker() string { return filepath.Join(a.opts.StateDir, "graceful-restart") }
-
 // Run brings the gateway up and keeps it reconciled until ctx is done, then
 // stops it (keeping or removing its state as Options.Cleanup says).
 func (a *Agent) Run(ctx context.Context) (err error) {
@@ -29,12 +25,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(a.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	restarting := false
-	if _, err := os.Stat(a.gracefulMarker()); err == nil {
-		restarting = true
-		os.Remove(a.gracefulMarker())
-	}
-	stale := loadRoutes(a.routesFile(), a.log)
+	restarting, stale := takeSavedState(a.opts.StateDir, a.log)
 	a.mu.Lock()
 	a.learn.stale = stale
 	for p, r := range a.learn.stale {
@@ -149,12 +140,14 @@ func (a *Agent) close() error {
 			routes[p] = r
 		}
 		a.mu.Unlock()
-		errs = append(errs, saveRoutes(a.routesFile(), routes))
-		errs = append(errs, os.WriteFile(a.gracefulMarker(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600))
+		// The routes first, then the marker that makes the next agent
+		// read them: a crash between the two leaves them unread.
+		errs = append(errs, saveRoutes(routesFile(a.opts.StateDir), routes))
+		errs = append(errs, writeFileSynced(gracefulMarker(a.opts.StateDir), []byte(time.Now().UTC().Format(time.RFC3339)+"\n")))
 	} else {
 		// Only what the agent wrote: the folder may hold an operator's or
 		// a lab's files too.
-		for _, p := range []string{a.routesFile(), a.gracefulMarker(), filepath.Join(a.opts.StateDir, "dataplane")} {
+		for _, p := range []string{routesFile(a.opts.StateDir), gracefulMarker(a.opts.StateDir), filepath.Join(a.opts.StateDir, "dataplane")} {
 			if err := os.RemoveAll(p); err != nil {
 				errs = append(errs, err)
 			}
@@ -163,5 +156,3 @@ func (a *Agent) close() error {
 	}
 	return errors.Join(errs...)
 }
-
-func (a *Agent) routesFile() string { return filepath.Join(a.opts.StateDir, "learned-routes.json") }

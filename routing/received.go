@@ -2,11 +2,9 @@ package routing
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 
-	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 )
 
@@ -68,9 +66,9 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 // The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
 // whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
 // (test/'s BenchmarkPipeline100k sends one). Past the
-// limit the session is shut down with a Cease (RFC 4486) naming the limit
-// and stays down until its config changes or the agent restarts; its
-// routes go with it.
+// limit the session is shut down with the Cease RFC 4486 names, subcode 1
+// (Maximum Number of Prefixes Reached), and stays down until its config
+// changes or the agent restarts; its routes go with it.
 func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal bool) {
 	v := st.f.vbrs[peer]
 	if v == nil || v.MaxPrefixes == 0 {
@@ -99,13 +97,11 @@ func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal boo
 	si.maxPrefix, si.received = true, nil
 	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "max_prefixes", v.MaxPrefixes)
 	st.wakeSessions()
-	if srv := st.srv; srv != nil {
+	if st.srv != nil && st.trip != nil {
 		// Not from this callback: GoBGP serves the request from the loop
 		// that delivers these events.
 		go func() {
-			err := srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: peer.String(),
-				Communication: fmt.Sprintf("max_prefixes %d exceeded", v.MaxPrefixes)})
-			if err != nil {
+			if err := st.trip(peer, v.MaxPrefixes); err != nil {
 				st.log.Error("shutting down a session past max_prefixes", "neighbor", peer, "err", err)
 			}
 		}()

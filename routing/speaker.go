@@ -69,7 +69,31 @@ func New(opts Options) (*Speaker, error) {
 	opts.Logger = log
 	s := &Speaker{opts: opts, log: log, redact: red, bgp: noServer()}
 	s.state = newState(s.log, opts)
+	s.state.trip = s.tripMaxPrefixes
 	return s, nil
+}
+
+// tripMaxPrefixes shuts the session with peer down as RFC 4486 says, with
+// a Cease of subcode 1 (Maximum Number of Prefixes Reached): GoBGP's own
+// prefix limit, set now to the limit the session has passed, finds it
+// passed at once, sends that Cease and holds the session down (admin state
+// PFX_CT). The limit is set only at the trip: GoBGP counts its whole
+// Adj-RIB-In against it on every UPDATE, which a session that is up must
+// not pay (see countReceived); a session replaced by Set has none again.
+func (s *Speaker) tripMaxPrefixes(peer netip.Addr, max uint32) error {
+	s.mu.Lock()
+	spec, ok := s.bgp.peers[peer]
+	srv := s.bgp.srv
+	s.mu.Unlock()
+	if !ok || srv == nil {
+		return nil
+	}
+	p := s.apiPeer(spec)
+	p.AfiSafis[0].PrefixLimits = &api.PrefixLimit{Family: familyV4, MaxPrefixes: max}
+	if _, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: p}); err != nil {
+		return fmt.Errorf("set the prefix limit of %s: %w", peer, err)
+	}
+	return nil
 }
 
 // Start starts the batching loop. The BGP server itself starts with the

@@ -44,6 +44,10 @@ type state struct {
 
 	learned  learnedRoutes // learned.go
 	sessions sessionStates // sessions.go, received.go
+
+	// trip shuts a VBR session down past its max_prefixes
+	// (Speaker.tripMaxPrefixes); set once by New.
+	trip func(peer netip.Addr, max uint32) error
 }
 
 func newState(log *slog.Logger, opts Options) *state {

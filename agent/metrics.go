@@ -1,16 +1,23 @@
 package agent
 
 import (
+	"context"
 	"time"
 
-	"github.com/opencen/opencen/shaping"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/shaping"
 )
 
 // metrics are the agent's Prometheus series of SPEC section 6: shaper,
-// tunnel, config and reconcile series. Counters of the shaper and WireGuard
-// are read from the subsystems at scrape time, so a scrape always sees the
-// kernel's own numbers. BGP series come from routing.NewCollector.
+// tunnel, BGP, config and reconcile series. A scrape reads only memory:
+// the shaper's counters and rates as the agent samples them every second,
+// and a snapshot of the BGP sessions and WireGuard peers that the
+// reconcile loop takes (refreshSnapshot), so a scrape costs no kernel
+// dump, no call into GoBGP and no pass over the learned routes, however
+// many there are, and a slow or failing subsystem cannot hold it up.
 type metrics struct {
 	a               *Agent
 	reconcileErrors *prometheus.CounterVec
@@ -20,10 +27,30 @@ type metrics struct {
 	shaperMode                                    *prometheus.Desc
 	bgpState                                      *prometheus.Desc
 	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
+	// BGP series per session and in total.
+	up, bfdUp, received, accepted, rejected *prometheus.Desc
+	rejectedTotal, conflictsTotal, learned  *prometheus.Desc
 }
+
+// snapshot is what the reconcile loop read of the subsystems for the
+// metrics. A nil part is a source that has not answered: its series are
+// left out of the scrape, the others stay.
+type snapshot struct {
+	at      time.Time
+	bgp     *routing.Status // without its Routes
+	learned int
+	tunnels map[string]dataplane.PeerStatus // by peer name
+}
+
+// snapshotMaxAge is how old a snapshot may be before a scrape asks the
+// loop for a new one. The scrape does not wait: it serves the snapshot
+// there is, so a series may lag its source by up to this plus one scrape
+// interval.
+const snapshotMaxAge = 5 * time.Second
 
 func newMetrics(a *Agent) *metrics {
 	pair := []string{"src_region", "dst_region"}
+	sess := []string{"session", "kind", "neighbor"}
 	return &metrics{
 		a: a,
 		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -32,23 +59,32 @@ func newMetrics(a *Agent) *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "opencen_config_reloads_total", Help: "Config reloads, by result (applied or rejected).",
 		}, []string{"result"}),
-		shaperBytes:   prometheus.NewDesc("opencen_shaper_bytes_total", "Bytes the shaper passed or dropped toward a region.", append(pair, "action"), nil),
-		shaperPackets: prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
-		allocation:    prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
-		rate:          prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
-		shaperMode:    prometheus.NewDesc("opencen_shaper_mode", "How the gateway shapes (cend --shaper): 1 for the mode in use, 0 for the others.", []string{"mode"}, nil),
-		bgpState:      prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
-		handshakeAge:  prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
-		tunnelBytes:   prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
-		conflicts:     prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
-		configG:       prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
+		shaperBytes:    prometheus.NewDesc("opencen_shaper_bytes_total", "Bytes the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		shaperPackets:  prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		allocation:     prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
+		rate:           prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
+		shaperMode:     prometheus.NewDesc("opencen_shaper_mode", "How the gateway shapes (cend --shaper): 1 for the mode in use, 0 for the others.", []string{"mode"}, nil),
+		bgpState:       prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
+		handshakeAge:   prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
+		tunnelBytes:    prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
+		conflicts:      prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
+		configG:        prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
+		up:             prometheus.NewDesc("opencen_bgp_session_up", "1 if the BGP session is established.", sess, nil),
+		bfdUp:          prometheus.NewDesc("opencen_bgp_bfd_up", "1 if BFD is up on the session (absent when BFD is off).", sess, nil),
+		received:       prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces.", sess, nil),
+		accepted:       prometheus.NewDesc("opencen_bgp_prefixes_accepted", "Announced prefixes that passed import policy.", sess, nil),
+		rejected:       prometheus.NewDesc("opencen_bgp_prefixes_rejected", "Announced prefixes refused by import policy.", sess, nil),
+		rejectedTotal:  prometheus.NewDesc("opencen_bgp_routes_rejected_total", "Prefixes refused since start, by reason.", []string{"reason"}, nil),
+		conflictsTotal: prometheus.NewDesc("opencen_route_conflicts_total", "VBR prefixes refused as conflicting with an instance CIDR since start.", nil, nil),
+		learned:        prometheus.NewDesc("opencen_bgp_learned_routes", "Routes delivered to the dataplane.", nil, nil),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.reconcileErrors.Describe(ch)
 	m.reloads.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG} {
+	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge,
+		m.tunnelBytes, m.conflicts, m.configG, m.up, m.bfdUp, m.received, m.accepted, m.rejected, m.rejectedTotal, m.conflictsTotal, m.learned} {
 		ch <- d
 	}
 }
@@ -70,7 +106,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(m.shaperMode, prometheus.GaugeValue, v, string(p))
 	}
-
 	for _, b := range a.Bandwidth() {
 		src, dst := d.Region, b.Region
 		ch <- prometheus.MustNewConstMetric(m.shaperBytes, prometheus.CounterValue, float64(b.PassedBytes), src, dst, "passed")
@@ -80,17 +115,97 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.allocation, prometheus.GaugeValue, float64(b.AllocationBps), src, dst)
 		ch <- prometheus.MustNewConstMetric(m.rate, prometheus.GaugeValue, b.RateBps, src, dst)
 	}
-	// Session up/down, BFD and prefix counts come from the routing
-	// package's own collector; this adds the state by name.
-	for _, p := range a.Peers() {
-		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, p.Name, p.Kind, p.BGPState)
-		if p.Kind == "gateway" {
-			if !p.LatestHandshake.IsZero() {
-				ch <- prometheus.MustNewConstMetric(m.handshakeAge, prometheus.GaugeValue, time.Since(p.LatestHandshake).Seconds(), p.Name)
+	s := a.metricsSnapshot()
+	if s == nil {
+		return
+	}
+	if s.tunnels != nil {
+		for _, p := range d.Peers {
+			t, ok := s.tunnels[p.Name]
+			if !ok {
+				continue
 			}
-			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name, "rx")
-			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name, "tx")
+			if !t.LastHandshake.IsZero() {
+				ch <- prometheus.MustNewConstMetric(m.handshakeAge, prometheus.GaugeValue, time.Since(t.LastHandshake).Seconds(), p.Name)
+			}
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(max(t.ReceiveBytes, 0)), p.Name, "rx")
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(max(t.TransmitBytes, 0)), p.Name, "tx")
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(a.Status().Conflicts))
+	if s.bgp != nil {
+		m.collectBGP(ch, s)
+	}
+}
+
+// collectBGP emits the snapshot's BGP series.
+func (m *metrics) collectBGP(ch chan<- prometheus.Metric, s *snapshot) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, ss := range s.bgp.Sessions {
+		l := []string{ss.Name, string(ss.Kind), ss.Neighbor.String()}
+		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, ss.Name, string(ss.Kind), ss.State)
+		ch <- prometheus.MustNewConstMetric(m.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
+		if ss.BFD != "" {
+			ch <- prometheus.MustNewConstMetric(m.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
+		}
+		ch <- prometheus.MustNewConstMetric(m.received, prometheus.GaugeValue, float64(ss.Received), l...)
+		ch <- prometheus.MustNewConstMetric(m.accepted, prometheus.GaugeValue, float64(ss.Accepted), l...)
+		ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.GaugeValue, float64(ss.Rejected), l...)
+	}
+	for r, n := range s.bgp.RejectedTotal {
+		ch <- prometheus.MustNewConstMetric(m.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
+	}
+	ch <- prometheus.MustNewConstMetric(m.conflictsTotal, prometheus.CounterValue, float64(s.bgp.RejectedTotal[routing.ReasonConflict]))
+	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(conflicts(*s.bgp)))
+	ch <- prometheus.MustNewConstMetric(m.learned, prometheus.GaugeValue, float64(s.learned))
+}
+
+// metricsSnapshot returns the loop's latest snapshot (nil before the
+// first), asking the loop for a new one when it is older than
+// snapshotMaxAge.
+func (a *Agent) metricsSnapshot() *snapshot {
+	s := a.snap.Load()
+	if s == nil || time.Since(s.at) > snapshotMaxAge {
+		select {
+		case a.snapKick <- struct{}{}:
+		default:
+		}
+	}
+	return s
+}
+
+// refreshSnapshot reads the subsystems for the metrics; the loop calls
+// it. A subsystem that fails to answer leaves its part out.
+func (a *Agent) refreshSnapshot() {
+	dp, rt, _ := a.subsystems()
+	s := &snapshot{at: time.Now()}
+	if rt != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+		st, err := rt.Status(ctx)
+		cancel()
+		if err != nil {
+			a.log.Debug("metrics: bgp status", "err", err)
+		} else {
+			st.Routes = nil
+			s.bgp = &st
+		}
+	}
+	if dp != nil {
+		if peers, err := dp.Peers(); err != nil {
+			a.log.Debug("metrics: wireguard peers", "err", err)
+		} else {
+			s.tunnels = make(map[string]dataplane.PeerStatus, len(peers))
+			for _, p := range peers {
+				s.tunnels[p.Name] = p
+			}
+		}
+	}
+	a.mu.Lock()
+	s.learned = len(a.learn.routes)
+	a.mu.Unlock()
+	a.snap.Store(s)
 }

@@ -87,6 +87,10 @@ type GatewayPeer struct {
 	// Entitled lists what this peer may originate. Anything else it sends
 	// is a hijack: ignored, logged and counted.
 	Entitled []NetworkEntitlement
+	// MaxPrefixes bounds what the peer may send in each family, derived
+	// from its entitlements (GatewayMaxPrefixes): past it the session is
+	// shut down like a VBR's, and restarts after the default time.
+	MaxPrefixes uint32
 }
 
 // NetworkEntitlement is one network a gateway peer may announce routes
@@ -208,6 +212,14 @@ type TunnelState struct {
 	// of the region, which reach this gateway, to that twin over a LAN
 	// both gateways share (see package dataplane).
 	Handoffs []Handoff
+	// LANPrefixes are the region's VPC CIDRs: a link holding an address
+	// inside one is a LAN of the gateway. VBRNeighbors are the routers of
+	// the VBRs this gateway holds, each on the link the kernel reaches it
+	// through. With the device, those links are the only ones the
+	// dataplane's guard forwards between, and a VBR's router is heard on
+	// BGP and BFD only on its own link.
+	LANPrefixes  []netip.Prefix
+	VBRNeighbors []netip.Addr
 }
 
 // String describes t without its private key.

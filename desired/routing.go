@@ -88,7 +88,7 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 // exactly (grouped by network, in the config's order) and its VBRs' accept
 // ranges.
 func gatewayPeer(p config.Peer) config.GatewayPeer {
-	gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
+	gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress, MaxPrefixes: p.Entitled.MaxPrefixes()}
 	byNetwork := map[string][]netip.Prefix{}
 	var order []string
 	for _, o := range p.Entitled.VPCs {

@@ -539,42 +539,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// TestMaxPrefixes: a VBR router sending more than max_prefixes gets its
-// session shut down, with a clear state.
-func TestMaxPrefixes(t *testing.T) {
-	port := freePort(t)
-	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
-	da := desiredA(port)
-	da.Gateways = nil
-	da.VBRs[0].MaxPrefixes = 5
-	a := startNode(t, port, da)
-	waitFor(t, 20*time.Second, "vbr established", func() bool {
-		st, _ := a.s.Status(context.Background())
-		return len(st.Sessions) == 1 && st.Sessions[0].State == "established"
-	})
-	var ps []netip.Prefix
-	for i := range 4 {
-		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
-	}
-	rawAnnounce(t, onprem, addrOnprem, false, ps...)
-	waitFor(t, 10*time.Second, "4 prefixes under the limit", func() bool { return len(a.s.Routes()) == 4 })
-	var more []netip.Prefix
-	for i := 4; i < 10; i++ {
-		more = append(more, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
-	}
-	rawAnnounce(t, onprem, addrOnprem, false, more...)
-	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool {
-		st, _ := a.s.Status(context.Background())
-		return st.Sessions[0].State == "max-prefix-exceeded"
-	})
-	waitFor(t, 10*time.Second, "routes of the tripped session withdrawn", func() bool { return len(a.s.Routes()) == 0 })
-	// It stays down (until its config changes or a restart).
-	time.Sleep(2 * time.Second)
-	if st, _ := a.s.Status(context.Background()); st.Sessions[0].State != "max-prefix-exceeded" || len(a.s.Routes()) != 0 {
-		t.Errorf("two seconds after the trip: state %s, %d routes", st.Sessions[0].State, len(a.s.Routes()))
-	}
-}
-
 func TestValidate(t *testing.T) {
 	good := desiredA(1179)
 	if err := Validate(&good); err != nil {

@@ -43,6 +43,10 @@ type state struct {
 
 	learned  learnedRoutes // learned.go
 	sessions sessionStates // sessions.go, received.go
+
+	// trip shuts a session down past its max_prefixes
+	// (Speaker.tripMaxPrefixes); set once by New.
+	trip func(tripInfo) error
 }
 
 func newState(log *slog.Logger, opts Options) *state {

@@ -10,21 +10,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
 	"syscall"
-	"time"
 
 	"github.com/opencen/opencen/agent"
 	"github.com/opencen/opencen/agent/api"
 	"github.com/opencen/opencen/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -35,7 +32,20 @@ const (
 
 type usageError struct{ error }
 
+// hangups receives SIGHUP from the first thing main does: a SIGHUP that
+// arrives while cend starts (a `systemctl reload` racing the start) waits
+// here for the reload loop instead of taking the default action, which
+// ends the process.
+var hangups = make(chan os.Signal, 1)
+
 func main() {
+	signal.Notify(hangups, syscall.SIGHUP)
+	// cend holds the gateway's private key and TCP-MD5 passwords: no core
+	// dump, and no /proc/PID/mem or ptrace for anyone without
+	// CAP_SYS_PTRACE, the same uid included.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "cend: cannot mark the process non-dumpable: %v\n", err)
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
@@ -165,22 +175,19 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 		}
 	}()
 	if f.metricsAddr != "" {
-		srv, err := serveMetrics(f.metricsAddr, reg, log)
+		srv, err := agent.ServeMetrics(f.metricsAddr, reg, log)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-hup:
+			case <-hangups:
 				log.Info("SIGHUP: reloading config")
 				a.Reload(ctx)
 			}
@@ -191,15 +198,3 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	return err
 }
 
-// serveMetrics serves the registry's /metrics on addr.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
-}

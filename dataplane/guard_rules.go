@@ -131,7 +131,9 @@ func addrIn(family byte, dst bool, set *nftables.Set) []expr.Any {
 	}
 }
 
-func countDrop() []expr.Any { return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}} }
+func countDrop() []expr.Any {
+	return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}
 
 func concat(parts ...[]expr.Any) []expr.Any {
 	var out []expr.Any

@@ -1,25 +1,19 @@
 package routing
 
-import (
-	"context"
-	"time"
+import "github.com/prometheus/client_golang/prometheus"
 
-	"github.com/prometheus/client_golang/prometheus"
-)
-
-// Collector exports a speaker's Status as Prometheus metrics. The agent
-// registers it on its own registry (no global registration here).
-type Collector struct {
-	s                                       *Speaker
+// StatusMetrics are a speaker's BGP series, per session and in total,
+// emitted from a Status the caller read: the agent serves them from the
+// snapshot its reconcile loop keeps, so a scrape never calls into GoBGP.
+type StatusMetrics struct {
 	up, bfdUp, received, accepted, rejected *prometheus.Desc
 	rejectedTotal, conflicts, learned       *prometheus.Desc
 }
 
-// NewCollector returns a collector reading s at scrape time.
-func NewCollector(s *Speaker) *Collector {
+// NewStatusMetrics returns the series' descriptions.
+func NewStatusMetrics() *StatusMetrics {
 	l := []string{"session", "kind", "neighbor"}
-	return &Collector{
-		s:             s,
+	return &StatusMetrics{
 		up:            prometheus.NewDesc("opencen_bgp_session_up", "1 if the BGP session is established.", l, nil),
 		bfdUp:         prometheus.NewDesc("opencen_bgp_bfd_up", "1 if BFD is up on the session (absent when BFD is off).", l, nil),
 		received:      prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces.", l, nil),
@@ -31,22 +25,16 @@ func NewCollector(s *Speaker) *Collector {
 	}
 }
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.bfdUp, c.received, c.accepted, c.rejected, c.rejectedTotal, c.conflicts, c.learned} {
+// Describe sends the series' descriptions, as prometheus.Collector does.
+func (m *StatusMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.up, m.bfdUp, m.received, m.accepted, m.rejected, m.rejectedTotal, m.conflicts, m.learned} {
 		ch <- d
 	}
 }
 
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	st, err := c.s.Status(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.up, err)
-		return
-	}
+// Collect sends st's series; learned is the number of routes delivered to
+// the dataplane (st's Routes may be left out).
+func (m *StatusMetrics) Collect(ch chan<- prometheus.Metric, st *Status, learned int) {
 	b := func(v bool) float64 {
 		if v {
 			return 1
@@ -55,17 +43,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, ss := range st.Sessions {
 		l := []string{ss.Name, string(ss.Kind), ss.Neighbor.String()}
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
+		ch <- prometheus.MustNewConstMetric(m.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
 		if ss.BFD != "" {
-			ch <- prometheus.MustNewConstMetric(c.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
+			ch <- prometheus.MustNewConstMetric(m.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
 		}
-		ch <- prometheus.MustNewConstMetric(c.received, prometheus.GaugeValue, float64(ss.Received), l...)
-		ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.GaugeValue, float64(ss.Accepted), l...)
-		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(ss.Rejected), l...)
+		ch <- prometheus.MustNewConstMetric(m.received, prometheus.GaugeValue, float64(ss.Received), l...)
+		ch <- prometheus.MustNewConstMetric(m.accepted, prometheus.GaugeValue, float64(ss.Accepted), l...)
+		ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.GaugeValue, float64(ss.Rejected), l...)
 	}
 	for r, n := range st.RejectedTotal {
-		ch <- prometheus.MustNewConstMetric(c.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
+		ch <- prometheus.MustNewConstMetric(m.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
 	}
-	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(st.RejectedTotal[ReasonConflict]))
-	ch <- prometheus.MustNewConstMetric(c.learned, prometheus.GaugeValue, float64(len(st.Routes)))
+	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.CounterValue, float64(st.RejectedTotal[ReasonConflict]))
+	ch <- prometheus.MustNewConstMetric(m.learned, prometheus.GaugeValue, float64(learned))
 }

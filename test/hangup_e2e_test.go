@@ -25,7 +25,7 @@ func TestHangupWhileStarting(t *testing.T) {
 	// take well under the margin below.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		if !s.alive() {
-			t.Fatalf("cend exited: %v", <-s.exited)
+			t.Fatalf("cend exited: %v", s.exitErr())
 		}
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if filepath.Base(exe) == filepath.Base(cend) && catches(t, pid, syscall.SIGHUP) {

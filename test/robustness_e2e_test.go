@@ -38,7 +38,7 @@ func TestRawPeerRobustness(t *testing.T) {
 	attributesPastTheMessage(t, s, p)
 	floodTripsMaxPrefixes(t, s, p)
 	if !s.alive() {
-		t.Fatalf("cend exited: %v", <-s.exited)
+		t.Fatalf("cend exited: %v", s.exitErr())
 	}
 }
 

@@ -129,13 +129,21 @@ func (s *solo) alive() bool {
 	}
 }
 
+// exitErr is how cend ended, once alive says it has; the value stays for
+// the next reader (the cleanup).
+func (s *solo) exitErr() error {
+	err := <-s.exited
+	s.exited <- err
+	return err
+}
+
 // waitUp waits until cend answers on its socket with every subsystem
 // applied.
 func (s *solo) waitUp(timeout time.Duration) {
 	s.t.Helper()
 	eventually(s.t, timeout, "cend up", func() error {
 		if !s.alive() {
-			s.t.Fatalf("cend exited: %v\n%s", <-s.exited, lastLines(s.out.String(), 40))
+			s.t.Fatalf("cend exited: %v\n%s", s.exitErr(), lastLines(s.out.String(), 40))
 		}
 		return allApplied(s.t, s.socket)
 	})

@@ -27,9 +27,7 @@ type metrics struct {
 	shaperMode                                    *prometheus.Desc
 	bgpState                                      *prometheus.Desc
 	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
-	// BGP series per session and in total.
-	up, bfdUp, received, accepted, rejected *prometheus.Desc
-	rejectedTotal, conflictsTotal, learned  *prometheus.Desc
+	bgp                                           *routing.StatusMetrics
 }
 
 // snapshot is what the reconcile loop read of the subsystems for the
@@ -38,7 +36,7 @@ type metrics struct {
 type snapshot struct {
 	at      time.Time
 	bgp     *routing.Status // without its Routes
-	learned int
+	learned [2]int
 	tunnels map[string]dataplane.PeerStatus // by peer name
 }
 
@@ -50,7 +48,6 @@ const snapshotMaxAge = 5 * time.Second
 
 func newMetrics(a *Agent) *metrics {
 	pair := []string{"src_region", "dst_region"}
-	sess := []string{"session", "kind", "neighbor"}
 	return &metrics{
 		a: a,
 		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -59,24 +56,17 @@ func newMetrics(a *Agent) *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "opencen_config_reloads_total", Help: "Config reloads, by result (applied or rejected).",
 		}, []string{"result"}),
-		shaperBytes:    prometheus.NewDesc("opencen_shaper_bytes_total", "Bytes the shaper passed or dropped toward a region.", append(pair, "action"), nil),
-		shaperPackets:  prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
-		allocation:     prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
-		rate:           prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
-		shaperMode:     prometheus.NewDesc("opencen_shaper_mode", "How the gateway shapes (cend --shaper): 1 for the mode in use, 0 for the others.", []string{"mode"}, nil),
-		bgpState:       prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
-		handshakeAge:   prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
-		tunnelBytes:    prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
-		conflicts:      prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
-		configG:        prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
-		up:             prometheus.NewDesc("opencen_bgp_session_up", "1 if the BGP session is established.", sess, nil),
-		bfdUp:          prometheus.NewDesc("opencen_bgp_bfd_up", "1 if BFD is up on the session (absent when BFD is off).", sess, nil),
-		received:       prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces.", sess, nil),
-		accepted:       prometheus.NewDesc("opencen_bgp_prefixes_accepted", "Announced prefixes that passed import policy.", sess, nil),
-		rejected:       prometheus.NewDesc("opencen_bgp_prefixes_rejected", "Announced prefixes refused by import policy.", sess, nil),
-		rejectedTotal:  prometheus.NewDesc("opencen_bgp_routes_rejected_total", "Prefixes refused since start, by reason.", []string{"reason"}, nil),
-		conflictsTotal: prometheus.NewDesc("opencen_route_conflicts_total", "VBR prefixes refused as conflicting with an instance CIDR since start.", nil, nil),
-		learned:        prometheus.NewDesc("opencen_bgp_learned_routes", "Routes delivered to the dataplane.", nil, nil),
+		shaperBytes:   prometheus.NewDesc("opencen_shaper_bytes_total", "Bytes the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		shaperPackets: prometheus.NewDesc("opencen_shaper_packets_total", "Packets the shaper passed or dropped toward a region.", append(pair, "action"), nil),
+		allocation:    prometheus.NewDesc("opencen_shaper_allocation_bits_per_second", "This gateway's allocation toward a region.", pair, nil),
+		rate:          prometheus.NewDesc("opencen_shaper_rate_bits_per_second", "Current egress rate toward a region, over the last second.", pair, nil),
+		shaperMode:    prometheus.NewDesc("opencen_shaper_mode", "How the gateway shapes (cend --shaper): 1 for the mode in use, 0 for the others.", []string{"mode"}, nil),
+		bgpState:      prometheus.NewDesc("opencen_bgp_session_state", "BGP session state (the series of the current state is 1).", []string{"peer", "kind", "state"}, nil),
+		handshakeAge:  prometheus.NewDesc("opencen_tunnel_handshake_age_seconds", "Seconds since the tunnel's latest WireGuard handshake.", []string{"peer"}, nil),
+		tunnelBytes:   prometheus.NewDesc("opencen_tunnel_bytes_total", "Bytes through the tunnel to a peer, by direction.", []string{"peer", "direction"}, nil),
+		conflicts:     prometheus.NewDesc("opencen_route_conflicts", "VBR prefixes refused as route conflicts (SPEC rule 6).", nil, nil),
+		configG:       prometheus.NewDesc("opencen_config_generation", "Configs applied since start.", nil, nil),
+		bgp:           routing.NewStatusMetrics(),
 	}
 }
 
@@ -84,9 +74,10 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.reconcileErrors.Describe(ch)
 	m.reloads.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge,
-		m.tunnelBytes, m.conflicts, m.configG, m.up, m.bfdUp, m.received, m.accepted, m.rejected, m.rejectedTotal, m.conflictsTotal, m.learned} {
+		m.tunnelBytes, m.conflicts, m.configG} {
 		ch <- d
 	}
+	m.bgp.Describe(ch)
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -139,29 +130,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 
 // collectBGP emits the snapshot's BGP series.
 func (m *metrics) collectBGP(ch chan<- prometheus.Metric, s *snapshot) {
-	b := func(v bool) float64 {
-		if v {
-			return 1
-		}
-		return 0
-	}
 	for _, ss := range s.bgp.Sessions {
-		l := []string{ss.Name, string(ss.Kind), ss.Neighbor.String()}
 		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, ss.Name, string(ss.Kind), ss.State)
-		ch <- prometheus.MustNewConstMetric(m.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
-		if ss.BFD != "" {
-			ch <- prometheus.MustNewConstMetric(m.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
-		}
-		ch <- prometheus.MustNewConstMetric(m.received, prometheus.GaugeValue, float64(ss.Received), l...)
-		ch <- prometheus.MustNewConstMetric(m.accepted, prometheus.GaugeValue, float64(ss.Accepted), l...)
-		ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.GaugeValue, float64(ss.Rejected), l...)
 	}
-	for r, n := range s.bgp.RejectedTotal {
-		ch <- prometheus.MustNewConstMetric(m.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
-	}
-	ch <- prometheus.MustNewConstMetric(m.conflictsTotal, prometheus.CounterValue, float64(s.bgp.RejectedTotal[routing.ReasonConflict]))
+	m.bgp.Collect(ch, s.bgp, s.learned)
 	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(conflicts(*s.bgp)))
-	ch <- prometheus.MustNewConstMetric(m.learned, prometheus.GaugeValue, float64(s.learned))
 }
 
 // metricsSnapshot returns the loop's latest snapshot (nil before the
@@ -205,7 +178,7 @@ func (a *Agent) refreshSnapshot() {
 		}
 	}
 	a.mu.Lock()
-	s.learned = len(a.learn.routes)
+	s.learned = routing.LearnedByFamily(a.learn.routes)
 	a.mu.Unlock()
 	a.snap.Store(s)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 )
 
 // guardOps keeps the gateway's guard: an nftables table of its own
@@ -171,6 +172,11 @@ func (g *nftGuard) ensureGuard(table string, spec guardSpec) (bool, error) {
 	sets := guardSets{}
 	for _, s := range guardSetSpecs(spec) {
 		set := &nftables.Set{Table: t, Name: s.name, KeyType: s.typ}
+		if s.typ == nftables.TypeIFName {
+			// Interface names are compared in host order; without saying
+			// so nft prints them byte-swapped, as empty strings.
+			set.KeyByteOrder = binaryutil.NativeEndian
+		}
 		elems := make([]nftables.SetElement, 0, len(s.keys))
 		for _, k := range s.keys {
 			elems = append(elems, nftables.SetElement{Key: k})

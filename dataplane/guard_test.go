@@ -170,51 +170,33 @@ func TestNFTGuard(t *testing.T) {
 			t.Errorf("guard lacks %q:\n%s", want, out)
 		}
 	}
-	with := func(f func(*guardSpec)) guardSpec {
-		c := spec
-		c.gateways, c.attached, c.vbrs = slices.Clone(spec.gateways), slices.Clone(spec.attached), slices.Clone(spec.vbrs)
-		f(&c)
-		return c
-	}
 	for _, drift := range []struct {
-		what string
-		do   func() guardSpec
+		what   string
+		nft    []string         // a change made by hand, or
+		change func(*guardSpec) // a change of what the guard should be
 	}{
-		{"set element deleted", func() guardSpec {
-			nft("delete", "element", "inet", table, guardSet4, "{ 100.64.0.2 }")
-			return spec
-		}},
-		{"link set element deleted", func() guardSpec {
-			nft("delete", "element", "inet", table, underlaySet, `{ "eth0" }`)
-			return spec
-		}},
-		{"rule added", func() guardSpec {
-			nft("add", "rule", "inet", table, guardChain, "accept")
-			return spec
-		}},
-		{"forward rule deleted", func() guardSpec {
-			nft("flush", "chain", "inet", table, forwardChain)
-			return spec
-		}},
-		{"table flushed", func() guardSpec { nft("flush", "table", "inet", table); return spec }},
-		{"another device", func() guardSpec { spec.dev = "ocdpwg1"; return spec }},
-		{"another gateway", func() guardSpec {
-			spec = with(func(c *guardSpec) { c.gateways = append(c.gateways, addrs("fd00:64::3")[0]) })
-			return spec
-		}},
-		{"another LAN", func() guardSpec {
-			spec = with(func(c *guardSpec) { c.attached = []string{"lan0", "lan1", "vbr0"} })
-			return spec
-		}},
-		{"the VBR router on another link", func() guardSpec {
-			spec = with(func(c *guardSpec) { c.vbrs = []vbrLink{{addrs("172.30.0.2")[0], "lan1"}} })
-			return spec
-		}},
-		{"no underlay", func() guardSpec { spec = with(func(c *guardSpec) { c.underlay = nil }); return spec }},
+		{"set element deleted", []string{"delete", "element", "inet", table, guardSet4, "{ 100.64.0.2 }"}, nil},
+		{"link set element deleted", []string{"delete", "element", "inet", table, underlaySet, `{ "eth0" }`}, nil},
+		{"rule added", []string{"add", "rule", "inet", table, guardChain, "accept"}, nil},
+		{"forward rule deleted", []string{"flush", "chain", "inet", table, forwardChain}, nil},
+		{"table flushed", []string{"flush", "table", "inet", table}, nil},
+		{"another device", nil, func(c *guardSpec) { c.dev = "ocdpwg1" }},
+		{"another gateway", nil, func(c *guardSpec) { c.gateways = append(c.gateways, addrs("fd00:64::3")[0]) }},
+		{"another LAN", nil, func(c *guardSpec) { c.attached = []string{"lan0", "lan1", "vbr0"} }},
+		{"the VBR router on another link", nil, func(c *guardSpec) { c.vbrs = []vbrLink{{addrs("172.30.0.2")[0], "lan1"}} }},
+		{"no underlay", nil, func(c *guardSpec) { c.underlay = nil }},
 	} {
-		s := drift.do()
-		ensure(drift.what, s, true)
-		ensure(drift.what+", then unchanged", s, false)
+		if drift.nft != nil {
+			nft(drift.nft...)
+		}
+		if drift.change != nil {
+			c := spec
+			c.gateways, c.attached, c.vbrs = slices.Clone(spec.gateways), slices.Clone(spec.attached), slices.Clone(spec.vbrs)
+			drift.change(&c)
+			spec = c
+		}
+		ensure(drift.what, spec, true)
+		ensure(drift.what+", then unchanged", spec, false)
 	}
 	if err := g.removeGuard(table); err != nil || len(nftTables(t, ns)) != 0 {
 		t.Errorf("removeGuard: %v, tables left %v", err, nftTables(t, ns))
@@ -344,11 +326,23 @@ func TestGuardUnderlayAndControl(t *testing.T) {
 		t.Errorf("guard repaired: %d echo requests from the underlay reached the VPC host, want 0", got)
 	}
 
-	tunnel := x.gws[0].tunnel
 	run(t, "ip", "-n", x.h, "route", "add", "100.64.0.0/24", "via", twinLANs[0].String())
+	from := controlProbe(t, a1, x.gws[0].tunnel, n)
+	if err, got := from(x.h, twinHosts[0]); err == nil || got != 0 {
+		t.Errorf("from the VPC host: BGP connected (%v), %d BFD packets arrived; want both dropped", err, got)
+	}
+	if err, got := from(x.gws[2].ns, x.gws[2].tunnel); err != nil || got != n {
+		t.Errorf("from B through the tunnel: BGP %v, %d of %d BFD packets; want both through", err, got, n)
+	}
+}
+
+// controlProbe listens for BGP and BFD on tunnel in namespace gw and
+// returns a probe: from namespace ns with source src, whether a BGP
+// connection fails and how many of n BFD packets arrive.
+func controlProbe(t *testing.T, gw string, tunnel netip.Addr, n int) func(ns string, src netip.Addr) (bgp error, bfd int) {
 	var ln net.Listener
 	var pc net.PacketConn
-	if err := inNetNS(nsPath(a1), func() (err error) {
+	if err := inNetNS(nsPath(gw), func() (err error) {
 		if ln, err = net.Listen("tcp4", netip.AddrPortFrom(tunnel, 179).String()); err != nil {
 			return err
 		}
@@ -357,8 +351,7 @@ func TestGuardUnderlayAndControl(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	defer pc.Close()
+	t.Cleanup(func() { ln.Close(); pc.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -368,7 +361,7 @@ func TestGuardUnderlayAndControl(t *testing.T) {
 			c.Close()
 		}
 	}()
-	from := func(ns string, src netip.Addr) (bgp error, bfd int) {
+	return func(ns string, src netip.Addr) (bgp error, bfd int) {
 		err := inNetNS(nsPath(ns), func() error {
 			d := net.Dialer{Timeout: 500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 			c, err := d.Dial("tcp4", netip.AddrPortFrom(tunnel, 179).String())
@@ -401,11 +394,5 @@ func TestGuardUnderlayAndControl(t *testing.T) {
 				bfd++
 			}
 		}
-	}
-	if err, got := from(x.h, twinHosts[0]); err == nil || got != 0 {
-		t.Errorf("from the VPC host: BGP connected (%v), %d BFD packets arrived; want both dropped", err, got)
-	}
-	if err, got := from(x.gws[2].ns, x.gws[2].tunnel); err != nil || got != n {
-		t.Errorf("from B through the tunnel: BGP %v, %d of %d BFD packets; want both through", err, got, n)
 	}
 }

@@ -4,8 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,20 +74,17 @@ func (l *lab) linkNames(nsA, addrA, nsB, addrB string) (string, string) {
 	return fmt.Sprintf("ocrt%da%s", l.n, l.suffix), fmt.Sprintf("ocrt%db%s", l.n, l.suffix)
 }
 
-// rxPackets reads a link's received-packet counter in ns.
+// rxPackets reads a link's received-packet counter in ns (through `ip
+// netns exec`, which mounts that namespace's /sys).
 func rxPackets(t *testing.T, ns, link string) uint64 {
 	t.Helper()
-	var n uint64
-	err := testutil.InNetNS(ns, func() error {
-		b, err := os.ReadFile(filepath.Join("/sys/class/net", link, "statistics/rx_packets"))
-		if err != nil {
-			return err
-		}
-		n, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		return err
-	})
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+link+"/statistics/rx_packets").CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("rx_packets of %s: %v: %s", link, err, out)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		t.Fatalf("rx_packets of %s: %v", link, err)
 	}
 	return n
 }

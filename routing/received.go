@@ -34,6 +34,9 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 			continue
 		}
 		v := st.f.classify(peer, pfx)
+		if v.reason == "" && !st.f.firstASOK(peer, p.Attrs) {
+			v = verdict{reason: ReasonFirstAS}
+		}
 		st.noteTwinPath(peer, pfx, v.reason == "" && v.kind == KindVBR && st.f.isTwin(peer))
 		if v.reason == "" {
 			delete(rej, pfx)

@@ -31,6 +31,7 @@ const (
 	ReasonNotAccepted  Reason = "not-accepted"  // outside the VBR's accept list
 	ReasonUnknownPeer  Reason = "unknown-peer"  // from a session that is not configured
 	ReasonConnected    Reason = "connected"     // overlaps a subnet connected to this gateway
+	ReasonFirstAS      Reason = "first-as"      // from a VBR, an AS path not starting with its router's AS
 )
 
 // match says how a rule's prefixes match a received prefix p.

@@ -356,7 +356,7 @@ func (p *propagation) checkObservable(t *testing.T) {
 	if vbr := st.Sessions[i]; vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 1 || vbr.Rejected != 4 || vbr.Kind != "vbr" {
 		t.Fatalf("idc-a session status: %+v, want established, 5 received, 1 accepted, 4 rejected", vbr)
 	}
-	got := gatherMetrics(t, NewCollector(p.a.s))
+	got := gatherMetrics(t, statusCollector{NewStatusMetrics(), &st})
 	for k, v := range map[string]float64{"opencen_route_conflicts_total": 1, "opencen_bgp_session_up/idc-a": 1,
 		"opencen_bgp_prefixes_rejected/ipv4/idc-a": 4, "opencen_bgp_prefixes_rejected/ipv6/idc-a": 0, "opencen_bgp_routes_rejected_total/default-route": 1} {
 		if got[k] != v {
@@ -575,4 +575,23 @@ func TestValidate(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", d.VBRs[0], d.VBRs[0], d.VBRs[0]); strings.Contains(s, "s3cret") {
 		t.Fatalf("formatted session reveals the password: %s", s)
 	}
+}
+
+// statusCollector is a Status read once, as a prometheus.Collector.
+type statusCollector struct {
+	m  *StatusMetrics
+	st *Status
+}
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) { c.m.Describe(ch) }
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.Collect(ch, c.st, LearnedByFamily(routeMap(c.st.Routes)))
+}
+
+func routeMap(rs []LearnedRoute) map[netip.Prefix]LearnedRoute {
+	m := make(map[netip.Prefix]LearnedRoute, len(rs))
+	for _, r := range rs {
+		m[r.Prefix] = r
+	}
+	return m
 }

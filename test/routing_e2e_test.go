@@ -146,9 +146,14 @@ func (x *routingE2E) routeConflict(t *testing.T) {
 			t.Errorf("%s installed the conflicting %s:\n%s", g, clash, x.fib(t, g))
 		}
 	}
-	if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts"); !strings.Contains(out, " 1") {
-		t.Errorf("gw-a1 conflict metric:\n%s", out)
-	}
+	// The metrics serve the reconcile loop's snapshot, at most a few
+	// seconds old.
+	eventually(t, 10*time.Second, "gw-a1's conflict metric", func() error {
+		if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts "); !strings.HasSuffix(out, " 1") {
+			return fmt.Errorf("gw-a1 conflict metric: %q", out)
+		}
+		return nil
+	})
 	logs, _ := os.ReadFile(x.gw(t, "gw-a1").LogFile)
 	if !strings.Contains(string(logs), clash.String()) || !strings.Contains(string(logs), "conflict") {
 		t.Errorf("gw-a1's log does not report the conflict on %s", clash)

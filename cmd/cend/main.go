@@ -197,4 +197,3 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 	log.Info("stopped", "cleanup", f.cleanup, "err", err)
 	return err
 }
-

@@ -47,10 +47,16 @@ build:
 deps:
 	@sh scripts/deps.sh test
 
+# The packages whose goroutines share the most state (the agent's loop,
+# control socket and callbacks; the speaker's GoBGP events, batches and
+# BFD) run their tests under the race detector, the rest without.
+RACEPKGS  := ./agent/... ./routing/...
+
 # The test command of the README: unit, privileged and end-to-end tests.
 test: deps build
 	$(GO) vet $(PKGS)
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v -e '/agent$$' -e '/agent/' -e '/routing$$')
+	$(GO) test -race $(TESTFLAGS) $(RACEPKGS)
 
 # Tests that need no root.
 unit:

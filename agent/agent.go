@@ -12,6 +12,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,14 +95,26 @@ type Agent struct {
 	shPath    shaping.Path
 	shDevices []string
 
+	// life is Run's context (nil before Run): a reload, detached from its
+	// caller, still ends when the agent stops. Guarded by mu.
+	life context.Context
+
+	// reloadMu serialises reloads: SIGHUP's and the control socket's take
+	// the one path, Reload, one at a time.
+	reloadMu sync.Mutex
+
 	// applyMu serialises reconciles and guards the subsystems' buffers.
 	applyMu sync.Mutex
 	buf     desired.Buffers
 
-	// The subsystems, set once by Run, ahead of the loop.
+	// The subsystems, each set once by Run as it starts, under applyMu and
+	// mu (setSubsystem): the loop reads them under applyMu, everything else
+	// through subsystems(), under mu. closed (under applyMu) says close has
+	// stopped them: no reconcile touches them after.
 	dp           *dataplane.Dataplane
 	rt           *routing.Speaker
 	sh           shaper
+	closed       bool
 	bpffsMounted bool // this agent mounted /sys/fs/bpf
 
 	// The loop's wake-ups: kick for a reconcile now, grow for a paced
@@ -111,6 +124,10 @@ type Agent struct {
 	grow     chan struct{}
 	lastGrow atomic.Int64 // the last call of growReconcile, unix ns
 	metrics  *metrics
+	// snap is the loop's latest reading of the subsystems for the
+	// metrics; snapKick asks the loop for a new one.
+	snap     atomic.Pointer[snapshot]
+	snapKick chan struct{}
 }
 
 // learnedState is what BGP taught the agent, under Agent.mu.
@@ -132,6 +149,23 @@ const (
 	subRouting   = "routing"
 	subShaping   = "shaping"
 )
+
+// setSubsystem runs set, which assigns a subsystem, under applyMu and mu.
+func (a *Agent) setSubsystem(set func()) {
+	a.applyMu.Lock()
+	a.mu.Lock()
+	set()
+	a.mu.Unlock()
+	a.applyMu.Unlock()
+}
+
+// subsystems returns the subsystems started so far (nil for the others),
+// for readers outside the loop.
+func (a *Agent) subsystems() (*dataplane.Dataplane, *routing.Speaker, shaper) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dp, a.rt, a.sh
+}
 
 // New loads and checks the config and this gateway's secrets. It touches
 // no kernel state: a config that does not validate, an unknown gateway or
@@ -174,6 +208,7 @@ func New(opts Options) (*Agent, error) {
 		subsys:   map[string]*api.SubsystemStatus{},
 		kick:     make(chan struct{}, 1),
 		grow:     make(chan struct{}, 1),
+		snapKick: make(chan struct{}, 1),
 		rates:    newRateTracker(),
 	}
 	a.probe = a.probeHost

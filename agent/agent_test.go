@@ -252,6 +252,9 @@ func TestDesiredRoutingAndShaping(t *testing.T) {
 	if len(rd.InstanceCIDRs) != 3 || fmt.Sprint(rd.ProtectedPrefixes) != "[100.64.0.1/32 fd63:656e::6440:1/128 192.0.2.1/32 100.64.0.2/32 fd63:656e::6440:2/128 192.0.2.2/32]" {
 		t.Errorf("instance cidrs %v, protected %v", rd.InstanceCIDRs, rd.ProtectedPrefixes)
 	}
+	if fmt.Sprint(rd.RouterAddresses) != "[172.30.0.2/32]" {
+		t.Errorf("router addresses %v, want the VBR's neighbor", rd.RouterAddresses)
+	}
 
 	sd := w.shaping
 	if sd.Regions["us-west-1"] != 50_000_000 || len(sd.Regions) != 1 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/routing"
 )
 
 // Source is what the control socket serves; the Agent implements it.
@@ -22,6 +23,9 @@ type Source interface {
 	Routes() []api.Route
 	Bandwidth() []api.Bandwidth
 	Reload(ctx context.Context) api.ReloadResult
+	// ResetPeer clears the max_prefixes trip of the session named name;
+	// its errors wrap routing.ErrUnknownSession or routing.ErrNotTripped.
+	ResetPeer(ctx context.Context, name string) error
 }
 
 // ControlServer serves a Source on a unix socket that only root may use.
@@ -124,10 +128,29 @@ func controlHandler(src Source, log *slog.Logger) http.Handler {
 			writeError(w, http.StatusBadRequest, "reload takes no body: cend re-reads the file it runs from")
 			return
 		}
-		writeJSON(w, http.StatusOK, src.Reload(r.Context()))
+		// The reload outlives the request: a client that goes away
+		// does not cut short a config already swapped in.
+		writeJSON(w, http.StatusOK, src.Reload(context.WithoutCancel(r.Context())))
+	})
+	route("/v1/peers/reset", http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		if name == "" || r.ContentLength != 0 {
+			writeError(w, http.StatusBadRequest, "reset takes the session's name as ?name=NAME (a VBR's network or a gateway), and no body")
+			return
+		}
+		switch err := src.ResetPeer(r.Context(), name); {
+		case errors.Is(err, routing.ErrUnknownSession):
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no BGP session named %q on this gateway", name))
+		case errors.Is(err, routing.ErrNotTripped):
+			writeError(w, http.StatusConflict, fmt.Sprintf("session %s is not shut down by max_prefixes; nothing to reset", name))
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, api.PeerReset{Name: name})
+		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such request: %s %s; see GET /v1/status, /v1/peers, /v1/routes, /v1/bandwidth and POST /v1/reload", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such request: %s %s; see GET /v1/status, /v1/peers, /v1/routes, /v1/bandwidth, POST /v1/reload and /v1/peers/reset", r.Method, r.URL.Path))
 	})
 	return recoverer(mux, log)
 }

@@ -8,13 +8,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/opencen/opencen/agent/api"
+	"github.com/opencen/opencen/routing"
 )
 
-type fakeSource struct{ reloads int }
+type fakeSource struct {
+	reloads int
+	resets  []string
+}
 
 func (f *fakeSource) Status() api.Status         { return api.Status{Gateway: "gw-1", Region: "cn-beijing"} }
 func (f *fakeSource) Peers() []api.Peer          { return nil }
@@ -23,6 +28,18 @@ func (f *fakeSource) Bandwidth() []api.Bandwidth { panic("a handler bug") }
 func (f *fakeSource) Reload(context.Context) api.ReloadResult {
 	f.reloads++
 	return api.ReloadResult{Applied: true, Generation: 1 + f.reloads}
+}
+
+// ResetPeer knows one session, idc-1, tripped once.
+func (f *fakeSource) ResetPeer(_ context.Context, name string) error {
+	switch {
+	case name != "idc-1":
+		return routing.ErrUnknownSession
+	case slices.Contains(f.resets, name):
+		return routing.ErrNotTripped
+	}
+	f.resets = append(f.resets, name)
+	return nil
 }
 
 func startControl(t *testing.T) (string, *fakeSource, *bytes.Buffer) {
@@ -85,6 +102,9 @@ func TestControlSocket(t *testing.T) {
 		{"GET", "/v1/status?all=1", "", 400, "takes no parameters"},
 		{"POST", "/v1/reload", `{"config":"/etc/shadow"}`, 400, "reload takes no body"},
 		{"GET", "/v1/bandwidth", "", 500, "internal error"},
+		{"POST", "/v1/peers/reset", "", 400, "?name=NAME"},
+		{"GET", "/v1/peers/reset?name=idc-1", "", 405, "takes POST"},
+		{"POST", "/v1/peers/reset?name=idc-9", "", 404, `no BGP session named \"idc-9\"`},
 	}
 	for _, b := range bad {
 		code, body := rawRequest(t, path, b.method, b.url, b.body)
@@ -92,8 +112,14 @@ func TestControlSocket(t *testing.T) {
 			t.Errorf("%s %s: %d %q; want %d %q", b.method, b.url, code, body, b.code, b.want)
 		}
 	}
-	if src.reloads != 1 {
-		t.Error("a bad reload request reloaded")
+	if src.reloads != 1 || len(src.resets) != 0 {
+		t.Error("a bad request reloaded or reset")
+	}
+	if r, err := c.ResetPeer(ctx, "idc-1"); err != nil || r.Name != "idc-1" {
+		t.Errorf("reset of a tripped session: %+v, %v", r, err)
+	}
+	if _, err := c.ResetPeer(ctx, "idc-1"); err == nil || !strings.Contains(err.Error(), "not shut down by max_prefixes") {
+		t.Errorf("reset of a session that is up: %v", err)
 	}
 	if !strings.Contains(logs.String(), "control request failed") {
 		t.Error("the handler panic was not logged")

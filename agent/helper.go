@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 
 	"github.com/opencen/opencen/dataplane"
 	"github.com/opencen/opencen/shaping"
@@ -31,6 +33,16 @@ type DeviceOptions struct {
 	Name   string // the TUN interface
 	MTU    int
 	Logger *slog.Logger
+}
+
+// HelperLog is what the WireGuard helper logs through, given its stderr:
+// where that is a file (the dataplane's DEVICE.log), the log is bounded
+// (dataplane.CappedLog).
+func HelperLog(stderr io.Writer) io.Writer {
+	if f, ok := stderr.(*os.File); ok {
+		return dataplane.CappedLog(f, dataplane.HelperLogMax)
+	}
+	return stderr
 }
 
 // ServeWireGuardDevice serves a userspace WireGuard device, the helper

@@ -50,6 +50,9 @@ func (a *Agent) loop(ctx context.Context) error {
 				return nil
 			}
 		case <-resync.C:
+		case <-a.snapKick:
+			a.refreshSnapshot()
+			continue
 		}
 		// This reconcile takes in everything asked for so far.
 		select {
@@ -136,6 +139,9 @@ type wants struct {
 func (a *Agent) reconcile(ctx context.Context) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	if a.closed {
+		return errors.New("the agent is stopping")
+	}
 	w, err := a.want()
 	if err != nil {
 		return err

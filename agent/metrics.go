@@ -1,16 +1,23 @@
 package agent
 
 import (
+	"context"
 	"time"
 
-	"github.com/opencen/opencen/shaping"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opencen/opencen/dataplane"
+	"github.com/opencen/opencen/routing"
+	"github.com/opencen/opencen/shaping"
 )
 
 // metrics are the agent's Prometheus series of SPEC section 6: shaper,
-// tunnel, config and reconcile series. Counters of the shaper and WireGuard
-// are read from the subsystems at scrape time, so a scrape always sees the
-// kernel's own numbers. BGP series come from routing.NewCollector.
+// tunnel, BGP, config and reconcile series. A scrape reads only memory:
+// the shaper's counters and rates as the agent samples them every second,
+// and a snapshot of the BGP sessions and WireGuard peers that the
+// reconcile loop takes (refreshSnapshot), so a scrape costs no kernel
+// dump, no call into GoBGP and no pass over the learned routes, however
+// many there are, and a slow or failing subsystem cannot hold it up.
 type metrics struct {
 	a               *Agent
 	reconcileErrors *prometheus.CounterVec
@@ -21,7 +28,24 @@ type metrics struct {
 	bgpState                                      *prometheus.Desc
 	handshakeAge, tunnelBytes, conflicts, configG *prometheus.Desc
 	buildInfo, configInfo                         *prometheus.Desc
+	bgp                                           *routing.StatusMetrics
 }
+
+// snapshot is what the reconcile loop read of the subsystems for the
+// metrics. A nil part is a source that has not answered: its series are
+// left out of the scrape, the others stay.
+type snapshot struct {
+	at      time.Time
+	bgp     *routing.Status // without its Routes
+	learned [2]int
+	tunnels map[string]dataplane.PeerStatus // by peer name
+}
+
+// snapshotMaxAge is how old a snapshot may be before a scrape asks the
+// loop for a new one. The scrape does not wait: it serves the snapshot
+// there is, so a series may lag its source by up to this plus one scrape
+// interval.
+const snapshotMaxAge = 5 * time.Second
 
 func newMetrics(a *Agent) *metrics {
 	pair := []string{"src_region", "dst_region"}
@@ -46,15 +70,18 @@ func newMetrics(a *Agent) *metrics {
 		buildInfo:     prometheus.NewDesc("opencen_build_info", "The cend binary's version and commit (the series is 1).", []string{"version", "commit"}, nil),
 		configInfo: prometheus.NewDesc("opencen_config_info", "The config in use: its instance and the digest of its file (the series is 1); "+
 			"gateways of one instance with different digests run different configs.", []string{"cen", "digest"}, nil),
+		bgp: routing.NewStatusMetrics(),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.reconcileErrors.Describe(ch)
 	m.reloads.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge, m.tunnelBytes, m.conflicts, m.configG, m.buildInfo, m.configInfo} {
+	for _, d := range []*prometheus.Desc{m.shaperBytes, m.shaperPackets, m.allocation, m.rate, m.shaperMode, m.bgpState, m.handshakeAge,
+		m.tunnelBytes, m.conflicts, m.configG, m.buildInfo, m.configInfo} {
 		ch <- d
 	}
+	m.bgp.Describe(ch)
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -76,7 +103,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(m.shaperMode, prometheus.GaugeValue, v, string(p))
 	}
-
 	for _, b := range a.Bandwidth() {
 		src, dst := d.Region, b.Region
 		ch <- prometheus.MustNewConstMetric(m.shaperBytes, prometheus.CounterValue, float64(b.PassedBytes), src, dst, "passed")
@@ -86,17 +112,79 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.allocation, prometheus.GaugeValue, float64(b.AllocationBps), src, dst)
 		ch <- prometheus.MustNewConstMetric(m.rate, prometheus.GaugeValue, b.RateBps, src, dst)
 	}
-	// Session up/down, BFD and prefix counts come from the routing
-	// package's own collector; this adds the state by name.
-	for _, p := range a.Peers() {
-		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, p.Name, p.Kind, p.BGPState)
-		if p.Kind == "gateway" {
-			if !p.LatestHandshake.IsZero() {
-				ch <- prometheus.MustNewConstMetric(m.handshakeAge, prometheus.GaugeValue, time.Since(p.LatestHandshake).Seconds(), p.Name)
+	s := a.metricsSnapshot()
+	if s == nil {
+		return
+	}
+	if s.tunnels != nil {
+		for _, p := range d.Peers {
+			t, ok := s.tunnels[p.Name]
+			if !ok {
+				continue
 			}
-			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name, "rx")
-			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name, "tx")
+			if !t.LastHandshake.IsZero() {
+				ch <- prometheus.MustNewConstMetric(m.handshakeAge, prometheus.GaugeValue, time.Since(t.LastHandshake).Seconds(), p.Name)
+			}
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(max(t.ReceiveBytes, 0)), p.Name, "rx")
+			ch <- prometheus.MustNewConstMetric(m.tunnelBytes, prometheus.CounterValue, float64(max(t.TransmitBytes, 0)), p.Name, "tx")
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(a.Status().Conflicts))
+	if s.bgp != nil {
+		m.collectBGP(ch, s)
+	}
+}
+
+// collectBGP emits the snapshot's BGP series.
+func (m *metrics) collectBGP(ch chan<- prometheus.Metric, s *snapshot) {
+	for _, ss := range s.bgp.Sessions {
+		ch <- prometheus.MustNewConstMetric(m.bgpState, prometheus.GaugeValue, 1, ss.Name, string(ss.Kind), ss.State)
+	}
+	m.bgp.Collect(ch, s.bgp, s.learned)
+	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.GaugeValue, float64(conflicts(*s.bgp)))
+}
+
+// metricsSnapshot returns the loop's latest snapshot (nil before the
+// first), asking the loop for a new one when it is older than
+// snapshotMaxAge.
+func (a *Agent) metricsSnapshot() *snapshot {
+	s := a.snap.Load()
+	if s == nil || time.Since(s.at) > snapshotMaxAge {
+		select {
+		case a.snapKick <- struct{}{}:
+		default:
+		}
+	}
+	return s
+}
+
+// refreshSnapshot reads the subsystems for the metrics; the loop calls
+// it. A subsystem that fails to answer leaves its part out.
+func (a *Agent) refreshSnapshot() {
+	dp, rt, _ := a.subsystems()
+	s := &snapshot{at: time.Now()}
+	if rt != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+		st, err := rt.Status(ctx)
+		cancel()
+		if err != nil {
+			a.log.Debug("metrics: bgp status", "err", err)
+		} else {
+			st.Routes = nil
+			s.bgp = &st
+		}
+	}
+	if dp != nil {
+		if peers, err := dp.Peers(); err != nil {
+			a.log.Debug("metrics: wireguard peers", "err", err)
+		} else {
+			s.tunnels = make(map[string]dataplane.PeerStatus, len(peers))
+			for _, p := range peers {
+				s.tunnels[p.Name] = p
+			}
+		}
+	}
+	a.mu.Lock()
+	s.learned = routing.LearnedByFamily(a.learn.routes)
+	a.mu.Unlock()
+	a.snap.Store(s)
 }

@@ -10,12 +10,27 @@ import (
 	"github.com/opencen/opencen/config"
 )
 
+// reloadTimeout bounds a reload's reconcile. It is shorter than cenctl
+// reload's wait, so the caller hears how the reload ended.
+const reloadTimeout = 90 * time.Second
+
 // Reload re-reads the config file. The whole file is validated first, and
 // this gateway's secrets read; on any problem the running config stays and
 // the result carries every error. A good file is applied as a difference:
 // subsystems are handed the new desired state and leave unchanged tunnels,
-// sessions and buckets alone.
+// sessions and buckets alone; an error applying it is in the result too
+// ("applied, but: ...").
+//
+// Reloads run one at a time, SIGHUP's and the control socket's alike. Once
+// started, a reload is not cut short by its caller going away (a client
+// that disconnects, cenctl's timeout): the new config is swapped in and
+// applied on a context of its own, which ends after reloadTimeout or when
+// the agent stops.
 func (a *Agent) Reload(ctx context.Context) api.ReloadResult {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	ctx, cancel := a.reloadContext(ctx)
+	defer cancel()
 	a.mu.Lock()
 	old, gen := a.cfg, a.gen
 	a.mu.Unlock()
@@ -62,12 +77,27 @@ func (a *Agent) Reload(ctx context.Context) api.ReloadResult {
 	res := api.ReloadResult{Applied: true, Generation: gen, Changes: describeChanges(plan, a.opts.Gateway)}
 	if err := a.reconcile(ctx); err != nil {
 		res.Errors = append(res.Errors, "applied, but: "+err.Error())
+		a.log.Error("config reloaded, but applying it failed; retrying in the loop", "generation", gen, "err", err)
 	}
 	a.log.Info("config reloaded", "generation", gen, "changes", len(res.Changes))
 	if a.metrics != nil {
 		a.metrics.reloads.WithLabelValues("applied").Inc()
 	}
 	return res
+}
+
+// reloadContext is ctx without its cancellation, bounded by
+// reloadTimeout and by the agent's life.
+func (a *Agent) reloadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reloadTimeout)
+	a.mu.Lock()
+	life := a.life
+	a.mu.Unlock()
+	if life == nil {
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(life, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // describeChanges is the plan's lines for this gateway, in words.

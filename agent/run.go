@@ -13,32 +13,28 @@ import (
 	"github.com/opencen/opencen/routing"
 )
 
-// gracefulMarker is written when an agent stops leaving its state in place,
-// so the next one tells BGP peers it is restarting.
-func (a *Agent) gracefulMarker() string { return filepath.Join(a.opts.StateDir, "graceful-restart") }
-
 // Run brings the gateway up and keeps it reconciled until ctx is done, then
 // stops it (keeping or removing its state as Options.Cleanup says).
 func (a *Agent) Run(ctx context.Context) (err error) {
-	a.started = time.Now()
+	a.mu.Lock()
+	a.started, a.life = time.Now(), ctx
+	a.mu.Unlock()
 	if err := a.Prepare(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(a.opts.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	restarting := false
-	if _, err := os.Stat(a.gracefulMarker()); err == nil {
-		restarting = true
-		os.Remove(a.gracefulMarker())
-	}
-	a.learn.stale = loadRoutes(a.routesFile(), a.log)
+	restarting, stale := takeSavedState(a.opts.StateDir, a.log)
+	a.mu.Lock()
+	a.learn.stale = stale
 	for p, r := range a.learn.stale {
 		if r.Handoff {
 			a.learn.staleHandoffs[p] = r
 			delete(a.learn.stale, p)
 		}
 	}
+	a.mu.Unlock()
 	up := false
 	defer func() {
 		if err != nil && !up {
@@ -51,7 +47,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	cfg := a.snapshotConfig()
-	a.dp, err = dataplane.New(dataplane.Options{
+	dp, err := dataplane.New(dataplane.Options{
 		Logger:        a.log.With("subsystem", subDataplane),
 		ID:            cfg.Instance.Name + "/" + a.opts.Gateway,
 		StateDir:      filepath.Join(a.opts.StateDir, "dataplane"),
@@ -61,6 +57,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
+	a.setSubsystem(func() { a.dp = dp })
 	// The tunnel comes first: BGP rides inside it, and the shaper attaches
 	// to it. Without a device nothing else can start: say why and stop.
 	firstErr := a.reconcile(ctx)
@@ -91,30 +88,32 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 }
 
 // startRouting starts the BGP speaker.
-func (a *Agent) startRouting(ctx context.Context, restarting bool) (err error) {
-	a.rt, err = routing.New(routing.Options{
+func (a *Agent) startRouting(ctx context.Context, restarting bool) error {
+	rt, err := routing.New(routing.Options{
 		Logger:     a.log.With("subsystem", subRouting),
 		Port:       a.opts.BGPPort,
 		OnRoutes:   a.onRoutes,
 		OnSessions: a.onSessions,
 		Restarting: restarting,
+		// BFD between gateways hears only what comes out of the tunnel.
+		TunnelDevice: a.dp.Device(),
 	})
 	if err != nil {
 		return fmt.Errorf("routing: %w", err)
 	}
+	a.setSubsystem(func() { a.rt = rt })
 	if err := a.rt.Start(ctx); err != nil {
 		return fmt.Errorf("routing: %w", err)
-	}
-	if a.opts.Registerer != nil {
-		if err := a.opts.Registerer.Register(routing.NewCollector(a.rt)); err != nil {
-			return fmt.Errorf("register routing metrics: %w", err)
-		}
 	}
 	return nil
 }
 
-// close stops the subsystems in the reverse order of their start.
+// close stops the subsystems in the reverse order of their start. It
+// waits for a reconcile under way (a reload's) and leaves none to run.
 func (a *Agent) close() error {
+	a.applyMu.Lock()
+	a.closed = true
+	a.applyMu.Unlock()
 	var errs []error
 	graceful := !a.opts.Cleanup
 	if a.rt != nil {
@@ -144,12 +143,14 @@ func (a *Agent) close() error {
 			routes[p] = r
 		}
 		a.mu.Unlock()
-		errs = append(errs, saveRoutes(a.routesFile(), routes))
-		errs = append(errs, os.WriteFile(a.gracefulMarker(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600))
+		// The routes first, then the marker that makes the next agent
+		// read them: a crash between the two leaves them unread.
+		errs = append(errs, saveRoutes(routesFile(a.opts.StateDir), routes))
+		errs = append(errs, writeFileSynced(gracefulMarker(a.opts.StateDir), []byte(time.Now().UTC().Format(time.RFC3339)+"\n")))
 	} else {
 		// Only what the agent wrote: the folder may hold an operator's or
 		// a lab's files too.
-		for _, p := range []string{a.routesFile(), a.gracefulMarker(), filepath.Join(a.opts.StateDir, "dataplane")} {
+		for _, p := range []string{routesFile(a.opts.StateDir), gracefulMarker(a.opts.StateDir), filepath.Join(a.opts.StateDir, "dataplane")} {
 			if err := os.RemoveAll(p); err != nil {
 				errs = append(errs, err)
 			}
@@ -158,5 +159,3 @@ func (a *Agent) close() error {
 	}
 	return errors.Join(errs...)
 }
-
-func (a *Agent) routesFile() string { return filepath.Join(a.opts.StateDir, "learned-routes.json") }

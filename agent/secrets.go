@@ -4,9 +4,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/opencen/opencen/config"
 	"github.com/opencen/opencen/desired"
@@ -15,29 +18,52 @@ import (
 )
 
 // ErrInsecureSecret is returned for a key or password file that group or
-// others may read.
-var ErrInsecureSecret = errors.New("secret file is readable by group or others")
+// others may read, or that someone but root owns.
+var ErrInsecureSecret = errors.New("secret file is not private to root")
+
+// maxSecretSize bounds what is read of a secret file: a key is 45 bytes.
+const maxSecretSize = 64 << 10
 
 // readSecretFile reads a private key or password file, refusing one that
-// is missing, not a regular file, or open to group or others. Errors name
-// the file and the fix, never the content.
+// is missing, a symbolic link, not a regular file, open to group or
+// others, or owned by anyone but root (or cend's own user, which is root
+// whenever cend runs a gateway). The file is opened once, without
+// following a link, checked through that descriptor and read from it, so
+// what is checked is what is read. Errors name the file and the fix,
+// never the content.
 func readSecretFile(path, what string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("%s %s does not exist: %w", what, path, err)
-		}
+	// O_NONBLOCK: opening a FIFO put in the file's place does not wait for
+	// a writer; it is then refused as not a regular file.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return "", fmt.Errorf("%s %s does not exist: %w", what, path, fs.ErrNotExist)
+	case errors.Is(err, unix.ELOOP):
+		return "", fmt.Errorf("%s %s is a symbolic link: refused (a link can be pointed elsewhere); name the file itself", what, path)
+	case err != nil:
 		return "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	if !fi.Mode().IsRegular() {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", fmt.Errorf("%s %s is not a regular file", what, path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := os.FileMode(st.Mode).Perm(); perm&0o077 != 0 {
 		return "", fmt.Errorf("%s %s has mode %04o: %w; run chmod 600 %s", what, path, perm, ErrInsecureSecret, path)
 	}
-	data, err := os.ReadFile(path)
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("%s %s is owned by uid %d, not root: %w; run chown root %s", what, path, st.Uid, ErrInsecureSecret, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretSize+1))
 	if err != nil {
 		return "", fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if len(data) > maxSecretSize {
+		return "", fmt.Errorf("%s %s is larger than %d bytes: not a key or password file", what, path, maxSecretSize)
 	}
 	s := strings.TrimSpace(string(data))
 	if s == "" {

@@ -169,7 +169,7 @@ func (a *Agent) newShaper(helper bool) error {
 		if _, err := remote.Counters(); err != nil {
 			return fmt.Errorf("the WireGuard helper of %s has no userspace shaper (a cend without one started it; cend --cleanup stops it): %w", device, err)
 		}
-		a.sh = remote
+		a.setSubsystem(func() { a.sh = remote })
 		return nil
 	}
 	if helper {
@@ -181,7 +181,7 @@ func (a *Agent) newShaper(helper bool) error {
 	if err != nil {
 		return err
 	}
-	a.sh = s
+	a.setSubsystem(func() { a.sh = s })
 	return nil
 }
 

@@ -20,20 +20,22 @@ var _ Source = (*Agent)(nil)
 const statusTimeout = 5 * time.Second
 
 func (a *Agent) routingStatus() (routing.Status, bool) {
-	if a.rt == nil {
+	_, rt, _ := a.subsystems()
+	if rt == nil {
 		return routing.Status{}, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
-	st, err := a.rt.Status(ctx)
+	st, err := rt.Status(ctx)
 	return st, err == nil
 }
 
 func (a *Agent) dataplaneStatus() (dataplane.Status, bool) {
-	if a.dp == nil {
+	dp, _, _ := a.subsystems()
+	if dp == nil {
 		return dataplane.Status{}, false
 	}
-	st, err := a.dp.Status()
+	st, err := dp.Status()
 	return st, err == nil
 }
 
@@ -97,6 +99,16 @@ func installedSet(ds dataplane.Status) map[netip.Prefix]bool {
 	return out
 }
 
+// ResetPeer brings back at once the session named name that max_prefixes
+// shut down (cenctl peers reset).
+func (a *Agent) ResetPeer(ctx context.Context, name string) error {
+	_, rt, _ := a.subsystems()
+	if rt == nil {
+		return fmt.Errorf("reset %s: %w: routing is not running yet", name, routing.ErrUnknownSession)
+	}
+	return rt.ResetSession(ctx, name)
+}
+
 // Peers lists BGP sessions joined with their WireGuard tunnels.
 func (a *Agent) Peers() []api.Peer {
 	rs, _ := a.routingStatus()
@@ -153,7 +165,7 @@ func fillSession(ap *api.Peer, s routing.SessionStatus) {
 	}
 	switch {
 	case s.State == "max-prefix-exceeded":
-		ap.Note = "max_prefixes exceeded: session shut down"
+		ap.Note = "max_prefixes exceeded: session shut down until max_prefixes_restart, or cenctl peers reset " + s.Name
 	case s.LastError != "":
 		ap.Note = s.LastError
 	}

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -263,6 +264,20 @@ func (d decoder) boolean(n *yaml.Node, what string) bool {
 		return false
 	}
 	return s == "true" || s == "True" || s == "TRUE"
+}
+
+// duration reads a Go duration ("5m", "90s", "0s") of at least min.
+func (d decoder) duration(n *yaml.Node, what string, min time.Duration) time.Duration {
+	s, ok := d.scalar(n, what)
+	if !ok {
+		return 0
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < min {
+		d.p.add(nodePos(n), "%s %q must be a duration of %v or more, like 5m or 90s", what, s, min)
+		return 0
+	}
+	return v
 }
 
 func (d decoder) bandwidth(n *yaml.Node, what string) Bandwidth {

@@ -196,8 +196,9 @@ func (d decoder) network(n *yaml.Node) Network {
 }
 
 func (d decoder) vbrSession(n *yaml.Node, network string) *VBRSession {
-	s := &VBRSession{AcceptAny: true}
-	m, ok := d.mapping(n, network+" bgp", "neighbor", "peer_asn", "accept", "max_prefixes", "password_file", "bfd")
+	s := &VBRSession{AcceptAny: true, MaxPrefixes: DefaultMaxPrefixes, MaxPrefixesRestart: DefaultMaxPrefixesRestart}
+	m, ok := d.mapping(n, network+" bgp", "neighbor", "peer_asn", "accept", "max_prefixes", "max_prefixes_restart",
+		"password_file", "ttl_security", "bfd")
 	if !ok {
 		return s
 	}
@@ -216,6 +217,12 @@ func (d decoder) vbrSession(n *yaml.Node, network string) *VBRSession {
 	if v, ok := m["max_prefixes"]; ok {
 		mp, _ := d.unsigned(v, what+" max_prefixes", 1, math.MaxUint32)
 		s.MaxPrefixes = uint32(mp)
+	}
+	if v, ok := m["max_prefixes_restart"]; ok {
+		s.MaxPrefixesRestart = d.duration(v, what+" max_prefixes_restart", 0)
+	}
+	if v, ok := m["ttl_security"]; ok {
+		s.TTLSecurity = d.boolean(v, what+" ttl_security")
 	}
 	if v, ok := m["password_file"]; ok {
 		s.PasswordFile = d.text(v, what+" password_file")

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -53,9 +54,29 @@ type Entitlement struct {
 // VBREntitlement is one VBR's allowance. Any is true when its accept list
 // is omitted; otherwise each Accept entry admits its more-specifics.
 type VBREntitlement struct {
-	Network string
-	Accept  []netip.Prefix
-	Any     bool
+	Network     string
+	Accept      []netip.Prefix
+	Any         bool
+	MaxPrefixes uint32 // the VBR session's own limit
+}
+
+// What a gateway may send beyond its prefixes: a few handoff addresses per
+// VPC CIDR (one per LAN address of the gateway inside it), and slack for
+// what a config change adds before every gateway has it.
+const (
+	handoffsPerVPCCIDR = 16
+	gatewayLimitSlack  = 64
+)
+
+// MaxPrefixes is the most a gateway with this entitlement can legitimately
+// announce in one address family: its VPC CIDRs with their handoff
+// addresses, and everything its VBRs may pass on.
+func (e Entitlement) MaxPrefixes() uint32 {
+	n := uint64(len(e.VPCs))*(1+handoffsPerVPCCIDR) + gatewayLimitSlack
+	for _, v := range e.VBRs {
+		n += uint64(v.MaxPrefixes)
+	}
+	return uint32(min(n, math.MaxUint32))
 }
 
 // Allows reports whether the gateway may originate prefix, and for which
@@ -176,7 +197,8 @@ func (c *Config) Entitlement(gateway string) Entitlement {
 	e := Entitlement{VPCs: c.vpcOrigins(g.Region)}
 	for _, n := range c.Networks {
 		if n.Type == VBR && n.Gateway == g.Name && n.BGP != nil {
-			e.VBRs = append(e.VBRs, VBREntitlement{Network: n.Name, Accept: slices.Clone(n.BGP.Accept), Any: n.BGP.AcceptAny})
+			e.VBRs = append(e.VBRs, VBREntitlement{Network: n.Name, Accept: slices.Clone(n.BGP.Accept), Any: n.BGP.AcceptAny,
+				MaxPrefixes: n.BGP.MaxPrefixes})
 		}
 	}
 	return e

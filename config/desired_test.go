@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -255,5 +256,21 @@ func TestMatrix(t *testing.T) {
 	}
 	if m[0].Bandwidth != 40_000_000 || m[0].Package != "bwp-china" {
 		t.Errorf("first pair = %+v", m[0])
+	}
+}
+
+// TestGatewayPrefixLimit: a gateway may send its VPC CIDRs with their
+// handoff addresses and whatever its VBRs may pass on, plus slack.
+func TestGatewayPrefixLimit(t *testing.T) {
+	e := Entitlement{
+		VPCs: []Origin{{Network: "v", Prefix: netip.MustParsePrefix("10.1.0.0/16")}, {Network: "v", Prefix: netip.MustParsePrefix("fd00:1::/48")}},
+		VBRs: []VBREntitlement{{Network: "idc-1", MaxPrefixes: 10_000}, {Network: "idc-2", MaxPrefixes: 500}},
+	}
+	if got, want := e.MaxPrefixes(), uint32(2*(1+handoffsPerVPCCIDR)+gatewayLimitSlack+10_500); got != want {
+		t.Errorf("limit %d, want %d", got, want)
+	}
+	huge := Entitlement{VBRs: []VBREntitlement{{MaxPrefixes: math.MaxUint32}, {MaxPrefixes: math.MaxUint32}}}
+	if got := huge.MaxPrefixes(); got != math.MaxUint32 {
+		t.Errorf("limit of two unbounded VBRs %d, want it capped at %d", got, uint32(math.MaxUint32))
 	}
 }

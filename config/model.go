@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"net/netip"
+	"time"
 )
 
 // DefaultASN is the instance ASN VBR routers peer with when the config
@@ -78,19 +79,35 @@ type Network struct {
 	cidrPos []Pos
 }
 
+// The limits of a VBR session whose config leaves them out: a data
+// centre's full table is far more than any VPC needs, and a router that
+// sends one by mistake must not cost every gateway its memory.
+const (
+	DefaultMaxPrefixes        = 10_000
+	DefaultMaxPrefixesRestart = 5 * time.Minute
+)
+
 // VBRSession is the eBGP session of a VBR with its on-premises router.
 type VBRSession struct {
 	Neighbor netip.Addr
 	PeerASN  uint32
 	// Accept lists what the router may announce, each entry with its
 	// more-specifics. AcceptAny is true when the key is omitted.
-	Accept       []netip.Prefix
-	AcceptAny    bool
-	MaxPrefixes  uint32 // 0: no limit
-	PasswordFile string // resolved against Config.Dir; empty: no TCP-MD5
-	BFD          bool
-	pos          fields
-	acceptPos    []Pos
+	Accept    []netip.Prefix
+	AcceptAny bool
+	// MaxPrefixes shuts the session down past this many prefixes
+	// (DefaultMaxPrefixes when the key is omitted); MaxPrefixesRestart
+	// brings a tripped session back after that long (0: an operator
+	// does, with cenctl peers reset).
+	MaxPrefixes        uint32
+	MaxPrefixesRestart time.Duration
+	PasswordFile       string // resolved against Config.Dir; empty: no TCP-MD5
+	BFD                bool
+	// TTLSecurity is GTSM (RFC 5082): the router is one hop away, so its
+	// packets must arrive with TTL 255.
+	TTLSecurity bool
+	pos         fields
+	acceptPos   []Pos
 }
 
 // Package is a bandwidth package bought for a pair of areas.

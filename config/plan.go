@@ -237,8 +237,8 @@ func (e Entitlement) String() string {
 
 func sameSession(a, b VBRSession) bool {
 	return a.Neighbor == b.Neighbor && a.PeerASN == b.PeerASN && a.AcceptAny == b.AcceptAny &&
-		slices.Equal(a.Accept, b.Accept) && a.MaxPrefixes == b.MaxPrefixes &&
-		a.PasswordFile == b.PasswordFile && a.BFD == b.BFD
+		slices.Equal(a.Accept, b.Accept) && a.MaxPrefixes == b.MaxPrefixes && a.MaxPrefixesRestart == b.MaxPrefixesRestart &&
+		a.PasswordFile == b.PasswordFile && a.BFD == b.BFD && a.TTLSecurity == b.TTLSecurity
 }
 
 func originPrefixes(os []Origin) []netip.Prefix {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -254,6 +255,12 @@ gateways:
 		{"max prefixes zero", twoGateways + `networks:
   - {name: idc, type: vbr, region: cn-beijing, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, max_prefixes: «0}}
 `, "max_prefixes \"0\" must be a whole number from 1"},
+		{"max prefixes restart not a duration", twoGateways + `networks:
+  - {name: idc, type: vbr, region: cn-beijing, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, max_prefixes_restart: «5}}
+`, `max_prefixes_restart "5" must be a duration of 0s or more, like 5m or 90s`},
+		{"ttl security not a boolean", twoGateways + `networks:
+  - {name: idc, type: vbr, region: cn-beijing, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, ttl_security: «1}}
+`, `ttl_security "1" must be true or false`},
 		{"bfd not a boolean", twoGateways + `networks:
   - {name: idc, type: vbr, region: cn-beijing, bgp: {neighbor: 172.30.0.2, peer_asn: 65010, bfd: «yes}}
 `, `bfd "yes" must be true or false`},
@@ -390,6 +397,30 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 	}
 	if got := cfg.Networks[0].Gateway; got != "gw-bj" {
 		t.Errorf("VBR gateway defaults to its region's only gateway, got %q", got)
+	}
+}
+
+// TestVBRSessionLimitsAndGTSM: max_prefixes and its restart have their
+// defaults when left out; ttl_security and both limits are read when set.
+func TestVBRSessionLimitsAndGTSM(t *testing.T) {
+	for _, c := range []struct {
+		bgp     string
+		max     uint32
+		restart time.Duration
+		gtsm    bool
+	}{
+		{"{neighbor: 172.30.0.2, peer_asn: 65010}", 10_000, 5 * time.Minute, false},
+		{"{neighbor: 172.30.0.2, peer_asn: 65010, max_prefixes: 200, max_prefixes_restart: 0s, ttl_security: true}", 200, 0, true},
+		{"{neighbor: 172.30.0.2, peer_asn: 65010, max_prefixes_restart: 90s}", 10_000, 90 * time.Second, false},
+	} {
+		cfg, err := Parse("t.yaml", []byte(twoGateways+"networks:\n  - {name: idc, type: vbr, region: cn-beijing, bgp: "+c.bgp+"}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.bgp, err)
+		}
+		b := cfg.Networks[0].BGP
+		if b.MaxPrefixes != c.max || b.MaxPrefixesRestart != c.restart || b.TTLSecurity != c.gtsm {
+			t.Errorf("%s: max_prefixes %d, restart %v, ttl_security %v; want %d, %v, %v", c.bgp, b.MaxPrefixes, b.MaxPrefixesRestart, b.TTLSecurity, c.max, c.restart, c.gtsm)
+		}
 	}
 }
 

@@ -62,6 +62,11 @@ type SpeakerState struct {
 	// ProtectedPrefixes are never learned from anyone, nor anything that
 	// overlaps them: tunnel addresses and underlay endpoints.
 	ProtectedPrefixes []netip.Prefix
+	// RouterAddresses are the on-premises routers of every VBR of the
+	// instance, as host prefixes: never learned from anyone, nor anything
+	// more specific (a route to a router would carry its own session),
+	// while a range that holds one, as a data centre's often does, is.
+	RouterAddresses []netip.Prefix
 	// Connected are the subnets connected to this gateway (its LANs, VBR
 	// links, underlay): a learned prefix overlapping one would take over
 	// the link's own route, so it is refused (ReasonConnected).
@@ -82,6 +87,10 @@ type GatewayPeer struct {
 	// Entitled lists what this peer may originate. Anything else it sends
 	// is a hijack: ignored, logged and counted.
 	Entitled []NetworkEntitlement
+	// MaxPrefixes bounds what the peer may send in each family, derived
+	// from its entitlements (GatewayMaxPrefixes): past it the session is
+	// shut down like a VBR's, and restarts after the default time.
+	MaxPrefixes uint32
 }
 
 // NetworkEntitlement is one network a gateway peer may announce routes
@@ -141,8 +150,13 @@ type VBRPeer struct {
 	// protected prefix or a default route).
 	Accept []netip.Prefix
 	// MaxPrefixes shuts the session down when the router sends more
-	// prefixes than this (0: no limit).
-	MaxPrefixes uint32
+	// prefixes than this (0: no limit); MaxPrefixesRestart brings it back
+	// after that long (0: only cenctl peers reset does).
+	MaxPrefixes        uint32
+	MaxPrefixesRestart time.Duration
+	// TTLSecurity is GTSM (RFC 5082, one hop): sent with TTL 255, and
+	// nothing received with less.
+	TTLSecurity bool
 	// Password enables TCP-MD5. It is never logged nor put in errors.
 	Password string
 	// BFD enables BFD on the session.
@@ -198,6 +212,14 @@ type TunnelState struct {
 	// of the region, which reach this gateway, to that twin over a LAN
 	// both gateways share (see package dataplane).
 	Handoffs []Handoff
+	// LANPrefixes are the region's VPC CIDRs: a link holding an address
+	// inside one is a LAN of the gateway. VBRNeighbors are the routers of
+	// the VBRs this gateway holds, each on the link the kernel reaches it
+	// through. With the device, those links are the only ones the
+	// dataplane's guard forwards between, and a VBR's router is heard on
+	// BGP and BFD only on its own link.
+	LANPrefixes  []netip.Prefix
+	VBRNeighbors []netip.Addr
 }
 
 // String describes t without its private key.

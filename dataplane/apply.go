@@ -54,10 +54,8 @@ func (d *Dataplane) reconcile(ctx context.Context, want Desired, p plan) error {
 	if err := syncAddrs(d.nl, link, want.Addresses); err != nil {
 		errs = append(errs, err)
 	}
-	if wrote, err := d.guard.ensureGuard(guardTable(d.name), d.name, gatewayAddrs(want)); err != nil {
+	if err := d.syncGuard(want, link); err != nil {
 		errs = append(errs, err)
-	} else if wrote {
-		d.log.Info("installed guard", "table", guardTable(d.name))
 	}
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
@@ -118,6 +116,21 @@ func (d *Dataplane) syncDevice(want Desired) (netlink.Link, error) {
 		}
 	}
 	return link, errors.Join(errs...)
+}
+
+// syncGuard resolves want's guard and makes the kernel hold it. A guard
+// that cannot be resolved leaves the one in place: one resolved without
+// its LANs would stop their traffic.
+func (d *Dataplane) syncGuard(want Desired, link netlink.Link) error {
+	g, err := d.guardSpecOf(want, link)
+	if err != nil {
+		return err
+	}
+	wrote, err := d.guard.ensureGuard(guardTable(d.name), g)
+	if wrote {
+		d.log.Info("installed guard", "table", guardTable(d.name), "attached", g.attached, "underlay", g.underlay)
+	}
+	return err
 }
 
 // gatewayAddrs are every gateway's tunnel addresses: the guard's sets.

@@ -269,6 +269,8 @@ func cloneDesired(in Desired) Desired {
 		vias = append(vias, r.Via...)
 		out.DirectRoutes[i].Via = vias[start:len(vias):len(vias)]
 	}
+	out.LANPrefixes = slices.Clone(in.LANPrefixes)
+	out.VBRNeighbors = slices.Clone(in.VBRNeighbors)
 	out.Handoffs = slices.Clone(in.Handoffs)
 	for i := range out.Handoffs {
 		out.Handoffs[i].Via = slices.Clone(in.Handoffs[i].Via)

@@ -88,16 +88,29 @@
 //
 // # The guard
 //
-// Traffic between gateways' tunnel addresses is exempt from shaping, so a
-// tenant that forged a gateway's tunnel address as its source would escape
-// its region pair's bucket. Set keeps an nftables table of its own,
-// "opencen_DEVICE" (family inet), with one chain on the prerouting hook at
-// priority raw (-300): a packet whose source is in the set of every
-// gateway's tunnel addresses, arriving on any interface but the WireGuard
-// device and lo, is dropped (and counted). Every Set and every repair
-// checks the table, chain, rules (tagged in their user data) and sets, and
-// rewrites the table in one atomic batch if anything differs; Close(true)
-// and a zero Desired delete it, Close(false) leaves it.
+// Set keeps an nftables table of its own, "opencen_DEVICE" (family inet),
+// whose rules drop (and count):
+//
+//   - at prerouting, priority raw (-300), ahead of routing and conntrack:
+//     a packet whose source is a gateway's tunnel address arriving on any
+//     interface but the WireGuard device and lo (traffic between gateways
+//     is exempt from shaping, so a tenant forging one would escape its
+//     region pair's bucket); BGP (TCP 179) and BFD (UDP 3784, 4784) toward
+//     this gateway's tunnel address arriving on any interface but the
+//     device and lo; BGP and BFD from a VBR's router arriving on any link
+//     but the one it is connected on;
+//   - at forward, priority filter: anything arriving on the underlay (the
+//     links toward the peers' endpoints), and anything toward the device,
+//     a LAN or a VBR link that arrived on none of them. The LANs are the
+//     links holding an address in Desired.LANPrefixes (the region's VPC
+//     CIDRs), the VBR links those of Desired.VBRNeighbors; a link that is
+//     both a LAN and the underlay counts as a LAN.
+//
+// Every Set and every repair resolves the links again and checks the
+// table, chains, rules (tagged in their user data with everything they
+// match) and sets, and rewrites the table in one atomic batch if anything
+// differs; a guard whose links cannot be read leaves the one in place.
+// Close(true) and a zero Desired delete it, Close(false) leaves it.
 //
 // # Kernel or userspace WireGuard
 //

@@ -2,7 +2,7 @@ package dataplane
 
 import (
 	"fmt"
-	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -16,15 +16,15 @@ import (
 
 // --- guardOps ---
 
-func (k *fakeKernel) ensureGuard(table, dev string, addrs []netip.Addr) (bool, error) {
+func (k *fakeKernel) ensureGuard(table string, spec guardSpec) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.failGuard != nil {
 		return false, k.failGuard
 	}
-	v4, v6 := splitFamilies(addrs)
-	want := fakeGuard{dev: dev, addrs: append(v4, v6...)}
-	if g, ok := k.guards[table]; ok && g.dev == want.dev && slices.Equal(g.addrs, want.addrs) {
+	v4, v6 := splitFamilies(spec.gateways)
+	want := fakeGuard{dev: spec.dev, addrs: append(v4, v6...), spec: spec}
+	if g, ok := k.guards[table]; ok && reflect.DeepEqual(g, want) {
 		return false, nil
 	}
 	k.guards[table] = want

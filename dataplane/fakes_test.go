@@ -61,6 +61,7 @@ type routeID struct {
 type fakeGuard struct {
 	dev   string
 	addrs []netip.Addr
+	spec  guardSpec
 }
 
 // The fake's fixed links: lo, and the underlay eth0 (192.0.2.1/24, the

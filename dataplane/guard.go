@@ -7,38 +7,24 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
+	"github.com/google/nftables/binaryutil"
 )
 
-// guardOps keeps the gateway's guard: an nftables table that drops every
-// packet whose source is a gateway's tunnel address but which did not
-// come out of the tunnel (nor from this host itself, through lo). Only
-// gateways send from those addresses, and traffic between them is exempt
-// from shaping (SPEC section 5), so a tenant host that forged one would
-// escape its region pair's bucket. *nftGuard is the real implementation;
-// tests use a fake.
+// guardOps keeps the gateway's guard: an nftables table of its own
+// (guardRules lists its rules) that keeps tenants from passing for
+// gateways, keeps BGP and BFD to the links they belong to, and forwards
+// only between the device, the LANs and the VBR links, never from the
+// underlay. *nftGuard is the real implementation; tests use a fake.
 type guardOps interface {
-	// ensureGuard makes table hold exactly the guard of device dev for the
-	// gateway addresses addrs, writing nothing when it already does; it
-	// reports whether it wrote.
-	ensureGuard(table, dev string, addrs []netip.Addr) (bool, error)
+	// ensureGuard makes table hold exactly the guard g, writing nothing
+	// when it already does; it reports whether it wrote.
+	ensureGuard(table string, g guardSpec) (bool, error)
 	// removeGuard deletes table; absent is success.
 	removeGuard(table string) error
 }
 
 // guardTable names the guard's nftables table (family inet).
 func guardTable(device string) string { return "opencen_" + device }
-
-// guardChain is the one chain of the guard table: a prerouting hook at raw
-// priority (-300): ahead of routing, conntrack and any filter a host has.
-const guardChain = "prerouting"
-
-// The guard's sets of gateway addresses, one per family.
-const (
-	guardSet4 = "gateways4"
-	guardSet6 = "gateways6"
-)
 
 // nftGuard is guardOps over nftables in one namespace.
 type nftGuard struct {
@@ -55,38 +41,6 @@ func newNFTGuard(nsFd int) (*nftGuard, error) {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
 	return &nftGuard{conn: c}, nil
-}
-
-// guardTag marks each rule; a rule with another tag (another device, an
-// older version of the rule) makes the table be rewritten.
-func guardTag(dev string, family byte) []byte {
-	return fmt.Appendf(nil, "opencen guard v2: nfproto %d iifname != { %s, lo } saddr @gateways drop", family, dev)
-}
-
-func ifname(dev string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, dev)
-	return b
-}
-
-// guardExprs drops a packet of family (NFPROTO_IPV4 or _IPV6) from an
-// address of set that arrived on neither dev nor lo.
-func guardExprs(dev string, family byte, set *nftables.Set) []expr.Any {
-	off, n := uint32(12), uint32(4) // IPv4 source address
-	if family == unix.NFPROTO_IPV6 {
-		off, n = 8, 16
-	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(dev)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
 }
 
 func (g *nftGuard) find(table string) (*nftables.Table, error) {
@@ -116,95 +70,124 @@ func splitFamilies(addrs []netip.Addr) (v4, v6 []netip.Addr) {
 	return slices.Compact(v4), slices.Compact(v6)
 }
 
-// intact reports whether t holds exactly the guard: its chain, its two
-// rules and its two sets with exactly addrs.
-func (g *nftGuard) intact(t *nftables.Table, dev string, addrs []netip.Addr) (bool, error) {
+// guardChains are the guard's two chains.
+func guardChains(t *nftables.Table) []*nftables.Chain {
+	return []*nftables.Chain{
+		{Name: guardChain, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw},
+		{Name: forwardChain, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter},
+	}
+}
+
+// intact reports whether t holds exactly the guard g: its chains, the
+// tags of their rules in order, and its sets with exactly their elements.
+func (g *nftGuard) intact(t *nftables.Table, spec guardSpec) (bool, error) {
 	chains, err := g.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return false, fmt.Errorf("list nftables chains: %w", err)
 	}
-	var mine []*nftables.Chain
+	have := map[string]*nftables.Chain{}
 	for _, c := range chains {
 		if c.Table != nil && c.Table.Name == t.Name {
-			mine = append(mine, c)
+			have[c.Name] = c
 		}
 	}
-	if len(mine) != 1 {
+	want := guardChains(t)
+	if len(have) != len(want) {
 		return false, nil
 	}
-	c := mine[0]
-	if c.Name != guardChain || c.Type != nftables.ChainTypeFilter || c.Hooknum == nil || *c.Hooknum != *nftables.ChainHookPrerouting ||
-		c.Priority == nil || *c.Priority != *nftables.ChainPriorityRaw {
-		return false, nil
+	tags := map[string][][]byte{}
+	for _, r := range guardRules(spec, placeholderSets()) {
+		tags[r.chain] = append(tags[r.chain], r.tag)
 	}
-	rules, err := g.conn.GetRules(t, c)
-	if err != nil {
-		return false, fmt.Errorf("list nftables rules: %w", err)
-	}
-	if len(rules) != 2 || !bytes.Equal(rules[0].UserData, guardTag(dev, unix.NFPROTO_IPV4)) ||
-		!bytes.Equal(rules[1].UserData, guardTag(dev, unix.NFPROTO_IPV6)) {
-		return false, nil
-	}
-	v4, v6 := splitFamilies(addrs)
-	for name, want := range map[string][]netip.Addr{guardSet4: v4, guardSet6: v6} {
-		s, err := g.conn.GetSetByName(t, name)
-		if err != nil {
+	for _, w := range want {
+		c := have[w.Name]
+		if c == nil || c.Type != w.Type || c.Hooknum == nil || *c.Hooknum != *w.Hooknum || c.Priority == nil || *c.Priority != *w.Priority {
 			return false, nil
 		}
-		elems, err := g.conn.GetSetElements(s)
+		rules, err := g.conn.GetRules(t, c)
 		if err != nil {
-			return false, fmt.Errorf("list nftables set %s: %w", name, err)
+			return false, fmt.Errorf("list nftables rules: %w", err)
 		}
-		var have []netip.Addr
-		for _, e := range elems {
-			if a, ok := netip.AddrFromSlice(e.Key); ok {
-				have = append(have, a.Unmap())
-			}
-		}
-		slices.SortFunc(have, netip.Addr.Compare)
-		if !slices.Equal(have, want) {
+		if !slices.EqualFunc(rules, tags[w.Name], func(r *nftables.Rule, tag []byte) bool { return bytes.Equal(r.UserData, tag) }) {
 			return false, nil
+		}
+	}
+	for _, s := range guardSetSpecs(spec) {
+		ok, err := g.setHolds(t, s)
+		if err != nil || !ok {
+			return false, err
 		}
 	}
 	return true, nil
 }
 
-func setElements(addrs []netip.Addr) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, nftables.SetElement{Key: a.AsSlice()})
+// placeholderSets are sets by name alone: enough to compute the rules'
+// tags, which name the sets without their ids.
+func placeholderSets() guardSets {
+	out := guardSets{}
+	for _, n := range []string{guardSet4, guardSet6, selfSet4, selfSet6, attachedSet, underlaySet} {
+		out[n] = &nftables.Set{Name: n}
 	}
 	return out
 }
 
-func (g *nftGuard) ensureGuard(table, dev string, addrs []netip.Addr) (bool, error) {
+// setHolds reports whether t's set s.name holds exactly s.keys.
+func (g *nftGuard) setHolds(t *nftables.Table, s setSpec) (bool, error) {
+	set, err := g.conn.GetSetByName(t, s.name)
+	if err != nil {
+		return false, nil
+	}
+	elems, err := g.conn.GetSetElements(set)
+	if err != nil {
+		return false, fmt.Errorf("list nftables set %s: %w", s.name, err)
+	}
+	have := make([][]byte, 0, len(elems))
+	for _, e := range elems {
+		have = append(have, e.Key)
+	}
+	want := slices.Clone(s.keys)
+	slices.SortFunc(have, bytes.Compare)
+	slices.SortFunc(want, bytes.Compare)
+	return slices.EqualFunc(have, want, bytes.Equal), nil
+}
+
+func (g *nftGuard) ensureGuard(table string, spec guardSpec) (bool, error) {
 	t, err := g.find(table)
 	if err != nil {
 		return false, err
 	}
 	if t != nil {
-		ok, err := g.intact(t, dev, addrs)
+		ok, err := g.intact(t, spec)
 		if err != nil || ok {
 			return false, err
 		}
 		// One batch: the old table goes and the new one comes atomically.
 		g.conn.DelTable(t)
 	}
-	v4, v6 := splitFamilies(addrs)
 	t = g.conn.AddTable(&nftables.Table{Name: table, Family: nftables.TableFamilyINet})
-	c := g.conn.AddChain(&nftables.Chain{Name: guardChain, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-	for _, f := range []struct {
-		name   string
-		typ    nftables.SetDatatype
-		family byte
-		addrs  []netip.Addr
-	}{{guardSet4, nftables.TypeIPAddr, unix.NFPROTO_IPV4, v4}, {guardSet6, nftables.TypeIP6Addr, unix.NFPROTO_IPV6, v6}} {
-		s := &nftables.Set{Table: t, Name: f.name, KeyType: f.typ}
-		if err := g.conn.AddSet(s, setElements(f.addrs)); err != nil {
-			return false, fmt.Errorf("nftables guard %s: set %s: %w", table, f.name, err)
+	chains := map[string]*nftables.Chain{}
+	for _, c := range guardChains(t) {
+		chains[c.Name] = g.conn.AddChain(c)
+	}
+	sets := guardSets{}
+	for _, s := range guardSetSpecs(spec) {
+		set := &nftables.Set{Table: t, Name: s.name, KeyType: s.typ}
+		if s.typ == nftables.TypeIFName {
+			// Interface names are compared in host order; without saying
+			// so nft prints them byte-swapped, as empty strings.
+			set.KeyByteOrder = binaryutil.NativeEndian
 		}
-		g.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: guardExprs(dev, f.family, s), UserData: guardTag(dev, f.family)})
+		elems := make([]nftables.SetElement, 0, len(s.keys))
+		for _, k := range s.keys {
+			elems = append(elems, nftables.SetElement{Key: k})
+		}
+		if err := g.conn.AddSet(set, elems); err != nil {
+			return false, fmt.Errorf("nftables guard %s: set %s: %w", table, s.name, err)
+		}
+		sets[s.name] = set
+	}
+	for _, r := range guardRules(spec, sets) {
+		g.conn.AddRule(&nftables.Rule{Table: t, Chain: chains[r.chain], Exprs: r.exprs, UserData: r.tag})
 	}
 	if err := g.conn.Flush(); err != nil {
 		return false, fmt.Errorf("install nftables guard %s: %w", table, err)

@@ -111,6 +111,11 @@ func (h *host) startHelper(name string, mtu int) (int, error) {
 	if err := os.MkdirAll(h.stateDir, 0o700); err != nil {
 		return 0, fmt.Errorf("create state dir: %w", err)
 	}
+	// A log left past its bound by helpers before moves aside first; the
+	// helper bounds it while it runs (CappedLog).
+	if fi, err := os.Stat(h.logFile(name)); err == nil && fi.Size() > HelperLogMax {
+		_ = os.Rename(h.logFile(name), h.logFile(name)+".1")
+	}
 	logf, err := os.OpenFile(h.logFile(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("open helper log: %w", err)
@@ -258,7 +263,7 @@ func (h *host) removeSocket(name string) error {
 
 func (h *host) removeState(name string) error {
 	var errs []error
-	for _, p := range []string{h.pidFile(name), h.logFile(name)} {
+	for _, p := range []string{h.pidFile(name), h.logFile(name), h.logFile(name) + ".1"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

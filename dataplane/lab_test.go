@@ -86,9 +86,10 @@ func (l *lab) options(i int) Options {
 func (l *lab) desired(i int) Desired {
 	g := l.gws[i]
 	d := Desired{
-		PrivateKey: g.key,
-		ListenPort: labPort,
-		Addresses:  []netip.Prefix{netip.PrefixFrom(g.tunnel, 32)},
+		PrivateKey:  g.key,
+		ListenPort:  labPort,
+		Addresses:   []netip.Prefix{netip.PrefixFrom(g.tunnel, 32)},
+		LANPrefixes: []netip.Prefix{g.lan},
 	}
 	for j, o := range l.gws {
 		if j == i {

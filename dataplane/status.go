@@ -199,3 +199,26 @@ func (d *Dataplane) linkName(idx int) string {
 	}
 	return strconv.Itoa(idx)
 }
+
+// Peers is the device's peers, as Status reports them but without their
+// AllowedIPs, read without a route dump: what metrics need.
+func (d *Dataplane) Peers() ([]PeerStatus, error) {
+	d.mu.Lock()
+	names := make(map[wgtypes.Key]string, len(d.desired.Peers))
+	for _, p := range d.desired.Peers {
+		names[p.PublicKey] = p.Name
+	}
+	d.mu.Unlock()
+	dev, err := d.wg.Device(d.name)
+	if err != nil {
+		return nil, fmt.Errorf("read wireguard device: %w", err)
+	}
+	out := make([]PeerStatus, 0, len(dev.Peers))
+	for _, peer := range dev.Peers {
+		out = append(out, PeerStatus{
+			Name: names[peer.PublicKey], PublicKey: peer.PublicKey, Endpoint: udpAddrPort(peer.Endpoint),
+			LastHandshake: peer.LastHandshakeTime, ReceiveBytes: peer.ReceiveBytes, TransmitBytes: peer.TransmitBytes,
+		})
+	}
+	return out, nil
+}

@@ -107,6 +107,8 @@ func (x *twinLab) desired(i int) Desired {
 		j, _ := strconv.Atoi(strings.TrimPrefix(d.Peers[k].Name, "gw"))
 		d.Peers[k].AllowedIPs = append(d.Peers[k].AllowedIPs, homedAt(j)...)
 	}
+	// Each gateway's LAN: the twins' VPC, B's and S's host networks.
+	d.LANPrefixes = append(d.LANPrefixes, []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16"), netip.MustParsePrefix("10.99.0.0/16"), remoteNet, singleNet}[i])
 	switch i {
 	case 2:
 		d.Routes = append(d.Routes, twinPieces[:]...)

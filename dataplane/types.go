@@ -61,7 +61,8 @@ type Handoff = config.Handoff
 // isZero reports whether d is the empty desired state (tear down).
 func isZero(d Desired) bool {
 	return d.PrivateKey == (wgtypes.Key{}) && d.ListenPort == 0 && len(d.Addresses) == 0 && d.MTU == 0 &&
-		len(d.Peers) == 0 && len(d.Routes) == 0 && len(d.DirectRoutes) == 0 && len(d.Handoffs) == 0
+		len(d.Peers) == 0 && len(d.Routes) == 0 && len(d.DirectRoutes) == 0 && len(d.Handoffs) == 0 &&
+		len(d.LANPrefixes) == 0 && len(d.VBRNeighbors) == 0
 }
 
 // DeviceName derives a host-unique interface name (15 characters, the

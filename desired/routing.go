@@ -48,14 +48,16 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 	}
 	for _, v := range d.VBRs {
 		s := config.VBRPeer{
-			Network:       v.Network,
-			Region:        d.Region,
-			Neighbor:      v.Neighbor,
-			PeerASN:       v.PeerASN,
-			MaxPrefixes:   v.MaxPrefixes,
-			Password:      sec.Passwords[v.Network],
-			BFD:           v.BFD,
-			LinkAddresses: linkAddressesTo(links, v.Neighbor),
+			Network:            v.Network,
+			Region:             d.Region,
+			Neighbor:           v.Neighbor,
+			PeerASN:            v.PeerASN,
+			MaxPrefixes:        v.MaxPrefixes,
+			MaxPrefixesRestart: v.MaxPrefixesRestart,
+			TTLSecurity:        v.TTLSecurity,
+			Password:           sec.Passwords[v.Network],
+			BFD:                v.BFD,
+			LinkAddresses:      linkAddressesTo(links, v.Neighbor),
 		}
 		if !v.AcceptAny {
 			// Not nil, even when empty: nil would admit any prefix.
@@ -66,6 +68,11 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 	for _, n := range cfg.Networks {
 		for _, p := range n.CIDRs {
 			out.InstanceCIDRs = append(out.InstanceCIDRs, config.NamedPrefix{Prefix: p, Region: n.Region, Network: n.Name})
+		}
+	}
+	for _, n := range cfg.Networks {
+		if n.BGP != nil {
+			out.RouterAddresses = append(out.RouterAddresses, netipx.Host(n.BGP.Neighbor))
 		}
 	}
 	for _, g := range cfg.Gateways {
@@ -81,7 +88,7 @@ func RoutingOf(cfg *config.Config, d *config.Desired, sec Secrets, links []confi
 // exactly (grouped by network, in the config's order) and its VBRs' accept
 // ranges.
 func gatewayPeer(p config.Peer) config.GatewayPeer {
-	gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress}
+	gp := config.GatewayPeer{Name: p.Name, Region: p.Region, Address: p.TunnelAddress, MaxPrefixes: p.Entitled.MaxPrefixes()}
 	byNetwork := map[string][]netip.Prefix{}
 	var order []string
 	for _, o := range p.Entitled.VPCs {

@@ -59,6 +59,12 @@ func newTunnelBuilder(cfg *config.Config, d *config.Desired, sec Secrets, v View
 		ListenPort: int(d.ListenPort),
 		Addresses:  TunnelHosts(d.TunnelAddress),
 	}
+	for _, o := range d.Originate {
+		b.out.LANPrefixes = append(b.out.LANPrefixes, o.Prefix)
+	}
+	for _, v := range d.VBRs {
+		b.out.VBRNeighbors = append(b.out.VBRNeighbors, v.Neighbor)
+	}
 	for _, p := range d.Peers {
 		b.peerIdx[p.TunnelAddress] = len(b.out.Peers)
 		b.out.Peers = append(b.out.Peers, config.TunnelPeer{

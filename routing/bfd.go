@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/osrg/gobgp/v4/pkg/packet/bfd"
@@ -20,35 +21,65 @@ import (
 // VBR sessions that ask for BFD; the shaper exempts both from shaping.
 const GatewayBFDPort = 4784
 
+// bfdTTL is the TTL every packet is sent with and every packet must
+// arrive with (RFC 5881 section 5, the GTSM of RFC 5082): a packet that
+// crossed a router on its way has less, whatever its source says.
+const bfdTTL = 255
+
 // gatewayBFD runs BFD (RFC 5880 control packets, asynchronous mode, the
-// same Interval x Multiplier detection) on every gateway session, in
-// batches: one goroutine and one ticker for all peers. On each tick it
-// reads every packet queued on its socket, declares down the sessions that
-// have heard nothing for the detection time, and sends one packet to every
-// peer.
+// same Interval x Multiplier detection) on every gateway session: one
+// goroutine reads packets as they arrive, and one ticker sends one packet
+// to every peer and expires silent sessions, for all peers at once.
 //
-// Why not GoBGP's BFD, which VBR sessions keep: it runs a ticker and a
-// goroutine per peer and hands each received packet from a reader
-// goroutine to the peer's one, so every peer's every packet is a separate
-// wake-up (two per peer and interval), each waking the Go scheduler (and
+// What a packet must be to count (anything else is dropped, uncounted by
+// the session, without a log line):
+//
+//   - received through the tunnel device (the socket is bound to it with
+//     SO_BINDTODEVICE): WireGuard accepts a gateway's tunnel address as a
+//     source only from that gateway's key, so a packet claiming a peer's
+//     address from a LAN, a VBR link or the underlay never reaches the
+//     socket;
+//   - sent with TTL 255 and received with 255 (IP_RECVTTL): nothing
+//     routed it, so no host behind a peer gateway can pass for the peer;
+//   - from a configured peer's tunnel address, BFD version 1, without
+//     authentication or multipoint bits;
+//   - bound to the session (RFC 5880 section 6.8.6, and GoBGP 4.8.0's
+//     unbound-discriminator check): a nonzero Your Discriminator must be
+//     ours; a zero one is accepted only from a remote in Down or AdminDown,
+//     never while our session is Up, and once the remote's discriminator
+//     is known, only with that discriminator. A remote that restarts with
+//     a new one is therefore taken down by the detection time, not by its
+//     first packet.
+//
+// Reads are prompt: the reader blocks in recvmsg on the socket and takes
+// each packet as it arrives, draining whatever queued behind it, so a
+// flood of packets that do not count cannot fill the socket's buffer ahead
+// of a peer's packet. A packet costs bounded work: one header parse, one
+// map look-up under the lock, no log line.
+//
+// Sending is batched on wall-clock ticks. Why not GoBGP's BFD, which VBR
+// sessions keep: it runs a ticker and a goroutine per peer and hands each
+// received packet from a reader goroutine to the peer's one, so every
+// peer's every packet is two wake-ups, each waking the Go scheduler (and
 // with it an idle P's thread, and sysmon): on an idle agent that is most
-// of its CPU. Here the socket is not in Go's poller, so a packet arriving
-// between ticks wakes no thread, and the whole mesh costs one wake-up per
-// interval. The idle agent's CPU is measured by BenchmarkIdleAgent in
-// test/ (make bench-agent).
+// of its CPU. Here every gateway ticks at the same wall-clock instants, so
+// the mesh's packets arrive in one burst per interval that the reader
+// takes in few wake-ups, and the ticker costs one. The idle agent's CPU is
+// measured by BenchmarkIdleAgent in test/ (make bench-agent).
 //
-// The price: packets are read on ticks, so a dead peer is declared down
-// on the tick that has read nothing for the detection time, up to one
-// interval later than per-packet BFD would: with the defaults (100ms x 3)
-// between 300 and 400ms after its last packet, well inside SPEC's one
-// second for failover (BenchmarkFailover).
+// Expiry is checked on ticks: a dead peer is declared down on the tick
+// that has heard nothing for the detection time, up to one interval later
+// than a per-session timer would: with the defaults (100ms x 3) between
+// 300 and 400ms after its last packet, well inside SPEC's one second for
+// failover (BenchmarkFailover).
 type gatewayBFD struct {
 	log      *slog.Logger
 	interval time.Duration
 	mult     uint8
 	port     int
+	device   string // the tunnel device the socket is bound to; "" for none
 	fd       int
-	// onDown is called, from the loop and without locks held, when a
+	// onDown is called, from the loops and without locks held, when a
 	// session that is up goes down: the peer stopped answering or said it
 	// is down.
 	onDown func(netip.Addr)
@@ -56,9 +87,11 @@ type gatewayBFD struct {
 	mu       sync.Mutex
 	sessions map[netip.Addr]*bfdSession
 	ticks    uint64 // ticks so far: the loop's clock
+	rebind   bool   // a send found the device gone: bind again
 
-	stop chan struct{}
-	done chan struct{}
+	closing atomic.Bool
+	stop    chan struct{}
+	done    sync.WaitGroup
 }
 
 type bfdSession struct {
@@ -74,34 +107,67 @@ type bfdSession struct {
 	diag           bfd.DiagnosticType
 }
 
-// newGatewayBFD opens the socket on local:port and starts the loop.
-func newGatewayBFD(log *slog.Logger, local netip.Addr, port int, interval time.Duration, mult uint32, onDown func(netip.Addr)) (*gatewayBFD, error) {
-	if !local.Is4() {
-		return nil, fmt.Errorf("gateway bfd: local address %s is not IPv4", local)
+// bfdConfig is what newGatewayBFD opens and runs.
+type bfdConfig struct {
+	Local    netip.Addr // the gateway's tunnel address: the socket's
+	Device   string     // the tunnel device; "" binds to no device (tests on loopback)
+	Port     int
+	Interval time.Duration
+	Mult     uint32
+	OnDown   func(netip.Addr)
+}
+
+// newGatewayBFD opens the socket on c.Local:c.Port, bound to c.Device,
+// and starts the reader and the ticker.
+func newGatewayBFD(log *slog.Logger, c bfdConfig) (*gatewayBFD, error) {
+	if !c.Local.Is4() {
+		return nil, fmt.Errorf("gateway bfd: local address %s is not IPv4", c.Local)
 	}
-	if mult == 0 || mult > 255 {
-		return nil, fmt.Errorf("gateway bfd: multiplier %d out of range 1-255", mult)
+	if c.Mult == 0 || c.Mult > 255 {
+		return nil, fmt.Errorf("gateway bfd: multiplier %d out of range 1-255", c.Mult)
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	fd, err := openBFDSocket(c.Local, c.Port, c.Device)
 	if err != nil {
-		return nil, fmt.Errorf("gateway bfd: socket: %w", err)
-	}
-	// RFC 5881: TTL 255 on every packet.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, 255); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("gateway bfd: set ttl: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: local.As4()}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("gateway bfd: listen on %s udp port %d: %w", local, port, err)
+		return nil, err
 	}
 	b := &gatewayBFD{
-		log: log, interval: interval, mult: uint8(mult), port: port, fd: fd, onDown: onDown,
+		log: log, interval: c.Interval, mult: uint8(c.Mult), port: c.Port, device: c.Device, fd: fd, onDown: c.OnDown,
 		sessions: map[netip.Addr]*bfdSession{},
-		stop:     make(chan struct{}), done: make(chan struct{}),
+		stop:     make(chan struct{}),
 	}
+	b.done.Add(2)
 	go b.run()
+	go b.read()
 	return b, nil
+}
+
+// openBFDSocket opens a blocking UDP socket on local:port that sends with
+// TTL 255, reports each packet's TTL, and, with a device, hears only
+// what arrives through it and sends only through it.
+func openBFDSocket(local netip.Addr, port int, device string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("gateway bfd: socket: %w", err)
+	}
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("gateway bfd: %s: %w", what, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, bfdTTL); err != nil {
+		return fail("set ttl", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVTTL, 1); err != nil {
+		return fail("ask for the ttl of received packets", err)
+	}
+	if device != "" {
+		if err := unix.BindToDevice(fd, device); err != nil {
+			return fail("bind to tunnel device "+device, err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: local.As4()}); err != nil {
+		return fail(fmt.Sprintf("listen on %s udp port %d", local, port), err)
+	}
+	return fd, nil
 }
 
 // setPeers makes the sessions those of peers: new ones start down, gone
@@ -143,11 +209,16 @@ func (b *gatewayBFD) state(peer netip.Addr) string {
 	return "down"
 }
 
-// close stops the loop and closes the socket. Peers see the sessions
+// close stops both loops and closes the socket. Peers see the sessions
 // expire, as they would if this host died.
 func (b *gatewayBFD) close() {
+	b.closing.Store(true)
+	// Shutting the socket down wakes the reader out of recvmsg (closing
+	// it would not); on an unconnected socket the call reports ENOTCONN
+	// and still does so.
+	_ = unix.Shutdown(b.fd, unix.SHUT_RDWR)
 	close(b.stop)
-	<-b.done
+	b.done.Wait()
 	unix.Close(b.fd)
 }
 
@@ -157,17 +228,16 @@ func (b *gatewayBFD) close() {
 // receivers, WireGuard helpers included, take them in one wake-up rather
 // than one per peer.
 func (b *gatewayBFD) run() {
-	defer close(b.done)
+	defer b.done.Done()
 	t := time.NewTimer(untilTick(time.Now(), b.interval))
 	defer t.Stop()
-	buf := make([]byte, 512)
 	var down []netip.Addr
 	for {
 		select {
 		case <-b.stop:
 			return
 		case <-t.C:
-			down = b.tick(buf, down[:0])
+			down = b.tick(down[:0])
 			t.Reset(untilTick(time.Now(), b.interval))
 			for _, p := range down {
 				b.onDown(p)
@@ -182,36 +252,78 @@ func untilTick(now time.Time, interval time.Duration) time.Duration {
 	return now.Truncate(interval).Add(interval).Sub(now)
 }
 
-// tick reads what arrived, expires silent sessions and sends one packet to
-// every peer; it returns the sessions that went down.
-func (b *gatewayBFD) tick(buf []byte, down []netip.Addr) []netip.Addr {
+// read takes packets off the socket as they arrive until close.
+func (b *gatewayBFD) read() {
+	defer b.done.Done()
+	buf := make([]byte, 128) // a control packet without authentication is 24 bytes
+	oob := make([]byte, unix.CmsgSpace(4)*2)
+	for {
+		n, oobn, flags, from, err := unix.Recvmsg(b.fd, buf, oob, 0)
+		if b.closing.Load() {
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EAGAIN) {
+				// Not a packet's fault (ENOMEM, a device going away):
+				// pause, so a persistent error cannot spin.
+				b.log.Debug("bfd read", "err", err)
+				time.Sleep(b.interval / 10)
+			}
+			continue
+		}
+		sa, ok := from.(*unix.SockaddrInet4)
+		if !ok || flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 || receivedTTL(oob[:oobn]) != bfdTTL {
+			continue
+		}
+		if peer := netip.AddrFrom4(sa.Addr); b.handle(buf[:n], peer) {
+			b.onDown(peer)
+		}
+	}
+}
+
+// receivedTTL is the TTL that IP_RECVTTL reported in oob, or -1.
+func receivedTTL(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return -1
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TTL && len(m.Data) >= 4 {
+			return int(binary.NativeEndian.Uint32(m.Data))
+		}
+	}
+	return -1
+}
+
+// handle applies one packet that arrived with TTL 255 from peer, and
+// reports whether it took an up session down.
+func (b *gatewayBFD) handle(pkt []byte, peer netip.Addr) bool {
+	var h bfd.BFDHeader
+	// Byte 1 holds the A (authentication) and M (multipoint) bits, which
+	// sessions between gateways never set (RFC 5880 section 6.8.6).
+	if len(pkt) < 24 || pkt[1]&0x05 != 0 || h.UnmarshalBinary(pkt) != nil || h.Validate() != nil || h.Version != 1 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[peer]
+	if s == nil {
+		return false
+	}
+	return b.receive(peer, s, &h, b.ticks)
+}
+
+// tick expires silent sessions and sends one packet to every peer; it
+// returns the sessions that went down.
+func (b *gatewayBFD) tick(down []netip.Addr) []netip.Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.ticks++
 	now := b.ticks
-	for range 4096 { // bounded: a flood cannot keep the loop here
-		n, from, err := unix.Recvfrom(b.fd, buf, unix.MSG_DONTWAIT)
-		if err != nil {
-			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
-				b.log.Debug("bfd read", "err", err)
-			}
-			break
-		}
-		sa, ok := from.(*unix.SockaddrInet4)
-		if !ok {
-			continue
-		}
-		peer := netip.AddrFrom4(sa.Addr)
-		s := b.sessions[peer]
-		if s == nil {
-			continue
-		}
-		var h bfd.BFDHeader
-		if h.UnmarshalBinary(buf[:n]) != nil || h.Validate() != nil || h.Version != 1 {
-			continue
-		}
-		if b.receive(peer, s, &h, now) {
-			down = append(down, peer)
+	if b.rebind {
+		b.rebind = false
+		if err := unix.BindToDevice(b.fd, b.device); err != nil {
+			b.log.Debug("bfd: binding to the tunnel device again", "device", b.device, "err", err)
 		}
 	}
 	for peer, s := range b.sessions {
@@ -227,17 +339,32 @@ func (b *gatewayBFD) tick(buf []byte, down []netip.Addr) []netip.Addr {
 	return down
 }
 
-// receive applies one control packet (RFC 5880 section 6.8.6) and reports
-// whether the session went down.
-func (b *gatewayBFD) receive(peer netip.Addr, s *bfdSession, h *bfd.BFDHeader, now uint64) bool {
+// accepts applies the discriminator rules of RFC 5880 section 6.8.6 with
+// GoBGP's unbound-discriminator check: whether h belongs to session s.
+func accepts(s *bfdSession, h *bfd.BFDHeader) bool {
 	if h.DetectTimeMultiplier == 0 || h.MyDiscriminator == 0 {
 		return false
 	}
 	if h.YourDiscriminator != 0 {
-		if h.YourDiscriminator != s.myDisc {
-			return false
-		}
-	} else if h.State != bfd.StateDown && h.State != bfd.StateAdminDown {
+		return h.YourDiscriminator == s.myDisc
+	}
+	// A zero Your Discriminator binds to no session: it comes only from a
+	// remote that has not learned ours (Down or AdminDown), is never heard
+	// while ours is Up (an Up remote knows our discriminator), and once
+	// the remote's discriminator is known, must carry it.
+	if h.State != bfd.StateDown && h.State != bfd.StateAdminDown {
+		return false
+	}
+	if s.state == bfd.StateUp {
+		return false
+	}
+	return s.yourDisc == 0 || h.MyDiscriminator == s.yourDisc
+}
+
+// receive applies one control packet (RFC 5880 section 6.8.6) and reports
+// whether the session went down.
+func (b *gatewayBFD) receive(peer netip.Addr, s *bfdSession, h *bfd.BFDHeader, now uint64) bool {
+	if !accepts(s, h) {
 		return false
 	}
 	s.lastRx = now
@@ -274,6 +401,7 @@ func (b *gatewayBFD) receive(peer netip.Addr, s *bfdSession, h *bfd.BFDHeader, n
 	return false
 }
 
+// send sends s's packet to peer; b.mu is held.
 func (b *gatewayBFD) send(peer netip.Addr, s *bfdSession) {
 	h := bfd.BFDHeader{
 		Version:               1,
@@ -293,8 +421,14 @@ func (b *gatewayBFD) send(peer netip.Addr, s *bfdSession) {
 	}
 	// Non-blocking: a full socket buffer (a dead tunnel) drops the packet,
 	// as the wire would.
-	if err := unix.Sendto(b.fd, pkt, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Port: b.port, Addr: peer.As4()}); err != nil &&
-		!errors.Is(err, unix.EAGAIN) {
+	err = unix.Sendto(b.fd, pkt, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Port: b.port, Addr: peer.As4()})
+	switch {
+	case err == nil, errors.Is(err, unix.EAGAIN):
+	case b.device != "" && errors.Is(err, unix.ENODEV):
+		// The binding names the device by index: a device created
+		// again (a restarted WireGuard helper) has a new one.
+		b.rebind = true
+	default:
 		b.log.Debug("bfd send", "neighbor", peer, "err", err)
 	}
 }

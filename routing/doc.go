@@ -71,7 +71,10 @@
 // evaluates the pre-policy update stream to record, count and log the
 // reason of each refusal. Learned VBR prefixes have their large
 // communities replaced with the VBR's origin tags, so an on-prem router
-// cannot forge another network's origin.
+// cannot forge another network's origin. Ahead of the table, what a VBR's
+// router sends is refused unless its AS path starts with the router's AS
+// (the first-AS check of RFC 4271 section 6.3, reason first-as): an eBGP
+// speaker puts its own AS first.
 //
 // # Export policy
 //

@@ -1,6 +1,10 @@
 package routing
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
 
 // filter is the Go form of the import table (rules.go): the rules of each
 // configured session, in table order, plus the sessions themselves. It
@@ -87,4 +91,20 @@ func (f *filter) classify(peer netip.Addr, p netip.Prefix) verdict {
 func (f *filter) isTwin(peer netip.Addr) bool {
 	g := f.gateways[peer]
 	return g != nil && g.Region == f.region
+}
+
+// firstASOK reports whether attrs, received from peer, pass the first-AS
+// check of a VBR session (policy.go, firstAS): an AS path whose first AS
+// is the router's. Other sessions are not checked.
+func (f *filter) firstASOK(peer netip.Addr, attrs []bgp.PathAttributeInterface) bool {
+	v := f.vbrs[peer]
+	if v == nil {
+		return true
+	}
+	for _, a := range attrs {
+		if p, ok := a.(*bgp.PathAttributeAsPath); ok {
+			return len(p.Value) > 0 && len(p.Value[0].GetAS()) > 0 && p.Value[0].GetAS()[0] == v.PeerASN
+		}
+	}
+	return false
 }

@@ -61,7 +61,9 @@ func TestHandoffAddressesStayInTheRegion(t *testing.T) {
 // TestTwinAnnouncementsAndConnected: twins that both hold a VBR announcing
 // the same on-premises prefix each learn it direct, with the other twin
 // among its Gateways; a prefix overlapping a subnet connected to the
-// gateway is refused with reason connected.
+// gateway is refused with reason connected, a VBR router's address (any
+// VBR's, whatever accept says) with reason protected, while the range
+// holding it is learned.
 func TestTwinAnnouncementsAndConnected(t *testing.T) {
 	port := freePort(t)
 	r1, r2 := ma("127.0.0.6"), ma("127.0.0.7")
@@ -77,13 +79,15 @@ func TestTwinAnnouncementsAndConnected(t *testing.T) {
 	db.VBRs = []VBRSession{vbr("idc-1", r1, 65010)}
 	db.Gateways[1].Entitled = append(db.Gateways[1].Entitled, entVBR("idc-2"))
 	db.Connected = []netip.Prefix{mp("192.168.9.0/24")}
+	router, routerRange := mp("192.168.77.1/32"), mp("192.168.77.0/24")
+	db.RouterAddresses = []netip.Prefix{router}
 	dc := desiredB(addrC, addrB, "gw-b")
 	dc.VBRs = []VBRSession{vbr("idc-2", r2, 65011)}
 	dc.Gateways[1].Entitled = append(dc.Gateways[1].Entitled, entVBR("idc-1"))
 	b := startNode(t, port, db)
 	c := startNode(t, port, dc)
 	shared, only1 := mp("192.168.5.0/24"), mp("192.168.6.0/24")
-	rawAnnounce(t, or1, r1, false, shared, only1, mp("192.168.9.0/24"), mp("192.168.9.128/25"))
+	rawAnnounce(t, or1, r1, false, shared, only1, mp("192.168.9.0/24"), mp("192.168.9.128/25"), router, routerRange)
 	rawAnnounce(t, or2, r2, false, shared)
 
 	waitFor(t, 30*time.Second, "the shared prefix direct at both twins, each naming the other", func() bool {
@@ -105,6 +109,14 @@ func TestTwinAnnouncementsAndConnected(t *testing.T) {
 		}
 		return n == 2
 	})
+	waitFor(t, 10*time.Second, "a VBR router's address refused as protected at B, its range learned", func() bool {
+		st, _ := b.s.Status(context.Background())
+		_, learned := b.route(routerRange)
+		return learned && slices.ContainsFunc(st.Rejected, func(r Rejection) bool { return r.Prefix == router && r.Reason == ReasonProtected })
+	})
+	if _, ok := b.route(router); ok {
+		t.Error("B learned a VBR router's address")
+	}
 	if _, ok := b.route(mp("192.168.9.0/24")); ok {
 		t.Error("B learned the subnet connected to it")
 	}

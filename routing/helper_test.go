@@ -31,6 +31,8 @@ type helperConfig struct {
 	Restarting  bool
 	Graceful    bool // Close(true) on SIGTERM
 	BFDInterval time.Duration
+	// TunnelDevice is Options.TunnelDevice.
+	TunnelDevice string
 	// Expect is the route count at which memory is measured.
 	Expect int
 	// Summary keeps counts instead of every batch (benchmarks).
@@ -126,7 +128,7 @@ func (h *helperRun) start() error {
 	s, err := New(Options{
 		Logger: h.log, Port: h.cfg.Port, Restarting: h.cfg.Restarting, Coalesce: 20 * time.Millisecond,
 		ConnectRetry: time.Second, GracefulRestartTime: 30 * time.Second, SyncTimeout: 10 * time.Second,
-		BFD: BFDOptions{Interval: h.cfg.BFDInterval},
+		BFD: BFDOptions{Interval: h.cfg.BFDInterval}, TunnelDevice: h.cfg.TunnelDevice,
 		OnRoutes: func(b RouteBatch) {
 			hb := helperBatch{At: time.Now(), Full: b.Full, Synced: b.Synced, Upsert: b.Upsert}
 			for _, p := range b.Withdraw {

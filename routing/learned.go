@@ -79,8 +79,7 @@ type ribPath struct {
 	// via is the path's next hop where it is the one to install: a VBR
 	// router's next hop of the prefix's family (an IPv6 prefix over an
 	// IPv4 session names its router's IPv6 address). Invalid otherwise.
-	via             netip.Addr
-	regionID, netID uint32
+	via netip.Addr
 }
 
 // ribEntry keeps only a hash of the route last delivered, not a copy: the
@@ -118,21 +117,6 @@ func (st *state) applyBest(paths []*apiutil.Path) {
 				st.learned.rib[pfx] = e
 			}
 			rp := ribPath{src: src, via: st.vbrNexthop(pfx, p)}
-			for _, a := range p.Attrs {
-				if lc, ok := a.(*bgp.PathAttributeLargeCommunities); ok && st.d != nil {
-					for _, c := range lc.Values {
-						if c.ASN != st.d.InstanceASN {
-							continue
-						}
-						switch c.LocalData1 {
-						case tagRegion:
-							rp.regionID = c.LocalData2
-						case tagNetwork:
-							rp.netID = c.LocalData2
-						}
-					}
-				}
-			}
 			i := slices.IndexFunc(e.paths, func(r ribPath) bool { return r.src == src })
 			if i >= 0 {
 				e.paths[i] = rp
@@ -206,20 +190,19 @@ func (st *state) route(pfx netip.Prefix, e *ribEntry) (LearnedRoute, bool) {
 		return LearnedRoute{}, false
 	}
 	slices.SortFunc(r.NextHops, func(a, b netip.Addr) int { return a.Compare(b) })
-	r.OriginRegion = st.names.regions[first.regionID]
-	r.OriginNetwork = st.names.networks[first.netID]
+	// The origin is what the config entitles the peer to, never the tags
+	// it sent: a gateway tagging its routes with the receiver's own region
+	// would otherwise make its traffic same-region, and unshaped. The
+	// import policy refused what the table refuses; checking again here
+	// keeps a disagreement from installing anything.
+	v := st.f.classify(first.src, pfx)
+	if v.reason != "" {
+		return LearnedRoute{}, false
+	}
+	r.OriginRegion, r.OriginNetwork, r.Handoff = v.region, v.network, v.handoff
 	if direct {
 		r.Direct = true
 		r.Gateways = st.learned.twinPaths[pfx]
-	}
-	if pfx.IsSingleIP() && st.f.classify(first.src, pfx).handoff {
-		r.Handoff = true
-	}
-	if r.OriginRegion == "" || r.OriginNetwork == "" {
-		// Untagged or unknown tag: fall back on what the peer is entitled to.
-		if v := st.f.classify(first.src, pfx); v.reason == "" {
-			r.OriginRegion, r.OriginNetwork = v.region, v.network
-		}
 	}
 	return r, true
 }

@@ -1,27 +1,26 @@
 package routing
 
 import (
-	"context"
+	"net/netip"
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector exports a speaker's Status as Prometheus metrics. The agent
-// registers it on its own registry (no global registration here).
-type Collector struct {
-	s                                       *Speaker
+// StatusMetrics are a speaker's BGP series, per session (and per address
+// family where they count prefixes) and in total, emitted from a Status
+// the caller read: the agent serves them from the snapshot its reconcile
+// loop keeps, so a scrape never calls into GoBGP.
+type StatusMetrics struct {
 	up, bfdUp, received, accepted, rejected *prometheus.Desc
 	rejectedTotal, conflicts, learned       *prometheus.Desc
 }
 
-// NewCollector returns a collector reading s at scrape time.
-func NewCollector(s *Speaker) *Collector {
+// NewStatusMetrics returns the series' descriptions.
+func NewStatusMetrics() *StatusMetrics {
 	l := []string{"session", "kind", "neighbor"}
 	lf := append(slices.Clone(l), "family")
-	return &Collector{
-		s:             s,
+	return &StatusMetrics{
 		up:            prometheus.NewDesc("opencen_bgp_session_up", "1 if the BGP session is established.", l, nil),
 		bfdUp:         prometheus.NewDesc("opencen_bgp_bfd_up", "1 if BFD is up on the session (absent when BFD is off).", l, nil),
 		received:      prometheus.NewDesc("opencen_bgp_prefixes_received", "Prefixes the peer currently announces, by address family.", lf, nil),
@@ -33,22 +32,16 @@ func NewCollector(s *Speaker) *Collector {
 	}
 }
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.bfdUp, c.received, c.accepted, c.rejected, c.rejectedTotal, c.conflicts, c.learned} {
+// Describe sends the series' descriptions, as prometheus.Collector does.
+func (m *StatusMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.up, m.bfdUp, m.received, m.accepted, m.rejected, m.rejectedTotal, m.conflicts, m.learned} {
 		ch <- d
 	}
 }
 
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	st, err := c.s.Status(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.up, err)
-		return
-	}
+// Collect sends st's series; learned counts the routes delivered to the
+// dataplane by family (LearnedByFamily), as st's Routes may be left out.
+func (m *StatusMetrics) Collect(ch chan<- prometheus.Metric, st *Status, learned [2]int) {
 	b := func(v bool) float64 {
 		if v {
 			return 1
@@ -57,26 +50,31 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, ss := range st.Sessions {
 		l := []string{ss.Name, string(ss.Kind), ss.Neighbor.String()}
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
+		ch <- prometheus.MustNewConstMetric(m.up, prometheus.GaugeValue, b(ss.State == "established"), l...)
 		if ss.BFD != "" {
-			ch <- prometheus.MustNewConstMetric(c.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
+			ch <- prometheus.MustNewConstMetric(m.bfdUp, prometheus.GaugeValue, b(ss.BFD == "up"), l...)
 		}
 		for _, f := range ss.Families {
 			lf := append(slices.Clone(l), f.Family)
-			ch <- prometheus.MustNewConstMetric(c.received, prometheus.GaugeValue, float64(f.Received), lf...)
-			ch <- prometheus.MustNewConstMetric(c.accepted, prometheus.GaugeValue, float64(f.Accepted), lf...)
-			ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.GaugeValue, float64(f.Rejected), lf...)
+			ch <- prometheus.MustNewConstMetric(m.received, prometheus.GaugeValue, float64(f.Received), lf...)
+			ch <- prometheus.MustNewConstMetric(m.accepted, prometheus.GaugeValue, float64(f.Accepted), lf...)
+			ch <- prometheus.MustNewConstMetric(m.rejected, prometheus.GaugeValue, float64(f.Rejected), lf...)
 		}
 	}
 	for r, n := range st.RejectedTotal {
-		ch <- prometheus.MustNewConstMetric(c.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
+		ch <- prometheus.MustNewConstMetric(m.rejectedTotal, prometheus.CounterValue, float64(n), string(r))
 	}
-	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(st.RejectedTotal[ReasonConflict]))
-	var learned [2]int
-	for _, r := range st.Routes {
-		learned[family(r.Prefix.Addr())]++
-	}
+	ch <- prometheus.MustNewConstMetric(m.conflicts, prometheus.CounterValue, float64(st.RejectedTotal[ReasonConflict]))
 	for i, n := range learned {
-		ch <- prometheus.MustNewConstMetric(c.learned, prometheus.GaugeValue, float64(n), familyName[i])
+		ch <- prometheus.MustNewConstMetric(m.learned, prometheus.GaugeValue, float64(n), familyName[i])
 	}
+}
+
+// LearnedByFamily counts prefixes by address family, IPv4 first.
+func LearnedByFamily[V any](routes map[netip.Prefix]V) [2]int {
+	var n [2]int
+	for p := range routes {
+		n[family(p.Addr())]++
+	}
+	return n
 }

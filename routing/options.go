@@ -46,6 +46,11 @@ type Options struct {
 	SyncTimeout time.Duration
 	// BFD settings for gateway sessions and VBR sessions with BFD set.
 	BFD BFDOptions
+	// TunnelDevice is the WireGuard device the gateway sessions ride. BFD
+	// between gateways is bound to it (SO_BINDTODEVICE): a packet
+	// claiming a peer's tunnel address that arrives any other way is never
+	// read. Empty binds to no device, for speakers on loopback in tests.
+	TunnelDevice string
 }
 
 // BFDOptions tune BFD (RFC 5880). Detection time is Interval*Multiplier.

@@ -18,6 +18,7 @@ type peerSpec struct {
 	peerASN     uint32
 	password    string
 	bfd         bool
+	ttlSecurity bool
 	maxPrefixes uint32
 	port        uint16
 }
@@ -30,7 +31,7 @@ func (s *Speaker) peerSpecs(d *Desired) map[netip.Addr]peerSpec {
 	}
 	for _, v := range d.VBRs {
 		m[v.Neighbor] = peerSpec{kind: SessionVBR, name: v.Network, addr: v.Neighbor, local: v.LocalAddress,
-			peerASN: v.PeerASN, password: v.Password, bfd: v.BFD && !s.opts.BFD.Disable, maxPrefixes: v.MaxPrefixes, port: v.Port}
+			peerASN: v.PeerASN, password: v.Password, bfd: v.BFD && !s.opts.BFD.Disable, ttlSecurity: v.TTLSecurity, maxPrefixes: v.MaxPrefixes, port: v.Port}
 	}
 	return m
 }
@@ -147,6 +148,11 @@ func (s *Speaker) apiPeer(p peerSpec) *api.Peer {
 		}
 	} else if p.port != 0 {
 		peer.Transport.RemotePort = uint32(p.port)
+	}
+	if p.ttlSecurity {
+		// GTSM (RFC 5082) for a router one hop away: send with TTL 255,
+		// and the kernel drops what arrives with less (IP_MINTTL).
+		peer.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: 255}
 	}
 	if p.bfd && p.kind != SessionGateway { // gateway sessions: gatewayBFD
 		us := uint32(s.opts.BFD.Interval / time.Microsecond)

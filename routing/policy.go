@@ -23,7 +23,7 @@ const (
 // values give equal requests and Set can skip an unchanged policy.
 func buildPolicies(d *Desired) *api.SetPoliciesRequest {
 	b := &policyBuilder{setNames: map[string]string{}}
-	b.importStatements(importRules(d), d.InstanceASN)
+	b.importStatements(importRules(d), d.InstanceASN, d.VBRs)
 	importStmts := b.stmts
 	b.stmts = nil
 	b.exportStatements(d)
@@ -73,8 +73,11 @@ var (
 // (GoBGP sets hold one family), and for a retagging rule of one origin.
 // A rule that applies to no session, or has no entries, compiles to
 // nothing, as it matches nothing.
-func (b *policyBuilder) importStatements(rules []rule, asn uint32) {
+func (b *policyBuilder) importStatements(rules []rule, asn uint32, vbrs []VBRSession) {
 	b.stmt("local", &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}, accept)
+	for i, v := range vbrs {
+		b.firstAS(i, v)
+	}
 	for _, r := range rules {
 		if !r.everyPeer && len(r.peers) == 0 {
 			continue
@@ -87,6 +90,21 @@ func (b *policyBuilder) importStatements(rules []rule, asn uint32) {
 			b.stmt(g.name, c, ruleActions(r, asn, g.first))
 		}
 	}
+}
+
+// firstAS refuses what the i-th VBR's router sends unless its AS path
+// starts with the router's AS (RFC 4271 section 6.3; routers enforce it by
+// default): an eBGP speaker puts its own AS first, so an empty path or
+// another AS there is a fault or a forgery. A refused announcement
+// replaces the route it updates, a withdrawal as RFC 7606 asks of a
+// malformed AS_PATH. filter.firstASOK says the same for observability.
+func (b *policyBuilder) firstAS(i int, v VBRSession) {
+	name := fmt.Sprintf("vbr%d-first-as", i)
+	set := b.defineSet(api.DefinedType_DEFINED_TYPE_AS_PATH, name, []string{fmt.Sprintf("^%d_", v.PeerASN)}, nil)
+	b.stmt(name, &api.Conditions{
+		NeighborSet: b.neighborSet(fmt.Sprintf("vbr%d-peers", i), v.Neighbor),
+		AsPathSet:   &api.MatchSet{Type: api.MatchSet_TYPE_INVERT, Name: set},
+	}, reject)
 }
 
 // entryGroup is the part of a rule's entries compiled into one statement.

@@ -30,6 +30,7 @@ func TestPolicyMatchesFilter(t *testing.T) {
 	}
 	d.VBRs[0].Accept = []netip.Prefix{mp("192.168.0.0/16"), mp("172.16.0.0/12"), mp("10.0.0.0/8"), mp("2001:db8::/32"), mp("fd00::/16")}
 	d.ProtectedPrefixes = append(d.ProtectedPrefixes, mp("100.64.0.1/32"), mp("198.51.100.7/32"), mp("fd63:656e::6440:1/128"))
+	d.RouterAddresses = []netip.Prefix{mp("192.168.77.1/32"), mp("2001:db8:77::1/128")}
 	d.Connected = []netip.Prefix{mp("172.20.0.0/30"), mp("10.3.0.0/24"), mp("2001:db8:30::/64")}
 	d.InstanceCIDRs = append(d.InstanceCIDRs, NamedPrefix{Prefix: vpcA6, Region: "r-a", Network: "vpc-a"},
 		NamedPrefix{Prefix: vpcB6, Region: "r-b", Network: "vpc-b"})
@@ -95,7 +96,8 @@ func policyTestPrefixes() []netip.Prefix {
 		"127.0.0.2/32", "127.0.0.0/8", "172.20.0.0/30", "172.20.0.0/16", "172.20.0.2/32", "10.3.0.128/25",
 		"::/0", "fd00::/16", "fd00:1::/48", "fd00:1::/64", "fd00:1::7/128", "fd00:2::/48", "fd00:2::/47", "fd00:3::/48",
 		"2001:db8::/32", "2001:db8:100::/48", "2001:db8:100:5::/64", "2001:db8:30::/64", "2001:db8:30::2/128",
-		"2001:db8:30::/60", "fd63:656e::/96", "fd63:656e::6440:1/128", "2001:db9::/32"} {
+		"2001:db8:30::/60", "fd63:656e::/96", "fd63:656e::6440:1/128", "2001:db9::/32",
+		"192.168.77.1/32", "192.168.77.0/24", "2001:db8:77::1/128", "2001:db8:77::/48"} {
 		set[mp(s)] = true
 	}
 	rng := rand.New(rand.NewPCG(1, 2))

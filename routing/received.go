@@ -2,11 +2,9 @@ package routing
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 
-	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 )
 
@@ -36,6 +34,9 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 			continue
 		}
 		v := st.f.classify(peer, pfx)
+		if v.reason == "" && !st.f.firstASOK(peer, p.Attrs) {
+			v = verdict{reason: ReasonFirstAS}
+		}
 		st.noteTwinPath(peer, pfx, v.reason == "" && v.kind == KindVBR && st.f.isTwin(peer))
 		if v.reason == "" {
 			delete(rej, pfx)
@@ -66,18 +67,19 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 	}
 }
 
-// countReceived enforces max_prefixes on what a VBR router announced, in
-// each address family separately.
+// countReceived enforces max_prefixes on what a peer announced, in each
+// address family separately: a VBR's from its config, a gateway's derived
+// from what the config entitles it to (GatewayPeer.MaxPrefixes).
 //
 // The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
 // whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
-// (test/'s BenchmarkPipeline100k sends one). Past the
-// limit the session is shut down with a Cease (RFC 4486) naming the limit
-// and stays down until its config changes or the agent restarts; its
-// routes go with it.
+// (test/'s BenchmarkPipeline100k sends one). Past the limit the session is
+// shut down with the Cease RFC 4486 names, subcode 1 (Maximum Number of
+// Prefixes Reached), and its routes go with it; it comes back after its
+// max_prefixes_restart, or at once with Speaker.ResetSession.
 func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal bool) {
-	v := st.f.vbrs[peer]
-	if v == nil || v.MaxPrefixes == 0 {
+	limit := st.prefixLimit(peer)
+	if limit.max == 0 {
 		return
 	}
 	si := st.session(peer)
@@ -99,23 +101,24 @@ func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal boo
 	si.received[pfx] = struct{}{}
 	si.perFamily[fam]++
 	n := si.perFamily[fam]
-	if !si.warned && n > int(v.MaxPrefixes)*8/10 {
+	if !si.warned && n > int(limit.max)*8/10 {
 		si.warned = true
-		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "received", n, "max_prefixes", v.MaxPrefixes)
+		st.log.Warn("bgp session near max_prefixes", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "received", n, "max_prefixes", limit.max)
 	}
-	if n <= int(v.MaxPrefixes) {
+	if n <= int(limit.max) {
 		return
 	}
 	si.maxPrefix, si.received, si.perFamily = true, nil, [2]int{}
-	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "max_prefixes", v.MaxPrefixes)
+	si.trips++
+	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam],
+		"max_prefixes", limit.max, "restart_after", limit.restart)
 	st.wakeSessions()
-	if srv := st.srv; srv != nil {
+	if st.srv != nil && st.trip != nil {
 		// Not from this callback: GoBGP serves the request from the loop
 		// that delivers these events.
+		trip := tripInfo{peer: peer, max: limit.max, restart: limit.restart, seq: si.trips}
 		go func() {
-			err := srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: peer.String(),
-				Communication: fmt.Sprintf("max_prefixes %d exceeded", v.MaxPrefixes)})
-			if err != nil {
+			if err := st.trip(trip); err != nil {
 				st.log.Error("shutting down a session past max_prefixes", "neighbor", peer, "err", err)
 			}
 		}()

@@ -25,12 +25,13 @@ type Reason string
 // Rejection reasons. Each is a label in Status and in logs.
 const (
 	ReasonDefaultRoute Reason = "default-route" // a default route is never learned
-	ReasonProtected    Reason = "protected"     // overlaps a tunnel address or underlay endpoint
+	ReasonProtected    Reason = "protected"     // overlaps a tunnel address or underlay endpoint, or is a VBR router's address
 	ReasonConflict     Reason = "conflict"      // a VBR prefix overlapping an instance CIDR (SPEC rule 6)
 	ReasonHijack       Reason = "hijack"        // a gateway announcing what it is not entitled to
 	ReasonNotAccepted  Reason = "not-accepted"  // outside the VBR's accept list
 	ReasonUnknownPeer  Reason = "unknown-peer"  // from a session that is not configured
 	ReasonConnected    Reason = "connected"     // overlaps a subnet connected to this gateway
+	ReasonFirstAS      Reason = "first-as"      // from a VBR, an AS path not starting with its router's AS
 )
 
 // match says how a rule's prefixes match a received prefix p.
@@ -122,9 +123,10 @@ func anyPrefix(region, network, with string) []ruleEntry {
 //  1. a gateway's exact VPC CIDRs: accept;
 //  2. from a gateway of this region, a host route inside one of its VPC
 //     CIDRs: accept, as its handoff address;
-//  3. a default route, or a prefix overlapping a protected prefix, a
-//     connected subnet or an instance CIDR: reject (an instance CIDR
-//     offered by a VBR is a conflict, by a gateway a hijack);
+//  3. a default route, a prefix overlapping a protected prefix, a
+//     connected subnet or an instance CIDR, or a VBR router's address or
+//     a more-specific of it: reject (an instance CIDR offered by a VBR is
+//     a conflict, by a gateway a hijack);
 //  4. a gateway's VBR entitlements, each entry with its more-specifics:
 //     accept;
 //  5. a VBR's accept list, each entry with its more-specifics (no list:
@@ -175,12 +177,15 @@ func gatewayVPCRules(i int, g GatewayPeer, region string) []rule {
 
 // guardRules are rule 3: what nobody may announce.
 func guardRules(d *Desired) []rule {
-	var dflt, prot, conn, inst []ruleEntry
+	var dflt, prot, routers, conn, inst []ruleEntry
 	for _, p := range allPrefixes {
 		dflt = append(dflt, ruleEntry{prefix: p})
 	}
 	for _, p := range d.ProtectedPrefixes {
 		prot = append(prot, ruleEntry{prefix: p, with: p.String()})
+	}
+	for _, p := range d.RouterAddresses {
+		routers = append(routers, ruleEntry{prefix: p, with: "VBR router " + p.Addr().String()})
 	}
 	for _, p := range d.Connected {
 		conn = append(conn, ruleEntry{prefix: p, with: p.String()})
@@ -192,6 +197,7 @@ func guardRules(d *Desired) []rule {
 	return []rule{
 		{name: "default-route", everyPeer: true, match: matchExact, entries: dflt, action: actionReject, reason: ReasonDefaultRoute},
 		{name: "protected", everyPeer: true, match: matchOverlapping, entries: prot, action: actionReject, reason: ReasonProtected},
+		{name: "vbr-routers", everyPeer: true, match: matchOrLonger, entries: routers, action: actionReject, reason: ReasonProtected},
 		{name: "connected", everyPeer: true, match: matchOverlapping, entries: conn, action: actionReject, reason: ReasonConnected},
 		{name: "instance-gw", peers: gateways, match: matchOverlapping, entries: inst, action: actionReject, reason: ReasonHijack},
 		{name: "instance-vbr", peers: vbrs, match: matchOverlapping, entries: inst, action: actionReject, reason: ReasonConflict},

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
@@ -108,6 +107,9 @@ type sessionInfo struct {
 	since     time.Time
 	lastError string
 	maxPrefix bool
+	// trips counts the session's max_prefixes trips: a restart timer
+	// clears only the trip it was set for.
+	trips uint64
 	// received holds what a VBR router with max_prefixes has announced
 	// (ahead of policy, as the limit counts), while its session is up,
 	// and how many of each family (the limit applies to each); warned
@@ -164,14 +166,9 @@ func (st *state) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time)
 	if ev.Peer.State.DisconnectMessage != "" {
 		si.lastError = ev.Peer.State.DisconnectMessage
 	}
-	if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && !si.maxPrefix {
-		si.maxPrefix = true
-		max := uint32(0)
-		if v := st.f.vbrs[addr]; v != nil {
-			max = v.MaxPrefixes
-		}
-		st.log.Error("bgp session shut down: max_prefixes exceeded", "session", name, "neighbor", addr, "max_prefixes", max)
-	}
+	// GoBGP's own PFX_CT admin state is not read: its prefix limit is
+	// set only at a trip countReceived has recorded, and an event of the
+	// session deleted by a reset would bring the cleared trip back.
 	switch {
 	case si.state == bgp.BGP_FSM_ESTABLISHED && old != bgp.BGP_FSM_ESTABLISHED:
 		si.hasSeenUp = true

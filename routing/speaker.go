@@ -69,6 +69,7 @@ func New(opts Options) (*Speaker, error) {
 	opts.Logger = log
 	s := &Speaker{opts: opts, log: log, redact: red, bgp: noServer()}
 	s.state = newState(s.log, opts)
+	s.state.trip = s.tripMaxPrefixes
 	return s, nil
 }
 
@@ -123,7 +124,7 @@ func (s *Speaker) Set(ctx context.Context, d Desired) error {
 			s.log.Info("empty routing state: stopping the bgp speaker")
 			s.stopServer(false)
 		}
-		s.state.setDesired(nil, nil, nil)
+		s.state.setDesired(nil, nil)
 		s.redact.set(nil)
 		return nil
 	}
@@ -162,8 +163,7 @@ func (s *Speaker) ensureServer(ctx context.Context, d *Desired) error {
 			"router_id", d.RouterID, "local_address", d.LocalAddress, "asn", d.InstanceASN)
 		s.stopServer(false)
 	}
-	names, _ := newNameTable(d) // Validate checked it
-	s.state.setDesired(d, newFilter(d), names)
+	s.state.setDesired(d, newFilter(d))
 	if s.bgp.srv != nil {
 		return nil
 	}
@@ -241,10 +241,13 @@ func (s *Speaker) startServer(ctx context.Context, d *Desired) error {
 	return nil
 }
 
-// startGatewayBFD runs BFD on the gateway sessions of srv, from local.
+// startGatewayBFD runs BFD on the gateway sessions of srv, from local,
+// through Options.TunnelDevice.
 func (s *Speaker) startGatewayBFD(srv *server.BgpServer, local netip.Addr) (*gatewayBFD, error) {
-	return newGatewayBFD(s.log.With("component", "bfd"), local, GatewayBFDPort, s.opts.BFD.Interval, s.opts.BFD.Multiplier,
-		func(peer netip.Addr) {
+	return newGatewayBFD(s.log.With("component", "bfd"), bfdConfig{
+		Local: local, Device: s.opts.TunnelDevice, Port: GatewayBFDPort,
+		Interval: s.opts.BFD.Interval, Mult: s.opts.BFD.Multiplier,
+		OnDown: func(peer netip.Addr) {
 			// As GoBGP's BFD does: close the session now rather than
 			// after the hold time; it reconnects when the peer answers.
 			// Only an established session: one already closed is
@@ -259,7 +262,8 @@ func (s *Speaker) startGatewayBFD(srv *server.BgpServer, local netip.Addr) (*gat
 			if err := srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: peer.String(), Communication: "BFD is down"}); err != nil {
 				s.log.Warn("bfd down: resetting the bgp session", "neighbor", peer, "error", err)
 			}
-		})
+		},
+	})
 }
 
 // stopServer cancels the watches first, then stops GoBGP.

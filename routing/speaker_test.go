@@ -129,7 +129,7 @@ func pollFor(t testing.TB, timeout, every time.Duration, what string, cond func(
 }
 
 // rawRouter is a plain GoBGP speaker standing in for an on-prem router.
-func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip.Addr, peerASN uint32) *server.BgpServer {
+func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip.Addr, peerASN uint32, mod ...func(*api.Peer)) *server.BgpServer {
 	t.Helper()
 	s := server.NewBgpServer(server.LoggerOption(testLogger(t).With("node", "onprem/"+addr.String()), new(slog.LevelVar)))
 	go s.Serve()
@@ -140,7 +140,7 @@ func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.StopBgp(context.Background(), &api.StopBgpRequest{}) })
-	if err := s.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
+	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: peer.String(), PeerAsn: peerASN},
 		Transport: &api.Transport{LocalAddress: addr.String(), RemotePort: uint32(port)},
 		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
@@ -148,7 +148,11 @@ func rawRouter(t testing.TB, addr netip.Addr, asn uint32, port int32, peer netip
 			{Config: &api.AfiSafiConfig{Family: families[0], Enabled: true}},
 			{Config: &api.AfiSafiConfig{Family: families[1], Enabled: true}},
 		},
-	}}); err != nil {
+	}
+	for _, m := range mod {
+		m(p)
+	}
+	if err := s.AddPeer(context.Background(), &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -352,7 +356,7 @@ func (p *propagation) checkObservable(t *testing.T) {
 	if vbr := st.Sessions[i]; vbr.State != "established" || vbr.Received != 5 || vbr.Accepted != 1 || vbr.Rejected != 4 || vbr.Kind != "vbr" {
 		t.Fatalf("idc-a session status: %+v, want established, 5 received, 1 accepted, 4 rejected", vbr)
 	}
-	got := gatherMetrics(t, NewCollector(p.a.s))
+	got := gatherMetrics(t, statusCollector{NewStatusMetrics(), &st})
 	for k, v := range map[string]float64{"opencen_route_conflicts_total": 1, "opencen_bgp_session_up/idc-a": 1,
 		"opencen_bgp_prefixes_rejected/ipv4/idc-a": 4, "opencen_bgp_prefixes_rejected/ipv6/idc-a": 0, "opencen_bgp_routes_rejected_total/default-route": 1} {
 		if got[k] != v {
@@ -535,42 +539,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// TestMaxPrefixes: a VBR router sending more than max_prefixes gets its
-// session shut down, with a clear state.
-func TestMaxPrefixes(t *testing.T) {
-	port := freePort(t)
-	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
-	da := desiredA(port)
-	da.Gateways = nil
-	da.VBRs[0].MaxPrefixes = 5
-	a := startNode(t, port, da)
-	waitFor(t, 20*time.Second, "vbr established", func() bool {
-		st, _ := a.s.Status(context.Background())
-		return len(st.Sessions) == 1 && st.Sessions[0].State == "established"
-	})
-	var ps []netip.Prefix
-	for i := range 4 {
-		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
-	}
-	rawAnnounce(t, onprem, addrOnprem, false, ps...)
-	waitFor(t, 10*time.Second, "4 prefixes under the limit", func() bool { return len(a.s.Routes()) == 4 })
-	var more []netip.Prefix
-	for i := 4; i < 10; i++ {
-		more = append(more, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
-	}
-	rawAnnounce(t, onprem, addrOnprem, false, more...)
-	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool {
-		st, _ := a.s.Status(context.Background())
-		return st.Sessions[0].State == "max-prefix-exceeded"
-	})
-	waitFor(t, 10*time.Second, "routes of the tripped session withdrawn", func() bool { return len(a.s.Routes()) == 0 })
-	// It stays down (until its config changes or a restart).
-	time.Sleep(2 * time.Second)
-	if st, _ := a.s.Status(context.Background()); st.Sessions[0].State != "max-prefix-exceeded" || len(a.s.Routes()) != 0 {
-		t.Errorf("two seconds after the trip: state %s, %d routes", st.Sessions[0].State, len(a.s.Routes()))
-	}
-}
-
 func TestValidate(t *testing.T) {
 	good := desiredA(1179)
 	if err := Validate(&good); err != nil {
@@ -607,4 +575,23 @@ func TestValidate(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", d.VBRs[0], d.VBRs[0], d.VBRs[0]); strings.Contains(s, "s3cret") {
 		t.Fatalf("formatted session reveals the password: %s", s)
 	}
+}
+
+// statusCollector is a Status read once, as a prometheus.Collector.
+type statusCollector struct {
+	m  *StatusMetrics
+	st *Status
+}
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) { c.m.Describe(ch) }
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.Collect(ch, c.st, LearnedByFamily(routeMap(c.st.Routes)))
+}
+
+func routeMap(rs []LearnedRoute) map[netip.Prefix]LearnedRoute {
+	m := make(map[netip.Prefix]LearnedRoute, len(rs))
+	for _, r := range rs {
+		m[r.Prefix] = r
+	}
+	return m
 }

@@ -36,14 +36,17 @@ type state struct {
 	gen uint64
 	srv *server.BgpServer
 
-	// The desired state of the last Set, its import table compiled and
-	// its tag names; nil between servers and with the zero Desired.
-	d     *Desired
-	f     *filter
-	names *nameTable
+	// The desired state of the last Set and its import table compiled;
+	// nil between servers and with the zero Desired.
+	d *Desired
+	f *filter
 
 	learned  learnedRoutes // learned.go
 	sessions sessionStates // sessions.go, received.go
+
+	// trip shuts a session down past its max_prefixes
+	// (Speaker.tripMaxPrefixes); set once by New.
+	trip func(tripInfo) error
 }
 
 func newState(log *slog.Logger, opts Options) *state {
@@ -81,15 +84,14 @@ func (st *state) wake() {
 	}
 }
 
-func (st *state) setDesired(d *Desired, f *filter, names *nameTable) {
+func (st *state) setDesired(d *Desired, f *filter) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if f == nil {
 		f = newFilter(&Desired{})
-		names = &nameTable{regions: map[uint32]string{}, networks: map[uint32]string{}}
 	}
 	same := d != nil && st.d != nil && reflect.DeepEqual(d, st.d)
-	st.d, st.f, st.names = d, f, names
+	st.d, st.f = d, f
 	if !same {
 		// Origins may be named differently now: recompute every route.
 		// An unchanged state recomputes nothing: the agent sets it on

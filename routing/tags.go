@@ -7,8 +7,10 @@ import (
 )
 
 // Tags: every CEN route carries two BGP large communities,
-// INSTANCE_ASN:1:hash(region) and INSTANCE_ASN:2:hash(network), so any
-// gateway (and cenctl, and the on-prem router) can tell where it came from.
+// INSTANCE_ASN:1:hash(region) and INSTANCE_ASN:2:hash(network), so the
+// on-premises router and anyone reading a RIB can tell where it came from.
+// A gateway itself takes a route's origin from the config (what the peer
+// is entitled to), never from the tags a peer sent.
 // A third, INSTANCE_ASN:3:0, marks a gateway's handoff address (a host
 // route only its region's gateways receive).
 const (
@@ -18,7 +20,7 @@ const (
 )
 
 // nameID hashes a region or network name into a large community value.
-// Every gateway reads the same config, so every gateway can map it back.
+// Two names of one kind must not share a value (checkTagCollisions).
 func nameID(name string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -28,14 +30,10 @@ func nameID(name string) uint32 {
 	return 1
 }
 
-// nameTable maps tag values back to names.
-type nameTable struct {
-	regions  map[uint32]string
-	networks map[uint32]string
-}
-
-func newNameTable(d *Desired) (*nameTable, error) {
-	t := &nameTable{regions: map[uint32]string{}, networks: map[uint32]string{}}
+// checkTagCollisions refuses two regions, or two networks, whose names
+// hash to the same tag: their routes would read alike.
+func checkTagCollisions(d *Desired) error {
+	regions, networks := map[uint32]string{}, map[uint32]string{}
 	var errs []error
 	add := func(m map[uint32]string, kind, name string) {
 		if name == "" {
@@ -49,12 +47,12 @@ func newNameTable(d *Desired) (*nameTable, error) {
 		m[id] = name
 	}
 	both := func(region, network string) {
-		add(t.regions, "region", region)
-		add(t.networks, "network", network)
+		add(regions, "region", region)
+		add(networks, "network", network)
 	}
-	add(t.regions, "region", d.Region)
+	add(regions, "region", d.Region)
 	for _, g := range d.Gateways {
-		add(t.regions, "region", g.Region)
+		add(regions, "region", g.Region)
 		for _, e := range g.Entitled {
 			both(e.Region, e.Network)
 		}
@@ -68,7 +66,7 @@ func newNameTable(d *Desired) (*nameTable, error) {
 	for _, n := range d.InstanceCIDRs {
 		both(n.Region, n.Network)
 	}
-	return t, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // tagCommunities are the large communities marking a route's origin.

@@ -53,6 +53,7 @@ func cloneDesired(d Desired) Desired {
 	}
 	c.InstanceCIDRs = slices.Clone(d.InstanceCIDRs)
 	c.ProtectedPrefixes = slices.Clone(d.ProtectedPrefixes)
+	c.RouterAddresses = slices.Clone(d.RouterAddresses)
 	c.Connected = slices.Clone(d.Connected)
 	c.HandoffAddresses = slices.Clone(d.HandoffAddresses)
 	return c

@@ -41,6 +41,9 @@ func Validate(d *Desired) error {
 	for _, p := range d.ProtectedPrefixes {
 		v.prefix("protected prefix", p)
 	}
+	for _, p := range d.RouterAddresses {
+		v.prefix("VBR router address", p)
+	}
 	for _, p := range d.Connected {
 		v.prefix("connected subnet", p)
 	}
@@ -48,7 +51,7 @@ func Validate(d *Desired) error {
 		v.addr("handoff address", a)
 	}
 	if len(v.errs) == 0 {
-		if _, err := newNameTable(d); err != nil {
+		if err := checkTagCollisions(d); err != nil {
 			v.errs = append(v.errs, err)
 		}
 	}

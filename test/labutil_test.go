@@ -214,20 +214,7 @@ func runCleanup(t *testing.T, l *lab.Lab, opts lab.Options, g lab.Gateway, extra
 		}
 	}()
 	eventually(t, 20*time.Second, "cend --cleanup up", func() error {
-		var st api.Status
-		r := runCenctl(t, "--socket", g.Socket, "status", "-o", "json")
-		if r.code != 0 {
-			return fmt.Errorf("status: %s", r.stderr)
-		}
-		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-			return err
-		}
-		for _, s := range st.Subsystems {
-			if s.LastApplied.IsZero() {
-				return fmt.Errorf("%s not applied yet", s.Name)
-			}
-		}
-		return nil
+		return allApplied(t, g.Socket)
 	})
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -261,4 +248,23 @@ func ownInstance(t testing.TB, configFile string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// allApplied reports, through cenctl status on socket, whether the agent
+// there has applied every subsystem.
+func allApplied(t testing.TB, socket string) error {
+	var st api.Status
+	r := runCenctl(t, "--socket", socket, "status", "-o", "json")
+	if r.code != 0 {
+		return fmt.Errorf("status: %s", r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		return err
+	}
+	for _, s := range st.Subsystems {
+		if s.LastApplied.IsZero() {
+			return fmt.Errorf("%s not applied yet", s.Name)
+		}
+	}
+	return nil
 }

@@ -20,7 +20,7 @@ import (
 // TestRoutingEndToEnd drives route exchange with real cend processes over
 // real opencen tunnels and a BIRD router behind a VBR: CEN routes in the
 // router's table, a route conflict, a hijack by a misconfigured gateway,
-// and max_prefixes tripping.
+// and max_prefixes tripping, then reset by the operator.
 func TestRoutingEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	if len(l.Routers) != 1 {
@@ -32,6 +32,7 @@ func TestRoutingEndToEnd(t *testing.T) {
 	t.Run("route conflict", x.routeConflict)
 	t.Run("hijack attempt", x.hijackAttempt)
 	t.Run("max_prefixes trips", x.maxPrefixesTrips)
+	t.Run("peers reset after a trip", x.peersResetAfterTrip)
 }
 
 // routingE2E is TestRoutingEndToEnd's lab, which its steps share in turn.
@@ -145,9 +146,14 @@ func (x *routingE2E) routeConflict(t *testing.T) {
 			t.Errorf("%s installed the conflicting %s:\n%s", g, clash, x.fib(t, g))
 		}
 	}
-	if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts"); !strings.Contains(out, " 1") {
-		t.Errorf("gw-a1 conflict metric:\n%s", out)
-	}
+	// The metrics serve the reconcile loop's snapshot, at most a few
+	// seconds old.
+	eventually(t, 10*time.Second, "gw-a1's conflict metric", func() error {
+		if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts "); !strings.HasSuffix(out, " 1") {
+			return fmt.Errorf("gw-a1 conflict metric: %q", out)
+		}
+		return nil
+	})
 	logs, _ := os.ReadFile(x.gw(t, "gw-a1").LogFile)
 	if !strings.Contains(string(logs), clash.String()) || !strings.Contains(string(logs), "conflict") {
 		t.Errorf("gw-a1's log does not report the conflict on %s", clash)
@@ -291,6 +297,40 @@ func (x *routingE2E) maxPrefixesTrips(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// peersResetAfterTrip: the router cuts its table back under the limit,
+// and `cenctl peers reset` brings the tripped session back without
+// waiting for max_prefixes_restart; resetting it again, or a session that
+// does not exist, fails with a message naming why.
+func (x *routingE2E) peersResetAfterTrip(t *testing.T) {
+	ctx := context.Background()
+	few := []netip.Prefix{netip.MustParsePrefix("192.168.100.0/24"), netip.MustParsePrefix("192.168.101.0/24")}
+	if err := x.l.SetAnnouncements(ctx, x.router.Name, few); err != nil {
+		t.Fatal(err)
+	}
+	sock := x.gw(t, "gw-a1").Socket
+	if r := runCenctl(t, "peers", "reset", "idc-nope", "--socket", sock); r.code != 1 || !strings.Contains(r.stderr, `no BGP session named "idc-nope"`) {
+		t.Errorf("reset of an unknown session: exit %d, %q", r.code, r.stderr)
+	}
+	if r := runCenctl(t, "peers", "reset", "idc-a", "--socket", sock); r.code != 0 || !strings.Contains(r.stdout, "session idc-a reset") {
+		t.Fatalf("cenctl peers reset idc-a: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	eventually(t, 30*time.Second, "gw-b1 learns idc-a's prefixes again", func() error {
+		rs := x.routes(t, "gw-b1")
+		for _, p := range few {
+			if r, ok := rs[p.String()]; !ok || r.OriginNetwork != "idc-a" {
+				return fmt.Errorf("gw-b1 lacks %s from idc-a", p)
+			}
+		}
+		return nil
+	})
+	if p := x.peer(t, "gw-a1", "idc-a"); p.BGPState != "established" {
+		t.Errorf("gw-a1's VBR session after the reset: %+v", p)
+	}
+	if r := runCenctl(t, "peers", "reset", "idc-a", "--socket", sock); r.code != 1 || !strings.Contains(r.stderr, "not shut down by max_prefixes") {
+		t.Errorf("reset of a session that is up: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 // metric returns the lines of one metric family scraped from a gateway.

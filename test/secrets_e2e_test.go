@@ -17,10 +17,9 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// secretsConfig is a two-gateway instance whose gw-1 holds a VBR session
-// with a TCP-MD5 password: everything valid, so only a file's mode can make
-// cend refuse it.
-const secretsConfig = `instance:
+// oneVBRConfig is a two-gateway instance whose gw-1 holds a VBR session
+// (router 172.30.0.2, AS 65010); the session's last settings follow.
+const oneVBRConfig = `instance:
   name: %s
 gateways:
   - name: gw-1
@@ -45,8 +44,11 @@ networks:
     bgp:
       neighbor: 172.30.0.2
       peer_asn: 65010
-      password_file: keys/idc-1.md5
 `
+
+// secretsConfig holds a TCP-MD5 password for the VBR session: everything
+// valid, so only a file's mode can make cend refuse it.
+const secretsConfig = oneVBRConfig + "      password_file: keys/idc-1.md5\n"
 
 // TestSecretFileModeRefused runs the real cend with a secret file of mode
 // 0644 (SPEC section 5, "Secrets stay secret"): the private key, then a

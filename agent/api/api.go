@@ -9,11 +9,18 @@
 //	GET  /v1/routes     []Route
 //	GET  /v1/bandwidth  []Bandwidth
 //	POST /v1/reload     ReloadResult
+//	POST /v1/peers/reset?name=NAME  PeerReset (404: no such session;
+//	                    409: not shut down by max_prefixes)
 //
 // Errors are an Error document with a 4xx or 5xx status.
 package api
 
 import "time"
+
+// PeerReset answers a reset of a session max_prefixes shut down.
+type PeerReset struct {
+	Name string `json:"name"`
+}
 
 // DefaultSocket is where cend listens unless told otherwise.
 const DefaultSocket = "/run/opencen/cend.sock"

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -21,8 +22,10 @@ type Client struct {
 func NewClient(path string) *Client {
 	return &Client{
 		socket: path,
+		// No client-wide timeout: a request ends with its context, which
+		// do bounds by defaultTimeout when it has no deadline of its own
+		// (a reload's wait is longer than a read's).
 		http: &http.Client{
-			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
 				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 					var d net.Dialer
@@ -36,7 +39,15 @@ func NewClient(path string) *Client {
 // ErrUnreachable wraps a failure to reach the gateway at all.
 var ErrUnreachable = errors.New("gateway unreachable")
 
+// defaultTimeout bounds a request whose context has no deadline.
+const defaultTimeout = 30 * time.Second
+
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://cend"+path, nil)
 	if err != nil {
 		return err
@@ -95,6 +106,13 @@ func (c *Client) Routes(ctx context.Context) ([]Route, error) {
 func (c *Client) Bandwidth(ctx context.Context) ([]Bandwidth, error) {
 	var b []Bandwidth
 	return b, c.do(ctx, http.MethodGet, "/v1/bandwidth", &b)
+}
+
+// ResetPeer brings back the session named name (a VBR's network or a
+// gateway) that max_prefixes shut down.
+func (c *Client) ResetPeer(ctx context.Context, name string) (PeerReset, error) {
+	var r PeerReset
+	return r, c.do(ctx, http.MethodPost, "/v1/peers/reset?name="+url.QueryEscape(name), &r)
 }
 
 // Reload asks the gateway to re-read its config file.

@@ -54,8 +54,31 @@ func newStatusCmd(g *globals) *cobra.Command {
 }
 
 func newPeersCmd(g *globals) *cobra.Command {
-	return liveCmd(g, "peers", "Show a gateway's BGP sessions and WireGuard tunnels",
+	cmd := liveCmd(g, "peers", "Show a gateway's BGP sessions and WireGuard tunnels",
 		func(ctx context.Context, c *api.Client) ([]api.Peer, error) { return c.Peers(ctx) }, printPeers)
+	cmd.AddCommand(newPeersResetCmd(g))
+	return cmd
+}
+
+func newPeersResetCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "reset NAME",
+		Short: "Bring back at once a BGP session max_prefixes shut down",
+		Long: `Bring back the BGP session NAME (a VBR's network, or a gateway) that
+max_prefixes shut down, without waiting for its max_prefixes_restart. The
+session connects again and counts from zero; if the peer still sends too
+much, it is shut down again.`,
+		Args: exactArgs("NAME"),
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		reset := func(ctx context.Context, c *api.Client) (api.PeerReset, error) { return c.ResetPeer(ctx, args[0]) }
+		return liveRunE(g, &output, 30*time.Second, reset, func(cmd *cobra.Command, r api.PeerReset) error {
+			return emit(cmd, output, r, func(w io.Writer, r api.PeerReset) { fmt.Fprintf(w, "session %s reset\n", r.Name) })
+		})(cmd, args)
+	}
+	outputFlag(cmd, &output)
+	return cmd
 }
 
 func newRoutesCmd(g *globals) *cobra.Command {
@@ -84,26 +107,33 @@ buckets alone.`,
 }
 
 // showReload prints the result of a reload: as JSON with -o json, else
-// the changes of an applied one, or on stderr the errors of a rejected
-// one. A rejected reload is the command's failure.
+// the changes of an applied one, and on stderr every error: those of a
+// rejected one, or those of applying an accepted one ("applied, but").
+// Either is the command's failure.
 func showReload(cmd *cobra.Command, output string, res api.ReloadResult) error {
-	w := cmd.OutOrStdout()
-	if output == "json" {
+	w, ew := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	switch {
+	case output == "json":
 		if err := writeJSON(w, res); err != nil {
 			return err
 		}
-	} else if res.Applied {
+	case res.Applied:
 		fmt.Fprintf(w, "reloaded: config generation %d\n", res.Generation)
 		for _, c := range res.Changes {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
-	} else {
-		fmt.Fprintf(cmd.ErrOrStderr(), "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
+		if len(res.Errors) > 0 {
+			fmt.Fprintf(ew, "config generation %d is in place, but applying it failed (cend retries):\n", res.Generation)
+		}
+	default:
+		fmt.Fprintf(ew, "reload rejected; the gateway keeps running config generation %d:\n", res.Generation)
+	}
+	if output != "json" {
 		for _, e := range res.Errors {
-			fmt.Fprintln(cmd.ErrOrStderr(), e)
+			fmt.Fprintln(ew, e)
 		}
 	}
-	if !res.Applied {
+	if !res.Applied || len(res.Errors) > 0 {
 		return reportedError{}
 	}
 	return nil

@@ -52,7 +52,7 @@ func runHelper(ctx context.Context, name string, mtu int, verbose bool, stderr i
 	if verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(agent.HelperLog(stderr), &slog.HandlerOptions{Level: level}))
 	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

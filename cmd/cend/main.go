@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/opencen/opencen/agent"
 	"github.com/opencen/opencen/agent/api"
@@ -18,6 +20,7 @@ import (
 	"github.com/opencen/opencen/internal/buildinfo"
 	"github.com/opencen/opencen/internal/cmddoc"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -28,7 +31,20 @@ const (
 
 type usageError struct{ error }
 
+// hangups receives SIGHUP from the first thing main does: a SIGHUP that
+// arrives while cend starts (a `systemctl reload` racing the start) waits
+// here for the reload loop instead of taking the default action, which
+// ends the process.
+var hangups = make(chan os.Signal, 1)
+
 func main() {
+	signal.Notify(hangups, syscall.SIGHUP)
+	// cend holds the gateway's private key and TCP-MD5 passwords: no core
+	// dump, and no /proc/PID/mem or ptrace for anyone without
+	// CAP_SYS_PTRACE, the same uid included.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "cend: cannot mark the process non-dumpable: %v\n", err)
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

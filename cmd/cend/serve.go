@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -19,7 +17,6 @@ import (
 	"github.com/opencen/opencen/internal/sdnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // checkFlags checks what every mode that reads the config needs.
@@ -85,7 +82,7 @@ func serve(ctx context.Context, f flags, stderr io.Writer) error {
 		}
 	}()
 	if f.metricsAddr != "" {
-		srv, err := serveMetrics(f.metricsAddr, reg, log)
+		srv, err := agent.ServeMetrics(f.metricsAddr, reg, log)
 		if err != nil {
 			return err
 		}
@@ -121,15 +118,14 @@ func newAgent(f flags, log *slog.Logger, reg *prometheus.Registry) (*agent.Agent
 	})
 }
 
+// reloadOnHUP reloads on every SIGHUP main has caught (hangups), those
+// from before the agent ran included.
 func reloadOnHUP(ctx context.Context, a *agent.Agent, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case <-hangups:
 			log.Info("SIGHUP: reloading config")
 			a.Reload(ctx)
 		}
@@ -174,17 +170,4 @@ func watchdog(ctx context.Context, a *agent.Agent, log *slog.Logger) {
 			return
 		}
 	}
-}
-
-// serveMetrics serves the registry's /metrics on addr.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
 }

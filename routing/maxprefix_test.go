@@ -1,0 +1,109 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// trippedVBR starts gw-a with a VBR session limited to 5 prefixes per
+// family and restarting after restart, has its router send 10, and waits
+// for the trip. It returns the node and the router, and the 5 prefixes
+// beyond the first 5.
+func trippedVBR(t *testing.T, restart time.Duration) (*node, *server.BgpServer, []netip.Prefix) {
+	t.Helper()
+	port := freePort(t)
+	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
+	da := desiredA(port)
+	da.Gateways = nil
+	da.VBRs[0].MaxPrefixes, da.VBRs[0].MaxPrefixesRestart = 5, restart
+	a := startNode(t, port, da)
+	waitFor(t, 20*time.Second, "vbr established", func() bool { return sessionState(a) == "established" })
+	var ps []netip.Prefix
+	for i := range 10 {
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
+	}
+	rawAnnounce(t, onprem, addrOnprem, false, ps[:4]...)
+	waitFor(t, 10*time.Second, "4 prefixes under the limit", func() bool { return len(a.s.Routes()) == 4 })
+	rawAnnounce(t, onprem, addrOnprem, false, ps[4:]...)
+	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool { return sessionState(a) == "max-prefix-exceeded" })
+	waitFor(t, 10*time.Second, "routes of the tripped session withdrawn", func() bool { return len(a.s.Routes()) == 0 })
+	return a, onprem, ps[5:]
+}
+
+func sessionState(a *node) string {
+	st, _ := a.s.Status(context.Background())
+	if len(st.Sessions) != 1 {
+		return ""
+	}
+	return st.Sessions[0].State
+}
+
+// TestMaxPrefixesRestart: a tripped session stays down for its
+// max_prefixes_restart, then comes back by itself; the router, having cut
+// its table back to the limit in the meantime, is learned again.
+func TestMaxPrefixesRestart(t *testing.T) {
+	const restart = 3 * time.Second
+	tripped := time.Now()
+	a, onprem, extra := trippedVBR(t, restart)
+	rawAnnounce(t, onprem, addrOnprem, true, extra...)
+	for time.Since(tripped) < restart-time.Second {
+		if s := sessionState(a); s != "max-prefix-exceeded" {
+			t.Fatalf("%v after the trip, before max_prefixes_restart: state %s", time.Since(tripped).Round(time.Millisecond), s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitFor(t, restart+15*time.Second, "the session back, with the router's 5 prefixes", func() bool {
+		return sessionState(a) == "established" && len(a.s.Routes()) == 5
+	})
+}
+
+// TestMaxPrefixesResetByOperator: with max_prefixes_restart 0 a tripped
+// session stays down until ResetSession (cenctl peers reset) clears it;
+// resetting a session that is up, or one that does not exist, is an error
+// naming which.
+func TestMaxPrefixesResetByOperator(t *testing.T) {
+	a, onprem, extra := trippedVBR(t, 0)
+	rawAnnounce(t, onprem, addrOnprem, true, extra...)
+	time.Sleep(3 * time.Second)
+	if s := sessionState(a); s != "max-prefix-exceeded" {
+		t.Fatalf("without a restart time the session left its trip by itself: %s", s)
+	}
+	ctx := context.Background()
+	if err := a.s.ResetSession(ctx, "idc-nope"); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("reset of an unknown session: %v, want ErrUnknownSession", err)
+	}
+	if err := a.s.ResetSession(ctx, "idc-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the session back after the reset, with 5 prefixes", func() bool {
+		return sessionState(a) == "established" && len(a.s.Routes()) == 5
+	})
+	if err := a.s.ResetSession(ctx, "idc-a"); !errors.Is(err, ErrNotTripped) {
+		t.Errorf("reset of a session that is up: %v, want ErrNotTripped", err)
+	}
+}
+
+// TestGatewayMaxPrefixes: a gateway peer sending more than its derived
+// limit is shut down like a VBR router.
+func TestGatewayMaxPrefixes(t *testing.T) {
+	port := freePort(t)
+	rogue := rawRouter(t, addrB, testASN, port, addrA, testASN)
+	da := desiredA(port)
+	da.VBRs = nil
+	da.Gateways = da.Gateways[:1]
+	da.Gateways[0].MaxPrefixes = 3
+	da.Gateways[0].Entitled = append(da.Gateways[0].Entitled, Entitlement{Network: "idc-b", Region: "r-b", Kind: KindVBR})
+	a := startNode(t, port, da)
+	waitFor(t, 20*time.Second, "gateway session established", func() bool { return sessionState(a) == "established" })
+	var ps []netip.Prefix
+	for i := range 6 {
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
+	}
+	rawAnnounce(t, rogue, addrB, false, ps...)
+	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool { return sessionState(a) == "max-prefix-exceeded" })
+}

@@ -51,12 +51,19 @@ deps:
 # control socket and callbacks; the speaker's GoBGP events, batches and
 # BFD) run their tests under the race detector, the rest without.
 RACEPKGS  := ./agent/... ./routing/...
+# Excluded from the race run, run without the detector: GoBGP 4.8.0 marks a
+# peer's paths stale for graceful restart while an event watcher reads the
+# same flag (table.Path MarkStale/IsStale), a race inside GoBGP that
+# TestGracefulRestart provokes; osrg/gobgp#3658 makes the flag atomic, in
+# no release yet.
+RACESKIP  := ^TestGracefulRestart$$
 
 # The test command of the README: unit, privileged and end-to-end tests.
 test: deps build
 	$(GO) vet $(PKGS)
 	$(GO) test $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v -e '/agent$$' -e '/agent/' -e '/routing$$')
-	$(GO) test -race $(TESTFLAGS) $(RACEPKGS)
+	$(GO) test -race $(TESTFLAGS) -skip '$(RACESKIP)' $(RACEPKGS)
+	$(GO) test $(TESTFLAGS) -run '$(RACESKIP)' ./routing/
 
 # Tests that need no root.
 unit:

@@ -17,7 +17,6 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 var (
@@ -365,30 +364,6 @@ func (p *propagation) checkObservable(t *testing.T) {
 	}
 }
 
-// gatherMetrics reads c's metrics keyed by name and their family, reason
-// and session labels (in the labels' name order).
-func gatherMetrics(t *testing.T, c prometheus.Collector) map[string]float64 {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, lp := range m.GetLabel() {
-				if n := lp.GetName(); n == "session" || n == "reason" || n == "family" {
-					key += "/" + lp.GetValue()
-				}
-			}
-			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	return got
-}
-
 // checkExport: CEN routes reach the on-prem router, tagged; its own
 // prefix is not sent back.
 func (p *propagation) checkExport(t *testing.T) {
@@ -575,23 +550,4 @@ func TestValidate(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", d.VBRs[0], d.VBRs[0], d.VBRs[0]); strings.Contains(s, "s3cret") {
 		t.Fatalf("formatted session reveals the password: %s", s)
 	}
-}
-
-// statusCollector is a Status read once, as a prometheus.Collector.
-type statusCollector struct {
-	m  *StatusMetrics
-	st *Status
-}
-
-func (c statusCollector) Describe(ch chan<- *prometheus.Desc) { c.m.Describe(ch) }
-func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
-	c.m.Collect(ch, c.st, LearnedByFamily(routeMap(c.st.Routes)))
-}
-
-func routeMap(rs []LearnedRoute) map[netip.Prefix]LearnedRoute {
-	m := make(map[netip.Prefix]LearnedRoute, len(rs))
-	for _, r := range rs {
-		m[r.Prefix] = r
-	}
-	return m
 }

@@ -149,7 +149,7 @@ func (x *routingE2E) routeConflict(t *testing.T) {
 	// The metrics serve the reconcile loop's snapshot, at most a few
 	// seconds old.
 	eventually(t, 10*time.Second, "gw-a1's conflict metric", func() error {
-		if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts "); !strings.HasSuffix(out, " 1") {
+		if out := metric(t, x.gw(t, "gw-a1"), "opencen_route_conflicts{"); !strings.HasSuffix(out, " 1") {
 			return fmt.Errorf("gw-a1 conflict metric: %q", out)
 		}
 		return nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -254,14 +255,31 @@ func (l *Lab) port(ctx context.Context, ns, port, peerNS, dev string) error {
 	return l.r.ip(ctx, peerNS, "link", "set", dev, "up")
 }
 
-// buildUnderlay joins every gateway to the underlay's bridge, addressed,
-// with the gateway's sysctls set.
+// underlayMTU is the MTU of the underlay's links: room for WireGuard's 80
+// bytes around a full 1500-byte packet, so each gateway's tunnel (the
+// underlay's MTU less 80) carries the hosts' LAN packets whole, as a
+// provider's backbone with jumbo frames does. A 1500-byte underlay shrinks
+// the tunnel to 1420, and an IPv6 TCP segment (60 bytes of headers and 12
+// of timestamps) then carries 1348 bytes of goodput per 1420 charged to
+// its pair: under 0.95 of any allocation, however exact the shaper.
+const underlayMTU = 1580
+
+// buildUnderlay joins every gateway to the underlay's bridge with links of
+// underlayMTU, addressed, with the gateway's sysctls set.
 func (l *Lab) buildUnderlay(ctx context.Context) error {
 	if err := l.bridge(ctx, l.Underlay); err != nil {
 		return err
 	}
+	mtu := strconv.Itoa(underlayMTU)
 	for i, g := range l.Gateways {
-		if err := l.port(ctx, l.Underlay, fmt.Sprintf("ocl-u%d", i), g.Namespace, ifUnderlay); err != nil {
+		port := fmt.Sprintf("ocl-u%d", i)
+		if err := l.port(ctx, l.Underlay, port, g.Namespace, ifUnderlay); err != nil {
+			return err
+		}
+		if err := l.r.ip(ctx, l.Underlay, "link", "set", port, "mtu", mtu); err != nil {
+			return err
+		}
+		if err := l.r.ip(ctx, g.Namespace, "link", "set", ifUnderlay, "mtu", mtu); err != nil {
 			return err
 		}
 		if err := l.addAddr(ctx, g.Namespace, g.UnderlayAddr, ifUnderlay); err != nil {
@@ -271,7 +289,7 @@ func (l *Lab) buildUnderlay(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return l.r.ip(ctx, l.Underlay, "link", "set", ifBridge, "mtu", mtu)
 }
 
 // buildLAN joins a region's gateways and VPC hosts to its LAN's bridge,

@@ -21,7 +21,8 @@ import (
 // real opencen tunnels and a BIRD router behind a VBR, its one IPv4 session
 // carrying both families: CEN routes of both in the router's table, a
 // route conflict in each family, a hijack by a misconfigured gateway of
-// both families' prefixes, and max_prefixes tripping.
+// both families' prefixes, an IPv6-only accept list letting no IPv4 prefix
+// in, and max_prefixes tripping.
 func TestRoutingEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	if len(l.Routers) != 1 {
@@ -33,6 +34,7 @@ func TestRoutingEndToEnd(t *testing.T) {
 	t.Run("route conflict", func(t *testing.T) { x.routeConflict(t, "10.2.5.0/24", "192.168.77.0/24") })
 	t.Run("route conflict over IPv6", func(t *testing.T) { x.routeConflict(t, "fd00:2:0:5::/64", "fd00:192:168:77::/64") })
 	t.Run("hijack attempt", x.hijackAttempt)
+	t.Run("an IPv6-only accept list lets no IPv4 prefix in", x.acceptIPv6Only)
 	t.Run("max_prefixes trips", x.maxPrefixesTrips)
 }
 
@@ -283,6 +285,70 @@ func (x *routingE2E) startRogue(t *testing.T) (stop func()) {
 			<-done
 		}
 		os.Remove(roguePath)
+	}
+}
+
+// acceptIPv6Only narrows idc-a's accept list to its IPv6 entry and
+// reloads every gateway: the router's IPv4 prefixes, still announced, are
+// withdrawn from every gateway's routes and kernel table, its IPv6 ones
+// stay.
+// An accept list of one family denies the other entirely; it never reads
+// as "no filter". The lab's list comes back at the end.
+func (x *routingE2E) acceptIPv6Only(t *testing.T) {
+	both := `accept: [192.168.0.0/16, "fd00:192:168::/48"]`
+	x.setConfig(t, both, `accept: ["fd00:192:168::/48"]`)
+	defer x.setConfig(t, `accept: ["fd00:192:168::/48"]`, both)
+	var v4, v6 []string
+	for _, p := range x.router.Announce {
+		if p.Addr().Is4() {
+			v4 = append(v4, p.String())
+		} else {
+			v6 = append(v6, p.String())
+		}
+	}
+	eventually(t, 20*time.Second, "idc-a's IPv4 prefixes refused and withdrawn, its IPv6 ones kept", func() error {
+		if p := x.peer(t, "gw-a1", "idc-a"); p.BGPState != "established" {
+			return fmt.Errorf("gw-a1's session with idc-a: %+v", p)
+		}
+		for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+			rs, fib := x.routes(t, g), x.fib(t, g)
+			for _, p := range v4 {
+				if r, ok := rs[p]; ok {
+					return fmt.Errorf("%s still has %s: %+v", g, p, r)
+				}
+				if strings.Contains(fib, p) {
+					return fmt.Errorf("%s still has %s in its kernel table:\n%s", g, p, fib)
+				}
+			}
+			for _, p := range v6 {
+				if r, ok := rs[p]; !ok || r.OriginNetwork != "idc-a" {
+					return fmt.Errorf("%s lost idc-a's IPv6 %s: %+v", g, p, r)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// setConfig replaces old by new in the lab's config and reloads every
+// gateway.
+func (x *routingE2E) setConfig(t *testing.T, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(x.l.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), old, new, 1)
+	if text == string(b) {
+		t.Fatalf("%q is not in the lab's config", old)
+	}
+	if err := os.WriteFile(x.l.ConfigFile, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range x.l.Gateways {
+		if r := runCenctl(t, "--socket", g.Socket, "reload"); r.code != 0 {
+			t.Fatalf("reload %s: %s%s", g.Name, r.stdout, r.stderr)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"slices"
 
 	"github.com/opencen/opencen/config"
 )
@@ -67,13 +68,19 @@ func homedAddrs(cfg *config.Config, cidr netip.Prefix, region string, primary ne
 // hostAddr is the n-th address of p with p's length, refusing the
 // network's last address and anything outside p.
 func hostAddr(p netip.Prefix, n uint64) (netip.Prefix, error) {
+	return nthAddr(p, new(big.Int).SetUint64(n))
+}
+
+// nthAddr is hostAddr for an n of any size (the n-th /64 of an IPv6
+// prefix lies past 2^64).
+func nthAddr(p netip.Prefix, n *big.Int) (netip.Prefix, error) {
 	p = p.Masked()
 	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
-	if new(big.Int).SetUint64(n+1).Cmp(size) >= 0 {
-		return netip.Prefix{}, fmt.Errorf("%s is too small for the lab's address .%d (want /%d or shorter)", p, n, p.Addr().BitLen()-5)
+	if new(big.Int).Add(n, big.NewInt(1)).Cmp(size) >= 0 {
+		return netip.Prefix{}, fmt.Errorf("%s is too small for the lab's address .%s (want /%d or shorter)", p, n, p.Addr().BitLen()-5)
 	}
 	v := new(big.Int).SetBytes(p.Addr().AsSlice())
-	v.Add(v, new(big.Int).SetUint64(n))
+	v.Add(v, n)
 	b := v.FillBytes(make([]byte, p.Addr().BitLen()/8))
 	a, _ := netip.AddrFromSlice(b)
 	return netip.PrefixFrom(a, p.Bits()), nil
@@ -100,35 +107,53 @@ func linkPair(neighbor netip.Addr) (router, gateway netip.Prefix, err error) {
 	}
 }
 
-// onPremPrefixes picks the on-premises LAN (its first address is the
-// router's, .10 the host's) and an extra announced prefix from what the VBR
-// may announce: the second /24 and the 101st /24 of the first accept
-// entry, so both are inside the accept list.
-func onPremPrefixes(accept []netip.Prefix, any bool) (lan, extra netip.Prefix, err error) {
-	base := netip.MustParsePrefix("192.168.0.0/16")
+// The lab's on-premises subnets: a /24 (IPv4) or a /64 (IPv6) each.
+const (
+	onPremUnit4 = 24
+	onPremUnit6 = 64
+)
+
+// Where the lab puts an on-premises network when its VBR may announce any
+// prefix (no accept list). Both are private space (RFC 1918, RFC 4193).
+var (
+	anyOnPrem4 = netip.MustParsePrefix("192.168.0.0/16")
+	anyOnPrem6 = netip.MustParsePrefix("fd00:192:168::/48")
+)
+
+// onPremPrefixes picks the on-premises LAN of one family (its first
+// address is the router's, host number 10 the host's) and an extra
+// announced prefix from what the VBR may announce: the second and the
+// 101st /24 (IPv4) or /64 (IPv6) of the first accept entry of that family,
+// so both are inside the accept list. An accept list with no entry of the
+// family gives no LAN of that family (both invalid, no error): that family
+// cannot reach the data centre.
+func onPremPrefixes(accept []netip.Prefix, any, v6 bool) (lan, extra netip.Prefix, err error) {
+	base, unit := anyOnPrem4, onPremUnit4
+	if v6 {
+		base, unit = anyOnPrem6, onPremUnit6
+	}
 	if !any {
-		if len(accept) == 0 {
-			return lan, extra, errors.New("accept list is empty, so the router may announce nothing")
+		i := slices.IndexFunc(accept, func(p netip.Prefix) bool { return p.Addr().Is6() == v6 })
+		if i < 0 {
+			return lan, extra, nil
 		}
-		base = accept[0].Masked()
+		base = accept[i].Masked()
 	}
-	if !base.Addr().Is4() {
-		return lan, extra, fmt.Errorf("accept %s: the lab's on-premises network is IPv4 only", base)
-	}
-	if base.Bits() > 24 {
-		if base.Bits() > 28 {
-			return lan, extra, fmt.Errorf("accept %s is too small for an on-premises LAN (want /28 or shorter)", base)
+	if base.Bits() > unit {
+		if base.Bits() > base.Addr().BitLen()-4 {
+			return lan, extra, fmt.Errorf("accept %s is too small for an on-premises LAN (want /%d or shorter)", base, base.Addr().BitLen()-4)
 		}
 		r, err := hostAddr(base, 1)
 		return r, extra, err
 	}
-	n24 := uint64(1) << (24 - base.Bits())
-	nth := func(i uint64) netip.Prefix {
-		p, _ := hostAddr(netip.PrefixFrom(base.Addr(), base.Bits()), i*256)
-		return netip.PrefixFrom(p.Addr(), 24)
+	units := new(big.Int).Lsh(big.NewInt(1), uint(unit-base.Bits()))
+	nth := func(i int64) netip.Prefix {
+		n := new(big.Int).Lsh(big.NewInt(i), uint(base.Addr().BitLen()-unit))
+		p, _ := nthAddr(base, n)
+		return netip.PrefixFrom(p.Addr(), unit)
 	}
-	lanIdx := uint64(0)
-	if n24 > 1 {
+	lanIdx := int64(0)
+	if units.Cmp(big.NewInt(1)) > 0 {
 		lanIdx = 1
 	}
 	r, err := hostAddr(nth(lanIdx), 1)
@@ -136,13 +161,40 @@ func onPremPrefixes(accept []netip.Prefix, any bool) (lan, extra netip.Prefix, e
 		return lan, extra, err
 	}
 	switch {
-	case n24 > 100:
+	case units.Cmp(big.NewInt(100)) > 0:
 		extra = nth(100)
-	case n24 > 2:
-		extra = nth(n24 - 1)
+	case units.Cmp(big.NewInt(2)) > 0:
+		extra = nth(units.Int64() - 1)
 	}
 	if extra.IsValid() {
 		extra, _ = hostAddr(extra, 1)
 	}
 	return r, extra, nil
+}
+
+// linkPrefix6 holds the IPv6 side of a VBR link whose session runs over
+// IPv4: each end's IPv4 address embedded in the last 32 bits, so the /30
+// (or /31) of the session maps onto a /126 (or /127) of the same ends.
+// fd6c:6162 is "lab" in a unique local prefix, apart from the gateways'
+// tunnel prefix (config.TunnelPrefix6).
+var linkPrefix6 = netip.MustParsePrefix("fd6c:6162::/96")
+
+// otherFamily is the address of the other family the lab gives the end of
+// a VBR link whose session address is a: for IPv4, a inside linkPrefix6;
+// for IPv6, its last 32 bits, which must make a private IPv4 address
+// (write such a neighbor as fd6c:6162::172.31.0.2).
+func otherFamily(a netip.Addr) (netip.Addr, error) {
+	a = a.Unmap()
+	if a.Is4() {
+		b := linkPrefix6.Addr().As16()
+		v4 := a.As4()
+		copy(b[12:], v4[:])
+		return netip.AddrFrom16(b), nil
+	}
+	b := a.As16()
+	v4 := netip.AddrFrom4([4]byte(b[12:]))
+	if !v4.IsPrivate() {
+		return netip.Addr{}, fmt.Errorf("neighbor %s: the lab gives the link IPv4 addresses from the neighbor's last 32 bits, here %s, which is not a private IPv4 address; write the neighbor like %s", a, v4, "fd6c:6162::172.31.0.2")
+	}
+	return v4, nil
 }

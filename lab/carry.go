@@ -2,7 +2,10 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 
 	"github.com/opencen/opencen/agent/api"
 )
@@ -27,7 +30,10 @@ type GatewayCarry struct {
 
 // ShapedGoodput is a goodput measurement with what each gateway carried.
 type ShapedGoodput struct {
+	// Bps is the goodput of every run of the measurement together; Runs
+	// each run's, in the order asked for.
 	Bps      float64        `json:"goodput_bps"`
+	Runs     []float64      `json:"runs_bps,omitempty"`
 	Gateways []GatewayCarry `json:"gateways"`
 	// ShareBps is the sum of the carriers' shares: what the flows could
 	// get. With every gateway carrying some, it is the pair's bandwidth.
@@ -38,9 +44,14 @@ type ShapedGoodput struct {
 // carry the measurement (a stray ping or iperf3's control connection).
 const carryFloor = 0.05
 
-// ShapedGoodput runs Goodput and reads every sending gateway's counters
-// toward the receiving host's region at its start and at its end.
-func (l *Lab) ShapedGoodput(ctx context.Context, from, to string, o IperfOptions) (ShapedGoodput, error) {
+// ShapedGoodput runs Goodput once per options given, all at once (each on
+// a port of its own: IPv4 and IPv6 flows sharing one pair's allocation),
+// and reads every sending gateway's counters toward the receiving host's
+// region at their start and at their end.
+func (l *Lab) ShapedGoodput(ctx context.Context, from, to string, runs ...IperfOptions) (ShapedGoodput, error) {
+	if len(runs) == 0 {
+		return ShapedGoodput{}, errors.New("shaped goodput: no run asked for")
+	}
 	src, ok := l.Host(from)
 	if !ok {
 		return ShapedGoodput{}, fmt.Errorf("no host %q in the lab", from)
@@ -74,9 +85,20 @@ func (l *Lab) ShapedGoodput(ctx context.Context, from, to string, o IperfOptions
 	if err != nil {
 		return ShapedGoodput{}, err
 	}
-	res := ShapedGoodput{}
-	res.Bps, err = l.Goodput(ctx, from, to, o)
-	if err != nil {
+	res := ShapedGoodput{Runs: make([]float64, len(runs))}
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	for i, o := range runs {
+		if o.Port == "" {
+			o.Port = strconv.Itoa(5201 + i)
+		}
+		wg.Go(func() { res.Runs[i], errs[i] = l.Goodput(ctx, from, to, o) })
+	}
+	wg.Wait()
+	for _, b := range res.Runs {
+		res.Bps += b
+	}
+	if err := errors.Join(errs...); err != nil {
 		return res, err
 	}
 	after, err := read()

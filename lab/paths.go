@@ -26,6 +26,9 @@ type Path struct {
 	Return  string     `json:"return,omitempty"`
 }
 
+// IPv6 reports whether the path is an IPv6 one.
+func (p Path) IPv6() bool { return p.Dst.Is6() }
+
 func (p Path) String() string {
 	s := fmt.Sprintf("%s %s -> %s %s", p.From, p.Src, p.To, p.Dst)
 	if p.Ingress != "" {
@@ -37,13 +40,34 @@ func (p Path) String() string {
 	return s
 }
 
-// addresses are every address of a host, its primary first.
-func (h Host) addresses() []netip.Addr {
-	out := []netip.Addr{h.Address.Addr()}
-	for _, a := range h.Extra {
-		out = append(out, a.Addr())
+// lanAddrs are every address of a host on its LAN, primary ones first.
+func (h Host) lanAddrs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range append([]netip.Prefix{h.Address, h.Address6}, h.Extra...) {
+		if a.IsValid() {
+			out = append(out, a)
+		}
 	}
 	return out
+}
+
+// addresses are a host's addresses of one family, its primary first.
+func (h Host) addresses(v6 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range h.lanAddrs() {
+		if a.Addr().Is6() == v6 {
+			out = append(out, a.Addr())
+		}
+	}
+	return out
+}
+
+// Primary is the host's address of one family, invalid when it has none.
+func (h Host) Primary(v6 bool) netip.Addr {
+	if v6 {
+		return h.Address6.Addr()
+	}
+	return h.Address.Addr()
 }
 
 // exits are a host's ways into the CEN: one per next hop, named by its
@@ -55,20 +79,31 @@ func (h Host) exits() []string {
 	return h.Gateways
 }
 
-// Paths lists every path between every ordered pair of the lab's hosts:
-// each source address, through each gateway the source host can hand a
-// flow to, to each destination address, answered through each gateway
-// the destination host can answer through.
+// Paths lists every path between every ordered pair of the lab's hosts,
+// IPv4 ones first, then IPv6 ones: each source address of the family,
+// through each gateway the source host can hand a flow to, to each
+// destination address of the family, answered through each gateway the
+// destination host can answer through. A pair has paths in each family
+// both hosts have addresses of.
 func (l *Lab) Paths() []Path {
+	var out []Path
+	for _, v6 := range []bool{false, true} {
+		out = append(out, l.familyPaths(v6)...)
+	}
+	return out
+}
+
+// familyPaths are Paths of one family.
+func (l *Lab) familyPaths(v6 bool) []Path {
 	var out []Path
 	for _, from := range l.Hosts {
 		for _, to := range l.Hosts {
 			if from.Name == to.Name {
 				continue
 			}
-			for _, src := range from.addresses() {
+			for _, src := range from.addresses(v6) {
 				for _, in := range from.exits() {
-					for _, dst := range to.addresses() {
+					for _, dst := range to.addresses(v6) {
 						for _, back := range to.exits() {
 							out = append(out, Path{From: from.Name, To: to.Name, Src: src, Dst: dst, Ingress: in, Return: back})
 						}
@@ -115,10 +150,11 @@ func (l *Lab) hostRoute(ctx context.Context, host string, dst netip.Addr, gatewa
 		return nil, fmt.Errorf("no host %q in the lab", host)
 	}
 	i := slices.Index(h.Gateways, gateway)
-	if i < 0 {
-		return nil, fmt.Errorf("host %s cannot hand a flow to %s (its gateways: %s)", host, gateway, strings.Join(h.Gateways, ", "))
+	hops := h.hops(dst.Is6())
+	if i < 0 || i >= len(hops) {
+		return nil, fmt.Errorf("host %s cannot hand an %s flow to %s (its gateways: %s)", host, familyName(dst.Is6()), gateway, strings.Join(h.Gateways, ", "))
 	}
-	route := []string{netipx.Host(dst).String(), "via", h.NextHops[i].String(), "dev", ifLAN}
+	route := []string{netipx.Host(dst).String(), "via", hops[i].String(), "dev", ifLAN}
 	if err := l.runner().ip(ctx, h.Namespace, append([]string{"route", "replace"}, route...)...); err != nil {
 		return nil, fmt.Errorf("force %s -> %s through %s: %w", host, dst, gateway, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/opencen/opencen/config"
@@ -83,7 +82,9 @@ type Gateway struct {
 	// length, as configured on the gateway's underlay port.
 	UnderlayAddr netip.Prefix `json:"underlay_addr"`
 	// LANAddrs are the gateway's addresses on its region LAN, one in the
-	// first CIDR of every VPC of the region.
+	// first CIDR of each family of every VPC of the region (a VPC's IPv4
+	// one ahead of its IPv6 one): IPv6 hands traffic to a twin, and is
+	// announced to the twins, as IPv4 does.
 	LANAddrs []netip.Prefix `json:"lan_addrs"`
 	// Agent, when the lab runs cend.
 	Socket      string `json:"socket"`       // control socket, for cenctl --socket
@@ -94,27 +95,36 @@ type Gateway struct {
 	PID         int    `json:"pid,omitempty"`
 }
 
-// Host is a VPC host or an on-premises host.
+// Host is a VPC host or an on-premises host. A network with CIDRs (or an
+// accept list) of both families makes a dual-stack host.
 type Host struct {
-	Name      string       `json:"name"` // the network's name (vpc-beijing, idc-beijing)
-	Kind      string       `json:"kind"` // KindVPC or KindOnPrem
-	Namespace string       `json:"namespace"`
-	Region    string       `json:"region"`
-	Network   string       `json:"network"`
-	Address   netip.Prefix `json:"address"` // on its LAN
+	Name      string `json:"name"` // the network's name (vpc-beijing, idc-beijing)
+	Kind      string `json:"kind"` // KindVPC or KindOnPrem
+	Namespace string `json:"namespace"`
+	Region    string `json:"region"`
+	Network   string `json:"network"`
+	// Address is the host's IPv4 address on its LAN and Address6 its IPv6
+	// one; either is invalid when the network has no CIDR (VPC) or accept
+	// entry (VBR) of that family.
+	Address  netip.Prefix `json:"address,omitzero"`
+	Address6 netip.Prefix `json:"address6,omitzero"`
 	// Extra are more addresses of a VPC host in a region with several
-	// gateways: with Address, one in a piece of the VPC's first CIDR dealt
-	// to each gateway (config.VPCPieces), so that every gateway is the
-	// home of one of the host's addresses.
+	// gateways: with Address and Address6, one in a piece of the VPC's
+	// first CIDR of each family dealt to each gateway (config.VPCPieces),
+	// so that every gateway is the home of one of the host's addresses of
+	// each family.
 	Extra []netip.Prefix `json:"extra,omitempty"`
-	// NextHops are where the host sends CEN traffic: its region's gateways
-	// (a multipath route when there are several) or its on-premises router.
-	NextHops []netip.Addr `json:"next_hops"`
-	// Gateways name the gateway of each of NextHops; empty for an
-	// on-premises host.
+	// NextHops and NextHops6 are where the host sends CEN traffic of each
+	// family: its region's gateways (a multipath route when there are
+	// several) or its on-premises router.
+	NextHops  []netip.Addr `json:"next_hops"`
+	NextHops6 []netip.Addr `json:"next_hops6,omitempty"`
+	// Gateways name the gateway of each of NextHops (and of NextHops6, in
+	// the same order); empty for an on-premises host.
 	Gateways []string `json:"gateways,omitempty"`
-	// Routes are the prefixes the host routes via NextHops: every other
-	// network of the instance.
+	// Routes are the prefixes the host routes via its next hops of their
+	// family: every other network of the instance, in each family the host
+	// has an address of.
 	Routes []netip.Prefix `json:"routes"`
 }
 
@@ -126,23 +136,44 @@ type Router struct {
 	Gateway   string `json:"gateway"` // the gateway holding the VBR's session
 	Namespace string `json:"namespace"`
 	// Address is the router's side of its link to the gateway (the VBR's
-	// configured neighbor); GatewayAddress the gateway's side.
-	Address        netip.Prefix `json:"address"`
-	GatewayAddress netip.Prefix `json:"gateway_address"`
-	GatewayIf      string       `json:"gateway_if"` // the gateway's port toward this router
-	ASN            uint32       `json:"asn"`        // the on-premises ASN (peer_asn)
-	PeerASN        uint32       `json:"peer_asn"`   // the instance ASN
-	BFD            bool         `json:"bfd"`
-	// LAN is the router's address on the on-premises host's LAN; Extra, when
-	// valid, a second prefix whose first address the router holds on its
-	// loopback. Both are announced.
-	LAN      netip.Prefix   `json:"lan"`
-	Extra    netip.Prefix   `json:"extra,omitempty"`
+	// configured neighbor, of either family); GatewayAddress the gateway's
+	// side. OtherAddress and OtherGatewayAddress are the link's addresses
+	// of the other family (see otherFamily): the next hops each side
+	// announces in the family the session does not run in.
+	Address             netip.Prefix `json:"address"`
+	GatewayAddress      netip.Prefix `json:"gateway_address"`
+	OtherAddress        netip.Prefix `json:"other_address,omitzero"`
+	OtherGatewayAddress netip.Prefix `json:"other_gateway_address,omitzero"`
+	GatewayIf           string       `json:"gateway_if"` // the gateway's port toward this router
+	ASN                 uint32       `json:"asn"`        // the on-premises ASN (peer_asn)
+	PeerASN             uint32       `json:"peer_asn"`   // the instance ASN
+	BFD                 bool         `json:"bfd"`
+	// LAN and LAN6 are the router's addresses on the on-premises host's
+	// LAN (either invalid when the VBR may announce nothing of its family);
+	// Extra and Extra6, when valid, a second prefix of each family whose
+	// first address the router holds on its loopback. All are announced.
+	LAN      netip.Prefix   `json:"lan,omitzero"`
+	LAN6     netip.Prefix   `json:"lan6,omitzero"`
+	Extra    netip.Prefix   `json:"extra,omitzero"`
+	Extra6   netip.Prefix   `json:"extra6,omitzero"`
 	Announce []netip.Prefix `json:"announce"`
 	Config   string         `json:"config"` // bird.conf
 	Socket   string         `json:"socket"` // birdc -s
 	LogFile  string         `json:"log_file"`
 	PID      int            `json:"pid,omitempty"`
+}
+
+// LinkAddress is the router's (or, with gateway set, the gateway's)
+// address of one family on the VBR link.
+func (r Router) LinkAddress(v6, gateway bool) netip.Prefix {
+	a, o := r.Address, r.OtherAddress
+	if gateway {
+		a, o = r.GatewayAddress, r.OtherGatewayAddress
+	}
+	if a.Addr().Is6() == v6 {
+		return a
+	}
+	return o
 }
 
 // BGPProtocol is the name of the router's eBGP protocol in its BIRD config.
@@ -298,131 +329,189 @@ func (p *planner) regionLANs() {
 }
 
 // vpcHost plans VPC n's host on its region's LAN, and an address for
-// each of the region's gateways gws in n's first CIDR: the host's next
-// hops.
+// each of the region's gateways gws in n's first CIDR of each family: the
+// host's next hops.
 func (p *planner) vpcHost(n config.Network, gws []*Gateway) {
 	for _, c := range n.CIDRs {
 		p.claim(c, "vpc "+n.Name+" cidr")
 	}
-	first := n.CIDRs[0]
-	host, err := hostAddr(first, 10)
-	if err != nil {
-		p.errorf("vpc %s: %w", n.Name, err)
-		return
+	h := p.host(n, KindVPC, "vpc host "+n.Name)
+	for _, g := range gws {
+		h.Gateways = append(h.Gateways, g.Name)
 	}
-	var hops []netip.Addr
-	var names []string
-	for i, g := range gws {
-		a, err := hostAddr(first, uint64(1+i))
-		if err != nil {
-			p.errorf("vpc %s: %w", n.Name, err)
+	for _, v6 := range []bool{false, true} {
+		i := slices.IndexFunc(n.CIDRs, func(c netip.Prefix) bool { return c.Addr().Is6() == v6 })
+		if i < 0 {
 			continue
 		}
-		g.LANAddrs = append(g.LANAddrs, a)
-		hops = append(hops, a.Addr())
-		names = append(names, g.Name)
+		first := n.CIDRs[i]
+		host, err := hostAddr(first, 10)
+		if err != nil {
+			p.errorf("vpc %s: %w", n.Name, err)
+			return
+		}
+		var hops []netip.Addr
+		for j, g := range gws {
+			a, err := hostAddr(first, uint64(1+j))
+			if err != nil {
+				p.errorf("vpc %s: %w", n.Name, err)
+				return
+			}
+			g.LANAddrs = append(g.LANAddrs, a)
+			hops = append(hops, a.Addr())
+		}
+		extra, err := homedAddrs(p.cfg, first, n.Region, host)
+		if err != nil {
+			p.errorf("vpc %s: %w", n.Name, err)
+		}
+		h.Extra = append(h.Extra, extra...)
+		h.setFamily(v6, host, hops)
 	}
-	extra, err := homedAddrs(p.cfg, first, n.Region, host)
-	if err != nil {
-		p.errorf("vpc %s: %w", n.Name, err)
-	}
-	h := p.host(n, KindVPC, "vpc host "+n.Name, host, hops)
-	h.Extra, h.Gateways = extra, names
 	p.l.Hosts = append(p.l.Hosts, h)
 }
 
+// setFamily sets the host's address and next hops of one family.
+func (h *Host) setFamily(v6 bool, address netip.Prefix, hops []netip.Addr) {
+	if v6 {
+		h.Address6, h.NextHops6 = address, hops
+	} else {
+		h.Address, h.NextHops = address, hops
+	}
+}
+
 // host is the host of network n, of kind, named after n, in a namespace
-// of its own (for what), at address, sending CEN traffic to hops.
-func (p *planner) host(n config.Network, kind, what string, address netip.Prefix, hops []netip.Addr) Host {
+// of its own (for what); its addresses are set by the caller.
+func (p *planner) host(n config.Network, kind, what string) Host {
 	return Host{
 		Name:      n.Name,
 		Kind:      kind,
 		Namespace: p.ns(n.Name, what),
 		Region:    n.Region,
 		Network:   n.Name,
-		Address:   address,
-		NextHops:  hops,
 	}
 }
 
 // vbr plans VBR n's on-premises router behind its gateway and a host
-// behind the router. vbrIf counts each gateway's VBR links so far, to
-// name the gateway's port.
+// behind the router, both dual stack as far as n's accept list allows.
+// vbrIf counts each gateway's VBR links so far, to name the gateway's
+// port.
 func (p *planner) vbr(n config.Network, vbrIf map[string]int) {
 	gw := p.l.gateway(n.Gateway)
 	if gw == nil {
 		p.errorf("vbr %s: gateway %q is not in the config", n.Name, n.Gateway)
 		return
 	}
-	rside, gside, err := linkPair(n.BGP.Neighbor)
-	if err != nil {
-		p.errorf("vbr %s: %w", n.Name, err)
-		return
+	rt := Router{
+		Name:      n.Name + "-router",
+		Network:   n.Name,
+		Region:    n.Region,
+		Gateway:   gw.Name,
+		Namespace: p.ns(n.Name+"-router", "router of vbr "+n.Name),
+		GatewayIf: fmt.Sprintf("%s%d", ifVBR, vbrIf[gw.Name]),
+		ASN:       n.BGP.PeerASN,
+		PeerASN:   p.cfg.Instance.ASN,
+		BFD:       n.BGP.BFD,
 	}
-	p.claim(rside.Masked(), "vbr "+n.Name+" link")
-	lan, extra, err := onPremPrefixes(n.BGP.Accept, n.BGP.AcceptAny)
-	if err != nil {
-		p.errorf("vbr %s: %w", n.Name, err)
-		return
-	}
-	announce := []netip.Prefix{lan.Masked()}
-	p.claim(lan.Masked(), "vbr "+n.Name+" on-premises LAN")
-	if extra.IsValid() {
-		announce = append(announce, extra.Masked())
-		p.claim(extra.Masked(), "vbr "+n.Name+" on-premises prefix")
-	}
-	gi := fmt.Sprintf("%s%d", ifVBR, vbrIf[gw.Name])
 	vbrIf[gw.Name]++
-	rdir := filepath.Join(p.l.StateDir, n.Name+"-router")
-	p.l.Routers = append(p.l.Routers, Router{
-		Name:           n.Name + "-router",
-		Network:        n.Name,
-		Region:         n.Region,
-		Gateway:        gw.Name,
-		Namespace:      p.ns(n.Name+"-router", "router of vbr "+n.Name),
-		Address:        rside,
-		GatewayAddress: gside,
-		GatewayIf:      gi,
-		ASN:            n.BGP.PeerASN,
-		PeerASN:        p.cfg.Instance.ASN,
-		BFD:            n.BGP.BFD,
-		LAN:            lan,
-		Extra:          extra,
-		Announce:       announce,
-		Config:         filepath.Join(rdir, "bird.conf"),
-		Socket:         filepath.Join(rdir, "bird.ctl"),
-		LogFile:        filepath.Join(rdir, "bird.log"),
-	})
-	hostA, err := hostAddr(lan.Masked(), 10)
-	if err != nil {
+	if err := p.vbrLink(n, &rt); err != nil {
 		p.errorf("vbr %s: %w", n.Name, err)
 		return
 	}
-	p.l.Hosts = append(p.l.Hosts, p.host(n, KindOnPrem, "on-premises host of vbr "+n.Name, hostA, []netip.Addr{lan.Addr()}))
+	h := p.host(n, KindOnPrem, "on-premises host of vbr "+n.Name)
+	for _, v6 := range []bool{false, true} {
+		lan, extra, err := onPremPrefixes(n.BGP.Accept, n.BGP.AcceptAny, v6)
+		if err != nil {
+			p.errorf("vbr %s: %w", n.Name, err)
+			return
+		}
+		if !lan.IsValid() {
+			continue
+		}
+		hostA, err := hostAddr(lan.Masked(), 10)
+		if err != nil {
+			p.errorf("vbr %s: %w", n.Name, err)
+			return
+		}
+		h.setFamily(v6, hostA, []netip.Addr{lan.Addr()})
+		rt.Announce = append(rt.Announce, lan.Masked())
+		p.claim(lan.Masked(), "vbr "+n.Name+" on-premises LAN")
+		if extra.IsValid() {
+			rt.Announce = append(rt.Announce, extra.Masked())
+			p.claim(extra.Masked(), "vbr "+n.Name+" on-premises prefix")
+		}
+		if v6 {
+			rt.LAN6, rt.Extra6 = lan, extra
+		} else {
+			rt.LAN, rt.Extra = lan, extra
+		}
+	}
+	if len(rt.Announce) == 0 {
+		p.errorf("vbr %s: accept list is empty, so the router may announce nothing", n.Name)
+		return
+	}
+	rdir := filepath.Join(p.l.StateDir, rt.Name)
+	rt.Config, rt.Socket, rt.LogFile = filepath.Join(rdir, "bird.conf"), filepath.Join(rdir, "bird.ctl"), filepath.Join(rdir, "bird.log")
+	p.l.Routers = append(p.l.Routers, rt)
+	p.l.Hosts = append(p.l.Hosts, h)
+}
+
+// vbrLink addresses the link between VBR n's gateway and its router in
+// both families: the session's at the configured neighbor, the other's
+// derived from it (otherFamily).
+func (p *planner) vbrLink(n config.Network, rt *Router) error {
+	var err error
+	if rt.Address, rt.GatewayAddress, err = linkPair(n.BGP.Neighbor); err != nil {
+		return err
+	}
+	other, err := otherFamily(n.BGP.Neighbor)
+	if err != nil {
+		return err
+	}
+	if rt.OtherAddress, rt.OtherGatewayAddress, err = linkPair(other); err != nil {
+		return err
+	}
+	p.claim(rt.Address.Masked(), "vbr "+n.Name+" link")
+	p.claim(rt.OtherAddress.Masked(), "vbr "+n.Name+" link")
+	return nil
 }
 
 // hostRoutes has every host route every other network via its next hops:
 // VPCs by their CIDRs, VBRs by their accept list (what the CEN may
-// carry), or by what the lab's router announces when the list is omitted.
+// carry), or by what the lab's router announces when the list is omitted;
+// in each family the host has next hops of.
 func (p *planner) hostRoutes() {
 	for i := range p.l.Hosts {
 		h := &p.l.Hosts[i]
+		var routes []netip.Prefix
 		for _, n := range p.cfg.Networks {
 			if n.Name == h.Network {
 				continue
 			}
 			switch {
 			case n.Type == config.VPC:
-				h.Routes = append(h.Routes, n.CIDRs...)
+				routes = append(routes, n.CIDRs...)
 			case n.BGP != nil && !n.BGP.AcceptAny:
-				h.Routes = append(h.Routes, n.BGP.Accept...)
+				routes = append(routes, n.BGP.Accept...)
 			default:
 				if r := p.l.router(n.Name); r != nil {
-					h.Routes = append(h.Routes, r.Announce...)
+					routes = append(routes, r.Announce...)
 				}
 			}
 		}
+		for _, r := range routes {
+			if len(h.hops(r.Addr().Is6())) > 0 {
+				h.Routes = append(h.Routes, r)
+			}
+		}
 	}
+}
+
+// hops are the host's next hops of one family.
+func (h Host) hops(v6 bool) []netip.Addr {
+	if v6 {
+		return h.NextHops6
+	}
+	return h.NextHops
 }
 
 // checkSocketPaths refuses a control socket path longer than a unix
@@ -456,42 +545,6 @@ func (l *Lab) router(network string) *Router {
 		}
 	}
 	return nil
-}
-
-// Describe tells a person how to reach every host of the lab.
-func (l *Lab) Describe() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "opencen lab: config %s, state %s\n", l.ConfigFile, l.StateDir)
-	if len(l.UnderlayDelays) > 0 {
-		fmt.Fprintf(&b, "underlay %s: netem delay per region %v\n", l.Underlay, l.UnderlayDelays)
-	} else {
-		fmt.Fprintf(&b, "underlay %s: flat (no netem in this kernel)\n", l.Underlay)
-	}
-	b.WriteString("\ngateways:\n")
-	for _, g := range l.Gateways {
-		fmt.Fprintf(&b, "  %-20s %-14s ns %-24s underlay %s lan %v\n", g.Name, g.Region, g.Namespace, g.UnderlayAddr, g.LANAddrs)
-		if g.PID != 0 {
-			fmt.Fprintf(&b, "  %-20s cenctl --socket %s status\n", "", g.Socket)
-			fmt.Fprintf(&b, "  %-20s cend pid %d, log %s, metrics: ip netns exec %s curl -s http://%s/metrics\n", "", g.PID, g.LogFile, g.Namespace, g.MetricsAddr)
-		} else {
-			fmt.Fprintf(&b, "  %-20s no agent (lab built without cend)\n", "")
-		}
-	}
-	b.WriteString("\nhosts:\n")
-	for _, h := range l.Hosts {
-		fmt.Fprintf(&b, "  %-20s %-6s %-14s ns %-24s address %s via %v\n", h.Name, h.Kind, h.Region, h.Namespace, h.Address, h.NextHops)
-	}
-	for _, r := range l.Routers {
-		fmt.Fprintf(&b, "  %-20s router AS%d ns %s, eBGP %s -> %s (%s) AS%d, announces %v\n", r.Name, r.ASN, r.Namespace, r.Address.Addr(), r.GatewayAddress.Addr(), r.Gateway, r.PeerASN, r.Announce)
-		fmt.Fprintf(&b, "  %-20s birdc -s %s show protocols\n", "", r.Socket)
-	}
-	b.WriteString("\ntry:\n")
-	for i, h := range l.Hosts {
-		for _, o := range l.Hosts[i+1:] {
-			fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s    # %s -> %s\n", h.Namespace, o.Address.Addr(), h.Name, o.Name)
-		}
-	}
-	return b.String()
 }
 
 // Plan derives the lab opts describe without building anything: the

@@ -38,6 +38,9 @@ type ProbeOptions struct {
 	Flows    int           // parallel flows; default 16
 	Interval time.Duration // per flow; default 10ms
 	Port     int           // the responder's UDP port; default 7007
+	// IPv6 probes between the hosts' IPv6 addresses instead of their IPv4
+	// ones.
+	IPv6 bool
 }
 
 func (o ProbeOptions) withDefaults() ProbeOptions {
@@ -88,7 +91,8 @@ type probeFlow struct {
 }
 
 // StartProbe starts an echo responder on host to and Flows flows from host
-// from toward it.
+// from toward it, between their primary addresses of the family o asks
+// for.
 func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (*Probe, error) {
 	o = o.withDefaults()
 	fromNS, err := l.Namespace(from)
@@ -107,7 +111,15 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 	if !ok {
 		return nil, fmt.Errorf("no host %q in the lab", from)
 	}
-	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Address.Addr(), uint16(o.Port)))
+	network := "udp4"
+	if o.IPv6 {
+		network = "udp6"
+	}
+	srcAddr, dstAddr := src.Primary(o.IPv6), dst.Primary(o.IPv6)
+	if !srcAddr.IsValid() || !dstAddr.IsValid() {
+		return nil, fmt.Errorf("probe %s -> %s: no %s address on both", from, to, familyName(o.IPv6))
+	}
+	raddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(dstAddr, uint16(o.Port)))
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Probe{o: o, cancel: cancel}
 	fail := func(err error) (*Probe, error) {
@@ -116,7 +128,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 	}
 	err = inNamespace(toNS, func() error {
 		var err error
-		p.echo, err = net.ListenUDP("udp4", raddr)
+		p.echo, err = net.ListenUDP(network, raddr)
 		return err
 	})
 	if err != nil {
@@ -128,7 +140,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 		var c *net.UDPConn
 		err := inNamespace(fromNS, func() error {
 			var err error
-			c, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src.Address.Addr(), 0)), raddr)
+			c, err = net.DialUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(srcAddr, 0)), raddr)
 			return err
 		})
 		if err != nil {

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,17 +74,22 @@ func checkReachability(t *testing.T, ctx context.Context, l *Lab) {
 		}
 	}
 	for _, h := range l.Hosts {
-		for _, nh := range h.NextHops {
+		if !h.Address.IsValid() || !h.Address6.IsValid() {
+			t.Errorf("%s is not dual stack: %s %s", h.Name, h.Address, h.Address6)
+		}
+		for _, nh := range append(append([]netip.Addr{}, h.NextHops...), h.NextHops6...) {
 			if err := ping(ctx, l, h.Name, nh.String()); err != nil {
 				t.Errorf("%s -> next hop %s: %v", h.Name, nh, err)
 			}
 		}
 	}
-	out, err := l.Exec(ctx, "vpc-beijing", "ip", "route", "show", "10.2.0.0/16")
-	if err != nil || strings.Count(string(out), "nexthop via") != 2 {
-		t.Errorf("vpc-beijing has no two-way multipath route to 10.2.0.0/16: %v\n%s", err, out)
+	for _, p := range [][2]string{{"-4", "10.2.0.0/16"}, {"-6", "fd00:2::/48"}} {
+		out, err := l.Exec(ctx, "vpc-beijing", "ip", p[0], "route", "show", p[1])
+		if err != nil || strings.Count(string(out), "nexthop via") != 2 {
+			t.Errorf("vpc-beijing has no two-way multipath route to %s: %v\n%s", p, err, out)
+		}
 	}
-	out, err = l.Exec(ctx, "vpc-beijing", "sysctl", "-n", "net.ipv4.fib_multipath_use_neigh")
+	out, err := l.Exec(ctx, "vpc-beijing", "sysctl", "-n", "net.ipv4.fib_multipath_use_neigh")
 	if err != nil || strings.TrimSpace(string(out)) != "1" {
 		t.Errorf("fib_multipath_use_neigh = %q (%v)", out, err)
 	}
@@ -93,41 +99,56 @@ func checkReachability(t *testing.T, ctx context.Context, l *Lab) {
 			t.Errorf("%s ip_forward = %q (%v)", g.Name, out, err)
 		}
 	}
-	if err := ping(ctx, l, "vpc-beijing", "10.2.0.10"); err == nil {
-		t.Error("vpc-beijing reached vpc-shanghai with no agent running")
+	for _, a := range []string{"10.2.0.10", "fd00:2::a"} {
+		if err := ping(ctx, l, "vpc-beijing", a); err == nil {
+			t.Errorf("vpc-beijing reached vpc-shanghai's %s with no agent running", a)
+		}
 	}
 }
 
-// checkRouter: the on-premises host reaches its router and the router the
-// VBR's gateway; BIRD runs, its session is configured toward the gateway
-// (not up: no agent answers) and its own routes are in its table.
+// checkRouter: each on-premises host reaches its router and each router
+// its VBR's gateway in both families; BIRD runs, its session is configured
+// toward the gateway (not up: no agent answers) over the neighbor's
+// family, and its own routes of both families are in its table.
 func checkRouter(t *testing.T, ctx context.Context, l *Lab, o Options) {
 	t.Helper()
-	rt := l.Routers[0]
-	if err := ping(ctx, l, "idc-beijing", rt.LAN.Addr().String()); err != nil {
-		t.Errorf("on-premises host -> router: %v", err)
-	}
-	if err := ping(ctx, l, rt.Name, rt.GatewayAddress.Addr().String()); err != nil {
-		t.Errorf("router -> gw-beijing-1 VBR address: %v", err)
+	for _, rt := range l.Routers {
+		for _, a := range []netip.Prefix{rt.LAN, rt.LAN6} {
+			if err := ping(ctx, l, rt.Network, a.Addr().String()); err != nil {
+				t.Errorf("on-premises host %s -> router %s: %v", rt.Network, a.Addr(), err)
+			}
+		}
+		for _, a := range []netip.Prefix{rt.GatewayAddress, rt.OtherGatewayAddress} {
+			if err := ping(ctx, l, rt.Name, a.Addr().String()); err != nil {
+				t.Errorf("router %s -> %s's VBR address %s: %v", rt.Name, rt.Gateway, a.Addr(), err)
+			}
+		}
 	}
 	st, err := Status(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("status:\n%s", st)
-	if !st.Up() || len(st.Routers) != 1 || !st.Routers[0].Alive {
+	if !st.Up() || len(st.Routers) != len(l.Routers) {
 		t.Fatalf("status not up: %+v", st)
 	}
-	if r := st.Routers[0]; r.State != "start" || !(strings.HasPrefix(r.Info, "Active") || strings.HasPrefix(r.Info, "Connect") || strings.HasPrefix(r.Info, "Idle")) {
-		t.Errorf("bgp state %q %q, want start with Active/Connect/Idle", r.State, r.Info)
+	for _, r := range st.Routers {
+		if !r.Alive || r.State != "start" || !(strings.HasPrefix(r.Info, "Active") || strings.HasPrefix(r.Info, "Connect") || strings.HasPrefix(r.Info, "Idle")) {
+			t.Errorf("router %s: alive %v, bgp state %q %q, want start with Active/Connect/Idle", r.Name, r.Alive, r.State, r.Info)
+		}
 	}
-	out, err := l.Birdc(ctx, "idc-beijing", "show", "protocols", "all", BGPProtocol)
-	if err != nil || !strings.Contains(string(out), "Neighbor address: 172.30.0.1") || !strings.Contains(string(out), "Neighbor AS:      64512") {
-		t.Errorf("bgp protocol details: %v\n%s", err, out)
-	}
-	out, err = l.Birdc(ctx, "idc-beijing", "show", "route")
-	if err != nil || !strings.Contains(string(out), "192.168.1.0/24") || !strings.Contains(string(out), "192.168.100.0/24") {
-		t.Errorf("bird table lacks the on-premises prefixes: %v\n%s", err, out)
+	for _, c := range []struct{ vbr, neighbor, local, v6Route string }{
+		{"idc-beijing", "172.30.0.1", "192.168.1.0/24", "fd00:192:168:1::/64"},
+		{"idc-shanghai", "fd6c:6162::ac1f:1", "172.20.1.0/24", "fd00:172:20:1::/64"},
+	} {
+		out, err := l.Birdc(ctx, c.vbr, "show", "protocols", "all", BGPProtocol)
+		if err != nil || !strings.Contains(string(out), "Neighbor address: "+c.neighbor) || !strings.Contains(string(out), "Neighbor AS:      64512") {
+			t.Errorf("%s: bgp protocol details: %v\n%s", c.vbr, err, out)
+		}
+		out, err = l.Birdc(ctx, c.vbr, "show", "route")
+		if err != nil || !strings.Contains(string(out), c.local) || !strings.Contains(string(out), c.v6Route) {
+			t.Errorf("%s: bird table lacks the on-premises prefixes %s and %s: %v\n%s", c.vbr, c.local, c.v6Route, err, out)
+		}
 	}
 }
 

@@ -84,14 +84,14 @@ func checkCharts(t *testing.T, doc *html.Node, rep *lab.Report) {
 		if got := attr(fig, "id"); got != fmt.Sprintf("pair-%d", i) {
 			t.Errorf("chart %d: id %q", i, got)
 		}
-		if attr(fig, "data-from") != p.FromRegion || attr(fig, "data-to") != p.ToRegion ||
+		if attr(fig, "data-family") != p.Family || attr(fig, "data-from") != p.FromRegion || attr(fig, "data-to") != p.ToRegion ||
 			attr(fig, "data-allocation-bps") != strconv.FormatUint(p.AllocationBps, 10) ||
 			attr(fig, "data-goodput-bps") != fmt.Sprintf("%.0f", p.GoodputBps) {
 			t.Errorf("chart %d: data attributes %v, want %s -> %s %d / %.0f", i, fig.Attr, p.FromRegion, p.ToRegion, p.AllocationBps, p.GoodputBps)
 		}
 		caption := text(first(fig, "figcaption"))
 		for _, want := range []string{
-			p.FromRegion + " → " + p.ToRegion,
+			p.FromRegion + " → " + p.ToRegion + " over " + lab.FamilyTitle(p.Family) + ":",
 			fmt.Sprintf("%.2f Mbps of %s", p.GoodputBps/1e6, config.Bandwidth(p.AllocationBps)),
 			fmt.Sprintf("(%.3f)", p.Ratio),
 			"package " + p.Package,
@@ -123,7 +123,7 @@ func checkCharts(t *testing.T, doc *html.Node, rep *lab.Report) {
 func checkScreenshot(ctx context.Context, t *testing.T, browser, dir, page string, rep *lab.Report) {
 	t.Helper()
 	shot := filepath.Join(dir, "page.png")
-	_, logs := runChromium(ctx, t, browser, dir, "--screenshot="+shot, "--window-size=1000,2600",
+	_, logs := runChromium(ctx, t, browser, dir, "--screenshot="+shot, "--window-size=1000,3600",
 		"--force-device-scale-factor=1", "--hide-scrollbars", "file://"+page)
 	checkConsole(t, logs)
 	f, err := os.Open(shot)
@@ -184,8 +184,9 @@ func checkScreenshot(ctx context.Context, t *testing.T, browser, dir, page strin
 }
 
 // fixedReport is a demo report of the shipped lab's shape: ten measured
-// directions (one failed, one far below its allocation), the default pair,
-// a failover and a failure.
+// directions in each family (one failed, one far below its allocation),
+// IPv4 and IPv6 at once on one pair, the default pair, a failover and a
+// failure.
 func fixedReport() *lab.Report {
 	type d struct {
 		from, to, pkg string
@@ -206,19 +207,29 @@ func fixedReport() *lab.Report {
 		{"cn-shanghai", "eu-central-1", "bwp-china-europe", 5e6, 4.87e6, ""},
 		{"eu-central-1", "cn-shanghai", "bwp-china-europe", 5e6, 4.9e6, ""},
 	} {
-		pairs = append(pairs, lab.PairMeasure{FromRegion: x.from, ToRegion: x.to, From: "vpc-" + x.from, To: "vpc-" + x.to,
-			AllocationBps: x.alloc, Package: x.pkg, GoodputBps: x.good, Ratio: x.good / float64(x.alloc), Error: x.err})
+		for _, fam := range []string{lab.FamilyIPv4, lab.FamilyIPv6} {
+			good := x.good
+			if fam == lab.FamilyIPv6 {
+				good *= 0.98 // IPv6 headers are 20 bytes longer
+			}
+			pairs = append(pairs, lab.PairMeasure{Family: fam, FromRegion: x.from, ToRegion: x.to, From: "vpc-" + x.from, To: "vpc-" + x.to,
+				AllocationBps: x.alloc, Package: x.pkg, GoodputBps: good, Ratio: good / float64(x.alloc), Error: x.err})
+		}
 	}
+	pairs = append(pairs, lab.PairMeasure{Family: lab.FamilyBoth, FromRegion: "cn-shanghai", ToRegion: "cn-beijing", From: "vpc-shanghai", To: "vpc-beijing",
+		AllocationBps: 40e6, Package: "bwp-china", GoodputBps: 38.6e6, Ratio: 38.6e6 / 40e6,
+		ByFamily: []lab.FamilyGoodput{{Family: lab.FamilyIPv4, GoodputBps: 19.9e6}, {Family: lab.FamilyIPv6, GoodputBps: 18.7e6}}})
 	return &lab.Report{
 		Instance:  "cen-lab",
 		StartedAt: time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC),
 		Duration:  131,
 		Reachability: []lab.Reach{
-			{From: "vpc-beijing", To: "vpc-shanghai", Sent: 3, Received: 3, RTTms: 0.41},
-			{From: "vpc-siliconvalley", To: "vpc-shanghai", Sent: 3, Received: 3, RTTms: 0.52},
+			{Family: lab.FamilyIPv4, From: "vpc-beijing", To: "vpc-shanghai", Sent: 3, Received: 3, RTTms: 0.41},
+			{Family: lab.FamilyIPv4, From: "vpc-siliconvalley", To: "vpc-shanghai", Sent: 3, Received: 3, RTTms: 0.52},
+			{Family: lab.FamilyIPv6, From: "vpc-beijing", To: "vpc-shanghai", Sent: 3, Received: 3, RTTms: 0.43},
 		},
 		Pairs:    pairs,
-		Default:  &lab.DefaultPair{Regions: [2]string{"us-west-1", "eu-central-1"}, PingSent: 3, PingReceived: 3, GoodputBps: 930},
+		Default:  &lab.DefaultPair{Regions: [2]string{"us-west-1", "eu-central-1"}, PingSent: 3, PingReceived: 3, PingSent6: 3, PingReceived6: 3, GoodputBps: 930},
 		Failover: &lab.FailoverTrial{Gateway: "gw-beijing-1", From: "vpc-shanghai", To: "vpc-beijing", Flows: 16, IntervalMs: 10, Interrupted: 12, Sent: 6400, Lost: 41, OutageMs: 412, Recovered: true},
 		Failures: []string{"us-west-1 -> cn-shanghai: iperf3 vpc-siliconvalley -> vpc-shanghai: unable to connect"},
 	}

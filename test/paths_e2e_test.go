@@ -17,13 +17,14 @@ import (
 )
 
 // TestEveryPathForced derives every path between every pair of networks
-// of an instance with a two-gateway region (a VBR on one twin, another VBR
-// in the remote region) from its config, forces each one with host routes
+// of a dual-stack instance with a two-gateway region (a VBR on one twin
+// peering over IPv4, another VBR in the remote region peering over IPv6,
+// each carrying both families) from its config, in each family, forces each one with host routes
 // (never a hash), and requires every echo of every path to come back: a
 // VPC host's every address (one homed at each twin) through each twin,
 // to each address of the other side, answered through each of its
 // gateways. Then the twins and every pair of gateways reach each other's
-// tunnel addresses.
+// tunnel addresses of both families.
 func TestEveryPathForced(t *testing.T) {
 	const file = "testdata/paths.yaml"
 	l, opts := upLabAgents(t, file, false)
@@ -46,8 +47,10 @@ func TestEveryPathForced(t *testing.T) {
 				if from.Name == to.Name {
 					continue
 				}
-				if sent, got := ping(t, l, from.Name, peer.TunnelAddress.String(), 3, 100*time.Millisecond); got != sent {
-					t.Errorf("gateway %s -> %s's tunnel address %s: %d of %d answered", from.Name, to.Name, peer.TunnelAddress, got, sent)
+				for _, a := range []netip.Addr{peer.TunnelAddress, config.TunnelAddress6(peer.TunnelAddress)} {
+					if sent, got := ping(t, l, from.Name, a.String(), 3, 100*time.Millisecond); got != sent {
+						t.Errorf("gateway %s -> %s's tunnel address %s: %d of %d answered", from.Name, to.Name, a, got, sent)
+					}
 				}
 			}
 		}
@@ -236,8 +239,8 @@ func lineDiff(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// checkPathList holds the derived path list against what it must contain:
-// every ordered pair of networks, both twins as ingress and return of a
+// checkPathList holds the derived path list against what it must contain,
+// in each family: every ordered pair of networks, both twins as ingress and return of a
 // two-gateway region, a destination address homed at each twin, and the
 // paths the issue names one by one.
 func checkPathList(t *testing.T, cfg *config.Config, l *lab.Lab, paths []lab.Path) {
@@ -256,39 +259,49 @@ func checkPathList(t *testing.T, cfg *config.Config, l *lab.Lab, paths []lab.Pat
 	}
 	seen := map[string]bool{}
 	for _, p := range paths {
-		seen[p.From+">"+p.To] = true
-		seen[p.From+">"+p.To+" in "+p.Ingress] = true
-		seen[p.From+">"+p.To+" back "+p.Return] = true
-		seen[p.From+">"+p.To+" dst home "+homeOf(p.Dst)] = true
-		seen[p.From+">"+p.To+" src home "+homeOf(p.Src)] = true
-	}
-	for _, a := range cfg.Networks {
-		for _, b := range cfg.Networks {
-			if a.Name != b.Name && !seen[a.Name+">"+b.Name] {
-				t.Errorf("no path from %s to %s", a.Name, b.Name)
-			}
-		}
-	}
-	for _, want := range []string{
-		"vpc-a>idc-a in gw-a2",       // same region, VPC to VBR through the twin without the session
-		"vpc-a>idc-a src home gw-a2", // from an address homed at the twin without the session
-		"idc-a>vpc-a back gw-a2",     // VBR to VPC, the VPC answering through the other twin
-		"idc-a>idc-b",                // VBR to a remote VBR
-		"vpc-b>vpc-a dst home gw-a1", // a remote region into each twin
-		"vpc-b>vpc-a dst home gw-a2",
-		"vpc-a>vpc-b in gw-a1",
-		"vpc-a>vpc-b in gw-a2",
-		"vpc-a>vpc-b src home gw-a1",
-		"vpc-a>vpc-b src home gw-a2",
-		"idc-b>vpc-a back gw-a2",
-	} {
-		if !seen[want] {
-			t.Errorf("the derived paths miss %q", want)
-		}
+		f := lab.Family(p.IPv6()) + " "
+		seen[f+p.From+">"+p.To] = true
+		seen[f+p.From+">"+p.To+" in "+p.Ingress] = true
+		seen[f+p.From+">"+p.To+" back "+p.Return] = true
+		seen[f+p.From+">"+p.To+" dst home "+homeOf(p.Dst)] = true
+		seen[f+p.From+">"+p.To+" src home "+homeOf(p.Src)] = true
 	}
 	host, _ := l.Host("vpc-a")
-	if got := len(host.Extra) + 1; got != 2 {
-		t.Errorf("vpc-a's host has %d addresses, want one homed at each twin", got)
+	for _, f := range []string{lab.FamilyIPv4, lab.FamilyIPv6} {
+		for _, a := range cfg.Networks {
+			for _, b := range cfg.Networks {
+				if a.Name != b.Name && !seen[f+" "+a.Name+">"+b.Name] {
+					t.Errorf("no %s path from %s to %s", f, a.Name, b.Name)
+				}
+			}
+		}
+		for _, want := range []string{
+			"vpc-a>idc-a in gw-a2",       // same region, VPC to VBR through the twin without the session
+			"vpc-a>idc-a src home gw-a2", // from an address homed at the twin without the session
+			"idc-a>vpc-a back gw-a2",     // VBR to VPC, the VPC answering through the other twin
+			"idc-a>idc-b",                // VBR to a remote VBR
+			"vpc-b>vpc-a dst home gw-a1", // a remote region into each twin
+			"vpc-b>vpc-a dst home gw-a2",
+			"vpc-a>vpc-b in gw-a1",
+			"vpc-a>vpc-b in gw-a2",
+			"vpc-a>vpc-b src home gw-a1",
+			"vpc-a>vpc-b src home gw-a2",
+			"idc-b>vpc-a back gw-a2",
+		} {
+			if !seen[f+" "+want] {
+				t.Errorf("the derived paths miss %q over %s", want, f)
+			}
+		}
+		// One address of the family homed at each twin.
+		n := 0
+		for _, p := range append([]netip.Prefix{host.Address, host.Address6}, host.Extra...) {
+			if p.IsValid() && lab.Family(p.Addr().Is6()) == f {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("vpc-a's host has %d %s addresses, want one homed at each twin", n, f)
+		}
 	}
 	t.Logf("%d paths derived from %d networks", len(paths), len(cfg.Networks))
 }

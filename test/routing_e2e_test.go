@@ -18,9 +18,11 @@ import (
 )
 
 // TestRoutingEndToEnd drives route exchange with real cend processes over
-// real opencen tunnels and a BIRD router behind a VBR: CEN routes in the
-// router's table, a route conflict, a hijack by a misconfigured gateway,
-// and max_prefixes tripping, then reset by the operator.
+// real opencen tunnels and a BIRD router behind a VBR, its one IPv4 session
+// carrying both families: CEN routes of both in the router's table, a
+// route conflict in each family, a hijack by a misconfigured gateway of
+// both families' prefixes, an IPv6-only accept list letting no IPv4 prefix
+// in, and max_prefixes tripping, then reset by the operator.
 func TestRoutingEndToEnd(t *testing.T) {
 	l, opts := upLab(t, "testdata/e2e.yaml")
 	if len(l.Routers) != 1 {
@@ -29,8 +31,10 @@ func TestRoutingEndToEnd(t *testing.T) {
 	x := &routingE2E{l: l, opts: opts, router: l.Routers[0]}
 	waitEstablished(t, l, "gw-a1", "gw-a2", "gw-b1")
 	t.Run("cen routes reach the on-premises router", x.cenRoutesReachRouter)
-	t.Run("route conflict", x.routeConflict)
+	t.Run("route conflict", func(t *testing.T) { x.routeConflict(t, "10.2.5.0/24", "192.168.77.0/24") })
+	t.Run("route conflict over IPv6", func(t *testing.T) { x.routeConflict(t, "fd00:2:0:5::/64", "fd00:192:168:77::/64") })
 	t.Run("hijack attempt", x.hijackAttempt)
+	t.Run("an IPv6-only accept list lets no IPv4 prefix in", x.acceptIPv6Only)
 	t.Run("max_prefixes trips", x.maxPrefixesTrips)
 	t.Run("peers reset after a trip", x.peersResetAfterTrip)
 }
@@ -69,15 +73,28 @@ func (x *routingE2E) peer(t *testing.T, gateway, name string) api.Peer {
 	return api.Peer{}
 }
 
-// fib lists the destinations of opencen's kernel routes (proto 79) in a
-// gateway's main table, with the devices and gateways they use.
+// fib lists the destinations of opencen's kernel routes (proto 79) of
+// both families in a gateway's main table, with the devices and gateways
+// they use.
 func (x *routingE2E) fib(t *testing.T, gateway string) string {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", x.gw(t, gateway).Namespace, "route", "show", "proto", "79").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip route in %s: %v: %s", gateway, err, out)
+	var all []byte
+	for _, f := range []string{"-4", "-6"} {
+		out, err := exec.Command("ip", "-n", x.gw(t, gateway).Namespace, f, "route", "show", "proto", "79").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %s route in %s: %v: %s", f, gateway, err, out)
+		}
+		all = append(all, out...)
 	}
-	return string(out)
+	return string(all)
+}
+
+// familyFlag is ip's -4 or -6 for a prefix or address in text.
+func familyFlag(p string) string {
+	if strings.Contains(p, ":") {
+		return "-6"
+	}
+	return "-4"
 }
 
 func (x *routingE2E) cenRoutesReachRouter(t *testing.T) {
@@ -86,7 +103,7 @@ func (x *routingE2E) cenRoutesReachRouter(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("birdc: %v: %s", err, out)
 		}
-		for _, p := range []string{"10.1.0.0/16", "10.2.0.0/16"} {
+		for _, p := range []string{"10.1.0.0/16", "10.2.0.0/16", "fd00:1::/48", "fd00:2::/48"} {
 			if !strings.Contains(string(out), p) {
 				return fmt.Errorf("%s missing from BIRD's routes from the CEN:\n%s", p, out)
 			}
@@ -96,20 +113,23 @@ func (x *routingE2E) cenRoutesReachRouter(t *testing.T) {
 				return fmt.Errorf("the CEN sent the router its own prefix %s back:\n%s", a, out)
 			}
 		}
-		k, err := exec.Command("ip", "-n", x.router.Namespace, "route", "show", "10.2.0.0/16").CombinedOutput()
-		if err != nil || !strings.Contains(string(k), "proto bird") {
-			return fmt.Errorf("router kernel route to vpc-b: %v %s", err, k)
+		for _, p := range []string{"10.2.0.0/16", "fd00:2::/48"} {
+			k, err := exec.Command("ip", "-n", x.router.Namespace, familyFlag(p), "route", "show", p).CombinedOutput()
+			if err != nil || !strings.Contains(string(k), p+" ") || !strings.Contains(string(k), "proto bird") {
+				return fmt.Errorf("router kernel route to vpc-b's %s: %v %s", p, err, k)
+			}
 		}
 		return nil
 	})
 }
 
-func (x *routingE2E) routeConflict(t *testing.T) {
+// routeConflict: the data centre announces clashPrefix, inside vpc-b,
+// besides freshPrefix, a new prefix of its own, both of one family: the
+// conflict is not learned anywhere and is reported; the rest of the
+// session's routes are learned.
+func (x *routingE2E) routeConflict(t *testing.T, clashPrefix, freshPrefix string) {
 	ctx := context.Background()
-	// The data centre announces a prefix inside vpc-b besides a new
-	// prefix of its own: the conflict is not learned anywhere and is
-	// reported; the rest of the session's routes are learned.
-	clash, fresh := netip.MustParsePrefix("10.2.5.0/24"), netip.MustParsePrefix("192.168.77.0/24")
+	clash, fresh := netip.MustParsePrefix(clashPrefix), netip.MustParsePrefix(freshPrefix)
 	if err := x.l.SetAnnouncements(ctx, x.router.Name, append(slices.Clone(x.router.Announce), clash, fresh)); err != nil {
 		t.Fatal(err)
 	}
@@ -161,9 +181,9 @@ func (x *routingE2E) routeConflict(t *testing.T) {
 }
 
 // hijackAttempt: gw-a2 runs with a config that puts vpc-b in Beijing, so
-// it originates vpc-b's CIDR. The others, with the true config, must
-// ignore it for that prefix: no route via gw-a2, traffic to vpc-b still
-// goes to gw-b1, and the rejection is counted.
+// it originates vpc-b's CIDRs, IPv4 and IPv6. The others, with the true
+// config, must ignore it for those prefixes: no route via gw-a2, traffic
+// to vpc-b still goes to gw-b1, and the rejections are counted.
 func (x *routingE2E) hijackAttempt(t *testing.T) {
 	ctx := context.Background()
 	stopRogue := x.startRogue(t)
@@ -173,40 +193,47 @@ func (x *routingE2E) hijackAttempt(t *testing.T) {
 			t.Errorf("restart gw-a2 with the lab's config: %v", err)
 		}
 	}()
-	// The rogue's session comes up and it announces 10.2.0.0/16.
+	// The rogue's session comes up and it announces 10.2.0.0/16 and
+	// fd00:2::/48.
 	for _, g := range []string{"gw-a1", "gw-b1"} {
-		eventually(t, 30*time.Second, g+" sees gw-a2 announce vpc-b's CIDR and rejects it", func() error {
+		eventually(t, 30*time.Second, g+" sees gw-a2 announce vpc-b's CIDRs and rejects them", func() error {
 			p := x.peer(t, g, "gw-a2")
-			if p.BGPState != "established" || p.PrefixesRejected < 1 {
+			if p.BGPState != "established" || p.PrefixesRejected < 2 {
 				return fmt.Errorf("%s's session with gw-a2: %+v", g, p)
 			}
 			return nil
 		})
 	}
-	r, ok := x.routes(t, "gw-a1")["10.2.0.0/16"]
-	if !ok || !r.Installed || len(r.NextHops) != 1 || !strings.HasPrefix(r.NextHops[0], "100.64.0.21") {
-		t.Errorf("gw-a1's route to vpc-b = %+v, want via gw-b1 (100.64.0.21) alone", r)
-	}
-	// WireGuard hands vpc-b's traffic to gw-b1 and takes it from gw-b1
-	// alone: the hijacker is the home of none of it.
-	if p := x.peer(t, "gw-a1", "gw-b1"); !slices.Contains(p.AllowedIPs, "10.2.0.0/16") {
-		t.Errorf("gw-a1's allowed ips of gw-b1 = %v, want 10.2.0.0/16 among them", p.AllowedIPs)
-	}
-	if p := x.peer(t, "gw-a1", "gw-a2"); slices.ContainsFunc(p.AllowedIPs, func(s string) bool { return strings.HasPrefix(s, "10.2.") }) {
-		t.Errorf("gw-a1's allowed ips of the hijacker gw-a2 = %v, want nothing of vpc-b", p.AllowedIPs)
-	}
-	if r, ok := x.routes(t, "gw-b1")["10.2.0.0/16"]; ok && r.Source != "local" {
-		t.Errorf("gw-b1 learned its own region's CIDR from the hijacker: %+v", r)
-	}
-	if strings.Contains(x.fib(t, "gw-b1"), "10.2.0.0/16") {
-		t.Errorf("gw-b1 installed a tunnel route to its own VPC:\n%s", x.fib(t, "gw-b1"))
+	// cenctl routes names a next hop by its session, gw-b1's tunnel
+	// address 100.64.0.21, in either family.
+	for _, c := range []struct{ cidr, inside string }{{"10.2.0.0/16", "10.2."}, {"fd00:2::/48", "fd00:2:"}} {
+		r, ok := x.routes(t, "gw-a1")[c.cidr]
+		if !ok || !r.Installed || len(r.NextHops) != 1 || !strings.HasPrefix(r.NextHops[0], "100.64.0.21") {
+			t.Errorf("gw-a1's route to vpc-b's %s = %+v, want via gw-b1 (100.64.0.21) alone", c.cidr, r)
+		}
+		// WireGuard hands vpc-b's traffic to gw-b1 and takes it from
+		// gw-b1 alone: the hijacker is the home of none of it.
+		if p := x.peer(t, "gw-a1", "gw-b1"); !slices.Contains(p.AllowedIPs, c.cidr) {
+			t.Errorf("gw-a1's allowed ips of gw-b1 = %v, want %s among them", p.AllowedIPs, c.cidr)
+		}
+		if p := x.peer(t, "gw-a1", "gw-a2"); slices.ContainsFunc(p.AllowedIPs, func(s string) bool { return strings.HasPrefix(s, c.inside) }) {
+			t.Errorf("gw-a1's allowed ips of the hijacker gw-a2 = %v, want nothing of vpc-b's %s", p.AllowedIPs, c.cidr)
+		}
+		if r, ok := x.routes(t, "gw-b1")[c.cidr]; ok && r.Source != "local" {
+			t.Errorf("gw-b1 learned its own region's CIDR %s from the hijacker: %+v", c.cidr, r)
+		}
+		if strings.Contains(x.fib(t, "gw-b1"), c.cidr) {
+			t.Errorf("gw-b1 installed a tunnel route to its own VPC's %s:\n%s", c.cidr, x.fib(t, "gw-b1"))
+		}
 	}
 	// Traffic from vpc-b to vpc-a is unaffected... through gw-a1; the
 	// rogue itself black-holes what it thinks is local, so only the
 	// control plane is judged beyond that.
 	logs, _ := os.ReadFile(x.gw(t, "gw-b1").LogFile)
-	if !strings.Contains(string(logs), "10.2.0.0/16") || !strings.Contains(string(logs), "gw-a2") {
-		t.Errorf("gw-b1's log does not report gw-a2's announcement of 10.2.0.0/16")
+	for _, cidr := range []string{"10.2.0.0/16", "fd00:2::/48"} {
+		if !strings.Contains(string(logs), cidr) || !strings.Contains(string(logs), "gw-a2") {
+			t.Errorf("gw-b1's log does not report gw-a2's announcement of %s", cidr)
+		}
 	}
 	stopRogue()
 }
@@ -264,6 +291,70 @@ func (x *routingE2E) startRogue(t *testing.T) (stop func()) {
 			<-done
 		}
 		os.Remove(roguePath)
+	}
+}
+
+// acceptIPv6Only narrows idc-a's accept list to its IPv6 entry and
+// reloads every gateway: the router's IPv4 prefixes, still announced, are
+// withdrawn from every gateway's routes and kernel table, its IPv6 ones
+// stay.
+// An accept list of one family denies the other entirely; it never reads
+// as "no filter". The lab's list comes back at the end.
+func (x *routingE2E) acceptIPv6Only(t *testing.T) {
+	both := `accept: [192.168.0.0/16, "fd00:192:168::/48"]`
+	x.setConfig(t, both, `accept: ["fd00:192:168::/48"]`)
+	defer x.setConfig(t, `accept: ["fd00:192:168::/48"]`, both)
+	var v4, v6 []string
+	for _, p := range x.router.Announce {
+		if p.Addr().Is4() {
+			v4 = append(v4, p.String())
+		} else {
+			v6 = append(v6, p.String())
+		}
+	}
+	eventually(t, 20*time.Second, "idc-a's IPv4 prefixes refused and withdrawn, its IPv6 ones kept", func() error {
+		if p := x.peer(t, "gw-a1", "idc-a"); p.BGPState != "established" {
+			return fmt.Errorf("gw-a1's session with idc-a: %+v", p)
+		}
+		for _, g := range []string{"gw-a1", "gw-a2", "gw-b1"} {
+			rs, fib := x.routes(t, g), x.fib(t, g)
+			for _, p := range v4 {
+				if r, ok := rs[p]; ok {
+					return fmt.Errorf("%s still has %s: %+v", g, p, r)
+				}
+				if strings.Contains(fib, p) {
+					return fmt.Errorf("%s still has %s in its kernel table:\n%s", g, p, fib)
+				}
+			}
+			for _, p := range v6 {
+				if r, ok := rs[p]; !ok || r.OriginNetwork != "idc-a" {
+					return fmt.Errorf("%s lost idc-a's IPv6 %s: %+v", g, p, r)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// setConfig replaces old by new in the lab's config and reloads every
+// gateway.
+func (x *routingE2E) setConfig(t *testing.T, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(x.l.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), old, new, 1)
+	if text == string(b) {
+		t.Fatalf("%q is not in the lab's config", old)
+	}
+	if err := os.WriteFile(x.l.ConfigFile, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range x.l.Gateways {
+		if r := runCenctl(t, "--socket", g.Socket, "reload"); r.code != 0 {
+			t.Fatalf("reload %s: %s%s", g.Name, r.stdout, r.stderr)
+		}
 	}
 }
 

@@ -2,11 +2,15 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,11 +54,12 @@ func setRates(t *testing.T, l *lab.Lab, toY, toZ int) {
 	}
 }
 
-// measureGoodput runs iperf3 from one lab host to another and returns the
-// receiver's goodput in bits per second over the run, less its first
+// measureGoodput runs iperf3 from one lab host to another, between their
+// IPv6 addresses if v6 is set and their IPv4 ones otherwise, and returns
+// the receiver's goodput in bits per second over the run, less its first
 // second (TCP's slow start: the steady state is what is allocated).
-func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (float64, error) {
-	bps, err := l.Goodput(context.Background(), from, to, lab.IperfOptions{Port: port, Seconds: seconds, Streams: flows, Omit: 1})
+func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int, v6 bool) (float64, error) {
+	bps, err := l.Goodput(context.Background(), from, to, lab.IperfOptions{Port: port, Seconds: seconds, Streams: flows, Omit: 1, IPv6: v6})
 	if err == nil && bps == 0 {
 		err = fmt.Errorf("iperf3 %s -> %s: no goodput", from, to)
 	}
@@ -65,7 +70,9 @@ func measureGoodput(l *lab.Lab, from, to, port string, seconds, flows int) (floa
 // mode, every cend started as an operator starts it (ip netns exec in its
 // gateway's namespace, nothing mounted for it): TCP goodput within
 // 0.95-1.00 of the allocation at 10 and 100 Mbps with one and four flows
-// (tcx also 500 Mbps, and two regions at once); a rate changed live; kill
+// (tcx also 500 Mbps, and two regions at once); at 100 Mbps, IPv6 alone,
+// and IPv4 and IPv6 at once summing to 0.95-1.00 of the pair's one
+// allocation; a rate changed live; kill
 // -9 and a restart that adopts the running shaper with its counters, one
 // attachment per device; on the 1 Kbps default, ping passing and no bulk,
 // nor a tenant's TCP or UDP on the ports of the gateways' own protocols;
@@ -94,9 +101,12 @@ func shapingMode(t *testing.T, mode string) {
 		for _, mbps := range rates {
 			setRates(t, l, mbps, 10)
 			for _, flows := range []int{1, 4} {
-				goodputWithin(t, l, x, mbps, flows)
+				goodputWithin(t, l, x, mbps, flows, false)
 			}
 		}
+		setRates(t, l, 100, 10)
+		goodputWithin(t, l, x, 100, 4, true)
+		familiesAtOnce(t, l, x, 100)
 		if mode == "tcx" {
 			twoRegionsAtOnce(t, l)
 		}
@@ -222,14 +232,16 @@ func changeModes(t *testing.T, l *lab.Lab, opts lab.Options, x lab.Gateway) {
 	reach(t, l)
 }
 
-// reach waits until vpc-x reaches vpc-y and vpc-z.
+// reach waits until vpc-x reaches vpc-y and vpc-z over IPv4 and IPv6.
 func reach(t *testing.T, l *lab.Lab) {
 	t.Helper()
 	eventually(t, 30*time.Second, "vpc-x reaches vpc-y and vpc-z", func() error {
 		for _, to := range []string{"vpc-y", "vpc-z"} {
 			h, _ := l.Host(to)
-			if _, got := ping(t, l, "vpc-x", h.Address.Addr().String(), 1, 200*time.Millisecond); got != 1 {
-				return fmt.Errorf("%s not reached", to)
+			for _, a := range []netip.Prefix{h.Address, h.Address6} {
+				if _, got := ping(t, l, "vpc-x", a.Addr().String(), 1, 200*time.Millisecond); got != 1 {
+					return fmt.Errorf("%s's %s not reached", to, a.Addr())
+				}
 			}
 		}
 		return nil
@@ -297,31 +309,74 @@ func toward(t *testing.T, g lab.Gateway, region string) api.Bandwidth {
 }
 
 // goodputWithin measures vpc-x to vpc-y for 6 s (the first second left
-// out) and wants 0.95-1.00 of mbps. A run short of 0.95 is measured once
+// out), over IPv6 if v6 is set, and wants 0.95-1.00 of mbps. A run short of 0.95 is measured once
 // more, and both are reported: on a shared machine with few cores a
 // WireGuard helper descheduled for a few milliseconds loses goodput that
 // no shaper can give back (the shaper's own drops are logged to tell the
 // two apart). Above 1.00 is never retried: that would be the shaper letting
 // too much through.
-func goodputWithin(t *testing.T, l *lab.Lab, x lab.Gateway, mbps, flows int) {
+func goodputWithin(t *testing.T, l *lab.Lab, x lab.Gateway, mbps, flows int, v6 bool) {
 	t.Helper()
 	var ratios []float64
 	for try := 0; try < 2; try++ {
 		d0 := toward(t, x, "us-west-1").DroppedPackets
-		got, err := measureGoodput(l, "vpc-x", "vpc-y", "5201", 6, flows)
+		got, err := measureGoodput(l, "vpc-x", "vpc-y", "5201", 6, flows, v6)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ratio := got / (float64(mbps) * 1e6)
 		ratios = append(ratios, ratio)
-		t.Logf("%d Mbps, %d flow(s): goodput %.2f Mbps, ratio %.4f; shaper drops %d packets", mbps, flows, got/1e6, ratio, toward(t, x, "us-west-1").DroppedPackets-d0)
+		t.Logf("%d Mbps, %d flow(s) over %s: goodput %.2f Mbps, ratio %.4f; shaper drops %d packets", mbps, flows, family(v6), got/1e6, ratio, toward(t, x, "us-west-1").DroppedPackets-d0)
 		if ratio >= 0.95 || ratio > 1.00 {
 			break
 		}
 	}
 	if r := ratios[len(ratios)-1]; r < 0.95 || r > 1.00 {
-		t.Errorf("%d Mbps, %d flow(s): goodput ratios %.4f, want 0.95 to 1.00", mbps, flows, ratios)
+		t.Errorf("%d Mbps, %d flow(s) over %s: goodput ratios %.4f, want 0.95 to 1.00", mbps, flows, family(v6), ratios)
 	}
+}
+
+// familiesAtOnce runs IPv4 and IPv6 flows at once from vpc-x to vpc-y
+// (two of each): one pair, one allocation, so their goodputs sum to
+// 0.95-1.00 of mbps, and each family gets some. A sum short of 0.95 is
+// measured once more, as in goodputWithin.
+func familiesAtOnce(t *testing.T, l *lab.Lab, x lab.Gateway, mbps int) {
+	t.Helper()
+	var sums []float64
+	for try := 0; try < 2; try++ {
+		d0 := toward(t, x, "us-west-1").DroppedPackets
+		var got [2]float64
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i, v6 := range []bool{false, true} {
+			wg.Go(func() { got[i], errs[i] = measureGoodput(l, "vpc-x", "vpc-y", strconv.Itoa(5205+i), 6, 2, v6) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs[:]...); err != nil {
+			t.Fatal(err)
+		}
+		sum := (got[0] + got[1]) / (float64(mbps) * 1e6)
+		sums = append(sums, sum)
+		t.Logf("%d Mbps, IPv4 and IPv6 at once: %.2f + %.2f Mbps, sum ratio %.4f; shaper drops %d packets",
+			mbps, got[0]/1e6, got[1]/1e6, sum, toward(t, x, "us-west-1").DroppedPackets-d0)
+		if got[0] == 0 || got[1] == 0 {
+			t.Errorf("IPv4 and IPv6 at once: %.0f and %.0f bps, want both families through", got[0], got[1])
+		}
+		if sum >= 0.95 || sum > 1.00 {
+			break
+		}
+	}
+	if r := sums[len(sums)-1]; r < 0.95 || r > 1.00 {
+		t.Errorf("%d Mbps, IPv4 and IPv6 at once: sum ratios %.4f, want 0.95 to 1.00 of the one allocation", mbps, sums)
+	}
+}
+
+// family names an address family for a log line.
+func family(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // twoRegionsAtOnce shapes vpc-x's traffic toward two regions at once, 30
@@ -338,7 +393,7 @@ func twoRegionsAtOnce(t *testing.T, l *lab.Lab) {
 		mbps     float64
 	}{{"vpc-y", "5202", 30}, {"vpc-z", "5203", 60}} {
 		go func() {
-			bps, err := measureGoodput(l, "vpc-x", c.to, c.port, 6, 2)
+			bps, err := measureGoodput(l, "vpc-x", c.to, c.port, 6, 2, false)
 			results <- result{c.mbps, bps, err}
 		}()
 	}
@@ -412,15 +467,18 @@ func liveRateChange(t *testing.T, l *lab.Lab, x lab.Gateway) {
 	}
 }
 
-// oneKbps puts both pairs on the 1 Kbps default: a ping passes, and
+// oneKbps puts both pairs on the 1 Kbps default: a ping passes in each
+// family, and
 // neither bulk TCP nor a tenant's TCP and UDP on the ports of the
 // gateways' protocols (as source and destination port) gets 20 kbit/s
 // across.
 func oneKbps(t *testing.T, l *lab.Lab) {
 	setRates(t, l, 0, 0)
 	h, _ := l.Host("vpc-y")
-	if sent, got := ping(t, l, "vpc-x", h.Address.Addr().String(), 3, time.Second); got != sent {
-		t.Errorf("ping across a 1 Kbps pair: %d of %d answered", got, sent)
+	for _, a := range []netip.Prefix{h.Address, h.Address6} {
+		if sent, got := ping(t, l, "vpc-x", a.Addr().String(), 3, time.Second); got != sent {
+			t.Errorf("ping %s across a 1 Kbps pair: %d of %d answered", a.Addr(), got, sent)
+		}
 	}
 	flows := append(controlPortFlows(), tenantFlow{"tcp", 5301, 0})
 	got, err := tenantTraffic(l, "vpc-x", "vpc-y", flows, 6*time.Second)

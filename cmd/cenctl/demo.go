@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -24,12 +25,14 @@ func newDemoCmd(_ *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Bring the lab up, prove reachability, measure every shaped pair and a failover, print a report, tear down",
+		Short: "Bring the lab up, prove reachability and measure every shaped pair over IPv4 and IPv6, and a failover; print a report, tear down",
 		Long: `Bring the namespace lab up with a cend per gateway, then measure:
-reachability between every pair of hosts (VPCs and the on-premises network),
-every shaped region pair in both directions with iperf3 against its
-allocation, the 1 Kbps default pair (ping passes, bulk does not), and the
-outage when a gateway of a region with two is killed. Prints the report,
+reachability between every pair of hosts (VPCs and the on-premises
+networks) over IPv4 and IPv6, every path forced through each gateway it
+can take, every shaped region pair in both directions and both families
+with iperf3 against its allocation, IPv4 and IPv6 flows at once on one pair
+against its one allocation, the 1 Kbps default pair (ping passes, bulk
+does not), and the outage when a gateway of a region with two is killed. Prints the report,
 writes it as JSON (and with --html as a page), and takes the lab down, also
 when interrupted. Needs root. Exits 1 when something is not as it should be.`,
 		Args: exactArgs(),
@@ -103,10 +106,29 @@ func writeReportFiles(rep *lab.Report, jsonFile, htmlFile string, say func(strin
 	return nil
 }
 
-// printReachability is the matrix of forced paths: a row per source
-// network and the gateway it hands its flows to, a column per destination
-// network.
+// printReachability is the matrix of forced paths of each family: a row
+// per source network and the gateway it hands its flows to, a column per
+// destination network.
 func printReachability(w io.Writer, reach []lab.Reach) {
+	for i, fam := range []string{lab.FamilyIPv4, lab.FamilyIPv6} {
+		var of []lab.Reach
+		for _, r := range reach {
+			if r.Family == fam {
+				of = append(of, r)
+			}
+		}
+		if len(of) == 0 {
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		printFamilyReachability(w, fam, of)
+	}
+}
+
+// printFamilyReachability is printReachability's matrix of one family.
+func printFamilyReachability(w io.Writer, family string, reach []lab.Reach) {
 	var rows, cols []string
 	cell := map[[2]string]lab.Reach{}
 	for _, r := range reach {
@@ -123,7 +145,7 @@ func printReachability(w io.Writer, reach []lab.Reach) {
 		cell[[2]string{row, r.To}] = r
 	}
 	slices.Sort(cols)
-	fmt.Fprintln(w, "Reachability (ping over every path, each forced: from row to column):")
+	fmt.Fprintf(w, "Reachability over %s (ping over every path, each forced: from row to column):\n", lab.FamilyTitle(family))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "\t")
 	for _, c := range cols {
@@ -151,25 +173,14 @@ func printReport(w io.Writer, rep *lab.Report) {
 	fmt.Fprintf(w, "opencen demo: instance %s, %s\n\n", rep.Instance, time.Duration(rep.Duration*float64(time.Second)).Round(time.Second))
 	printReachability(w, rep.Reachability)
 
-	fmt.Fprintln(w, "\nShaped pairs (iperf3 TCP goodput against the allocation):")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FROM\tTO\tALLOCATION\tPACKAGE\tGOODPUT\tRATIO")
-	partial := false
-	for _, p := range rep.Pairs {
-		alloc := config.Bandwidth(p.AllocationBps).String()
-		if p.ShareBps != 0 && p.ShareBps < p.AllocationBps {
-			alloc = fmt.Sprintf("%s (%s*)", alloc, config.Bandwidth(p.ShareBps))
-			partial = true
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\n", p.FromRegion, p.ToRegion, alloc, p.Package, rateText(p.GoodputBps), p.Ratio)
-	}
-	tw.Flush()
-	if partial {
-		fmt.Fprintln(w, "* every flow hashed onto some of the region's gateways: the ratio is against their share of the pair")
-	}
+	printPairs(w, rep.Pairs)
 	if d := rep.Default; d != nil {
-		fmt.Fprintf(w, "\nDefault pair %s <-> %s (1 Kbps, no package): ping %d/%d answered; bulk TCP %s\n",
-			d.Regions[0], d.Regions[1], d.PingReceived, d.PingSent, rateText(d.GoodputBps))
+		ping6 := ""
+		if d.PingSent6 > 0 {
+			ping6 = fmt.Sprintf(", over IPv6 %d/%d", d.PingReceived6, d.PingSent6)
+		}
+		fmt.Fprintf(w, "\nDefault pair %s <-> %s (1 Kbps, no package): ping %d/%d answered%s; bulk TCP %s\n",
+			d.Regions[0], d.Regions[1], d.PingReceived, d.PingSent, ping6, rateText(d.GoodputBps))
 	}
 	if f := rep.Failover; f != nil {
 		back := ""
@@ -186,6 +197,36 @@ func printReport(w io.Writer, rep *lab.Report) {
 	fmt.Fprintln(w, "\nNot as expected:")
 	for _, s := range rep.Failures {
 		fmt.Fprintf(w, "  - %s\n", s)
+	}
+}
+
+// printPairs is the table of shaped pairs: each direction in each family,
+// and IPv4 and IPv6 flows at once on one pair (their goodputs and sum
+// against the one allocation).
+func printPairs(w io.Writer, pairs []lab.PairMeasure) {
+	fmt.Fprintln(w, "\nShaped pairs (iperf3 TCP goodput against the allocation):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FROM\tTO\tFAMILY\tALLOCATION\tPACKAGE\tGOODPUT\tRATIO")
+	partial := false
+	for _, p := range pairs {
+		alloc := config.Bandwidth(p.AllocationBps).String()
+		if p.ShareBps != 0 && p.ShareBps < p.AllocationBps {
+			alloc = fmt.Sprintf("%s (%s*)", alloc, config.Bandwidth(p.ShareBps))
+			partial = true
+		}
+		goodput := rateText(p.GoodputBps)
+		if len(p.ByFamily) > 0 {
+			var parts []string
+			for _, f := range p.ByFamily {
+				parts = append(parts, rateText(f.GoodputBps))
+			}
+			goodput = strings.Join(parts, " + ") + " = " + goodput
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.3f\n", p.FromRegion, p.ToRegion, lab.FamilyTitle(p.Family), alloc, p.Package, goodput, p.Ratio)
+	}
+	tw.Flush()
+	if partial {
+		fmt.Fprintln(w, "* every flow hashed onto some of the region's gateways: the ratio is against their share of the pair")
 	}
 }
 

@@ -23,6 +23,7 @@ if ! ip link show dev "$name" >/dev/null 2>&1; then
 	ip link set dev "$dev" name "$name"
 fi
 for a in "$@"; do
-	ip addr replace "$a" dev "$name"
+	case $a in *:*) nodad=nodad ;; *) nodad= ;; esac
+	ip addr replace "$a" dev "$name" $nodad
 done
 ip link set dev "$name" up

@@ -1,8 +1,9 @@
 #!/bin/sh
-# vm-router.sh ROUTER_ID LOCAL_AS NEIGHBOR NEIGHBOR_AS on|off PREFIX...
+# vm-router.sh ROUTER_ID LOCAL_AS NEIGHBOR NEIGHBOR_AS on|off NEXTHOP4 NEXTHOP6 PREFIX...
 #
 # VM lab, on the on-premises router VM: installs BIRD 2, writes its config
-# with bird-conf.sh (the same rendering the namespace lab uses), forwards
+# with bird-conf.sh (the same rendering, and the same arguments, as the
+# namespace lab's), forwards
 # like a gateway (gateway-sysctls.sh), and (re)starts BIRD.
 set -eu
 here=$(dirname "$0")

@@ -12,6 +12,7 @@ import (
 	"github.com/opencen/opencen/internal/testutil"
 	"github.com/opencen/opencen/lab"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/opencen/opencen/internal/fibbench"
 )
@@ -29,19 +30,32 @@ func pipelinePrefixList(n int) []netip.Prefix {
 	return out
 }
 
-// announceBulk rewrites the router's BIRD config with prefixes added to
-// what it announces (the lab's script takes prefixes as arguments, too
-// many for one command line here) and reconfigures BIRD.
-func announceBulk(tb testing.TB, rt lab.Router, prefixes []netip.Prefix) {
+// pipelinePrefixList6 is n /64s in fd80::/16 (accepted by the VBR).
+func pipelinePrefixList6(n int) []netip.Prefix {
+	out := make([]netip.Prefix, n)
+	for i := range n {
+		var a [16]byte
+		a[0], a[1] = 0xfd, 0x80
+		a[4], a[5], a[6], a[7] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+		out[i] = netip.PrefixFrom(netip.AddrFrom16(a), 64)
+	}
+	return out
+}
+
+// announceBulk rewrites the router's BIRD config with prefixes of one
+// family (4 or 6) added to what it announces (the lab's script takes
+// prefixes as arguments, too many for one command line here) and
+// reconfigures BIRD.
+func announceBulk(tb testing.TB, rt lab.Router, family int, prefixes []netip.Prefix) {
 	tb.Helper()
 	conf, err := os.ReadFile(rt.Config)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	const anchor = "protocol static onprem {\n\tipv4;\n"
+	anchor := fmt.Sprintf("protocol static onprem%d {\n\tipv%d;\n", family, family)
 	i := strings.Index(string(conf), anchor)
 	if i < 0 {
-		tb.Fatalf("no %q block in %s", "protocol static onprem", rt.Config)
+		tb.Fatalf("no %q block in %s", strings.TrimSpace(anchor), rt.Config)
 	}
 	var b strings.Builder
 	b.WriteString(string(conf[:i+len(anchor)]))
@@ -58,25 +72,20 @@ func announceBulk(tb testing.TB, rt lab.Router, prefixes []netip.Prefix) {
 	}
 }
 
-// countRoutes counts opencen's routes (proto 79) in a namespace's main
-// table.
-func countRoutes(tb testing.TB, namespace string) int {
+// countRoutes counts opencen's routes (proto 79) of family (unix.AF_INET
+// or AF_INET6) in a namespace's main table.
+func countRoutes(tb testing.TB, namespace string, family int) int {
 	tb.Helper()
 	h, err := netlinkHandle(namespace)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer h.Close()
-	rs, err := opencenRoutes(h)
+	rs, err := h.RouteListFiltered(family, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return -1 // an interrupted dump: try again
 	}
 	return len(rs)
-}
-
-// opencenRoutes lists opencen's IPv4 routes (proto 79) in the main table.
-func opencenRoutes(h *netlink.Handle) ([]netlink.Route, error) {
-	return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: 79, Table: 254}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 }
 
 // ipBatchInstall times `ip -batch` installing the prefixes in a fresh
@@ -90,17 +99,51 @@ func ipBatchInstall(tb testing.TB, prefixes []netip.Prefix) time.Duration {
 	return d
 }
 
+// pipelineRun has the router announce prefixes of one family (4 or 6) and
+// times until all are in namespace's kernel table, beside BIRD's own
+// reconfigure; it returns how many routes of the family the table holds.
+func pipelineRun(b *testing.B, rt lab.Router, namespace string, family int, prefixes []netip.Prefix) (pipeline, reconfigured time.Duration, n int) {
+	af := unix.AF_INET
+	if family == 6 {
+		af = unix.AF_INET6
+	}
+	base := countRoutes(b, namespace, af)
+	watch := watchRoutes(b, namespace, af)
+	t0 := time.Now()
+	announceBulk(b, rt, family, prefixes)
+	reconfigured = time.Since(t0)
+	deadline := t0.Add(120 * time.Second)
+	for {
+		// The notifications say when; a dump confirms (and takes over,
+		// 5 times a second, should notifications be lost).
+		seen, ok := watch.count()
+		if !ok || seen >= base+len(prefixes) {
+			if n = countRoutes(b, namespace, af); n >= base+len(prefixes) {
+				return time.Since(t0), reconfigured, n
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s has %d of %d IPv%d routes after 120 s", namespace, max(n, seen)-base, len(prefixes), family)
+		}
+		if ok {
+			time.Sleep(10 * time.Millisecond)
+		} else {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
 // BenchmarkPipeline100k is the whole routing pipeline with real cend
 // processes over real opencen tunnels: an on-premises BIRD router starts
-// announcing 100,000 prefixes to gw-a1 over its VBR session; the benchmark
-// times until all of them are installed in the kernel of gw-b1, in another
-// region (gw-a1's speaker learns and filters them, sends them over iBGP
-// inside WireGuard, gw-b1's speaker learns them and its dataplane installs
-// them). Beside it, `ip -batch` installing the same routes in the same run;
-// the time bare GoBGP takes to receive them from BIRD is
-// routing.BenchmarkBIRD100k's (make bench runs both and reports them
-// together). Target (issue 4): the pipeline within 2x of GoBGP plus ip
-// -batch, and under 10 s.
+// announcing 100,000 IPv4 prefixes to gw-a1 over its VBR session, then
+// 100,000 IPv6 ones; the benchmark times until all of each family are
+// installed in the kernel of gw-b1, in another region (gw-a1's speaker
+// learns and filters them, sends them over iBGP inside WireGuard, gw-b1's
+// speaker learns them and its dataplane installs them). Beside it, `ip
+// -batch` installing the same routes in the same run; the time bare GoBGP
+// takes to receive them from BIRD is routing.BenchmarkBIRD100k's (make
+// bench runs both and reports them together). Target: the pipeline within
+// 2x of GoBGP plus ip -batch, and under 10 s, in each family.
 func BenchmarkPipeline100k(b *testing.B) {
 	l, _ := upLab(b, "testdata/pipeline.yaml")
 	gb1, _ := l.Gateway("gw-b1")
@@ -108,57 +151,45 @@ func BenchmarkPipeline100k(b *testing.B) {
 		b.Fatalf("the lab has %d routers, want 1", len(l.Routers))
 	}
 	rt := l.Routers[0]
-	base := 0
 	eventually(b, 60*time.Second, "gw-b1 installs the data centre's own prefixes", func() error {
-		base = countRoutes(b, gb1.Namespace)
 		out, _ := exec.Command("ip", "-n", gb1.Namespace, "route", "show", rt.LAN.Masked().String()).CombinedOutput()
 		if !strings.Contains(string(out), "proto 79") {
 			return fmt.Errorf("%s not installed yet", rt.LAN.Masked())
 		}
 		return nil
 	})
-	prefixes := pipelinePrefixList(pipelinePrefixes)
-	watch := watchRoutes(b, gb1.Namespace)
+	prefixes, prefixes6 := pipelinePrefixList(pipelinePrefixes), pipelinePrefixList6(pipelinePrefixes)
 	b.ResetTimer()
 	for range b.N {
-		t0 := time.Now()
-		announceBulk(b, rt, prefixes)
-		reconfigured := time.Since(t0)
-		var n int
-		deadline := t0.Add(120 * time.Second)
-		for {
-			// The notifications say when; a dump confirms (and takes
-			// over, 5 times a second, should notifications be lost).
-			seen, ok := watch.count()
-			if !ok || seen >= base+pipelinePrefixes {
-				if n = countRoutes(b, gb1.Namespace); n >= base+pipelinePrefixes {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("gw-b1 has %d of %d routes after 120 s", max(n, seen)-base, pipelinePrefixes)
-			}
-			if ok {
-				time.Sleep(10 * time.Millisecond)
-			} else {
-				time.Sleep(200 * time.Millisecond)
-			}
-		}
-		pipeline := time.Since(t0)
+		rss0 := rssMB(b, gb1.PID)
+		pipeline, reconfigured, n := pipelineRun(b, rt, gb1.Namespace, 4, prefixes)
 		b.StopTimer()
 		batch := ipBatchInstall(b, prefixes)
 		rss := rssMB(b, gb1.PID)
+		b.StartTimer()
+		pipeline6, reconfigured6, _ := pipelineRun(b, rt, gb1.Namespace, 6, prefixes6)
+		b.StopTimer()
+		batch6 := ipBatchInstall(b, prefixes6)
+		rss6 := rssMB(b, gb1.PID)
+		perRoute, perRoute6 := rss*1e6/float64(n), (rss6-rss)*1e6/pipelinePrefixes
 		b.ReportMetric(pipeline.Seconds(), "pipeline-s")
 		b.ReportMetric(batch.Seconds(), "ipbatch-s")
 		b.ReportMetric(reconfigured.Seconds(), "bird-configure-s")
-		b.ReportMetric(rss*1e6/float64(n), "receiver-rss-B/route")
+		b.ReportMetric(perRoute, "receiver-rss-B/route")
+		b.ReportMetric(pipeline6.Seconds(), "pipeline6-s")
+		b.ReportMetric(batch6.Seconds(), "ipbatch6-s")
+		b.ReportMetric(perRoute6, "receiver-rss6-B/route")
 		fmt.Printf(`
-routing pipeline, real cend processes (100,000 /28 prefixes from BIRD over a VBR, then iBGP inside WireGuard to another region)
-  announced by BIRD until all in gw-b1's kernel FIB:  %8.2fs   (target: within 2x of GoBGP alone + ip -batch, and under 10s)
-    of which BIRD's own reconfigure (parse 100k routes): %6.2fs
-  ip -batch installs the same 100k routes (baseline):    %6.2fs
-  gw-b1's cend RSS with the routes: %.1f MB (%.0f B per route, all of the agent included)
-`, pipeline.Seconds(), reconfigured.Seconds(), batch.Seconds(), rss, rss*1e6/float64(n))
+routing pipeline, real cend processes (100,000 IPv4 /28s, then 100,000 IPv6 /64s, from BIRD over a VBR, then iBGP inside WireGuard to another region)
+  IPv4: announced by BIRD until all in gw-b1's kernel FIB:  %8.2fs   (target: within 2x of GoBGP alone + ip -batch, and under 10s)
+    of which BIRD's own reconfigure (parse 100k routes):   %6.2fs
+  ip -batch installs the same 100k IPv4 routes (baseline): %6.2fs
+  IPv6: announced by BIRD until all in gw-b1's kernel FIB:  %8.2fs   (same target, against IPv6's GoBGP and ip -batch)
+    of which BIRD's own reconfigure:                        %6.2fs
+  ip -batch installs the same 100k IPv6 routes (baseline): %6.2fs
+  gw-b1's cend RSS: %.1f MB before, %.1f MB with the IPv4 routes (%.0f B per route, the whole agent), %.1f MB with both (%.0f B per IPv6 route)
+`, pipeline.Seconds(), reconfigured.Seconds(), batch.Seconds(), pipeline6.Seconds(), reconfigured6.Seconds(), batch6.Seconds(),
+			rss0, rss, perRoute, rss6, perRoute6)
 		b.StartTimer()
 	}
 }

@@ -2,6 +2,7 @@ package test
 
 import (
 	endian "encoding/binary"
+	"fmt"
 	"os/exec"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/opencen/opencen/internal/testutil"
 )
 
-// routeWatch counts opencen's IPv4 routes (protocol 79) in a namespace's
+// routeWatch counts opencen's routes of one family (protocol 79) in a namespace's
 // main table without reading a notification: an eBPF socket filter on a
 // route notification socket adds one to a counter for each such route
 // added and takes one away for each deleted, and drops every message, so
@@ -29,7 +30,7 @@ type routeWatch struct {
 	sock    int
 }
 
-func watchRoutes(tb testing.TB, namespace string) *routeWatch {
+func watchRoutes(tb testing.TB, namespace string, family int) *routeWatch {
 	tb.Helper()
 	w := &routeWatch{sock: -1}
 	tb.Cleanup(w.close)
@@ -41,7 +42,7 @@ func watchRoutes(tb testing.TB, namespace string) *routeWatch {
 	w.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.SocketFilter,
 		License:      "GPL",
-		Instructions: routeCounter(w.counter),
+		Instructions: routeCounter(w.counter, family),
 	})
 	if err != nil {
 		tb.Fatalf("route counter program: %v", err)
@@ -56,23 +57,27 @@ func watchRoutes(tb testing.TB, namespace string) *routeWatch {
 		if err := unix.SetsockoptInt(w.sock, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, w.prog.FD()); err != nil {
 			return err
 		}
-		return unix.Bind(w.sock, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (unix.RTNLGRP_IPV4_ROUTE - 1)})
+		group := uint32(unix.RTNLGRP_IPV4_ROUTE)
+		if family == unix.AF_INET6 {
+			group = unix.RTNLGRP_IPV6_ROUTE
+		}
+		return unix.Bind(w.sock, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (group - 1)})
 	})
 	if err != nil {
 		tb.Fatalf("route notifications in %s: %v", namespace, err)
 	}
 	// What is there already, after subscribing so nothing falls between.
-	if w.base = countRoutes(tb, namespace); w.base < 0 {
+	if w.base = countRoutes(tb, namespace, family); w.base < 0 {
 		tb.Fatalf("list routes in %s: the dump was interrupted", namespace)
 	}
 	return w
 }
 
 // routeCounter is the socket filter of a routeWatch: for each rtnetlink
-// message adding (deleting) an IPv4 main-table route of protocol 79 it
+// message adding (deleting) a main-table route of family and protocol 79 it
 // adds one to (takes one from) counter's only entry; it drops every
 // message.
-func routeCounter(counter *ebpf.Map) asm.Instructions {
+func routeCounter(counter *ebpf.Map, family int) asm.Instructions {
 	// LD_ABS loads half-words in network order; nlmsg_type is in host
 	// order.
 	typ := func(t uint16) int32 {
@@ -89,7 +94,7 @@ func routeCounter(counter *ebpf.Map) asm.Instructions {
 		asm.Mov.Imm(asm.R7, -1),
 		asm.JNE.Imm(asm.R0, typ(unix.RTM_DELROUTE), "drop"),
 		asm.LoadAbs(rtmsg, asm.Byte).WithSymbol("route"),
-		asm.JNE.Imm(asm.R0, unix.AF_INET, "drop"),
+		asm.JNE.Imm(asm.R0, int32(family), "drop"),
 		asm.LoadAbs(rtmsg+4, asm.Byte),
 		asm.JNE.Imm(asm.R0, unix.RT_TABLE_MAIN, "drop"),
 		asm.LoadAbs(rtmsg+5, asm.Byte),
@@ -129,24 +134,35 @@ func (w *routeWatch) close() {
 }
 
 // TestRouteWatchCounts: the pipeline benchmark's counter follows opencen's
-// IPv4 main-table routes added and deleted, and nothing else.
+// main-table routes of its family added and deleted, and nothing else.
 func TestRouteWatchCounts(t *testing.T) {
 	testutil.RequireRoot(t)
-	ns := testutil.NewNetNS(t, "ocl-rw")
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
+	for _, c := range []struct {
+		family int
+		p      func(i int) string
+		other  string
+	}{
+		{unix.AF_INET, func(i int) string { return fmt.Sprintf("10.9.%d.0/24", i) }, "fd09:9::/64"},
+		{unix.AF_INET6, func(i int) string { return fmt.Sprintf("fd09:%d::/64", i) }, "10.9.9.0/24"},
+	} {
+		ns := testutil.NewNetNS(t, "ocl-rw")
+		ip := func(args ...string) {
+			t.Helper()
+			if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, out)
+			}
 		}
-	}
-	ip("route", "add", "10.9.1.0/24", "dev", "lo", "proto", "79")
-	w := watchRoutes(t, ns)
-	ip("route", "add", "10.9.2.0/24", "dev", "lo", "proto", "79")
-	ip("route", "add", "10.9.3.0/24", "dev", "lo", "proto", "79")
-	ip("route", "add", "10.9.4.0/24", "dev", "lo", "proto", "static")
-	ip("route", "add", "10.9.5.0/24", "dev", "lo", "proto", "79", "table", "79")
-	ip("route", "del", "10.9.2.0/24", "dev", "lo", "proto", "79")
-	if n, ok := w.count(); !ok || n != 2 {
-		t.Errorf("count = %d (%v), want 2: 10.9.1.0/24, there when the watch started, and 10.9.3.0/24", n, ok)
+		ip("link", "set", "lo", "up")
+		ip("route", "add", c.p(1), "dev", "lo", "proto", "79")
+		w := watchRoutes(t, ns, c.family)
+		ip("route", "add", c.p(2), "dev", "lo", "proto", "79")
+		ip("route", "add", c.p(3), "dev", "lo", "proto", "79")
+		ip("route", "add", c.p(4), "dev", "lo", "proto", "static")
+		ip("route", "add", c.p(5), "dev", "lo", "proto", "79", "table", "79")
+		ip("route", "add", c.other, "dev", "lo", "proto", "79")
+		ip("route", "del", c.p(2), "dev", "lo", "proto", "79")
+		if n, ok := w.count(); !ok || n != 2 {
+			t.Errorf("family %d: count = %d (%v), want 2: %s, there when the watch started, and %s", c.family, n, ok, c.p(1), c.p(3))
+		}
 	}
 }

@@ -181,6 +181,11 @@ var rows = []row{
 		value: "bird-configure-s", unit: "s"},
 	{area: "agent", bench: "BenchmarkPipeline100k", figure: "  receiving cend's RSS per route (whole agent)",
 		value: "receiver-rss-B/route", unit: "B"},
+	{area: "agent", bench: "BenchmarkPipeline100k", figure: "routing pipeline: 100k IPv6 from BIRD to a remote FIB",
+		value: "pipeline6-s", unit: "s", baselines: []baseline{{"GoBGP + ip -batch", "BenchmarkBIRD100k:gobgp6-s + ipbatch6-s"}},
+		also: "routing/BenchmarkBIRD100k", target: []cond{ratioAtMost(2), valueBelow(10)}},
+	{area: "agent", bench: "BenchmarkPipeline100k", figure: "  receiving cend's RSS per IPv6 route (whole agent)",
+		value: "receiver-rss6-B/route", unit: "B"},
 
 	// Agent: one idle cend with ten peers, and its WireGuard helper.
 	{area: "agent", bench: "BenchmarkIdleAgent", figure: "idle cend, 10 peers: RSS",

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netns"
 
 	"github.com/opencen/opencen/internal/nsdo"
 )
@@ -126,7 +125,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 		p.Stop()
 		return nil, err
 	}
-	err = inNamespace(toNS, func() error {
+	err = nsdo.InNamed(toNS, func() error {
 		var err error
 		p.echo, err = net.ListenUDP(network, raddr)
 		return err
@@ -138,7 +137,7 @@ func (l *Lab) StartProbe(ctx context.Context, from, to string, o ProbeOptions) (
 	go p.serveEcho()
 	for range o.Flows {
 		var c *net.UDPConn
-		err := inNamespace(fromNS, func() error {
+		err := nsdo.InNamed(fromNS, func() error {
 			var err error
 			c, err = net.DialUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(srcAddr, 0)), raddr)
 			return err
@@ -299,13 +298,3 @@ func (p *Probe) settled(window time.Duration) bool {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// inNamespace runs fn on a thread inside the named network namespace.
-// Sockets fn creates belong to that namespace for their whole life.
-func inNamespace(ns string, fn func() error) error {
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		return fmt.Errorf("open namespace %s: %w", ns, err)
-	}
-	defer h.Close()
-	return nsdo.In(h, fn)
-}

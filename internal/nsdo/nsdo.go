@@ -47,6 +47,19 @@ func In(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
+// InNamed runs fn on a thread inside the namespace called name (as `ip
+// netns` names it): the sockets fn opens, and the links and routes it
+// reads or changes through package-level netlink calls, are that
+// namespace's.
+func InNamed(name string, fn func() error) error {
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	return In(ns, fn)
+}
+
 // Scratch runs fn on a thread inside a new, empty network namespace that
 // nothing else sees and that goes away with the thread: a probe there
 // touches nothing of the host's. It needs CAP_SYS_ADMIN.

@@ -6,13 +6,11 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
-	"github.com/vishvananda/netns"
 
 	"github.com/opencen/opencen/internal/iperf3"
 	"github.com/opencen/opencen/internal/nsdo"
@@ -69,14 +67,7 @@ func NewNetNS(tb testing.TB, prefix string) string {
 // InNetNS runs fn on a thread inside the named network namespace: the
 // sockets fn opens, and the links and routes it reads or changes through
 // package-level netlink calls, are that namespace's.
-func InNetNS(name string, fn func() error) error {
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
-	defer ns.Close()
-	return nsdo.In(ns, fn)
-}
+func InNetNS(name string, fn func() error) error { return nsdo.InNamed(name, fn) }
 
 // Iperf3Result is the part of `iperf3 -c ... -J`'s output the tests read.
 type Iperf3Result = iperf3.Result

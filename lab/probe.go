@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/opencen/opencen/internal/nsdo"
 )
 
@@ -297,4 +296,3 @@ func (p *Probe) settled(window time.Duration) bool {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-

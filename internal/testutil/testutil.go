@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"testing"
 
-
 	"github.com/opencen/opencen/internal/iperf3"
 	"github.com/opencen/opencen/internal/nsdo"
 )

@@ -107,3 +107,37 @@ func TestGatewayMaxPrefixes(t *testing.T) {
 	rawAnnounce(t, rogue, addrB, false, ps...)
 	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool { return sessionState(a) == "max-prefix-exceeded" })
 }
+
+// TestCountsFollowANewAcceptList: narrowing a VBR's accept list to IPv6
+// turns the IPv4 prefixes its router announces into refusals in the
+// session's counts at once, without the router sending them again (the
+// IPv6 prefix, over an IPv4 session with no IPv6 next hop, is accepted
+// but has nothing to be installed with).
+func TestCountsFollowANewAcceptList(t *testing.T) {
+	port := freePort(t)
+	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
+	d := desiredA(port)
+	d.Gateways = nil
+	d.VBRs[0].Accept = []netip.Prefix{mp("192.168.0.0/16"), mp("2001:db8:100::/48")}
+	d.VBRs[0].MaxPrefixes = 100 // as every VBR has, by default
+	a := startNode(t, port, d)
+	waitFor(t, 20*time.Second, "vbr established", func() bool { return sessionState(a) == "established" })
+	rawAnnounce(t, onprem, addrOnprem, false, mp("192.168.1.0/24"), mp("192.168.2.0/24"), mp("2001:db8:100:1::/64"))
+	counts := func() [2]FamilyCounts {
+		st, _ := a.s.Status(context.Background())
+		return st.Sessions[0].Families
+	}
+	waitFor(t, 10*time.Second, "2 IPv4 and 1 IPv6 accepted", func() bool {
+		f := counts()
+		return f[0].Accepted == 2 && f[1].Accepted == 1 && len(a.s.Routes()) == 2
+	})
+	narrowed := cloneDesired(d)
+	narrowed.VBRs[0].Accept = []netip.Prefix{mp("2001:db8:100::/48")}
+	if err := a.s.Set(context.Background(), narrowed); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the IPv4 prefixes refused, the IPv6 one still accepted", func() bool {
+		f := counts()
+		return f[0].Accepted == 0 && f[0].Rejected == 2 && f[1].Accepted == 1 && len(a.s.Routes()) == 0
+	})
+}

@@ -67,6 +67,30 @@ func (st *state) observeReceived(paths []*apiutil.Path) {
 	}
 }
 
+// reclassifyReceived applies a new import table to what each session
+// currently announces, so that its refusals (and the accepted counts
+// derived from them) describe the table in force, not the one in force
+// when each prefix arrived. A refusal the table cannot see (first-as, from
+// the AS path) stays. Sessions without a received set (no prefix limit)
+// keep their refusals until the prefixes come again. st.mu is held.
+func (st *state) reclassifyReceived() {
+	for addr, si := range st.sessions.byAddr {
+		if si.received == nil {
+			continue
+		}
+		old := st.sessions.rejected[addr]
+		rej := map[netip.Prefix]Reason{}
+		for pfx := range si.received {
+			if r := old[pfx]; r == ReasonFirstAS {
+				rej[pfx] = r
+			} else if v := st.f.classify(addr, pfx); v.reason != "" {
+				rej[pfx] = v.reason
+			}
+		}
+		st.sessions.rejected[addr] = rej
+	}
+}
+
 // countReceived enforces max_prefixes on what a peer announced, in each
 // address family separately: a VBR's from its config, a gateway's derived
 // from what the config entitles it to (GatewayPeer.MaxPrefixes).

@@ -100,6 +100,7 @@ func (st *state) setDesired(d *Desired, f *filter) {
 		for p := range st.learned.rib {
 			st.learned.dirty[p] = struct{}{}
 		}
+		st.reclassifyReceived()
 	}
 	for addr := range st.sessions.byAddr {
 		if f.gateways[addr] == nil && f.vbrs[addr] == nil {

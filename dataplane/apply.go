@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -144,7 +145,9 @@ func gatewayAddrs(want Desired) []netip.Addr {
 			out = append(out, a.Addr())
 		}
 	}
-	return out
+	// Sorted: the guard is the same whatever order the peers come in.
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 func (d *Dataplane) syncPeers(want Desired, p plan) error {

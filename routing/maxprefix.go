@@ -50,11 +50,16 @@ type tripInfo struct {
 // tripMaxPrefixes shuts the session down as RFC 4486 says, with a Cease of
 // subcode 1 (Maximum Number of Prefixes Reached): GoBGP's own prefix
 // limit, set now to the limit the session has passed, finds it passed at
-// once, sends that Cease and holds the session down (admin state PFX_CT).
-// The limit is set only at the trip: GoBGP counts its whole Adj-RIB-In
-// against it on every UPDATE, which a session that is up must not pay
-// (see countReceived); a session replaced by Set or reset has none again.
-// With a restart time, the session is reset after it.
+// once and sends that Cease. The limit is set only at the trip: GoBGP
+// counts its whole Adj-RIB-In against it on every UPDATE, which a session
+// that is up must not pay (see countReceived).
+//
+// GoBGP then sees the connection close and keeps the router's routes as a
+// graceful restart would, passing them on to every gateway until the
+// restart time ends: a session past its limit must lose them at once. So
+// once the session is down it is replaced by one held administratively
+// down, which drops them; a reset replaces that one in turn. With a
+// restart time, the session is reset after it.
 func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	s.mu.Lock()
 	spec, ok := s.bgp.peers[t.peer]
@@ -70,8 +75,37 @@ func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	if _, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: p}); err != nil {
 		return fmt.Errorf("set the prefix limit of %s: %w", t.peer, err)
 	}
+	// The Cease goes out first; then nothing of the router's stays.
+	for deadline := time.Now().Add(3 * time.Second); s.state.established(t.peer) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.holdDown(t, spec); err != nil {
+		return err
+	}
 	if t.restart > 0 {
 		time.AfterFunc(t.restart, func() { s.restartTripped(t, spec) })
+	}
+	return nil
+}
+
+// holdDown replaces the tripped session with one held administratively
+// down, unless it was reset, replaced or removed since.
+func (s *Speaker) holdDown(t tripInfo, spec peerSpec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srv := s.bgp.srv
+	if s.life.closed || srv == nil || s.bgp.peers[t.peer] != spec || s.state.tripSeq(t.peer) != t.seq {
+		return nil
+	}
+	ctx := context.Background()
+	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: t.peer.String()}); err != nil {
+		return fmt.Errorf("drop the routes of %s: %w", spec.name, err)
+	}
+	down := s.apiPeer(spec)
+	down.Conf.AdminDown = true
+	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: down}); err != nil {
+		delete(s.bgp.peers, t.peer) // the next Set adds it again
+		return fmt.Errorf("hold %s down: %w", spec.name, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
@@ -17,7 +18,14 @@ import (
 func trippedVBR(t *testing.T, restart time.Duration) (*node, *server.BgpServer, []netip.Prefix) {
 	t.Helper()
 	port := freePort(t)
-	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
+	// The router restarts gracefully, as BIRD and most routers can: the
+	// trip must still take its routes away at once.
+	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN, func(p *api.Peer) {
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 120, NotificationEnabled: true}
+		for _, af := range p.AfiSafis {
+			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+	})
 	da := desiredA(port)
 	da.Gateways = nil
 	da.VBRs[0].MaxPrefixes, da.VBRs[0].MaxPrefixesRestart = 5, restart

@@ -43,8 +43,8 @@ func TestControlTrafficUnderSaturation(t *testing.T) {
 			}
 			var routes []api.Route
 			cenctlJSON(t, gatewayOf(t, l, c.gw).Socket, &routes, "routes")
-			if n := installedRemote(routes); n != 2 {
-				return fmt.Errorf("%s: %d remote routes installed, want the other 2 regions' VPCs: %+v", c.gw, n, routes)
+			if n := installedRemote(routes); n != 4 {
+				return fmt.Errorf("%s: %d remote routes installed, want the other 2 regions' VPCs, IPv4 and IPv6: %+v", c.gw, n, routes)
 			}
 		}
 		return nil

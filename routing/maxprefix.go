@@ -42,72 +42,61 @@ func (st *state) prefixLimit(peer netip.Addr) prefixLimit {
 // come back; seq numbers the session's trips.
 type tripInfo struct {
 	peer    netip.Addr
-	max     uint32
 	restart time.Duration
 	seq     uint64
 }
 
-// tripMaxPrefixes shuts the session down as RFC 4486 says, with a Cease of
-// subcode 1 (Maximum Number of Prefixes Reached): GoBGP's own prefix
-// limit, set now to the limit the session has passed, finds it passed at
-// once and sends that Cease. The limit is set only at the trip: GoBGP
-// counts its whole Adj-RIB-In against it on every UPDATE, which a session
-// that is up must not pay (see countReceived).
-//
-// GoBGP then sees the connection close and keeps the router's routes as a
-// graceful restart would, passing them on to every gateway until the
-// restart time ends: a session past its limit must lose them at once. So
-// once the session is down it is replaced by one held administratively
-// down, which drops them; a reset replaces that one in turn. With a
-// restart time, the session is reset after it.
+// tripMaxPrefixes shuts the session down and holds it down: GoBGP
+// replaces it with one administratively down, sending the router a Cease
+// of subcode 2 (Administrative Shutdown, RFC 4486), and drops every route
+// of the session at once. Not GoBGP's prefix limit, which sends subcode
+// 1: the connection then closes under it, GoBGP takes that for a graceful
+// restart and keeps the router's routes, passing them on to every gateway,
+// where a session past its limit must lose them. With a restart time, the
+// session is reset after it.
 func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	spec, ok := s.bgp.peers[t.peer]
 	srv := s.bgp.srv
-	s.mu.Unlock()
-	if !ok || srv == nil {
+	if !ok || srv == nil || s.life.closed || s.state.tripSeq(t.peer) != t.seq {
 		return nil
 	}
-	p := s.apiPeer(spec)
-	for _, af := range p.AfiSafis {
-		af.PrefixLimits = &api.PrefixLimit{Family: af.Config.Family, MaxPrefixes: t.max}
+	down := s.apiPeer(spec)
+	down.Conf.AdminDown = true
+	if _, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: down}); err != nil {
+		return fmt.Errorf("shut %s down: %w", spec.name, err)
 	}
-	if _, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: p}); err != nil {
-		return fmt.Errorf("set the prefix limit of %s: %w", t.peer, err)
-	}
-	// The Cease goes out first; then nothing of the router's stays.
-	for deadline := time.Now().Add(3 * time.Second); s.state.established(t.peer) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := s.holdDown(t, spec); err != nil {
-		return err
-	}
+	// UPDATEs already queued from the closing connection can still land
+	// on the session that replaced it: flush it once more when they have.
+	time.AfterFunc(time.Second, func() { s.flushTripped(t, spec) })
 	if t.restart > 0 {
 		time.AfterFunc(t.restart, func() { s.restartTripped(t, spec) })
 	}
 	return nil
 }
 
-// holdDown replaces the tripped session with one held administratively
-// down, unless it was reset, replaced or removed since.
-func (s *Speaker) holdDown(t tripInfo, spec peerSpec) error {
+// flushTripped replaces the held-down session of trip t with a new one,
+// held down too, which drops whatever it holds; unless it was reset,
+// replaced or removed since.
+func (s *Speaker) flushTripped(t tripInfo, spec peerSpec) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	srv := s.bgp.srv
 	if s.life.closed || srv == nil || s.bgp.peers[t.peer] != spec || s.state.tripSeq(t.peer) != t.seq {
-		return nil
+		return
 	}
 	ctx := context.Background()
 	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: t.peer.String()}); err != nil {
-		return fmt.Errorf("drop the routes of %s: %w", spec.name, err)
+		s.log.Error("dropping the routes of a session past max_prefixes", "session", spec.name, "err", err)
+		return
 	}
 	down := s.apiPeer(spec)
 	down.Conf.AdminDown = true
 	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: down}); err != nil {
 		delete(s.bgp.peers, t.peer) // the next Set adds it again
-		return fmt.Errorf("hold %s down: %w", spec.name, err)
+		s.log.Error("holding down a session past max_prefixes", "session", spec.name, "err", err)
 	}
-	return nil
 }
 
 // restartTripped resets the session of trip t once its restart time is

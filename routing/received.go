@@ -98,9 +98,9 @@ func (st *state) reclassifyReceived() {
 // The limit is counted here, not by GoBGP's prefix limit: GoBGP counts its
 // whole Adj-RIB-In on every UPDATE, which makes a large burst quadratic
 // (test/'s BenchmarkPipeline100k sends one). Past the limit the session is
-// shut down with the Cease RFC 4486 names, subcode 1 (Maximum Number of
-// Prefixes Reached), and its routes go with it; it comes back after its
-// max_prefixes_restart, or at once with Speaker.ResetSession.
+// shut down (Speaker.tripMaxPrefixes) and its routes go with it; it comes
+// back after its max_prefixes_restart, or at once with
+// Speaker.ResetSession.
 func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal bool) {
 	limit := st.prefixLimit(peer)
 	if limit.max == 0 {
@@ -140,7 +140,7 @@ func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal boo
 	if st.srv != nil && st.trip != nil {
 		// Not from this callback: GoBGP serves the request from the loop
 		// that delivers these events.
-		trip := tripInfo{peer: peer, max: limit.max, restart: limit.restart, seq: si.trips}
+		trip := tripInfo{peer: peer, restart: limit.restart, seq: si.trips}
 		go func() {
 			if err := st.trip(trip); err != nil {
 				st.log.Error("shutting down a session past max_prefixes", "neighbor", peer, "err", err)

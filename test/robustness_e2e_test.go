@@ -23,7 +23,8 @@ var (
 // resets the session (RFC 7606 section 4: its NLRI cannot be located). A
 // hijack of another region's VPC, the gateway's own VPC and a default
 // route are refused; 2,000 /32s trip max_prefixes (1,000) with a Cease of
-// subcode 1 (RFC 4486). cend stays up throughout and installs nothing it
+// subcode 2 (Administrative Shutdown, RFC 4486; see
+// routing.Speaker.tripMaxPrefixes for why not subcode 1). cend stays up throughout and installs nothing it
 // is not entitled to.
 func TestRawPeerRobustness(t *testing.T) {
 	s := newSolo(t)
@@ -147,7 +148,7 @@ func attributesPastTheMessage(t *testing.T, s *solo, p *rawPeer) {
 }
 
 // floodTripsMaxPrefixes announces 2,000 /32s, 500 an UPDATE: past 1,000
-// the gateway sends a Cease of subcode 1, holds the session down and
+// the gateway sends a Cease of subcode 2, holds the session down and
 // keeps none of them.
 func floodTripsMaxPrefixes(t *testing.T, s *solo, p *rawPeer) {
 	base := netip.MustParseAddr("198.18.0.0")
@@ -161,8 +162,8 @@ func floodTripsMaxPrefixes(t *testing.T, s *solo, p *rawPeer) {
 		p.send(msgUpdate, update(nil, goodAttrs(routerAS, routerAddr), 0, batch...))
 	}
 	n, ended := p.closed(20 * time.Second)
-	if !ended || n != (notification{6, 1}) {
-		t.Fatalf("2,000 /32s: session closed %v with NOTIFICATION %v; want closed with Cease 6/1", ended, n)
+	if !ended || n != (notification{6, 2}) {
+		t.Fatalf("2,000 /32s: session closed %v with NOTIFICATION %v; want closed with Cease 6/2", ended, n)
 	}
 	s.waitSession("max-prefix-exceeded")
 	flood := netip.PrefixFrom(base, 21) // 198.18.0.0 to 198.18.7.255 holds the 2,000

@@ -380,7 +380,7 @@ func (x *routingE2E) maxPrefixesTrips(t *testing.T) {
 	if !strings.Contains(string(logs), "max_prefixes exceeded") {
 		t.Errorf("gw-a1's log does not say max_prefixes was exceeded")
 	}
-	eventually(t, 10*time.Second, "gw-b1 withdraws the data centre's routes", func() error {
+	eventually(t, 90*time.Second, "gw-b1 withdraws the data centre's routes", func() error {
 		for p, r := range x.routes(t, "gw-b1") {
 			if r.OriginNetwork == "idc-a" && r.Source != "held" {
 				return fmt.Errorf("gw-b1 still has %s from idc-a: %+v", p, r)

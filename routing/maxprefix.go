@@ -46,14 +46,15 @@ type tripInfo struct {
 	seq     uint64
 }
 
-// tripMaxPrefixes shuts the session down and holds it down: GoBGP
-// replaces it with one administratively down, sending the router a Cease
-// of subcode 2 (Administrative Shutdown, RFC 4486), and drops every route
-// of the session at once. Not GoBGP's prefix limit, which sends subcode
-// 1: the connection then closes under it, GoBGP takes that for a graceful
-// restart and keeps the router's routes, passing them on to every gateway,
-// where a session past its limit must lose them. With a restart time, the
-// session is reset after it.
+// tripMaxPrefixes shuts the session down and holds it down: GoBGP takes it
+// administratively down, which sends the router a Cease of subcode 2
+// (Administrative Shutdown, RFC 4486) and drops every route of the session
+// at once, and then the session is taken out of GoBGP altogether, with
+// whatever UPDATEs the closing connection still had queued, so the router
+// cannot connect again until a reset or the restart time. (Not GoBGP's
+// prefix limit, which sends subcode 1: the connection then closes under
+// it, GoBGP takes that for a graceful restart and keeps the router's
+// routes, passing them on to every gateway.)
 func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -62,52 +63,32 @@ func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	if !ok || srv == nil || s.life.closed || s.state.tripSeq(t.peer) != t.seq {
 		return nil
 	}
+	ctx := context.Background()
 	down := s.apiPeer(spec)
 	down.Conf.AdminDown = true
-	if _, err := srv.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: down}); err != nil {
+	if _, err := srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: down}); err != nil {
 		return fmt.Errorf("shut %s down: %w", spec.name, err)
 	}
-	// UPDATEs already queued from the closing connection can still land
-	// on the session that replaced it: flush it once more when they have.
-	time.AfterFunc(time.Second, func() { s.flushTripped(t, spec) })
+	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: t.peer.String()}); err != nil {
+		return fmt.Errorf("hold %s down: %w", spec.name, err)
+	}
+	delete(s.bgp.peers, t.peer)
+	s.bgp.held[t.peer] = spec
 	if t.restart > 0 {
 		time.AfterFunc(t.restart, func() { s.restartTripped(t, spec) })
 	}
 	return nil
 }
 
-// flushTripped replaces the held-down session of trip t with a new one,
-// held down too, which drops whatever it holds; unless it was reset,
-// replaced or removed since.
-func (s *Speaker) flushTripped(t tripInfo, spec peerSpec) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	srv := s.bgp.srv
-	if s.life.closed || srv == nil || s.bgp.peers[t.peer] != spec || s.state.tripSeq(t.peer) != t.seq {
-		return
-	}
-	ctx := context.Background()
-	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: t.peer.String()}); err != nil {
-		s.log.Error("dropping the routes of a session past max_prefixes", "session", spec.name, "err", err)
-		return
-	}
-	down := s.apiPeer(spec)
-	down.Conf.AdminDown = true
-	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: down}); err != nil {
-		delete(s.bgp.peers, t.peer) // the next Set adds it again
-		s.log.Error("holding down a session past max_prefixes", "session", spec.name, "err", err)
-	}
-}
-
-// restartTripped resets the session of trip t once its restart time is
-// over, unless it was reset, replaced or removed since.
+// restartTripped brings back the session of trip t once its restart time
+// is over, unless it was reset, changed or removed since.
 func (s *Speaker) restartTripped(t tripInfo, spec peerSpec) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.life.closed || s.bgp.srv == nil || s.bgp.peers[t.peer] != spec || s.state.tripSeq(t.peer) != t.seq {
+	if s.life.closed || s.bgp.srv == nil || s.bgp.held[t.peer] != spec || s.state.tripSeq(t.peer) != t.seq {
 		return
 	}
-	if err := s.replacePeer(context.Background(), t.peer, spec); err != nil {
+	if err := s.release(context.Background(), t.peer, spec); err != nil {
 		s.log.Error("restarting a session after max_prefixes", "session", spec.name, "neighbor", t.peer, "err", err)
 		return
 	}
@@ -119,38 +100,37 @@ func (s *Speaker) restartTripped(t tripInfo, spec peerSpec) {
 func (s *Speaker) ResetSession(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for addr, spec := range s.bgp.peers {
+	for addr, spec := range s.bgp.held {
 		if spec.name != name {
 			continue
 		}
-		if s.state.tripSeq(addr) == 0 {
-			return fmt.Errorf("routing: reset %s: %w", name, ErrNotTripped)
-		}
-		if err := s.replacePeer(ctx, addr, spec); err != nil {
+		if err := s.release(ctx, addr, spec); err != nil {
 			return err
 		}
 		s.log.Info("bgp session reset by the operator after max_prefixes", "session", name, "neighbor", addr)
 		return nil
 	}
+	for _, spec := range s.bgp.peers {
+		if spec.name == name {
+			return fmt.Errorf("routing: reset %s: %w", name, ErrNotTripped)
+		}
+	}
 	return fmt.Errorf("routing: reset %q: %w", name, ErrUnknownSession)
 }
 
-// replacePeer deletes the session with addr from GoBGP and adds it again
-// from spec, without the prefix limit of its trip, and clears the trip.
-// s.mu is held.
-func (s *Speaker) replacePeer(ctx context.Context, addr netip.Addr, spec peerSpec) error {
+// release adds a held session back to GoBGP, counting from zero. s.mu is
+// held.
+func (s *Speaker) release(ctx context.Context, addr netip.Addr, spec peerSpec) error {
 	srv := s.bgp.srv
 	if srv == nil {
 		return fmt.Errorf("routing: reset %s: no BGP server running", spec.name)
 	}
-	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-		return fmt.Errorf("routing: reset %s: remove the session: %w", spec.name, err)
-	}
 	s.state.clearTrip(addr)
 	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(spec)}); err != nil {
-		delete(s.bgp.peers, addr) // the next Set adds it again
 		return fmt.Errorf("routing: reset %s: add the session: %w", spec.name, err)
 	}
+	delete(s.bgp.held, addr)
+	s.bgp.peers[addr] = spec
 	return nil
 }
 

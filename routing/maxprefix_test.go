@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
@@ -18,14 +17,7 @@ import (
 func trippedVBR(t *testing.T, restart time.Duration) (*node, *server.BgpServer, []netip.Prefix) {
 	t.Helper()
 	port := freePort(t)
-	// The router restarts gracefully, as BIRD and most routers can: the
-	// trip must still take its routes away at once.
-	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN, func(p *api.Peer) {
-		p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 120, NotificationEnabled: true}
-		for _, af := range p.AfiSafis {
-			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
-		}
-	})
+	onprem := rawRouter(t, addrOnprem, 65010, port, addrA, testASN)
 	da := desiredA(port)
 	da.Gateways = nil
 	da.VBRs[0].MaxPrefixes, da.VBRs[0].MaxPrefixesRestart = 5, restart
@@ -43,6 +35,22 @@ func trippedVBR(t *testing.T, restart time.Duration) (*node, *server.BgpServer, 
 	return a, onprem, ps[5:]
 }
 
+// cutBack has the router withdraw extra and waits until its own table
+// holds only the 5 prefixes under the limit.
+func cutBack(t *testing.T, onprem *server.BgpServer, extra []netip.Prefix) {
+	t.Helper()
+	rawAnnounce(t, onprem, addrOnprem, true, extra...)
+	waitFor(t, 10*time.Second, "the router down to 5 prefixes of its own", func() bool {
+		n := 0
+		for p := range rawTable(t, onprem) {
+			if mp("192.168.0.0/16").Contains(p.Addr()) {
+				n++
+			}
+		}
+		return n == 5
+	})
+}
+
 func sessionState(a *node) string {
 	st, _ := a.s.Status(context.Background())
 	if len(st.Sessions) != 1 {
@@ -58,14 +66,16 @@ func TestMaxPrefixesRestart(t *testing.T) {
 	const restart = 3 * time.Second
 	tripped := time.Now()
 	a, onprem, extra := trippedVBR(t, restart)
-	rawAnnounce(t, onprem, addrOnprem, true, extra...)
+	cutBack(t, onprem, extra)
 	for time.Since(tripped) < restart-time.Second {
 		if s := sessionState(a); s != "max-prefix-exceeded" {
 			t.Fatalf("%v after the trip, before max_prefixes_restart: state %s", time.Since(tripped).Round(time.Millisecond), s)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitFor(t, restart+15*time.Second, "the session back, with the router's 5 prefixes", func() bool {
+	// As in TestMaxPrefixesResetByOperator, the router backs off its
+	// reconnects after an Administrative Shutdown.
+	waitFor(t, restart+45*time.Second, "the session back, with the router's 5 prefixes", func() bool {
 		return sessionState(a) == "established" && len(a.s.Routes()) == 5
 	})
 }
@@ -76,7 +86,7 @@ func TestMaxPrefixesRestart(t *testing.T) {
 // naming which.
 func TestMaxPrefixesResetByOperator(t *testing.T) {
 	a, onprem, extra := trippedVBR(t, 0)
-	rawAnnounce(t, onprem, addrOnprem, true, extra...)
+	cutBack(t, onprem, extra)
 	time.Sleep(3 * time.Second)
 	if s := sessionState(a); s != "max-prefix-exceeded" {
 		t.Fatalf("without a restart time the session left its trip by itself: %s", s)
@@ -88,7 +98,9 @@ func TestMaxPrefixesResetByOperator(t *testing.T) {
 	if err := a.s.ResetSession(ctx, "idc-a"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the session back after the reset, with 5 prefixes", func() bool {
+	// The router (GoBGP here) backs off its reconnects after an
+	// Administrative Shutdown: allow it a few of them.
+	waitFor(t, 45*time.Second, "the session back after the reset, with 5 prefixes", func() bool {
 		return sessionState(a) == "established" && len(a.s.Routes()) == 5
 	})
 	if err := a.s.ResetSession(ctx, "idc-a"); !errors.Is(err, ErrNotTripped) {

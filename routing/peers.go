@@ -45,6 +45,14 @@ func (s *Speaker) addPeers(ctx context.Context, want map[netip.Addr]peerSpec) []
 		if ok && old == spec {
 			continue
 		}
+		if h, held := s.bgp.held[addr]; held {
+			if h == spec {
+				continue // held down after max_prefixes
+			}
+			// A changed session starts afresh.
+			delete(s.bgp.held, addr)
+			s.state.clearTrip(addr)
+		}
 		if ok {
 			if err := s.bgp.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 				errs = append(errs, fmt.Errorf("routing: replace session %s: %w", spec.name, err))
@@ -65,6 +73,11 @@ func (s *Speaker) addPeers(ctx context.Context, want map[netip.Addr]peerSpec) []
 // removePeers deletes the sessions that are not in want.
 func (s *Speaker) removePeers(ctx context.Context, want map[netip.Addr]peerSpec) []error {
 	var errs []error
+	for addr := range s.bgp.held {
+		if _, ok := want[addr]; !ok {
+			delete(s.bgp.held, addr)
+		}
+	}
 	for addr, spec := range s.bgp.peers {
 		if _, ok := want[addr]; ok {
 			continue

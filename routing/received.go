@@ -134,7 +134,7 @@ func (st *state) countReceived(peer netip.Addr, pfx netip.Prefix, withdrawal boo
 	}
 	si.maxPrefix, si.received, si.perFamily = true, nil, [2]int{}
 	si.trips++
-	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam],
+	st.log.Error("bgp session shut down: max_prefixes exceeded", "session", st.sessionName(peer), "neighbor", peer, "family", familyName[fam], "last_prefix", pfx,
 		"max_prefixes", limit.max, "restart_after", limit.restart)
 	st.wakeSessions()
 	if st.srv != nil && st.trip != nil {

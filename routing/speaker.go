@@ -44,11 +44,14 @@ type bgpServer struct {
 	gwBFD       *gatewayBFD        // nil with BFD disabled
 	policy      *api.SetPoliciesRequest
 	peers       map[netip.Addr]peerSpec
+	// held are the sessions max_prefixes shut down, taken out of GoBGP
+	// (so the router cannot even connect) until reset or restarted.
+	held  map[netip.Addr]peerSpec
 	paths       map[netip.Prefix]originRec // what this gateway originates
 }
 
 func noServer() bgpServer {
-	return bgpServer{peers: map[netip.Addr]peerSpec{}, paths: map[netip.Prefix]originRec{}}
+	return bgpServer{peers: map[netip.Addr]peerSpec{}, held: map[netip.Addr]peerSpec{}, paths: map[netip.Prefix]originRec{}}
 }
 
 // globalKey is what cannot change without restarting the BGP server.

@@ -142,6 +142,9 @@ func (s *Speaker) configured() (*server.BgpServer, map[netip.Addr]peerSpec, map[
 	defer s.mu.Unlock()
 	specs := make(map[netip.Addr]peerSpec, len(s.bgp.peers))
 	gwBFD := map[netip.Addr]string{}
+	for a, p := range s.bgp.held {
+		specs[a] = p
+	}
 	for a, p := range s.bgp.peers {
 		specs[a] = p
 		if p.kind == SessionGateway && p.bfd && s.bgp.gwBFD != nil {

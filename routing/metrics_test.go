@@ -21,7 +21,7 @@ func gatherMetrics(t *testing.T, c prometheus.Collector) map[string]float64 {
 		for _, m := range mf.GetMetric() {
 			key := mf.GetName()
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "session" || lp.GetName() == "reason" {
+				if n := lp.GetName(); n == "session" || n == "reason" || n == "family" {
 					key += "/" + lp.GetValue()
 				}
 			}

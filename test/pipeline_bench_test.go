@@ -30,12 +30,14 @@ func pipelinePrefixList(n int) []netip.Prefix {
 	return out
 }
 
-// pipelinePrefixList6 is n /64s in fd80::/16 (accepted by the VBR).
+// pipelinePrefixList6 is n /64s in fd80:1::/32, inside the VBR's accept
+// range fd80::/16 and clear of the lab's own on-premises prefixes (the
+// first /64s of fd80::/48).
 func pipelinePrefixList6(n int) []netip.Prefix {
 	out := make([]netip.Prefix, n)
 	for i := range n {
 		var a [16]byte
-		a[0], a[1] = 0xfd, 0x80
+		a[0], a[1], a[3] = 0xfd, 0x80, 0x01
 		a[4], a[5], a[6], a[7] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 		out[i] = netip.PrefixFrom(netip.AddrFrom16(a), 64)
 	}

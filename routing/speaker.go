@@ -47,7 +47,7 @@ type bgpServer struct {
 	// held are the sessions max_prefixes shut down, taken out of GoBGP
 	// (so the router cannot even connect) until reset or restarted.
 	held  map[netip.Addr]peerSpec
-	paths       map[netip.Prefix]originRec // what this gateway originates
+	paths map[netip.Prefix]originRec // what this gateway originates
 }
 
 func noServer() bgpServer {

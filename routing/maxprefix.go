@@ -8,6 +8,7 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/opencen/opencen/config"
 )
@@ -46,14 +47,18 @@ type tripInfo struct {
 	seq     uint64
 }
 
-// tripMaxPrefixes shuts the session down and holds it down: GoBGP takes it
-// administratively down, which sends the router a Cease of subcode 2
-// (Administrative Shutdown, RFC 4486) and drops every route of the session
-// at once, and then the session is taken out of GoBGP altogether, with
-// whatever UPDATEs the closing connection still had queued, so the router
-// cannot connect again until a reset or the restart time. (Not GoBGP's
-// prefix limit, which sends subcode 1: the connection then closes under
-// it, GoBGP takes that for a graceful restart and keeps the router's
+// tripMaxPrefixes shuts the session down and holds it down. GoBGP's
+// session takes it administratively down, which sends the router a Cease
+// of subcode 2 (Administrative Shutdown, RFC 4486) and drops every route
+// of the session at once. Once GoBGP has seen the session leave
+// Established, it is taken out of GoBGP altogether, so the router cannot
+// connect again until a reset or the restart time; taking it out drops
+// again whatever an UPDATE read just before the shutdown added. (Not an
+// UpdatePeer with AdminDown: GoBGP replaces the session at once, and an
+// UPDATE the old connection still delivers lands in the RIB under a
+// session that no longer exists, where nothing removes it. Not GoBGP's
+// prefix limit either, which sends subcode 1: the connection then closes
+// under it, GoBGP takes that for a graceful restart and keeps the router's
 // routes, passing them on to every gateway.)
 func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 	s.mu.Lock()
@@ -64,10 +69,11 @@ func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 		return nil
 	}
 	ctx := context.Background()
-	down := s.apiPeer(spec)
-	down.Conf.AdminDown = true
-	if _, err := srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: down}); err != nil {
+	if err := srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: t.peer.String(), Communication: "maximum number of prefixes exceeded"}); err != nil {
 		return fmt.Errorf("shut %s down: %w", spec.name, err)
+	}
+	if !waitLeftEstablished(ctx, srv, t.peer, sessionLeaveTimeout) {
+		s.log.Warn("session still established after its administrative shutdown; removing it anyway", "session", spec.name, "neighbor", t.peer)
 	}
 	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: t.peer.String()}); err != nil {
 		return fmt.Errorf("hold %s down: %w", spec.name, err)
@@ -78,6 +84,31 @@ func (s *Speaker) tripMaxPrefixes(t tripInfo) error {
 		time.AfterFunc(t.restart, func() { s.restartTripped(t, spec) })
 	}
 	return nil
+}
+
+// sessionLeaveTimeout bounds the wait for an administratively shut down
+// session to leave Established.
+const sessionLeaveTimeout = 5 * time.Second
+
+// waitLeftEstablished reports whether GoBGP has handled the session's
+// leaving Established within timeout. A management request is served
+// only between two of GoBGP's session events, so a state seen here is one
+// whose handling (the routes of the session dropped) is complete.
+func waitLeftEstablished(ctx context.Context, srv *server.BgpServer, peer netip.Addr, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		up := false
+		err := srv.ListPeer(ctx, &api.ListPeerRequest{Address: peer.String()}, func(p *api.Peer) {
+			up = p.State != nil && p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
+		})
+		if err == nil && !up {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // restartTripped brings back the session of trip t once its restart time

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os/signal"
@@ -24,12 +23,7 @@ func helperCommand(stderr io.Writer) *cobra.Command {
 		Use:    "wireguard-device --device NAME [--mtu N]",
 		Short:  "Serve a userspace WireGuard device (started by cend itself)",
 		Hidden: true,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageError{fmt.Errorf("wireguard-device: unexpected argument %q", args[0])}
-			}
-			return nil
-		},
+		Args:   noArgs("wireguard-device: "),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
 				return usageError{errors.New("wireguard-device: --device is required")}

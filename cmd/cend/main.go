@@ -31,6 +31,17 @@ const (
 
 type usageError struct{ error }
 
+// noArgs refuses positional arguments as a usage error, the message led by
+// prefix (a subcommand's name and a colon, or nothing).
+func noArgs(prefix string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("%sunexpected argument %q", prefix, args[0])}
+		}
+		return nil
+	}
+}
+
 // hangups receives SIGHUP from the first thing main does: a SIGHUP that
 // arrives while cend starts (a `systemctl reload` racing the start) waits
 // here for the reload loop instead of taking the default action, which
@@ -100,12 +111,7 @@ SIGTERM and SIGINT stop, leaving forwarding in place for the next cend unless
 --cleanup is given.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q", args[0])}
-			}
-			return nil
-		},
+		Args:          noArgs(""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case f.version:

@@ -88,9 +88,11 @@
 // the speaker from GoBGP's pre-policy update events rather than by GoBGP's
 // own prefix limit, which recounts the whole Adj-RIB-In on every UPDATE and
 // so makes a large burst quadratic (received.go). A warning is logged past 80%;
-// past the limit the session is shut down with a Cease naming the limit
-// (state "max-prefix-exceeded", an error log) until the next change of that
-// session's config or a restart, and its routes are withdrawn.
+// past the limit the session is shut down administratively (Cease 6/2 with
+// the shutdown communication "maximum number of prefixes exceeded"; state
+// "max-prefix-exceeded", an error log), its routes are withdrawn at once,
+// and it stays down until its max_prefixes_restart, a `cenctl peers reset`,
+// or a change of that session's config (maxprefix.go).
 //
 // # Failure detection and restart
 //

@@ -60,16 +60,7 @@ func TestPolicyMatchesFilter(t *testing.T) {
 	for peer, r := range routers {
 		rawAnnounce(t, r, peer, false, all...)
 	}
-	waitFor(t, 30*time.Second, "all prefixes received on every session", func() bool {
-		st, _ := a.s.Status(context.Background())
-		n := 0
-		for _, ss := range st.Sessions {
-			if ss.Received == uint64(len(all)) {
-				n++
-			}
-		}
-		return n == len(names)
-	})
+	waitClassified(t, a, len(all), want)
 	got := learnedBySession(t, a.s)
 	st, _ := a.s.Status(context.Background())
 	for _, ss := range st.Sessions {
@@ -148,4 +139,35 @@ func learnedBySession(t *testing.T, s *Speaker) map[netip.Addr]map[netip.Prefix]
 		}
 	}
 	return out
+}
+
+// waitClassified waits until every session of want has received all n
+// prefixes, then, for up to as long again, until the refusals status
+// records match want: GoBGP counts a session's prefixes as their UPDATE
+// arrives, and the refusals come from the watch that delivers the same
+// paths after it. The caller compares what is there then.
+func waitClassified(t *testing.T, a *node, n int, want map[netip.Addr]map[netip.Prefix]bool) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "all prefixes received on every session", func() bool {
+		st, _ := a.s.Status(context.Background())
+		got := 0
+		for _, ss := range st.Sessions {
+			if ss.Received == uint64(n) {
+				got++
+			}
+		}
+		return got == len(want)
+	})
+	classified := func() bool {
+		st, _ := a.s.Status(context.Background())
+		for _, ss := range st.Sessions {
+			if int(ss.Rejected) != n-len(want[ss.Neighbor]) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(30 * time.Second); !classified() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }

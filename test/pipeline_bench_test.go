@@ -192,6 +192,23 @@ routing pipeline, real cend processes (100,000 IPv4 /28s, then 100,000 IPv6 /64s
   gw-b1's cend RSS: %.1f MB before, %.1f MB with the IPv4 routes (%.0f B per route, the whole agent), %.1f MB with both (%.0f B per IPv6 route)
 `, pipeline.Seconds(), reconfigured.Seconds(), batch.Seconds(), pipeline6.Seconds(), reconfigured6.Seconds(), batch6.Seconds(),
 			rss0, rss, perRoute, rss6, perRoute6)
+		// A session lost on the way (BFD starved of CPU, say) makes a run
+		// relearn everything: say so beside the figures it inflates.
+		for _, g := range l.Gateways {
+			if n := sessionsLost(b, g.LogFile); n > 0 {
+				fmt.Printf("  %s lost a BGP or BFD session %d time(s) during the run: its figures include relearning\n", g.Name, n)
+			}
+		}
 		b.StartTimer()
 	}
+}
+
+// sessionsLost counts the sessions a gateway's log says went down.
+func sessionsLost(tb testing.TB, logFile string) int {
+	tb.Helper()
+	data, err := os.ReadFile(logFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return strings.Count(string(data), `msg="bgp session down"`) + strings.Count(string(data), `msg="bfd session down`)
 }

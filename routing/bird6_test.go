@@ -43,12 +43,7 @@ protocol bgp cen {
 // families with gw-a's link address of each family as next hop.
 func TestBIRDVBROverIPv6(t *testing.T) {
 	l := newLab(t)
-	nsA, nsB, nsOp := l.netns("gwa"), l.netns("gwb"), l.netns("op")
-	l.link(nsA, "100.64.0.1/24", nsB, "100.64.0.2/24")
-	l.link(nsA, "fd30::1/64", nsOp, "fd30::2/64")
-	vbrA, vbrOp := fmt.Sprintf("ocrt2a%s", l.suffix), fmt.Sprintf("ocrt2b%s", l.suffix)
-	run(t, "ip", "-n", nsA, "addr", "add", "172.30.0.1/30", "dev", vbrA)
-	run(t, "ip", "-n", nsOp, "addr", "add", "172.30.0.2/30", "dev", vbrOp)
+	nsA, nsB, nsOp := l.dualStackVBR(t, "fd30::1/64", "fd30::2/64", "172.30.0.1/30", "172.30.0.2/30")
 	sock := startBIRD(t, nsOp, bird6Conf)
 
 	tunA, tunB := ma("100.64.0.1"), ma("100.64.0.2")
@@ -118,4 +113,24 @@ func checkBIRDHasCEN(t *testing.T, sock string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// dualStackVBR is gw-a and gw-b linked over 100.64.0.0/24, and an
+// on-premises router linked to gw-a over first (gw-a's address, the
+// router's), with second added on the same link: a VBR link of both
+// families, the session over first's. It returns the three namespaces.
+func (l *lab) dualStackVBR(t *testing.T, firstA, firstOp, secondA, secondOp string) (nsA, nsB, nsOp string) {
+	t.Helper()
+	nsA, nsB, nsOp = l.netns("gwa"), l.netns("gwb"), l.netns("op")
+	l.link(nsA, "100.64.0.1/24", nsB, "100.64.0.2/24")
+	l.link(nsA, firstA, nsOp, firstOp)
+	vbrA, vbrOp := fmt.Sprintf("ocrt2a%s", l.suffix), fmt.Sprintf("ocrt2b%s", l.suffix)
+	for _, a := range []struct{ ns, dev, addr string }{{nsA, vbrA, secondA}, {nsOp, vbrOp, secondOp}} {
+		args := []string{"-n", a.ns, "addr", "add", a.addr, "dev", a.dev}
+		if strings.Contains(a.addr, ":") {
+			args = append(args, "nodad")
+		}
+		run(t, append([]string{"ip"}, args...)...)
+	}
+	return nsA, nsB, nsOp
 }

@@ -1,7 +1,6 @@
 package routing
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -41,12 +40,7 @@ protocol bgp cen {
 // gracefully and GoBGP would keep them as a graceful restart's.
 func TestBIRDTripDropsBothFamilies(t *testing.T) {
 	l := newLab(t)
-	nsA, nsB, nsOp := l.netns("gwa"), l.netns("gwb"), l.netns("op")
-	l.link(nsA, "100.64.0.1/24", nsB, "100.64.0.2/24")
-	l.link(nsA, "172.30.0.1/30", nsOp, "172.30.0.2/30")
-	vbrA, vbrOp := fmt.Sprintf("ocrt2a%s", l.suffix), fmt.Sprintf("ocrt2b%s", l.suffix)
-	run(t, "ip", "-n", nsA, "addr", "add", "fd30::1/64", "dev", vbrA, "nodad")
-	run(t, "ip", "-n", nsOp, "addr", "add", "fd30::2/64", "dev", vbrOp, "nodad")
+	nsA, nsB, nsOp := l.dualStackVBR(t, "172.30.0.1/30", "172.30.0.2/30", "fd30::1/64", "fd30::2/64")
 	sock := startBIRD(t, nsOp, birdTripConf)
 
 	tunA, tunB := ma("100.64.0.1"), ma("100.64.0.2")

@@ -68,8 +68,12 @@ func BenchmarkIdleAgent(b *testing.B) {
 		b.Logf("idle cend with 10 peers over %s: RSS %.1f MB (target < 60), CPU %.2f%% of a core (target < 1%%); its WireGuard helper: RSS %.1f MB, CPU %.2f%%",
 			window, agentRSS, agentCPU, helperRSS, helperCPU)
 
-		scrape := requestCPU(b, g.PID, metricsClient(g.Namespace), "http://"+g.MetricsAddr+"/metrics")
-		status := requestCPU(b, g.PID, socketClient(g.Socket), "http://cend/v1/status")
+		scrape := requestCPU(b, g.PID, scraper(b, g.Namespace, "http://"+g.MetricsAddr+"/metrics"))
+		control := api.NewClient(g.Socket)
+		status := requestCPU(b, g.PID, func() error {
+			_, err := control.Status(context.Background())
+			return err
+		})
 		scraped := agentCPU + scrape/scrapeInterval.Seconds()/10 // ms per interval, as % of a core
 		b.ReportMetric(scrape, "scrape-cpu-ms")
 		b.ReportMetric(status, "status-cpu-ms")
@@ -83,33 +87,26 @@ func BenchmarkIdleAgent(b *testing.B) {
 // scrapeInterval is Prometheus' default scrape interval.
 const scrapeInterval = 15 * time.Second
 
-// requestCPU is the agent's CPU time, in ms, per GET of url, over a
-// bounded run of back-to-back requests on one kept-alive connection.
-func requestCPU(b *testing.B, pid int, c *http.Client, url string) float64 {
+// requestCPU is the agent's CPU time, in ms, per request, over a bounded
+// run of back-to-back requests made by get.
+func requestCPU(b *testing.B, pid int, get func() error) float64 {
 	b.Helper()
 	const requests = 200
-	get := func() {
-		resp, err := c.Get(url)
-		if err != nil {
-			b.Fatalf("GET %s: %v", url, err)
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %s %v", url, resp.Status, err)
-		}
+	if err := get(); err != nil { // the connection, and any first-use cost, outside the count
+		b.Fatal(err)
 	}
-	get() // the connection, and any first-use cost, outside the count
 	t0 := cpuTicks(b, pid)
 	for range requests {
-		get()
+		if err := get(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return float64(cpuTicks(b, pid)-t0) * 10 / requests // a tick is 10 ms (USER_HZ 100)
 }
 
-// metricsClient reaches the metrics listener inside namespace ns: each
-// connection is dialled from within it.
-func metricsClient(ns string) *http.Client {
+// scraper GETs url, the metrics listener inside namespace ns, on one
+// kept-alive connection dialled from within the namespace.
+func scraper(b *testing.B, ns, url string) func() error {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := nsdo.InNamed(ns, func() (err error) {
@@ -118,15 +115,18 @@ func metricsClient(ns string) *http.Client {
 		})
 		return c, err
 	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial}}
-}
-
-// socketClient reaches cend's control socket.
-func socketClient(path string) *http.Client {
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "unix", path)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial}}
+	return func() error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", url, err)
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s %v", url, resp.Status, err)
+		}
+		return nil
 	}
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial}}
 }
 
 func helperPID(t testing.TB, stateDir string) int {

@@ -28,7 +28,9 @@ func trippedVBR(t *testing.T, restart time.Duration) (*node, *server.BgpServer, 
 		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24))
 	}
 	rawAnnounce(t, onprem, addrOnprem, false, ps[:4]...)
-	waitFor(t, 10*time.Second, "4 prefixes under the limit", func() bool { return len(a.s.Routes()) == 4 })
+	// Both ends connect: a collision can close the first session and
+	// the next comes after GoBGP's connect retry, hence the longer wait.
+	waitFor(t, 30*time.Second, "4 prefixes under the limit", func() bool { return len(a.s.Routes()) == 4 })
 	rawAnnounce(t, onprem, addrOnprem, false, ps[4:]...)
 	waitFor(t, 10*time.Second, "max-prefix-exceeded state", func() bool { return sessionState(a) == "max-prefix-exceeded" })
 	waitFor(t, 10*time.Second, "routes of the tripped session withdrawn", func() bool { return len(a.s.Routes()) == 0 })
